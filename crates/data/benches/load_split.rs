@@ -1,0 +1,47 @@
+//! Load + join + split the shared IMDB parquet: `cargo bench -p bertlab-data`.
+//!
+//! Prints a table of wall times (best and median of several runs). The goal: the whole pipeline
+//! for the full 49,994 rows well under 1 s in release.
+
+use std::time::{Duration, Instant};
+
+use bertlab_data::{DatasetSource, HubOptions, NotebookSplit};
+
+fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, Duration) {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(f());
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    (times[0], times[runs / 2])
+}
+
+fn main() {
+    let Some(shared) = bertlab_hub::shared_dir() else {
+        eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
+        return;
+    };
+    let source = DatasetSource::LocalDir(shared.join("data/hf-imdb"));
+    let hub = HubOptions::default();
+    let data = source.load(&hub).expect("load shared IMDB");
+    let runs = 7;
+    let rows: Vec<(String, (Duration, Duration))> = vec![
+        ("load + join (49,994 rows)".into(), time(runs, || source.load(&hub).unwrap())),
+        ("split, subset 0.25".into(), time(runs, || NotebookSplit::new(&data.labels, 0.25, 42).unwrap())),
+        ("split, subset 1.0".into(), time(runs, || NotebookSplit::new(&data.labels, 1.0, 42).unwrap())),
+        (
+            "load + join + split 1.0".into(),
+            time(runs, || {
+                let d = source.load(&hub).unwrap();
+                NotebookSplit::new(&d.labels, 1.0, 42).unwrap()
+            }),
+        ),
+    ];
+    println!("\n{:<28} {:>10} {:>10}", "step", "best ms", "median ms");
+    for (name, (best, median)) in rows {
+        println!("{name:<28} {:>10.1} {:>10.1}", best.as_secs_f64() * 1e3, median.as_secs_f64() * 1e3);
+    }
+}
