@@ -7,8 +7,46 @@ mod chosen {
     /// Name recorded in run records and printed by `--version`.
     pub const BACKEND_NAME: &str = "cuda";
 
-    /// Parse `--device`: `cuda`, `cuda:N`, or `N`.
+    /// Check that the NVIDIA driver and NVRTC load, with advice when they do not.
+    ///
+    /// Burn's CUDA runtime (cudarc) loads both lazily and panics on a background thread when one
+    /// is missing; checking first turns that into an error that says what to install.
+    pub fn preflight() -> anyhow::Result<()> {
+        let needs = [
+            (
+                "cuda",
+                "the NVIDIA driver library (libcuda.so.1). Install the NVIDIA driver for your GPU \
+                 (e.g. `apt install nvidia-driver-580`), check `nvidia-smi` works, and in a container \
+                 run with the GPU exposed (`--gpus all`)",
+            ),
+            (
+                "nvrtc",
+                "NVRTC, the CUDA runtime compiler (libnvrtc.so), which Burn uses to compile its \
+                 kernels. Install the CUDA toolkit (e.g. `apt install cuda-nvrtc-13-0`) or \
+                 `pip install nvidia-cuda-nvrtc`, and add the folder holding libnvrtc.so* to LD_LIBRARY_PATH",
+            ),
+        ];
+        for (lib, advice) in needs {
+            let candidates = cudarc::get_lib_name_candidates(lib);
+            // SAFETY: loading a system library runs its initialisers; these are the same
+            // libraries cudarc itself would load a moment later.
+            let found = candidates.iter().any(|name| unsafe { libloading::Library::new(name) }.is_ok());
+            if !found {
+                anyhow::bail!(
+                    "this bertlab was built for CUDA but cannot load {advice}. \
+                     (Searched: {}; LD_LIBRARY_PATH={:?}.) To run on the CPU instead, build without \
+                     `--features cuda`.",
+                    candidates.iter().take(4).cloned().collect::<Vec<_>>().join(", "),
+                    std::env::var("LD_LIBRARY_PATH").unwrap_or_default()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Parse `--device` (`cuda`, `cuda:N`, or `N`) after checking the CUDA libraries load.
     pub fn device(spec: &str) -> anyhow::Result<burn::backend::cuda::CudaDevice> {
+        preflight()?;
         let index = match spec.trim() {
             "" | "cuda" | "gpu" | "default" => 0,
             s => s
@@ -28,7 +66,7 @@ mod chosen {
     pub const BACKEND_NAME: &str = "cpu (burn-flex)";
 
     /// Parse `--device`: only `cpu` exists in a CPU build.
-    pub fn device(spec: &str) -> anyhow::Result<<Backend as burn::tensor::backend::Backend>::Device> {
+    pub fn device(spec: &str) -> anyhow::Result<<Backend as burn::tensor::backend::BackendTypes>::Device> {
         match spec.trim() {
             "" | "cpu" | "default" => Ok(Default::default()),
             other => anyhow::bail!(

@@ -99,16 +99,16 @@ pub enum HubError {
     #[error(
         "offline (HF_HUB_OFFLINE=1 or --offline) and `{file}` of {kind} `{id}` at revision `{revision}` \
          is not in the HF cache {cache}; fetch it once with network access (run the same command \
-         without --offline / HF_HUB_OFFLINE, or `huggingface-cli download {repo_flag}{id} {file} --revision {revision}`), \
-         or point at a local directory holding the file"
+         without --offline / HF_HUB_OFFLINE, or `huggingface-cli download {flag}{id} {file} --revision {revision}`), \
+         or point at a local directory holding the file",
+        kind = kind_name(*kind),
+        flag = if *kind == RepoKind::Dataset { "--repo-type dataset " } else { "" }
     )]
     NotCached {
         /// Repository id.
         id: String,
-        /// "model" or "dataset".
-        kind: &'static str,
-        /// `--repo-type dataset ` or empty.
-        repo_flag: &'static str,
+        /// Model or dataset.
+        kind: RepoKind,
         /// Revision asked for.
         revision: String,
         /// File name.
@@ -197,12 +197,10 @@ impl RepoRef {
                 if let Some(path) = cached_file(&cache, id, *kind, revision, file) {
                     return Ok(path);
                 }
-                let kind_name = kind_name(*kind);
                 if options.is_offline() {
                     return Err(HubError::NotCached {
                         id: id.clone(),
-                        kind: kind_name,
-                        repo_flag: if *kind == RepoKind::Dataset { "--repo-type dataset " } else { "" },
+                        kind: *kind,
                         revision: revision.clone(),
                         file: file.to_string(),
                         cache: cache.path().display().to_string(),
@@ -211,7 +209,7 @@ impl RepoRef {
                 download(&cache, id, *kind, revision, file, options.progress).map_err(|source| {
                     HubError::Download {
                         id: id.clone(),
-                        kind: kind_name,
+                        kind: kind_name(*kind),
                         revision: revision.clone(),
                         file: file.to_string(),
                         source: Box::new(source),

@@ -1,1 +1,17 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod cache;
+mod encoded;
+mod error;
+mod fast;
+mod stats;
+mod tokenizer;
+mod truncation;
+
+pub use cache::{CacheStatus, TokenCache};
+pub use encoded::{EncodedTexts, RowIds};
+pub use error::{Result, TokenizeError};
+pub use stats::LengthStats;
+pub use tokenizer::WordPieceTokenizer;
+pub use truncation::Truncation;
