@@ -1,1 +1,20 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod bert;
+mod config;
+mod distilbert;
+mod encoder;
+mod error;
+mod model;
+mod precision;
+mod weights;
+
+pub use config::{Activation, Architecture, ModelConfig};
+pub use encoder::{cls, mean_pool, AttentionKernel, Backbone, Embeddings, EncoderLayer};
+pub use error::ModelError;
+pub use model::{
+    export_classifier, load_classifier, load_encoder, Encoder, EncoderOutput, TextClassifier, TOKENIZER_FILES,
+};
+pub use precision::Precision;
+pub use weights::LoadReport;

@@ -1,0 +1,527 @@
+//! Reading `model.safetensors` into the modules and writing it back with `transformers` names.
+//!
+//! The modules describe their parameters once, through [`ParamVisitor`] walks (see
+//! `bert.rs`/`distilbert.rs` for the names). Loading and exporting are two visitors over the
+//! same walk, so the names read and the names written cannot drift apart.
+//!
+//! Checkpoints in the wild differ in three ways that loading absorbs:
+//! - backbone tensors with or without the task prefix (`bert.embeddings…` in a
+//!   `BertForSequenceClassification` or pre-training checkpoint, `embeddings…` in a `BertModel`);
+//! - LayerNorm parameters named `weight`/`bias` or, in older files, `gamma`/`beta`;
+//! - storage dtype: F32, F16, BF16 (and F64) are all converted to f32 parameters.
+//!
+//! Tensors no module asks for (pre-training heads `cls.*`, DistilBERT's `vocab_*`, the
+//! `position_ids` buffer, …) are listed in [`LoadReport::ignored`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use safetensors::Dtype;
+
+use crate::config::Architecture;
+use crate::error::ModelError;
+
+/// What loading did besides reading the tensors the model needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Head tensors absent from the file, initialised from the seed (`transformers` names,
+    /// e.g. `classifier.weight`): N(0, initializer_range) weights, zero biases.
+    pub initialised: Vec<String>,
+    /// Tensors of the file the model does not use (pre-training heads, buffers), as named in
+    /// the file.
+    pub ignored: Vec<String>,
+}
+
+/// Where a parameter sits, which decides its exported name and whether it may be absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Backbone tensor the file must hold (`bert.`/`distilbert.` prefix on export).
+    Backbone,
+    /// Backbone tensor a classifier may lack (BERT's pooler): initialised when absent.
+    BackboneHead,
+    /// Backbone tensor the module computes itself when the file lacks it (DistilBERT's
+    /// sinusoidal positions): kept as built when absent.
+    BackboneFixed,
+    /// Task head (`classifier`, `pre_classifier`): no prefix, initialised when absent.
+    Head,
+}
+
+impl Scope {
+    fn prefixed(self) -> bool {
+        !matches!(self, Scope::Head)
+    }
+    fn may_be_absent(self) -> bool {
+        !matches!(self, Scope::Backbone)
+    }
+}
+
+/// How a matrix is laid out in Burn relative to the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Same as PyTorch (embedding tables).
+    Plain,
+    /// A `Linear` weight: PyTorch stores `[out, in]`, Burn `[in, out]`.
+    Transposed,
+}
+
+/// A walk over the parameters of a module, each with its `transformers` name (without the
+/// task prefix).
+pub(crate) trait ParamVisitor<B: Backend> {
+    /// A 2-D parameter.
+    fn matrix(
+        &mut self,
+        name: &str,
+        scope: Scope,
+        layout: Layout,
+        param: &mut Param<Tensor<B, 2>>,
+    ) -> Result<(), ModelError>;
+    /// A 1-D parameter.
+    fn vector(&mut self, name: &str, scope: Scope, param: &mut Param<Tensor<B, 1>>)
+        -> Result<(), ModelError>;
+}
+
+/// `name.weight` and `name.bias` of a linear layer.
+pub(crate) fn visit_linear<B: Backend, V: ParamVisitor<B>>(
+    v: &mut V,
+    name: &str,
+    scope: Scope,
+    layer: &mut Linear<B>,
+) -> Result<(), ModelError> {
+    v.matrix(&format!("{name}.weight"), scope, Layout::Transposed, &mut layer.weight)?;
+    if let Some(bias) = layer.bias.as_mut() {
+        v.vector(&format!("{name}.bias"), scope, bias)?;
+    }
+    Ok(())
+}
+
+/// `name.weight` and `name.bias` of a LayerNorm (legacy files: `gamma`/`beta`).
+pub(crate) fn visit_layer_norm<B: Backend, V: ParamVisitor<B>>(
+    v: &mut V,
+    name: &str,
+    scope: Scope,
+    norm: &mut LayerNorm<B>,
+) -> Result<(), ModelError> {
+    v.vector(&format!("{name}.weight"), scope, &mut norm.gamma)?;
+    if let Some(beta) = norm.beta.as_mut() {
+        v.vector(&format!("{name}.bias"), scope, beta)?;
+    }
+    Ok(())
+}
+
+/// `name.weight` of an embedding table.
+pub(crate) fn visit_embedding<B: Backend, V: ParamVisitor<B>>(
+    v: &mut V,
+    name: &str,
+    scope: Scope,
+    table: &mut Embedding<B>,
+) -> Result<(), ModelError> {
+    v.matrix(&format!("{name}.weight"), scope, Layout::Plain, &mut table.weight)
+}
+
+/// One tensor of the file.
+#[derive(Debug)]
+struct Entry {
+    key: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Byte range in the file's buffer.
+    start: usize,
+    end: usize,
+}
+
+/// An opened `model.safetensors`, indexed by normalised parameter name.
+pub(crate) struct WeightFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    prefix: &'static str,
+    /// Normalised name (no task prefix, `weight`/`bias` for LayerNorm) → tensor.
+    entries: HashMap<String, Entry>,
+}
+
+/// The name a file key stands for: task prefix removed, legacy LayerNorm names modernised.
+fn normalise(key: &str, prefix: &str) -> String {
+    let key = key.strip_prefix(prefix).and_then(|k| k.strip_prefix('.')).unwrap_or(key);
+    if let Some(stem) = key.strip_suffix(".gamma") {
+        format!("{stem}.weight")
+    } else if let Some(stem) = key.strip_suffix(".beta") {
+        format!("{stem}.bias")
+    } else {
+        key.to_string()
+    }
+}
+
+impl WeightFile {
+    /// Read and index the file; `architecture` decides which task prefix is stripped.
+    pub(crate) fn open(path: &Path, architecture: Architecture) -> Result<WeightFile, ModelError> {
+        let bytes =
+            std::fs::read(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| ModelError::Safetensors { path: path.to_path_buf(), message: e.to_string() })?;
+        let data_start = 8 + header_len;
+        let prefix = architecture.weight_prefix();
+        let mut entries: HashMap<String, Entry> = HashMap::new();
+        // Sorted so that a duplicate is reported the same way every time.
+        let infos: BTreeMap<String, _> = metadata.tensors().into_iter().collect();
+        for (key, info) in infos {
+            let name = normalise(&key, prefix);
+            let entry = Entry {
+                key: key.clone(),
+                dtype: info.dtype,
+                shape: info.shape.clone(),
+                start: data_start + info.data_offsets.0,
+                end: data_start + info.data_offsets.1,
+            };
+            if let Some(previous) = entries.insert(name.clone(), entry) {
+                return Err(ModelError::DuplicateTensor {
+                    path: path.to_path_buf(),
+                    name,
+                    first: previous.key,
+                    second: key,
+                });
+            }
+        }
+        Ok(WeightFile { path: path.to_path_buf(), bytes, prefix, entries })
+    }
+
+    /// True when the file holds the parameter `name` (in any accepted spelling).
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// The tensor as f32 values in row-major order, with its shape.
+    fn read_f32(&self, entry: &Entry) -> Result<Vec<f32>, ModelError> {
+        let raw = &self.bytes[entry.start..entry.end];
+        let values: Vec<f32> = match entry.dtype {
+            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => {
+                raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+            Dtype::BF16 => {
+                raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+            Dtype::F64 => raw
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+                .collect(),
+            other => {
+                return Err(ModelError::UnsupportedDtype {
+                    path: self.path.clone(),
+                    name: entry.key.clone(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        Ok(values)
+    }
+}
+
+/// A counter-based normal generator: the init of a head tensor depends on the seed and the
+/// tensor's name only, not on the backend, the device or the order tensors are visited in.
+struct SeededNormal {
+    state: u64,
+    spare: Option<f64>,
+}
+
+impl SeededNormal {
+    fn new(seed: u64, name: &str) -> SeededNormal {
+        // FNV-1a of the name, mixed with the seed.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in name.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        SeededNormal { state: seed ^ h.rotate_left(17), spare: None }
+    }
+
+    /// SplitMix64.
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1].
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    fn sample(&mut self) -> f64 {
+        if let Some(z) = self.spare.take() {
+            return z;
+        }
+        let (u1, u2) = (self.uniform(), self.uniform());
+        let r = (-2.0 * u1.ln()).sqrt();
+        let theta = 2.0 * std::f64::consts::PI * u2;
+        self.spare = Some(r * theta.sin());
+        r * theta.cos()
+    }
+}
+
+/// Transpose a row-major `[rows, cols]` buffer.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+/// Fills parameters from a [`WeightFile`], initialising absent head tensors from the seed.
+pub(crate) struct Loader<'f, B: Backend> {
+    file: &'f WeightFile,
+    seed: u64,
+    init_std: f64,
+    device: B::Device,
+    used: HashSet<String>,
+    initialised: Vec<String>,
+}
+
+impl<'f, B: Backend> Loader<'f, B> {
+    pub(crate) fn new(file: &'f WeightFile, seed: u64, init_std: f64, device: &B::Device) -> Self {
+        Loader { file, seed, init_std, device: device.clone(), used: HashSet::new(), initialised: Vec::new() }
+    }
+
+    /// The report: initialised heads, and every file tensor nobody asked for.
+    pub(crate) fn finish(self) -> LoadReport {
+        let mut ignored: Vec<String> = self
+            .file
+            .entries
+            .iter()
+            .filter(|(name, _)| !self.used.contains(*name))
+            .map(|(_, e)| e.key.clone())
+            .collect();
+        ignored.sort();
+        LoadReport { initialised: self.initialised, ignored }
+    }
+
+    /// The file's values for `name`, checked against the PyTorch-layout shape `expected`;
+    /// `None` when the tensor is absent and `scope` allows that.
+    fn take(&mut self, name: &str, scope: Scope, expected: &[usize]) -> Result<Option<Vec<f32>>, ModelError> {
+        let Some(entry) = self.file.entries.get(name) else {
+            if scope.may_be_absent() {
+                return Ok(None);
+            }
+            let mut tried = vec![format!("`{}.{name}`", self.file.prefix)];
+            for (new, old) in [(".weight", ".gamma"), (".bias", ".beta")] {
+                if let Some(stem) =
+                    name.strip_suffix(new).filter(|s| s.contains("LayerNorm") || s.contains("layer_norm"))
+                {
+                    tried.push(format!("`{stem}{old}`"));
+                    tried.push(format!("`{}.{stem}{old}`", self.file.prefix));
+                }
+            }
+            return Err(ModelError::MissingTensor {
+                path: self.file.path.clone(),
+                name: name.to_string(),
+                tried: tried.join(", "),
+                architecture: self.file.prefix.to_string(),
+            });
+        };
+        if entry.shape != expected {
+            return Err(ModelError::ShapeMismatch {
+                path: self.file.path.clone(),
+                name: entry.key.clone(),
+                expected: expected.to_vec(),
+                found: entry.shape.clone(),
+            });
+        }
+        self.used.insert(name.to_string());
+        self.file.read_f32(entry).map(Some)
+    }
+
+    fn head_name(&self, name: &str, scope: Scope) -> String {
+        if scope.prefixed() {
+            format!("{}.{name}", self.file.prefix)
+        } else {
+            name.to_string()
+        }
+    }
+}
+
+impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
+    fn matrix(
+        &mut self,
+        name: &str,
+        scope: Scope,
+        layout: Layout,
+        param: &mut Param<Tensor<B, 2>>,
+    ) -> Result<(), ModelError> {
+        let [d0, d1] = param.lazy_shape().dims::<2>();
+        // The file's layout: PyTorch `[out, in]` for linear weights.
+        let (rows, cols) = match layout {
+            Layout::Plain => (d0, d1),
+            Layout::Transposed => (d1, d0),
+        };
+        let values = match self.take(name, scope, &[rows, cols])? {
+            Some(values) => values,
+            None if scope == Scope::BackboneFixed => {
+                self.initialised.push(self.head_name(name, scope));
+                return Ok(());
+            }
+            None => {
+                let mut rng = SeededNormal::new(self.seed, name);
+                self.initialised.push(self.head_name(name, scope));
+                (0..rows * cols).map(|_| (rng.sample() * self.init_std) as f32).collect()
+            }
+        };
+        let values = match layout {
+            Layout::Plain => values,
+            Layout::Transposed => transpose(&values, rows, cols),
+        };
+        *param = Param::from_data(TensorData::new(values, [d0, d1]), &self.device);
+        Ok(())
+    }
+
+    fn vector(
+        &mut self,
+        name: &str,
+        scope: Scope,
+        param: &mut Param<Tensor<B, 1>>,
+    ) -> Result<(), ModelError> {
+        let [n] = param.lazy_shape().dims::<1>();
+        let values = match self.take(name, scope, &[n])? {
+            Some(values) => values,
+            None if scope == Scope::BackboneFixed => {
+                self.initialised.push(self.head_name(name, scope));
+                return Ok(());
+            }
+            None => {
+                // Head vectors are biases: transformers initialises them to zero.
+                self.initialised.push(self.head_name(name, scope));
+                vec![0.0; n]
+            }
+        };
+        *param = Param::from_data(TensorData::new(values, [n]), &self.device);
+        Ok(())
+    }
+}
+
+/// Collects parameters under their full `transformers` names, in PyTorch layout.
+pub(crate) struct Collector {
+    prefix: &'static str,
+    /// Name → (shape, f32 values).
+    pub(crate) tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl Collector {
+    pub(crate) fn new(architecture: Architecture) -> Collector {
+        Collector { prefix: architecture.weight_prefix(), tensors: BTreeMap::new() }
+    }
+
+    fn full_name(&self, name: &str, scope: Scope) -> String {
+        if scope.prefixed() {
+            format!("{}.{name}", self.prefix)
+        } else {
+            name.to_string()
+        }
+    }
+
+    /// Write the collected tensors as an F32 safetensors file (`format: pt`, as
+    /// `transformers` writes and expects).
+    pub(crate) fn write(&self, path: &Path) -> Result<(), ModelError> {
+        let bytes: Vec<(&String, &Vec<usize>, Vec<u8>)> = self
+            .tensors
+            .iter()
+            .map(|(name, (shape, values))| {
+                (name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+            })
+            .collect();
+        let export_error = |message: String| ModelError::Export { path: path.to_path_buf(), message };
+        let views = bytes
+            .iter()
+            .map(|(name, shape, data)| {
+                safetensors::tensor::TensorView::new(Dtype::F32, shape.to_vec(), data)
+                    .map(|view| (name.as_str(), view))
+                    .map_err(|e| export_error(format!("tensor `{name}`: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+        safetensors::tensor::serialize_to_file(views, Some(metadata), path)
+            .map_err(|e| export_error(e.to_string()))
+    }
+}
+
+fn param_values<B: Backend, const D: usize>(param: &Param<Tensor<B, D>>) -> Vec<f32> {
+    param
+        .val()
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("a float tensor converted to f32 reads back as f32")
+}
+
+impl<B: Backend> ParamVisitor<B> for Collector {
+    fn matrix(
+        &mut self,
+        name: &str,
+        scope: Scope,
+        layout: Layout,
+        param: &mut Param<Tensor<B, 2>>,
+    ) -> Result<(), ModelError> {
+        let [d0, d1] = param.lazy_shape().dims::<2>();
+        let values = param_values(param);
+        let (shape, values) = match layout {
+            Layout::Plain => (vec![d0, d1], values),
+            Layout::Transposed => (vec![d1, d0], transpose(&values, d0, d1)),
+        };
+        self.tensors.insert(self.full_name(name, scope), (shape, values));
+        Ok(())
+    }
+
+    fn vector(
+        &mut self,
+        name: &str,
+        scope: Scope,
+        param: &mut Param<Tensor<B, 1>>,
+    ) -> Result<(), ModelError> {
+        let [n] = param.lazy_shape().dims::<1>();
+        self.tensors.insert(self.full_name(name, scope), (vec![n], param_values(param)));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_normalised() {
+        assert_eq!(normalise("bert.embeddings.LayerNorm.gamma", "bert"), "embeddings.LayerNorm.weight");
+        assert_eq!(normalise("embeddings.LayerNorm.beta", "bert"), "embeddings.LayerNorm.bias");
+        assert_eq!(normalise("classifier.weight", "bert"), "classifier.weight");
+        assert_eq!(normalise("bert.pooler.dense.weight", "distilbert"), "bert.pooler.dense.weight");
+        assert_eq!(
+            normalise("distilbert.transformer.layer.0.ffn.lin1.bias", "distilbert"),
+            "transformer.layer.0.ffn.lin1.bias"
+        );
+    }
+
+    #[test]
+    fn seeded_normal_depends_on_seed_and_name_only() {
+        let draw = |seed, name| {
+            let mut g = SeededNormal::new(seed, name);
+            (0..4).map(|_| g.sample()).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7, "classifier.weight"), draw(7, "classifier.weight"));
+        assert_ne!(draw(7, "classifier.weight"), draw(8, "classifier.weight"));
+        assert_ne!(draw(7, "classifier.weight"), draw(7, "pre_classifier.weight"));
+        let mut g = SeededNormal::new(1, "x");
+        let xs: Vec<f64> = (0..20_000).map(|_| g.sample()).collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean} var {var}");
+    }
+
+    #[test]
+    fn transpose_swaps_axes() {
+        assert_eq!(transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3), [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+}
