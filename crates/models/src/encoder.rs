@@ -147,9 +147,10 @@ impl<B: Backend> Embeddings<B> {
             "sequence of {seq} tokens is longer than the model's {max_positions} positions \
              (max_position_embeddings); truncate to at most {max_positions}"
         );
-        let mut x = self.word_embeddings.forward(input_ids); // [batch, seq, hidden]
-                                                             // bertlab encodes single sentences: every token has type 0, as transformers assumes
-                                                             // when token_type_ids is not passed.
+        // [batch, seq, hidden]
+        let mut x = self.word_embeddings.forward(input_ids);
+        // bertlab encodes single sentences: every token has type 0, as transformers assumes
+        // when token_type_ids is not passed.
         if let Some(types) = &self.token_type_embeddings {
             x = x + types.weight.val().narrow(0, 0, 1).unsqueeze::<3>(); // + [1, 1, hidden]
         }
