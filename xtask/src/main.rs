@@ -1,6 +1,377 @@
-//! `cargo xtask`: build `bertlab` and run the experiment pipelines.
+//! `cargo xtask`: build `bertlab` and run the experiment pipelines of `pipelines/`, one
+//! `bertlab train` process per run, resumable, with reports derived from the run records.
 
-fn main() {
-    let pipelines = ["problem1", "problem2", "problem3", "all", "smoke"];
-    eprintln!("cargo xtask: pipelines to come: {}", pipelines.join(", "));
+mod build;
+mod estimate;
+mod exec;
+mod slurm;
+
+use anyhow::{bail, Context as _, Result};
+use bertlab_pipeline::report::Report;
+use bertlab_pipeline::{
+    answer_line, PipelineLibrary, PipelineSpec, PlanOptions, Planner, Resolver, ResultsStore, Stage,
+};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Build bertlab and run the experiment pipelines (one process per run, resumable, reported).
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Problem 1: context length × learning rate (6 DistilBERT runs at subset 0.25).
+    Problem1(RunArgs),
+    /// Problem 2: data size (subsets 0.25-1.0) with problem 1's best configuration.
+    Problem2(RunArgs),
+    /// Problem 3: DistilBERT vs BERT-base with the best of problems 1-2.
+    Problem3(RunArgs),
+    /// Problems 1, 2 and 3 chained, each best passed on from the records.
+    All(RunArgs),
+    /// The whole chain on the tiny shared fixtures, in under two minutes on a CPU (CI).
+    Smoke(RunArgs),
+    /// Any pipeline: a file name in pipelines/ (without .toml) or a path to a .toml file.
+    Run {
+        /// Pipeline name or file.
+        pipeline: String,
+        #[command(flatten)]
+        args: RunArgs,
+    },
+    /// Regenerate report.md, results.csv and plots/ from whatever records exist under --out.
+    Report {
+        /// Results directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// List the pipelines of pipelines/.
+    List,
+}
+
+/// Options of a pipeline run.
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Scale the data: the pool is F of the dataset and every subset of the pipeline is a
+    /// fraction of that pool (a run's subset = F × its fraction).
+    #[arg(long, value_name = "F")]
+    subset: Option<f64>,
+    /// Replace a model role with a Hub id or a local snapshot directory (repeatable), e.g.
+    /// `--model bert=../shared/models/all-MiniLM-L6-v2`.
+    #[arg(long = "model", value_name = "ROLE=MODEL")]
+    models: Vec<String>,
+    /// Data source of every run: `hub`, `hub:ORG/NAME[@REV]` or a directory in the Hub layout
+    /// (`DIR/plain_text/*.parquet`, e.g. ../shared/data/hf-imdb).
+    #[arg(long, value_name = "SOURCE")]
+    source: Option<String>,
+    /// Backend to build and train with [default: cuda when `nvidia-smi -L` lists a GPU, else cpu].
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// Compute precision of every run (parameters stay f32).
+    #[arg(long, value_enum)]
+    precision: Option<Precision>,
+    /// Maximum epochs of every run.
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// Results directory [default: runs/ in the workspace].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Print the plan (runs, configurations, padded tokens, time estimate) and exit.
+    #[arg(long)]
+    dry_run: bool,
+    /// Delete this pipeline's results first and start over.
+    #[arg(long)]
+    fresh: bool,
+    /// Run independent runs concurrently, one per GPU: `--gpus 0,1,2,3`.
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    gpus: Vec<usize>,
+    /// Write a Slurm job-array script per problem (one task per run) instead of running.
+    #[arg(long, value_enum, value_name = "KIND")]
+    emit: Option<Emit>,
+    /// Use this bertlab binary instead of building one [env: BERTLAB_BIN].
+    #[arg(long, value_name = "PATH")]
+    bertlab: Option<PathBuf>,
+    /// Echo each run's output (it always goes to the run's train.log).
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+/// `--backend`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// Burn's Flex CPU backend.
+    Cpu,
+    /// NVIDIA GPUs through CUDA.
+    Cuda,
+}
+
+/// `--precision`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Precision {
+    F32,
+    F16,
+    Bf16,
+}
+
+/// `--emit`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Emit {
+    /// A Slurm job array per problem.
+    Slurm,
+}
+
+/// The workspace root (xtask lives in `<root>/xtask`).
+pub fn workspace_root() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    dir.parent().unwrap_or(dir).to_path_buf()
+}
+
+/// `$BERTLAB_SHARED`, else `../shared` beside the workspace.
+fn shared_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("BERTLAB_SHARED") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => workspace_root().join("../shared"),
+    };
+    dir.is_dir().then(|| dir.canonicalize().unwrap_or(dir))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+fn default_out(out: Option<PathBuf>) -> PathBuf {
+    absolute(&out.unwrap_or_else(|| workspace_root().join("runs")))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Problem1(a) => pipeline("problem1", a),
+        Command::Problem2(a) => pipeline("problem2", a),
+        Command::Problem3(a) => pipeline("problem3", a),
+        Command::All(a) => pipeline("all", a),
+        Command::Smoke(a) => pipeline("smoke", a),
+        Command::Run { pipeline: p, args } => pipeline(&p, args),
+        Command::Report { out } => report(&default_out(out)).map(|_| true),
+        Command::List => list().map(|_| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn library() -> PipelineLibrary {
+    PipelineLibrary::new(workspace_root().join("pipelines"))
+}
+
+fn list() -> Result<()> {
+    let lib = library();
+    for name in lib.names() {
+        match lib.load(&name) {
+            Ok(spec) => {
+                let stages = lib.stages(&spec)?;
+                let runs: usize = stages.iter().map(|s| s.problem.runs.len()).sum();
+                let problems: Vec<String> = stages.iter().map(|s| s.key.to_string()).collect();
+                println!("{name:<10} {:<58} {runs:>2} runs: {}", spec.title, problems.join(", "));
+            }
+            Err(e) => println!("{name:<10} error: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Write the report of everything under `out` and print the answers.
+fn report(out: &Path) -> Result<()> {
+    let store = ResultsStore::new(out);
+    let report = Report::from_store(&store);
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if report.stages.is_empty() {
+        bail!(
+            "no run records or plans under {}: run a pipeline first (e.g. `cargo xtask smoke`)",
+            out.display()
+        );
+    }
+    let written = report.write(out)?;
+    eprintln!(
+        "report: {} ({} plots), {}",
+        written.markdown.display(),
+        written.plots.len(),
+        written.csv.display()
+    );
+    for (name, key, value) in report.answers() {
+        eprintln!("  {}   ({key})", answer_line(&name, value));
+    }
+    Ok(())
+}
+
+/// Everything a pipeline command needs, resolved from the flags.
+pub struct Context {
+    /// Stages of the pipeline, in order.
+    pub stages: Vec<Stage>,
+    /// Plan options.
+    pub options: PlanOptions,
+    /// Results.
+    pub store: ResultsStore,
+    /// Reference resolution.
+    pub resolver: Resolver,
+    /// Backend.
+    pub backend: Backend,
+    /// Whether the backend was chosen because no GPU was found.
+    pub gpu_visible: bool,
+}
+
+fn pipeline(name: &str, args: RunArgs) -> Result<bool> {
+    let lib = library();
+    let spec: PipelineSpec = lib.load(name)?;
+    let stages = lib.stages(&spec)?;
+    let mut options = PlanOptions {
+        pool: args.subset.unwrap_or(1.0),
+        source: args.source.clone(),
+        epochs: args.epochs,
+        precision: args.precision.map(|p| match p {
+            Precision::F32 => "f32".to_string(),
+            Precision::F16 => "f16".to_string(),
+            Precision::Bf16 => "bf16".to_string(),
+        }),
+        ..PlanOptions::default()
+    };
+    for m in &args.models {
+        let (role, model) = PlanOptions::parse_model_flag(m)?;
+        options.models.insert(role, model);
+    }
+    let out = default_out(args.out.clone());
+    let store = ResultsStore::new(&out);
+    let cwd = std::env::current_dir().context("current directory")?;
+    let resolver = Resolver { shared_dir: shared_dir(), base_dir: cwd };
+    let gpu_visible = build::gpu_visible();
+    let backend = match (args.backend, args.emit) {
+        (Some(b), _) => b,
+        // A login node has no GPU; the compute nodes a Slurm script targets usually do.
+        (None, Some(Emit::Slurm)) => Backend::Cuda,
+        (None, None) if gpu_visible => Backend::Cuda,
+        (None, None) => Backend::Cpu,
+    };
+    if !args.gpus.is_empty() && backend != Backend::Cuda {
+        bail!("--gpus {:?}: needs the cuda backend (drop --backend cpu)", args.gpus);
+    }
+    let ctx = Context { stages, options, store, resolver, backend, gpu_visible };
+    let planner = Planner::new(&lib, ctx.stages.clone(), &ctx.options, &ctx.store)?;
+    // Check every model and data reference up front: a typo should not surface after an hour.
+    for stage in &ctx.stages {
+        for (role, reference) in &stage.models {
+            let reference = ctx.options.models.get(role).unwrap_or(reference);
+            ctx.resolver.resolve(&format!("model role {role}"), reference)?;
+        }
+    }
+    if let Some(source) = &ctx.options.source {
+        ctx.resolver.resolve("--source", source)?;
+    }
+
+    if args.dry_run {
+        estimate::print_plan(&ctx, &planner, args.fresh)?;
+        return Ok(true);
+    }
+    let _lock = exec::OutLock::acquire(ctx.store.root())?;
+    if args.fresh {
+        for stage in &ctx.stages {
+            ctx.store.remove_stage(&stage.key)?;
+        }
+        planner.refresh();
+        eprintln!("--fresh: removed the results of {} under {}", name, ctx.store.root().display());
+    }
+    if backend == Backend::Cpu && !gpu_visible && args.emit.is_none() {
+        estimate::warn_cpu(&ctx, &planner)?;
+    }
+    let given = args
+        .bertlab
+        .clone()
+        .or_else(|| std::env::var_os("BERTLAB_BIN").filter(|v| !v.is_empty()).map(PathBuf::from));
+    let bertlab = match &given {
+        Some(p) => absolute(p),
+        None => build::build_bertlab(backend)?,
+    };
+    build::check_bertlab(&bertlab)?;
+    if args.emit == Some(Emit::Slurm) {
+        slurm::emit(&ctx, &planner, &bertlab, name)?;
+        return Ok(true);
+    }
+    let ok = exec::run_pipeline(&ctx, &planner, &bertlab, &args.gpus, args.verbose)?;
+    report(ctx.store.root())?;
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "all",
+            "--subset",
+            "0.02",
+            "--model",
+            "distilbert=/m",
+            "--model",
+            "bert=/n",
+            "--epochs",
+            "1",
+            "--gpus",
+            "0,1,3",
+            "--precision",
+            "bf16",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Command::All(args) = cli.command else { panic!("not `all`") };
+        assert_eq!(args.subset, Some(0.02));
+        assert_eq!(args.models, vec!["distilbert=/m", "bert=/n"]);
+        assert_eq!(args.gpus, vec![0, 1, 3]);
+        assert!(args.dry_run && args.precision == Some(Precision::Bf16));
+        assert!(Cli::try_parse_from(["xtask", "smoke", "--backend", "tpu"]).is_err());
+        let cli = Cli::try_parse_from(["xtask", "run", "pipelines/smoke.toml", "--emit", "slurm"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Run { ref pipeline, .. } if pipeline == "pipelines/smoke.toml")
+        );
+    }
+
+    #[test]
+    fn every_pipeline_file_loads_and_plans() {
+        let lib = library();
+        assert_eq!(lib.names(), vec!["all", "problem1", "problem2", "problem3", "smoke"]);
+        let dir = std::env::temp_dir().join(format!("xtask-plan-{}", std::process::id()));
+        let store = ResultsStore::new(&dir);
+        for name in lib.names() {
+            let spec = lib.load(&name).unwrap();
+            let stages = lib.stages(&spec).unwrap();
+            let options = PlanOptions::default();
+            let planner = Planner::new(&lib, stages.clone(), &options, &store).unwrap();
+            let first = planner.plan(&stages[0].key).unwrap();
+            assert!(first.blocked.is_none() == stages[0].dependency().is_none(), "{name}");
+        }
+        let all = lib.stages(&lib.load("all").unwrap()).unwrap();
+        let runs: Vec<usize> = all.iter().map(|s| s.problem.runs.len()).collect();
+        assert_eq!(runs, vec![6, 4, 2]);
+    }
 }

@@ -3,7 +3,13 @@
 //! Each subcommand lives in its own module (`cmd_*.rs`) with a clap `Args` struct and a `run`.
 
 mod backend;
+mod cmd_bench;
 mod cmd_data;
+mod cmd_encode;
+mod cmd_eval;
+mod cmd_predict;
+mod cmd_tokenize;
+mod cmd_train;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +28,18 @@ struct Cli {
 enum Command {
     /// Inspect the dataset and its HF-identical splits.
     Data(cmd_data::DataArgs),
+    /// Show the token ids a model sees, or the token length distribution of a dataset.
+    Tokenize(cmd_tokenize::TokenizeArgs),
+    /// Embed texts with a BERT/DistilBERT encoder: [CLS] hidden state, mean-pooled, pooler.
+    Encode(cmd_encode::EncodeArgs),
+    /// Fine-tune a classifier: `--spec run.toml` and/or flags; writes record.json and best/.
+    Train(cmd_train::TrainArgs),
+    /// Metrics of a fine-tuned model on a split: accuracy, F1, confusion matrix.
+    Eval(cmd_eval::EvalArgs),
+    /// Label and probability of each text, from a fine-tuned model.
+    Predict(cmd_predict::PredictArgs),
+    /// Device checks and benchmarks: parity, mixed-precision numerics, training throughput.
+    Bench(cmd_bench::BenchArgs),
 }
 
 /// Options shared by every subcommand.
@@ -49,6 +67,12 @@ fn main() {
     let global = Global { offline: cli.offline || bertlab_hub::HubOptions::default().is_offline() };
     let result = match cli.command {
         Command::Data(args) => cmd_data::run(args, &global),
+        Command::Tokenize(args) => cmd_tokenize::run(args, &global),
+        Command::Encode(args) => cmd_encode::run(args, &global),
+        Command::Train(args) => cmd_train::run(args, &global),
+        Command::Eval(args) => cmd_eval::run(args, &global),
+        Command::Predict(args) => cmd_predict::run(args, &global),
+        Command::Bench(args) => cmd_bench::run(args, &global),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -1,0 +1,163 @@
+//! `bertlab eval`: metrics of a fine-tuned model (e.g. a run's `best/`) on a split of a dataset.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use bertlab_data::{DatasetSource, NotebookSplit, Split};
+use bertlab_hub::{RepoKind, RepoRef};
+use bertlab_models::{load_classifier, Precision};
+use bertlab_tokenize::{Truncation, WordPieceTokenizer};
+use bertlab_train::{evaluate, EvalSettings, Padding, RunRecord};
+use clap::{Args, ValueEnum};
+
+use crate::backend::{device, Backend};
+
+/// Which rows to evaluate on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EvalSplit {
+    /// The notebook's test split (10 % of the pool) at --subset/--seed.
+    Test,
+    /// The notebook's validation split.
+    Val,
+    /// The notebook's training split.
+    Train,
+    /// The dataset's own `test` split, whole (25,000 IMDB reviews).
+    HubTest,
+}
+
+/// `bertlab eval …`
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Fine-tuned model directory (config.json, model.safetensors, tokenizer files), e.g. runs/x/best.
+    #[arg(long)]
+    model: String,
+    /// Data: `hub`, `hub:ORG/NAME[@REV]`, or a directory with plain_text/*.parquet.
+    #[arg(long, default_value = "hub")]
+    source: String,
+    /// Rows to evaluate on.
+    #[arg(long, value_enum, default_value_t = EvalSplit::Test)]
+    split: EvalSplit,
+    /// Subset fraction of the notebook split (default: the run's, from `<model>/../record.json`, else 1.0).
+    #[arg(long)]
+    subset: Option<f64>,
+    /// Seed of the notebook split (default: the run's, else 42).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Tokens per review (default: the run's, else 128).
+    #[arg(long)]
+    max_len: Option<usize>,
+    /// head, tail or head-tail (default: the run's, else head).
+    #[arg(long)]
+    truncation: Option<Truncation>,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value_t = Precision::F32)]
+    precision: Precision,
+    /// cpu, or cuda / cuda:N in a CUDA build.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print the metrics as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The record of the run that exported `model_dir`, when it is a run's `best/`.
+fn run_record(model_dir: &Path) -> Option<RunRecord> {
+    let path: PathBuf = model_dir.parent()?.join("record.json");
+    RunRecord::read(&path).ok()
+}
+
+/// Run `bertlab eval`.
+pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
+    let hub = global.hub();
+    let record = run_record(Path::new(&args.model));
+    let from_run = record.as_ref().map(|r| &r.spec);
+    let subset = args.subset.or(from_run.map(|s| s.subset)).unwrap_or(1.0);
+    let seed = args.seed.or(from_run.map(|s| s.seed)).unwrap_or(42);
+    let max_len = args.max_len.or(from_run.map(|s| s.max_len)).unwrap_or(128);
+    let truncation = args.truncation.or(from_run.map(|s| s.truncation)).unwrap_or_default();
+    if !(subset > 0.0 && subset <= 1.0) {
+        anyhow::bail!("--subset {subset}: must be a fraction in (0, 1]");
+    }
+
+    let device = device(&args.device)?;
+    let repo = RepoRef::parse(&args.model, RepoKind::Model);
+    let (model, config, report) = load_classifier::<Backend>(&repo, &hub, &[], 0, &device)
+        .with_context(|| format!("loading --model {}", args.model))?;
+    if !report.initialised.is_empty() {
+        anyhow::bail!(
+            "--model {}: not a fine-tuned classifier (no trained head: {}); train one with `bertlab train`",
+            args.model,
+            report.initialised.join(", ")
+        );
+    }
+    let tokenizer = WordPieceTokenizer::from_repo(&repo, &hub)
+        .with_context(|| format!("loading the tokenizer of --model {}", args.model))?
+        .with_max_positions(config.max_position_embeddings);
+
+    let source = DatasetSource::parse(&args.source)?;
+    let (texts, labels, class_names) = match args.split {
+        EvalSplit::HubTest => {
+            let data =
+                source.load_split(Split::Test, &hub).with_context(|| format!("loading --source {source}"))?;
+            (data.texts, data.labels, data.class_names)
+        }
+        split => {
+            let data = source.load(&hub).with_context(|| format!("loading --source {source}"))?;
+            let s = NotebookSplit::new(&data.labels, subset, seed)
+                .with_context(|| format!("splitting at --subset {subset} --seed {seed}"))?;
+            let rows = match split {
+                EvalSplit::Train => &s.train,
+                EvalSplit::Val => &s.val,
+                _ => &s.test,
+            };
+            let picked = data.select(rows);
+            (picked.texts, picked.labels, picked.class_names)
+        }
+    };
+    if class_names.len() != config.num_labels() {
+        anyhow::bail!(
+            "--model {} has {} labels ({}) but --source {source} has {} classes ({})",
+            args.model,
+            config.num_labels(),
+            config.labels.join(", "),
+            class_names.len(),
+            class_names.join(", ")
+        );
+    }
+    let encoded = tokenizer.encode_all(&texts, max_len, truncation, !args.json)?;
+    let settings = EvalSettings {
+        batch: args.batch,
+        padding: Padding::Bucket,
+        pad_multiple: 8,
+        precision: args.precision,
+        pad_id: tokenizer.pad_id(),
+    };
+    let started = std::time::Instant::now();
+    let metrics = evaluate(&model, &encoded, &labels, &settings, &device);
+    let seconds = started.elapsed().as_secs_f64();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&metrics)?);
+    } else {
+        println!(
+            "{} on {:?} ({} rows, max_len {max_len}, subset {subset}, seed {seed}):",
+            args.model, args.split, metrics.n
+        );
+        println!(
+            "Accuracy: {:.4}   F1: {:.4}   Precision: {:.4}   Recall: {:.4}   Loss: {:.4}",
+            metrics.accuracy,
+            metrics.f1,
+            metrics.precision,
+            metrics.recall,
+            metrics.loss.unwrap_or(f64::NAN)
+        );
+        println!("Confusion matrix (rows true, columns predicted; {}):", config.labels.join(", "));
+        for row in &metrics.confusion {
+            println!("  {row:?}");
+        }
+        println!("{:.1} reviews/s", metrics.n as f64 / seconds);
+    }
+    Ok(())
+}

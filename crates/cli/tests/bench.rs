@@ -1,0 +1,232 @@
+//! `bertlab bench` and scripts/device-check.sh on the CPU build, with the tiny fixture models
+//! and a few steps (the GPU run uses the same code paths with base-size models).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bertlab");
+
+fn shared() -> Option<PathBuf> {
+    let dir = bertlab_hub::shared_dir();
+    if dir.is_none() {
+        eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
+    }
+    dir
+}
+
+/// A fresh directory under the target's temporary folder.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(BIN).arg("bench").args(args).output().expect("run bertlab")
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\nstdout:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn make_ids(shared: &Path, dir: &Path) -> PathBuf {
+    let ids = dir.join("ids.json");
+    let out = bench(&[
+        "make-ids",
+        "--source",
+        shared.join("data/hf-imdb").to_str().unwrap(),
+        "--model",
+        shared.join("models/all-MiniLM-L6-v2").to_str().unwrap(),
+        "--rows",
+        "64",
+        "--max-len",
+        "128",
+        "--out",
+        ids.to_str().unwrap(),
+    ]);
+    ok(&out, "make-ids");
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&ids).unwrap()).unwrap();
+    let rows = file["ids"].as_array().unwrap();
+    assert_eq!(rows.len(), 64);
+    assert_eq!(file["labels"].as_array().unwrap().len(), 64);
+    for row in rows {
+        let row: Vec<u64> = row.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        assert!(row.len() <= 128 && row[0] == 101 && *row.last().unwrap() == 102, "{row:?}");
+    }
+    ids
+}
+
+#[test]
+fn parity_passes_on_the_fixtures_and_fails_at_zero_tolerance() {
+    let Some(shared) = shared() else { return };
+    let fixtures = shared.join("fixtures");
+    let out = bench(&["parity", "--fixtures", fixtures.to_str().unwrap()]);
+    ok(&out, "parity");
+    let lines = json_lines(&out);
+    let f32_lines: Vec<&Value> = lines.iter().filter(|v| v["reference"] == "transformers").collect();
+    // 4 fixtures × 2 kernels, + the BERT pooler × 2.
+    assert_eq!(f32_lines.len(), 10, "{lines:#?}");
+    for v in &f32_lines {
+        assert!(v["max_abs"].as_f64().unwrap() <= 1e-4, "{v}");
+    }
+    let halves: Vec<&Value> = lines.iter().filter(|v| v["reference"] == "f32").collect();
+    assert_eq!(halves.len(), 16, "f16 and bf16 of 4 fixtures × 2 kernels");
+    for v in &halves {
+        assert_eq!(v["pass"], true, "{v}");
+        assert!(v["rel_l2"].as_f64().unwrap() > 0.0, "half precision must differ from f32: {v}");
+    }
+    let adamw = lines.iter().find(|v| v["output"] == "adamw_step").expect("the AdamW step check");
+    assert!(adamw["logits_after_max_abs"].as_f64().unwrap() <= 1e-6, "{adamw}");
+
+    let strict =
+        bench(&["parity", "--fixtures", fixtures.to_str().unwrap(), "--tolerance", "0", "--half", "f16"]);
+    assert!(!strict.status.success(), "f32 rounding differs from PyTorch's, so tolerance 0 must fail");
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("parity check(s) failed"));
+    assert!(json_lines(&strict).iter().any(|v| v["pass"] == false));
+
+    let missing = bench(&["parity", "--fixtures", "/nonexistent"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("none of the fixtures"));
+}
+
+#[test]
+fn numerics_throughput_and_table_on_a_tiny_model() {
+    let Some(shared) = shared() else { return };
+    let dir = scratch("tiny");
+    let ids = make_ids(&shared, &dir);
+    let ids = ids.to_str().unwrap();
+    let tiny = shared.join("fixtures/tiny-distilbert");
+    let tiny = tiny.to_str().unwrap();
+
+    let args =
+        ["numerics", "--arch", tiny, "--ids-file", ids, "--steps", "12", "--batch", "4", "--max-len", "32"];
+    let out = bench(&[&args[..], &["--batches", "3"]].concat());
+    ok(&out, "numerics");
+    let lines = json_lines(&out);
+    let curves: Vec<&Value> = lines.iter().filter(|v| v["bench"] == "numerics").collect();
+    assert_eq!(curves.len(), 3);
+    for c in &curves {
+        let losses = c["losses"].as_array().unwrap();
+        assert_eq!(losses.len(), 12);
+        assert!(losses.iter().all(|l| l.as_f64().unwrap().is_finite()));
+    }
+    let f16 = curves.iter().find(|c| c["precision"] == "f16").unwrap();
+    assert_eq!(f16["final_loss_scale"], 65536.0, "f16 runs with loss scaling");
+    let summary = lines.iter().find(|v| v["bench"] == "numerics-summary").unwrap();
+    assert_eq!(summary["pass"], true, "{summary}");
+    assert!(summary["precisions"]["bf16"]["max_gap"].as_f64().unwrap() > 0.0);
+    // A zero gap tolerance must fail (bf16 rounding moves the curve).
+    let strict =
+        bench(&[&args[..], &["--batches", "3", "--precision", "f32,bf16", "--gap-tolerance", "0"]].concat());
+    assert!(!strict.status.success());
+
+    let plan = dir.join("plan.jsonl");
+    let common = [
+        "train-throughput",
+        "--ids-file",
+        ids,
+        "--max-len",
+        "32,64",
+        "--batch",
+        "4",
+        "--padding",
+        "fixed,bucket",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+    ];
+    let out = bench(&[&common[..], &["--plan-out", plan.to_str().unwrap(), "--plan-only"]].concat());
+    ok(&out, "plan");
+    let plans: Vec<Value> =
+        std::fs::read_to_string(&plan).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(plans.len(), 4);
+    for p in &plans {
+        let batches = p["batches"].as_array().unwrap();
+        assert_eq!(batches.len() - p["untimed"].as_u64().unwrap() as usize, 2);
+    }
+
+    let bert = shared.join("fixtures/tiny-bert");
+    let arch = format!("{tiny},{}", bert.display());
+    let out = bench(&[&common[..], &["--arch", &arch, "--precision", "f32,bf16", "--profile"]].concat());
+    ok(&out, "train-throughput");
+    let records = json_lines(&out);
+    assert_eq!(records.len(), 2 * 2 * 4, "models × precisions × plans");
+    for r in &records {
+        assert!(r.get("error").is_none(), "{r}");
+        assert!(r["seq_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["steps"], 2);
+        assert!(r["profile_ms_per_step"]["forward"].as_f64().unwrap() > 0.0, "{r}");
+        if r["padding"] == "fixed" {
+            assert_eq!(r["padded_tokens"].as_u64().unwrap(), 2 * 4 * r["max_len"].as_u64().unwrap());
+        }
+    }
+    let results = dir.join("bertlab.jsonl");
+    std::fs::write(&results, &out.stdout).unwrap();
+    let table = Command::new(BIN)
+        .args(["bench", "table", "--bertlab", results.to_str().unwrap(), "--peak-tflops", "1"])
+        .output()
+        .unwrap();
+    ok(&table, "table");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert_eq!(text.lines().filter(|l| l.starts_with("| tiny-")).count(), 16, "{text}");
+    assert!(text.contains("| tiny-bert | 64 | 4 | bucket | bf16 |"), "{text}");
+    assert!(text.contains('%'), "MFU with a given peak: {text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn device_check_script_runs_in_quick_cpu_mode() {
+    let Some(shared) = shared() else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let script = root.join("scripts/device-check.sh");
+    let syntax = Command::new("bash").arg("-n").arg(&script).output();
+    let Ok(syntax) = syntax else {
+        eprintln!("skipping: no bash");
+        return;
+    };
+    assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
+    let out_dir = scratch("device-check");
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("DEVICE_CHECK_QUICK", "1")
+        .env("DEVICE_CHECK_TORCH", "0")
+        .env("DEVICE_CHECK_MODE", "cpu")
+        .env("BERTLAB_BIN", BIN)
+        .env("BERTLAB_SHARED", &shared)
+        .env("BERTLAB_IDS", "/nonexistent/ids.json")
+        .env("OUT", &out_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "device-check.sh failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("mode cpu, quick"), "{stdout}");
+    assert!(stdout.contains(" failed") && stdout.contains("passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("| tiny-distilbert | 64 | 8 | fixed | f16 |"), "{stdout}");
+    assert!(!stdout.contains("FAILED") && !stdout.contains("TIMED OUT"), "{stdout}");
+    // Everything printed is in the results file, and the device tool brings back 8 files at most.
+    let log = std::fs::read_to_string(out_dir.join("device-check.txt")).unwrap();
+    assert!(log.contains("==> summary") && log.contains("\"bench\":\"numerics-summary\""));
+    let files: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
+    assert!(files.len() <= 8, "{files:?}");
+    for name in ["parity.jsonl", "numerics.jsonl", "throughput-bertlab.jsonl", "plan.jsonl", "table.md"] {
+        assert!(out_dir.join(name).is_file(), "{name} missing");
+    }
+    let _ = std::fs::remove_dir_all(&out_dir);
+}

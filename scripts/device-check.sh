@@ -1,0 +1,408 @@
+#!/usr/bin/env bash
+# device-check.sh — the CUDA path's checks and benchmarks, in one run of under 8 minutes
+# (issue 7). Run it on a machine with an NVIDIA GPU and no network (torch and transformers
+# installed, nothing else) from the repository root, after scripts/device-prepare.sh has put
+# the release binary and the small inputs into .device/ here and that folder was carried over:
+#
+#   bash scripts/device-check.sh
+#
+# 1. parity    — CUDA f32 logits and hidden states vs the transformers fixtures (≤ 1e-3), one
+#                AdamW step vs PyTorch's, f16/bf16 vs f32 (max abs and relative error), on the
+#                fixtures and on randomly initialised DistilBERT-base and BERT-base;
+# 2. numerics  — 200 AdamW steps on fixed IMDB batches with a randomly initialised
+#                DistilBERT-base in f32, f16 and bf16: largest gap between the loss curves and
+#                the f16 steps lost to overflow (none allowed after the first 10);
+# 3. throughput — training seq/s of randomly initialised DistilBERT-base and BERT-base at
+#                max_len 128/256/512 with the notebook's batches (32/16/8), fixed padding and
+#                bucketed (the IMDB sample's real lengths), f16 and bf16; the same batches in
+#                PyTorch (scripts/torch_bench.py: transformers, autocast + GradScaler, AdamW);
+#                one table with seq/s, the bertlab/PyTorch ratio and MFU.
+# They run in the order 1, 3, 2 (the table first), then the alternative build's f16 rows (Burn's
+# fusion + autotune, when .device/bertlab-alt.gz is there), a profiled run that times the phases
+# of a step, and one that reads the logits back late; the budget cuts the stages that come
+# last, and numerics stops early with a summary of the steps done.
+#
+# Without nvidia-smi (or with DEVICE_CHECK_MODE=cpu) it runs the same stages on the CPU build
+# with the tiny fixture models and a few steps, to test the script itself; the GPU-only parts
+# (CUDA, peak FLOP/s, the base-size models) are skipped.
+#
+# Everything printed also goes to $OUT/device-check.txt (or .device/results/ when OUT is unset),
+# with the JSON lines of each stage next to it and the table in table.md (7 files at most).
+#
+# Inputs (first found): BERTLAB_BIN | .device/bertlab.gz (GPU mode) |
+# $CARGO_TARGET_DIR/release/bertlab | target/release/bertlab; BERTLAB_FIXTURES |
+# .device/fixtures | ../shared/fixtures; BERTLAB_IDS | .device/imdb-ids.json (made from
+# ../shared when missing).
+# Knobs: DEVICE_CHECK_QUICK=1 (fewest steps), DEVICE_CHECK_BUDGET_S (default 450: stages are cut
+# to fit), DEVICE_CHECK_STEPS (timed throughput steps, default 15 on GPU),
+# DEVICE_CHECK_NUMERICS_STEPS (default 200 on GPU), DEVICE_CHECK_SKIP (comma list of parity,
+# numerics, throughput, torch, alt, profile), DEVICE_CHECK_TORCH=0 (no PyTorch rows),
+# BERTLAB_ALT_BIN | .device/bertlab-alt.gz (a second build whose f16 rows join the table).
+set -uo pipefail # no -e: a failed stage is reported and the next one runs
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+STARTED=$(date +%s)
+BUDGET=${DEVICE_CHECK_BUDGET_S:-450}
+QUICK=${DEVICE_CHECK_QUICK:-0}
+SKIP=",${DEVICE_CHECK_SKIP:-},"
+TORCH=${DEVICE_CHECK_TORCH:-1}
+
+if [[ -n "${DEVICE_CHECK_MODE:-}" ]]; then
+    MODE=$DEVICE_CHECK_MODE
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    MODE=gpu
+else
+    MODE=cpu
+fi
+
+RESULTS=${OUT:-$ROOT/.device/results}
+mkdir -p "$RESULTS"
+RESULTS=$(cd "$RESULTS" && pwd)
+LOG=$RESULTS/device-check.txt
+: >"$LOG"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+say() { printf '%s\n' "$*" | tee -a "$LOG"; }
+elapsed() { echo $(($(date +%s) - STARTED)); }
+remaining() { echo $((BUDGET - $(elapsed))); }
+skipped() { [[ "$SKIP" == *",$1,"* ]]; }
+
+first_file() {
+    local f
+    for f in "$@"; do
+        if [[ -n "$f" && -f "$f" ]]; then
+            echo "$f"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# device-prepare.sh ships the CUDA binaries gzipped: unpack them into $WORK. On the CPU the
+# CPU build is used (the CUDA one would stop at its driver check).
+unpack() {
+    gzip -dc "$1" >"$2" && chmod +x "$2"
+}
+if [[ -n "${BERTLAB_BIN:-}" ]]; then
+    BIN=$(first_file "$BERTLAB_BIN") || BIN=""
+elif [[ $MODE == gpu && -f "$ROOT/.device/bertlab.gz" ]]; then
+    unpack "$ROOT/.device/bertlab.gz" "$WORK/bertlab" && BIN=$WORK/bertlab
+else
+    BIN=$(first_file "${CARGO_TARGET_DIR:-/tmp/bertlab-target}/release/bertlab" \
+        "$ROOT/target/release/bertlab") || BIN=""
+fi
+if [[ -z "$BIN" ]]; then
+    say "error: no bertlab binary (run scripts/device-prepare.sh, or set BERTLAB_BIN)"
+    exit 2
+fi
+BIN=$(realpath "$BIN")
+# The alternative build (Burn's CUDA defaults: fusion + autotune), measured on the f16 rows.
+ALT_BIN=""
+if [[ -n "${BERTLAB_ALT_BIN:-}" ]]; then
+    ALT_BIN=$(realpath "$BERTLAB_ALT_BIN")
+elif [[ $MODE == gpu && -f "$ROOT/.device/bertlab-alt.gz" ]]; then
+    unpack "$ROOT/.device/bertlab-alt.gz" "$WORK/bertlab-alt" && ALT_BIN=$WORK/bertlab-alt
+fi
+SHARED=${BERTLAB_SHARED:-$ROOT/../shared}
+[[ -d "$SHARED" ]] && SHARED=$(cd "$SHARED" && pwd)
+FIXTURES=""
+for d in "${BERTLAB_FIXTURES:-}" "$ROOT/.device/fixtures" "$SHARED/fixtures"; do
+    if [[ -n "$d" && -f "$d/tiny-bert/expected.json" ]]; then
+        FIXTURES=$(realpath "$d")
+        break
+    fi
+done
+IDS=$(first_file "${BERTLAB_IDS:-}" "$ROOT/.device/imdb-ids.json") && IDS=$(realpath "$IDS") || IDS=""
+
+# STAGE NAME CAP JSONL CMD...: run CMD with a timeout of min(CAP, what is left of the budget),
+# show and log its output, and append its JSON lines to JSONL (unless JSONL is "-").
+STATUS=()
+stage() {
+    local name=$1 cap=$2 jsonl=$3
+    shift 3
+    local left
+    left=$(($(remaining) - 3))
+    if ((left < 5)); then
+        say "==> $name: skipped (time budget of ${BUDGET}s used up)"
+        STATUS+=("$name: skipped (budget)")
+        return 0
+    fi
+    local limit=$((cap < left ? cap : left))
+    say ""
+    say "==> $name (limit ${limit}s)"
+    say "\$ $*"
+    local t0=$SECONDS rc
+    # From $WORK, where cubecl.toml is (CubeCL reads it from the working directory).
+    (cd "$WORK" && timeout --kill-after=10 "$limit" "$@") >"$WORK/stage.out" 2>&1
+    rc=$?
+    tee -a "$LOG" <"$WORK/stage.out"
+    if [[ "$jsonl" != "-" ]]; then
+        grep '^{' "$WORK/stage.out" >>"$jsonl"
+    fi
+    local took=$((SECONDS - t0))
+    if ((rc == 0)); then
+        STATUS+=("$name: ok (${took}s)")
+    elif ((rc == 124 || rc == 137)); then
+        say "==> $name: TIMED OUT after ${limit}s"
+        STATUS+=("$name: TIMED OUT (${limit}s)")
+    else
+        say "==> $name: FAILED (exit $rc, ${took}s)"
+        STATUS+=("$name: FAILED (exit $rc)")
+    fi
+    return 0
+}
+
+say "bertlab device check — mode $MODE$([[ $QUICK == 1 ]] && echo ', quick'), $(date -u '+%Y-%m-%dT%H:%M:%SZ')"
+say "binary:   $BIN ($(du -h "$BIN" | cut -f1))${ALT_BIN:+; alternative build: $ALT_BIN}"
+say "fixtures: ${FIXTURES:-none}"
+if [[ -f "$ROOT/.device/build-info.json" ]]; then
+    say "build:    $(cat "$ROOT/.device/build-info.json")"
+fi
+
+# The PTX ISA version a CUDA version's driver reads at most.
+ptx_isa() {
+    case $1 in
+    13.*) echo "9.${1#13.}" ;;
+    12.9) echo 8.8 ;;
+    12.8) echo 8.7 ;;
+    12.5 | 12.6) echo 8.5 ;;
+    12.[0-4]) echo "8.${1#12.}" ;;
+    *) echo "" ;;
+    esac
+}
+# WITH_SHIM BIN WRAPPER SHIM ISA: a wrapper script that runs BIN with the PTX shim preloaded.
+with_shim() {
+    printf '#!/usr/bin/env bash\nexec env LD_PRELOAD=%q PTX_SHIM_VERSION=%q %q "$@"\n' "$3" "$4" "$1" >"$2"
+    chmod +x "$2"
+    echo "$2"
+}
+
+GPU_NAME=""
+if [[ $MODE == gpu ]]; then
+    GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+    say "gpu:      $(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv,noheader | head -1)"
+    DRIVER_CUDA=$(nvidia-smi | grep -o 'CUDA Version: [0-9.]*' | grep -o '[0-9.]*$' || true)
+    say "driver:   supports CUDA ${DRIVER_CUDA:-?}"
+    # Burn's CUDA backend compiles its kernels at run time with NVRTC and includes CUDA's
+    # headers (cuda_runtime.h, cuda_fp16.h, mma.h, cccl) from $CUDA_PATH/include. A machine
+    # with only PyTorch has both inside its pip wheels (site-packages/nvidia/cu13/{lib,include},
+    # or nvidia/cuda_nvrtc + nvidia/cuda_runtime for CUDA 12 wheels): point the loader and
+    # CUDA_PATH there when the system has no CUDA toolkit.
+    search=(/usr/local/cuda /usr/local/cuda-* /opt/cuda)
+    if command -v python3 >/dev/null 2>&1; then
+        while IFS= read -r d; do search+=("$d/nvidia"); done < <(python3 -c 'import site; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null)
+    fi
+    if ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc\.so'; then
+        nvrtc=$(find "${search[@]}" -maxdepth 4 -name 'libnvrtc.so*' ! -name '*builtins*' 2>/dev/null | sort -V | tail -1)
+        if [[ -n "$nvrtc" ]]; then
+            export LD_LIBRARY_PATH="$(dirname "$nvrtc")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        fi
+    fi
+    if [[ -z "${CUDA_PATH:-}" && ! -d /usr/local/cuda && ! -d /opt/cuda ]]; then
+        header=$(find "${search[@]}" -maxdepth 4 -path '*/include/cuda_runtime.h' 2>/dev/null | head -1)
+        if [[ -n "$header" ]]; then
+            export CUDA_PATH=$(dirname "$(dirname "$header")")
+        fi
+    fi
+    builtins=$(find ${LD_LIBRARY_PATH//:/ } /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64 -maxdepth 1 -name 'libnvrtc-builtins.so.*.*' 2>/dev/null | head -1)
+    NVRTC_VERSION=$(basename "${builtins:-none}" | grep -o '[0-9]*\.[0-9]*$' || true)
+    say "nvrtc:    ${NVRTC_VERSION:-version unknown} (LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}); CUDA_PATH=${CUDA_PATH:-unset}"
+    if [[ -n "$NVRTC_VERSION" && -n "$DRIVER_CUDA" ]] &&
+        [[ "$(printf '%s\n%s\n' "$NVRTC_VERSION" "$DRIVER_CUDA" | sort -V | tail -1)" != "$DRIVER_CUDA" ]]; then
+        # NVRTC writes the PTX ISA of its own CUDA version (13.2 → 9.2), which a driver of an
+        # older CUDA refuses (CUDA_ERROR_UNSUPPORTED_PTX_VERSION). Preload the shim that lowers
+        # the PTX `.version` line to the driver's ISA (scripts/ptx_version_shim.c).
+        isa=$(ptx_isa "$DRIVER_CUDA")
+        shim=$ROOT/.device/ptx-shim.so
+        if [[ ${DEVICE_CHECK_PTX_SHIM:-1} != 0 && -n "$isa" && -f "$shim" ]]; then
+            say "note:     NVRTC $NVRTC_VERSION is newer than the driver's CUDA $DRIVER_CUDA: bertlab runs with"
+            say "          LD_PRELOAD=ptx-shim.so, which lowers NVRTC's PTX .version to $isa (DEVICE_CHECK_PTX_SHIM=0: off)"
+            BIN=$(with_shim "$BIN" "$WORK/bertlab-shim" "$shim" "$isa")
+            [[ -n "$ALT_BIN" ]] && ALT_BIN=$(with_shim "$ALT_BIN" "$WORK/bertlab-alt-shim" "$shim" "$isa")
+        else
+            say "warning: NVRTC $NVRTC_VERSION is newer than the driver's CUDA $DRIVER_CUDA: the driver may refuse its"
+            say "         PTX (CUDA_ERROR_UNSUPPORTED_PTX_VERSION); an NVRTC of CUDA $DRIVER_CUDA on LD_LIBRARY_PATH avoids that"
+        fi
+    fi
+fi
+# CubeCL (Burn's GPU runtime) settings: keep the kernels it compiles (PTX) on disk, so the
+# stages after the first, each a new process, do not recompile them with NVRTC.
+cat >"$WORK/cubecl.toml" <<EOF
+[compilation]
+cache = { file = "$WORK/cubecl-cache" }
+EOF
+if [[ $TORCH != 0 ]] && command -v python3 >/dev/null 2>&1; then
+    say "python:   $(python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)' 2>&1 | tail -1)"
+fi
+stage "env" 60 - "$BIN" bench env
+if [[ -n "$ALT_BIN" ]]; then
+    stage "env (alternative build)" 60 - "$ALT_BIN" bench env
+fi
+if grep -q 'UNSUPPORTED_PTX_VERSION\|Unable to load the PTX' "$WORK/stage.out"; then
+    say "hint: the driver refused the PTX that NVRTC made: put an NVRTC no newer than the driver's CUDA"
+    say "      (nvidia-smi's 'CUDA Version') first on LD_LIBRARY_PATH, or build .device/ptx-shim.so"
+    say "      (scripts/device-prepare.sh does, with gcc) so that this script preloads it"
+fi
+
+# Sizes per mode. GPU: the real models and the notebook's shapes. CPU: tiny models, few steps.
+if [[ $MODE == gpu ]]; then
+    MODELS=(distilbert bert)
+    LENS=128,256,512
+    BATCH=auto
+    STEPS=${DEVICE_CHECK_STEPS:-10}
+    WARMUP=2
+    NUM_ARCH=distilbert
+    NUM_STEPS=${DEVICE_CHECK_NUMERICS_STEPS:-200}
+    NUM_ARGS=(--batch 16 --max-len 128 --batches 32)
+    PARITY_IDS=1
+    if [[ $QUICK == 1 ]]; then
+        STEPS=${DEVICE_CHECK_STEPS:-5}
+        NUM_STEPS=${DEVICE_CHECK_NUMERICS_STEPS:-40}
+    fi
+else
+    if [[ -z "$FIXTURES" ]]; then
+        say "error: no fixtures (set BERTLAB_FIXTURES or put ../shared beside the repository)"
+        exit 2
+    fi
+    MODELS=("$FIXTURES/tiny-distilbert" "$FIXTURES/tiny-bert")
+    BATCH=8
+    WARMUP=1
+    NUM_ARCH=$FIXTURES/tiny-distilbert
+    NUM_ARGS=(--batch 8 --max-len 64 --batches 8)
+    if [[ $QUICK == 1 ]]; then
+        LENS=64
+        STEPS=${DEVICE_CHECK_STEPS:-2}
+        NUM_STEPS=${DEVICE_CHECK_NUMERICS_STEPS:-20}
+        PARITY_IDS=0
+    else
+        LENS=64,128
+        STEPS=${DEVICE_CHECK_STEPS:-5}
+        NUM_STEPS=${DEVICE_CHECK_NUMERICS_STEPS:-60}
+        # (the base-size models' f16/bf16 parity takes over a minute on a small CPU)
+        PARITY_IDS=0
+    fi
+fi
+
+if [[ -z "$IDS" && -d "$SHARED/data/hf-imdb" ]]; then
+    IDS=$WORK/imdb-ids.json
+    stage "make-ids" 120 - "$BIN" bench make-ids --source "$SHARED/data/hf-imdb" \
+        --model "$SHARED/models/all-MiniLM-L6-v2" --rows 1024 --out "$IDS"
+fi
+if [[ -z "$IDS" || ! -f "$IDS" ]]; then
+    say "warning: no IMDB ids file (.device/imdb-ids.json): numerics and throughput are skipped"
+    SKIP="$SKIP,numerics,throughput,torch,profile,"
+    IDS=""
+fi
+
+# The bertlab vs PyTorch table, from the JSON lines so far (printed again when rows are added).
+print_table() {
+    if [[ -s "$BERTLAB_JSONL" ]]; then
+        local table_args=(--bertlab "$BERTLAB_JSONL")
+        [[ -s "$TORCH_JSONL" ]] && table_args+=(--torch "$TORCH_JSONL")
+        [[ -n "$GPU_NAME" ]] && table_args+=(--gpu "$GPU_NAME")
+        say ""
+        say "==> table"
+        "$BIN" bench table "${table_args[@]}" 2>&1 | tee "$RESULTS/table.md" | tee -a "$LOG"
+    fi
+}
+BERTLAB_JSONL=$RESULTS/throughput-bertlab.jsonl
+TORCH_JSONL=$RESULTS/throughput-torch.jsonl
+PLAN=$RESULTS/plan.jsonl
+
+# 1. parity
+if ! skipped parity; then
+    if [[ -z "$FIXTURES" ]]; then
+        say "==> parity: skipped (no fixtures)"
+        STATUS+=("parity: skipped (no fixtures)")
+    else
+        args=(--fixtures "$FIXTURES")
+        if [[ $PARITY_IDS == 1 && -n "$IDS" ]]; then
+            args+=(--ids-file "$IDS")
+        fi
+        stage "parity" 90 "$RESULTS/parity.jsonl" "$BIN" bench parity "${args[@]}"
+    fi
+fi
+
+# 2. throughput: bertlab and PyTorch on the same batch plans, model by model, so that a
+# budget cut still leaves complete rows.
+HAVE_TORCH=0
+if [[ $TORCH != 0 ]] && ! skipped torch && command -v python3 >/dev/null 2>&1 &&
+    python3 -c 'import torch, transformers' >/dev/null 2>&1; then
+    HAVE_TORCH=1
+fi
+if ! skipped throughput; then
+    common=(--ids-file "$IDS" --max-len "$LENS" --batch "$BATCH" --padding fixed,bucket
+        --steps "$STEPS" --warmup "$WARMUP")
+    stage "plan" 60 - "$BIN" bench train-throughput "${common[@]}" --plan-out "$PLAN" --plan-only
+    for model in "${MODELS[@]}"; do
+        label=$(basename "$model")
+        for precision in f16 bf16; do
+            stage "throughput $label $precision" 100 "$BERTLAB_JSONL" \
+                "$BIN" bench train-throughput "${common[@]}" --arch "$model" --precision "$precision"
+        done
+        if [[ $HAVE_TORCH == 1 ]]; then
+            stage "torch $label" 100 "$TORCH_JSONL" python3 "$ROOT/scripts/torch_bench.py" \
+                --plan "$PLAN" --ids-file "$IDS" --arch "$model" --precision f16,bf16
+        fi
+    done
+    if [[ $HAVE_TORCH == 0 ]]; then
+        say "==> torch: skipped (DEVICE_CHECK_TORCH=0, or no python3 with torch and transformers)"
+        STATUS+=("torch: skipped")
+    fi
+    print_table
+fi
+
+# 3. numerics (after the table: its 3 × 200 steps stop early, with a summary of the steps done,
+# when the budget runs short).
+if ! skipped numerics; then
+    left=$(($(remaining) - 10))
+    cap=$((left < 150 ? left : 150))
+    stage "numerics" 160 "$RESULTS/numerics.jsonl" "$BIN" bench numerics --arch "$NUM_ARCH" \
+        --ids-file "$IDS" --steps "$NUM_STEPS" "${NUM_ARGS[@]}" --max-seconds "$((cap > 20 ? cap - 15 : 5))"
+fi
+
+# The alternative build on the f16 rows (same plans, same seeds), then the table again.
+if [[ -n "$ALT_BIN" ]] && ! skipped throughput && ! skipped alt; then
+    for model in "${MODELS[@]}"; do
+        stage "throughput $(basename "$model") f16 (alternative build)" 100 "$BERTLAB_JSONL" \
+            "$ALT_BIN" bench train-throughput "${common[@]}" --arch "$model" --precision f16
+    done
+    print_table
+fi
+
+# Where a step's time goes (the device is synced between phases, so this run is slower).
+if [[ -n "$IDS" ]] && ! skipped profile && ! skipped throughput; then
+    stage "profile ${MODELS[0]##*/} f16" 60 - "$BIN" bench train-throughput --ids-file "$IDS" \
+        --max-len "${LENS%%,*}" --batch "$BATCH" --padding fixed --steps "$STEPS" --warmup "$WARMUP" \
+        --arch "${MODELS[0]}" --precision f16 --profile
+    # The same steps with the logits read one step late instead of before each backward (the
+    # trainer's way): what that per-step device→host sync costs; compare seq_per_s with the
+    # table's fixed/f16 row (and bf16, which has no loss-scale sync either).
+    stage "deferred readback ${MODELS[0]##*/}" 60 - "$BIN" bench train-throughput --ids-file "$IDS" \
+        --max-len "${LENS%%,*}" --batch "$BATCH" --padding fixed --steps "$STEPS" --warmup "$WARMUP" \
+        --arch "${MODELS[0]}" --precision f16,bf16 --deferred-readback
+fi
+
+say ""
+say "==> summary ($(elapsed)s of a ${BUDGET}s budget, mode $MODE${GPU_NAME:+, $GPU_NAME})"
+for s in "${STATUS[@]}"; do
+    say "  $s"
+done
+fail=0
+if [[ -f "$RESULTS/parity.jsonl" ]]; then
+    pass=$(grep -c '"pass":true' "$RESULTS/parity.jsonl")
+    failed=$(grep -c '"pass":false' "$RESULTS/parity.jsonl")
+    say "  parity checks: $pass passed, $failed failed"
+    ((failed > 0)) && fail=1
+fi
+if [[ -f "$RESULTS/numerics.jsonl" ]]; then
+    # (the stage itself fails when a curve drifts or f16 loses late steps)
+    say "  numerics: $(grep '"numerics-summary"' "$RESULTS/numerics.jsonl" || echo 'no summary')"
+fi
+for s in "${STATUS[@]}"; do
+    [[ "$s" == *FAILED* || "$s" == *"TIMED OUT"* ]] && fail=1
+done
+say "  results: $RESULTS"
+exit $fail

@@ -1,0 +1,199 @@
+//! Plans with cost estimates: `--dry-run` and the CPU warning.
+
+use crate::{Backend, Context};
+use anyhow::Result;
+use bertlab_pipeline::estimate::{
+    estimate_run, format_count, format_duration, ModelShape, RunEstimate, Throughput, IMDB_ROWS,
+};
+use bertlab_pipeline::plan::{subset_text, StagePlan};
+use bertlab_pipeline::spec::{format_lr, format_number};
+use bertlab_pipeline::{PlannedRun, Planner, StageKey};
+use std::collections::BTreeMap;
+
+/// A stage's plan, real or assumed (planned with the most expensive run of the problem it depends
+/// on standing in for its best, which is not known yet).
+pub struct PlanView {
+    /// The plan.
+    pub plan: StagePlan,
+    /// Why the real plan is not known yet (then `plan` is assumed).
+    pub waiting: Option<String>,
+    /// Estimate of each run.
+    pub estimates: Vec<RunEstimate>,
+}
+
+/// Estimate one run, resolving its model to find the model's shape.
+pub fn estimate(ctx: &Context, run: &PlannedRun) -> RunEstimate {
+    let model = ctx.resolver.resolve("model", &run.model).unwrap_or_else(|_| run.model.clone());
+    estimate_run(run, &ModelShape::for_reference(&model), IMDB_ROWS)
+}
+
+/// Plans of every stage, assumed where a dependency has no records yet.
+pub fn plan_all(ctx: &Context, planner: &Planner<'_>) -> Result<Vec<PlanView>> {
+    let mut views: Vec<PlanView> = Vec::new();
+    let mut by_key: BTreeMap<StageKey, Vec<PlannedRun>> = BTreeMap::new();
+    for stage in &ctx.stages {
+        let plan = planner.plan(&stage.key)?;
+        let (plan, waiting) = match (&plan.blocked, stage.dependency()) {
+            (Some(reason), Some(dep)) => {
+                let dep_runs = match by_key.get(&dep) {
+                    Some(runs) => runs.clone(),
+                    None => planner.plan(&dep)?.runs,
+                };
+                let costliest = dep_runs
+                    .iter()
+                    .max_by(|a, b| estimate(ctx, a).flops.total_cmp(&estimate(ctx, b).flops))
+                    .cloned();
+                match costliest {
+                    Some(best) => (
+                        planner.plan_assuming(&stage.key, &best)?,
+                        Some(format!("depends on the best of {dep}: {reason}")),
+                    ),
+                    None => (plan.clone(), Some(reason.clone())),
+                }
+            }
+            _ => (plan, None),
+        };
+        by_key.insert(stage.key.clone(), plan.runs.clone());
+        let estimates = plan.runs.iter().map(|r| estimate(ctx, r)).collect();
+        views.push(PlanView { plan, waiting, estimates });
+    }
+    Ok(views)
+}
+
+/// The throughput of completed records on this backend, else an assumed one.
+pub fn throughput(ctx: &Context) -> Throughput {
+    let mut warnings = Vec::new();
+    let stages = ctx.store.scan(&mut warnings);
+    let cuda = ctx.backend == Backend::Cuda;
+    let records: Vec<_> = stages
+        .iter()
+        .flat_map(|s| s.runs.iter())
+        .filter_map(|r| r.record.as_ref())
+        .filter(|r| r.is_completed() && r.environment.backend.contains("cuda") == cuda)
+        .collect();
+    let measured =
+        Throughput::measured(records.iter().map(|r| (*r, ModelShape::for_reference(&r.spec.model))));
+    measured.unwrap_or_else(|| Throughput::assumed(cuda, ctx.options.precision.as_deref()))
+}
+
+/// Totals of the runs still to do: `(runs, padded tokens, FLOPs, any assumed)`.
+fn remaining(ctx: &Context, views: &[PlanView]) -> (usize, f64, f64, bool) {
+    let (mut n, mut tokens, mut flops, mut assumed) = (0, 0.0, 0.0, false);
+    for v in views {
+        for (run, e) in v.plan.runs.iter().zip(&v.estimates) {
+            if v.waiting.is_none() && ctx.store.completed(run).is_some() {
+                continue;
+            }
+            n += 1;
+            tokens += e.padded_tokens;
+            flops += e.flops;
+            assumed |= v.waiting.is_some();
+        }
+    }
+    (n, tokens, flops, assumed)
+}
+
+/// Print the plan for `--dry-run`.
+pub fn print_plan(ctx: &Context, planner: &Planner<'_>, fresh: bool) -> Result<()> {
+    let views = plan_all(ctx, planner)?;
+    let rate = throughput(ctx);
+    let backend = match ctx.backend {
+        Backend::Cpu => "cpu",
+        Backend::Cuda => "cuda",
+    };
+    println!(
+        "Plan → {} (backend {backend}{}){}",
+        ctx.store.root().display(),
+        if ctx.gpu_visible { "" } else { "; no NVIDIA GPU visible" },
+        if fresh { "; --fresh: existing results would be deleted" } else { "" }
+    );
+    if ctx.options.pool != 1.0 {
+        println!(
+            "Data: --subset {} → every subset below is a fraction of a pool of {} of the dataset",
+            format_number(ctx.options.pool),
+            format_number(ctx.options.pool)
+        );
+    }
+    for v in &views {
+        let s = &v.plan.stage;
+        println!("\n{} — {} ({} runs)", s.key, s.problem.title, v.plan.runs.len());
+        if let Some(why) = &v.waiting {
+            let keys = s.problem.inherited_keys().join(", ");
+            println!("  {why}");
+            println!("  {keys}: from that best run once it exists; estimated here with its costliest configuration");
+        } else if let Some(i) = &v.plan.inherited {
+            println!("  {} from {} (its best run, as recorded)", i.keys.join(", "), i.run_path());
+        }
+        println!(
+            "  {:>2}  {:<9} {:<11} {:>7} {:>7} {:>5}  {:<26} {:>17} {:>13} {:>10}  run id",
+            "#",
+            "status",
+            "model",
+            "max_len",
+            "lr",
+            "batch",
+            "subset",
+            "train/val/test",
+            "padded tok.",
+            "est. time"
+        );
+        for (run, e) in v.plan.runs.iter().zip(&v.estimates) {
+            let status = if v.waiting.is_some() {
+                "waiting"
+            } else {
+                match ctx.store.record(run) {
+                    Ok(Some(r)) if r.is_completed() && !fresh => "done",
+                    Ok(Some(_)) if !fresh => "failed",
+                    _ => "to run",
+                }
+            };
+            let st = &run.settings;
+            let id = if v.waiting.is_some() { "(provisional)".to_string() } else { run.run_id.clone() };
+            println!(
+                "  {:>2}  {:<9} {:<11} {:>7} {:>7} {:>5}  {:<26} {:>17} {:>13} {:>10}  {id}",
+                run.index + 1,
+                status,
+                run.role,
+                st.max_len.map_or("-".into(), |m| m.to_string()),
+                st.lr.map_or("-".into(), format_lr),
+                st.batch.map_or("-".into(), |b| b.to_string()),
+                subset_text(run.subset_fraction, run.pool).trim_start_matches("subset "),
+                format!("{}/{}/{}", e.rows.train, e.rows.val, e.rows.test),
+                format_count(e.padded_tokens),
+                format!("≈{}", format_duration(rate.seconds(e.flops))),
+            );
+        }
+    }
+    let (n, tokens, flops, assumed) = remaining(ctx, &views);
+    println!(
+        "\nTo run: {n} run{} · {} padded tokens · {} FLOP · ≈ {}{} at {} FLOP/s ({}; every epoch counted, early stopping ignored)",
+        if n == 1 { "" } else { "s" },
+        format_count(tokens),
+        format_count(flops),
+        if assumed { "up to " } else { "" },
+        format_duration(rate.seconds(flops)),
+        format_count(rate.flops_per_s),
+        rate.origin
+    );
+    Ok(())
+}
+
+/// Warn that training runs on the CPU, with the time it will take.
+pub fn warn_cpu(ctx: &Context, planner: &Planner<'_>) -> Result<()> {
+    let views = plan_all(ctx, planner)?;
+    let rate = throughput(ctx);
+    let (n, tokens, flops, assumed) = remaining(ctx, &views);
+    eprintln!(
+        "warning: no NVIDIA GPU visible (`nvidia-smi -L` lists none): training on the CPU.\n\
+         warning: {n} run{} to do, {} padded tokens, {} FLOP: ≈ {}{} at {} FLOP/s ({}).\n\
+         warning: shrink the data with --subset, or use a machine with a GPU (--backend cuda).",
+        if n == 1 { "" } else { "s" },
+        format_count(tokens),
+        format_count(flops),
+        if assumed { "up to " } else { "" },
+        format_duration(rate.seconds(flops)),
+        format_count(rate.flops_per_s),
+        rate.origin
+    );
+    Ok(())
+}

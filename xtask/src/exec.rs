@@ -1,0 +1,481 @@
+//! Running the planned runs: one `bertlab train --spec` child process per run, resuming from the
+//! records, retrying out-of-memory runs with half the batch, one worker per GPU.
+
+use crate::estimate::plan_all;
+use crate::{Backend, Context};
+use anyhow::{bail, Context as _, Result};
+use bertlab_pipeline::estimate::format_duration;
+use bertlab_pipeline::store::{write_atomic, LOG_FILE, RECORD_FILE, SPEC_FILE};
+use bertlab_pipeline::{oom_retry_batch, PlannedRun, Planner, ProblemManifest, RunRecord, SpecTarget};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Exit code of `bertlab train` when the device ran out of memory.
+const EXIT_OUT_OF_MEMORY: i32 = 3;
+
+/// Indices of [`Progress`]'s counts.
+const DONE: usize = 0;
+const TRAINED: usize = 1;
+const REUSED: usize = 2;
+const FAILED: usize = 3;
+
+/// How often a long run reports that it is still going.
+const HEARTBEAT: Duration = Duration::from_secs(120);
+
+/// `<out>/.xtask.lock`: one `cargo xtask` per results directory at a time. A lock whose process
+/// is gone (a killed xtask) is taken over.
+pub struct OutLock {
+    path: PathBuf,
+}
+
+impl OutLock {
+    /// Take the lock of `out`.
+    pub fn acquire(out: &Path) -> Result<OutLock> {
+        let path = out.join(".xtask.lock");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Ok(pid) = text.trim().parse::<u32>() {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if pid != std::process::id() && String::from_utf8_lossy(&cmdline).contains("xtask") {
+                    bail!(
+                        "another cargo xtask (pid {pid}) is running on {}: wait for it, or stop it first",
+                        out.display()
+                    );
+                }
+            }
+        }
+        write_atomic(&path, std::process::id().to_string().as_bytes())?;
+        Ok(OutLock { path })
+    }
+}
+
+impl Drop for OutLock {
+    fn drop(&mut self) {
+        if std::fs::read_to_string(&self.path).is_ok_and(|t| t.trim() == std::process::id().to_string()) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Progress over the whole pipeline: positions, wall time, and estimated work left.
+struct Progress {
+    total: usize,
+    started: Instant,
+    /// Estimated FLOPs of each run not finished yet, by `(stage, index)`.
+    left: Mutex<BTreeMap<(String, usize), f64>>,
+    /// Estimated FLOPs and wall seconds of the runs trained in this session.
+    rate: Mutex<(f64, f64)>,
+    /// Runs found done, trained, reused from an identical run, failed.
+    counts: Mutex<[usize; 4]>,
+}
+
+impl Progress {
+    fn finish(&self, run: &PlannedRun, seconds: Option<f64>) {
+        let flops = self.left.lock().expect("progress lock").remove(&(run.stage.to_string(), run.index));
+        if let (Some(f), Some(s)) = (flops, seconds) {
+            let mut r = self.rate.lock().expect("progress lock");
+            r.0 += f;
+            r.1 += s;
+        }
+    }
+
+    /// Replace the estimates of the runs not finished yet with those of `views`.
+    fn re_estimate(&self, views: &[crate::estimate::PlanView]) {
+        let mut left = self.left.lock().expect("progress lock");
+        for v in views {
+            for (run, e) in v.plan.runs.iter().zip(&v.estimates) {
+                if let Some(flops) = left.get_mut(&(run.stage.to_string(), run.index)) {
+                    *flops = e.flops;
+                }
+            }
+        }
+    }
+
+    fn count(&self, what: usize) {
+        self.counts.lock().expect("progress lock")[what] += 1;
+    }
+
+    fn summary(&self) -> String {
+        let [done, trained, reused, failed] = *self.counts.lock().expect("progress lock");
+        let mut parts = vec![format!("{trained} trained")];
+        if done > 0 {
+            parts.push(format!("{done} already done"));
+        }
+        if reused > 0 {
+            parts.push(format!("{reused} reused from identical runs"));
+        }
+        if failed > 0 {
+            parts.push(format!("{failed} FAILED"));
+        }
+        parts.join(", ")
+    }
+
+    fn eta(&self) -> String {
+        let (flops, secs) = *self.rate.lock().expect("progress lock");
+        let left: f64 = self.left.lock().expect("progress lock").values().sum();
+        let elapsed = format_duration(self.started.elapsed().as_secs_f64());
+        if flops > 0.0 && secs > 0.0 && left > 0.0 {
+            format!("elapsed {elapsed}, ETA ≈ {}", format_duration(left / (flops / secs)))
+        } else {
+            format!("elapsed {elapsed}")
+        }
+    }
+}
+
+/// The outcome of one run.
+enum Outcome {
+    Completed,
+    Failed(String),
+}
+
+/// Run every stage of `ctx` in order; `Ok(false)` when a run failed or a stage could not start.
+pub fn run_pipeline(
+    ctx: &Context,
+    planner: &Planner<'_>,
+    bertlab: &Path,
+    gpus: &[usize],
+    verbose: bool,
+) -> Result<bool> {
+    let views = plan_all(ctx, planner)?;
+    let mut left = BTreeMap::new();
+    for v in &views {
+        for (run, e) in v.plan.runs.iter().zip(&v.estimates) {
+            if v.waiting.is_some() || ctx.store.completed(run).is_none() {
+                left.insert((run.stage.to_string(), run.index), e.flops);
+            }
+        }
+    }
+    let total: usize = ctx.stages.iter().map(|s| s.problem.runs.len()).sum();
+    let progress = Progress {
+        total,
+        started: Instant::now(),
+        left: Mutex::new(left),
+        rate: Mutex::new((0.0, 0.0)),
+        counts: Mutex::new([0; 4]),
+    };
+    let devices: Vec<String> = if gpus.is_empty() {
+        vec![match ctx.backend {
+            Backend::Cpu => "cpu".into(),
+            Backend::Cuda => "cuda".into(),
+        }]
+    } else {
+        gpus.iter().map(|g| format!("cuda:{g}")).collect()
+    };
+    let mut ok = true;
+    let mut offset = 0;
+    for stage in &ctx.stages {
+        planner.refresh();
+        let plan = planner.plan(&stage.key)?;
+        let position = offset;
+        offset += plan.runs.len();
+        if let Some(reason) = &plan.blocked {
+            let dep = stage.dependency().map(|d| d.to_string()).unwrap_or_default();
+            eprintln!("{}: cannot start: it needs the best run of {dep}, and {reason}", stage.key);
+            ok = false;
+            continue;
+        }
+        ctx.store.write_manifest(&ProblemManifest::of(&plan, &ctx.options))?;
+        if plan.inherited.is_some() {
+            // The best run depended on is known now: re-estimate what is left with it.
+            progress.re_estimate(&plan_all(ctx, planner)?);
+        }
+        let todo: Vec<PlannedRun> =
+            plan.runs.iter().filter(|r| ctx.store.completed(r).is_none()).cloned().collect();
+        eprintln!(
+            "\n{} — {}: {} runs, {} already done{}",
+            stage.key,
+            stage.problem.title,
+            plan.runs.len(),
+            plan.runs.len() - todo.len(),
+            if todo.is_empty() { String::new() } else { format!(", {} to train", todo.len()) }
+        );
+        if let Some(i) = &plan.inherited {
+            let s = &plan.runs[0].settings;
+            let values: Vec<String> = i
+                .keys
+                .iter()
+                .map(|k| match k.as_str() {
+                    "model" => format!("model {}", plan.runs[0].role),
+                    k => format!("{k} {}", s.get(k).unwrap_or_default()),
+                })
+                .collect();
+            eprintln!(
+                "  {} from the best run of {} ({}: val acc {:.4} at min val loss)",
+                values.join(", "),
+                i.from,
+                i.run.run_id,
+                i.record.val_acc_at_min_val_loss().unwrap_or(f64::NAN)
+            );
+        }
+        for run in plan.runs.iter().filter(|r| ctx.store.completed(r).is_some()) {
+            progress.finish(run, None);
+            progress.count(DONE);
+        }
+        let queue = Mutex::new(todo.into_iter().collect::<VecDeque<_>>());
+        let failures = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for device in &devices {
+                let (queue, failures, progress) = (&queue, &failures, &progress);
+                scope.spawn(move || loop {
+                    let Some(run) = queue.lock().expect("queue lock").pop_front() else { break };
+                    let pos = position + run.index + 1;
+                    match train_run(ctx, &run, bertlab, device, pos, progress, verbose) {
+                        Ok(Outcome::Completed) => {}
+                        Ok(Outcome::Failed(why)) => {
+                            progress.count(FAILED);
+                            eprintln!(
+                                "[{pos}/{}] FAILED {}/{}: {why}",
+                                progress.total, run.stage, run.run_id
+                            );
+                            failures.lock().expect("failures lock").push(run.run_id.clone());
+                        }
+                        Err(e) => {
+                            progress.count(FAILED);
+                            eprintln!(
+                                "[{pos}/{}] FAILED {}/{}: {e:#}",
+                                progress.total, run.stage, run.run_id
+                            );
+                            failures.lock().expect("failures lock").push(run.run_id.clone());
+                        }
+                    }
+                });
+            }
+        });
+        if !failures.lock().expect("failures lock").is_empty() {
+            ok = false;
+        }
+    }
+    eprintln!("\npipeline finished: {} runs: {}; {}", progress.total, progress.summary(), progress.eta());
+    Ok(ok)
+}
+
+/// Train `run` on `device`, retrying with half the batch after an out-of-memory exit.
+fn train_run(
+    ctx: &Context,
+    run: &PlannedRun,
+    bertlab: &Path,
+    device: &str,
+    pos: usize,
+    progress: &Progress,
+    verbose: bool,
+) -> Result<Outcome> {
+    let model = ctx.resolver.resolve(&format!("model role {}", run.role), &run.model)?;
+    let source = match &run.settings.source {
+        Some(s) => Some(ctx.resolver.resolve("source", s)?),
+        None => None,
+    };
+    let cache = ctx.store.root().join("cache").join("tokens");
+    let dir = ctx.store.run_dir(run);
+    let planned = run.batch();
+    let mut batch = planned;
+    let tag = format!("[{pos}/{}]", progress.total);
+    if let Some(origin) = identical_run(ctx, run) {
+        // The notebook retrains, e.g., problem 1's best as problem 2's first subset; the record of
+        // that run already answers it, so reuse it (and link its model) instead.
+        let target = SpecTarget {
+            model: &model,
+            source: source.as_deref(),
+            out: &dir,
+            device,
+            cache_dir: Some(&cache),
+        };
+        ctx.store.prepare_run(run, &run.spec_toml(&target, batch))?;
+        let record = std::fs::read(origin.join(RECORD_FILE))
+            .with_context(|| format!("reading {}", origin.display()))?;
+        write_atomic(&dir.join(RECORD_FILE), &record)?;
+        #[cfg(unix)]
+        if origin.join("best").is_dir() {
+            let _ = std::os::unix::fs::symlink(origin.join("best"), dir.join("best"));
+        }
+        progress.finish(run, None);
+        progress.count(REUSED);
+        eprintln!(
+            "{tag} reused {}/{}: the same configuration was trained as {} · {}",
+            run.stage,
+            run.run_id,
+            origin.strip_prefix(ctx.store.root()).unwrap_or(&origin).display(),
+            progress.eta()
+        );
+        return Ok(Outcome::Completed);
+    }
+    loop {
+        let target = SpecTarget {
+            model: &model,
+            source: source.as_deref(),
+            out: &dir,
+            device,
+            cache_dir: Some(&cache),
+        };
+        // An interrupted attempt left a directory without a record: start it clean.
+        ctx.store.prepare_run(run, &run.spec_toml(&target, batch))?;
+        let retry = match (batch, planned) {
+            (Some(b), Some(p)) if b < p => format!(" (batch {b} after running out of memory at {p})"),
+            _ => String::new(),
+        };
+        eprintln!("{tag} training {}/{} on {device}: {}{retry}", run.stage, run.run_id, run.describe());
+        let started = Instant::now();
+        let status = spawn_train(bertlab, &dir, verbose, &tag)?;
+        let seconds = started.elapsed().as_secs_f64();
+        match status.code() {
+            Some(0) => {
+                let record = ctx.store.record(run)?;
+                let Some(record) = record.filter(RunRecord::is_completed) else {
+                    progress.finish(run, None);
+                    return Ok(Outcome::Failed(format!(
+                        "bertlab exited 0 but wrote no completed record in {}",
+                        dir.display()
+                    )));
+                };
+                progress.finish(run, Some(seconds));
+                progress.count(TRAINED);
+                let test = record.test.as_ref();
+                eprintln!(
+                    "{tag} done in {}: val acc {:.4} at min val loss (epoch {} of {}), test acc {}, F1 {} · {}",
+                    format_duration(seconds),
+                    record.val_acc_at_min_val_loss().unwrap_or(f64::NAN),
+                    record.best_epoch.map_or("-".into(), |e| e.to_string()),
+                    record.epochs.len(),
+                    test.map_or("-".into(), |t| format!("{:.4}", t.accuracy)),
+                    test.map_or("-".into(), |t| format!("{:.4}", t.f1)),
+                    progress.eta()
+                );
+                return Ok(Outcome::Completed);
+            }
+            Some(EXIT_OUT_OF_MEMORY) => match batch.and_then(oom_retry_batch) {
+                Some(half) => {
+                    eprintln!(
+                        "{tag} out of memory at batch {}: retrying with batch {half}",
+                        batch.unwrap_or_default()
+                    );
+                    batch = Some(half);
+                }
+                None => {
+                    progress.finish(run, None);
+                    return Ok(Outcome::Failed(format!(
+                        "out of memory even at batch {}; see {}",
+                        batch.unwrap_or_default(),
+                        dir.join(LOG_FILE).display()
+                    )));
+                }
+            },
+            _ => {
+                progress.finish(run, None);
+                let error = ctx.store.record(run).ok().flatten().and_then(|r| r.error);
+                return Ok(Outcome::Failed(match error {
+                    Some(e) => format!("bertlab train {status}: {e} (log: {})", dir.join(LOG_FILE).display()),
+                    None => format!(
+                        "bertlab train {status}; last lines of {}:\n{}",
+                        dir.join(LOG_FILE).display(),
+                        tail(&dir.join(LOG_FILE), 15)
+                    ),
+                }));
+            }
+        }
+    }
+}
+
+/// The directory of a completed run with the same id (the same configuration) in another problem
+/// of the results directory.
+fn identical_run(ctx: &Context, run: &PlannedRun) -> Option<PathBuf> {
+    let root = ctx.store.root();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .flat_map(|p| std::fs::read_dir(p.path()).into_iter().flatten().flatten())
+        .map(|q| q.path().join(&run.run_id))
+        .filter(|d| *d != ctx.store.run_dir(run))
+        .collect();
+    dirs.sort();
+    dirs.into_iter().find(|d| {
+        let record = d.join(RECORD_FILE);
+        record.is_file() && RunRecord::read(&record).is_ok_and(|r| r.is_completed())
+    })
+}
+
+/// The last `n` lines of a file (progress redraws split on `\r` too).
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.split(['\n', '\r']).map(str::trim_end).filter(|l| !l.is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// `bertlab train --spec <dir>/run.toml`, output to `<dir>/train.log` (and to stderr when
+/// verbose); the child dies with this process (Linux: PR_SET_PDEATHSIG), so a killed sweep
+/// leaves no orphan training.
+fn spawn_train(bertlab: &Path, dir: &Path, verbose: bool, tag: &str) -> Result<ExitStatus> {
+    let log_path = dir.join(LOG_FILE);
+    let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let mut cmd = Command::new(bertlab);
+    cmd.arg("train")
+        .arg("--spec")
+        .arg(dir.join(SPEC_FILE))
+        .stdin(Stdio::null())
+        .current_dir(crate::workspace_root());
+    if verbose {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    } else {
+        cmd.stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log.try_clone()?));
+    }
+    die_with_parent(&mut cmd);
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", bertlab.display()))?;
+    let log = Mutex::new(log);
+    std::thread::scope(|scope| -> Result<ExitStatus> {
+        if verbose {
+            let out = child.stdout.take().expect("piped stdout");
+            let err = child.stderr.take().expect("piped stderr");
+            for pipe in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
+                let log = &log;
+                scope.spawn(move || {
+                    for line in BufReader::new(pipe).split(b'\n').map_while(Result::ok) {
+                        let line = String::from_utf8_lossy(&line);
+                        let _ = writeln!(log.lock().expect("log lock"), "{line}");
+                        eprintln!("    {line}");
+                    }
+                });
+            }
+        }
+        let started = Instant::now();
+        let mut next_beat = HEARTBEAT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if !verbose && started.elapsed() >= next_beat {
+                next_beat += HEARTBEAT;
+                let last = tail(&log_path, 1);
+                eprintln!(
+                    "{tag} still training ({}): {}",
+                    format_duration(started.elapsed().as_secs_f64()),
+                    last.trim()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only async-signal-safe calls are made (getppid, prctl,
+    // _exit), with no allocation.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut Command) {}
