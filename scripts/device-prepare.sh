@@ -34,7 +34,9 @@ CUDA_VERSION=${CUDARC_CUDA_VERSION:-13000}
 JOBS=${JOBS:-1}
 LIMIT=$((64 * 1024 * 1024))
 DEV=$ROOT/.device
-NEW=$ROOT/.device.new
+# Assembled outside the repository (nothing half-made where git could pick it up), then moved in.
+NEW=$(mktemp -d "${TMPDIR:-/tmp}/bertlab-device.XXXXXX")
+trap 'rm -rf "$NEW"' EXIT
 
 for need in "$SHARED/fixtures/tiny-bert/expected.json" "$SHARED/data/hf-imdb" \
     "$SHARED/models/all-MiniLM-L6-v2/tokenizer.json"; do
@@ -54,7 +56,6 @@ build() {
     strip -o "$out" "$TARGET/release/bertlab"
 }
 
-rm -rf "$NEW"
 mkdir -p "$NEW/fixtures"
 build "$FEATURES" "$NEW/bertlab"
 
@@ -106,10 +107,13 @@ printf '{"bertlab": "--features %s", "bertlab-alt": "%s", "cudarc_cuda_version":
     "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "$(rustc --version)" "${glibc:-?}" >"$NEW/build-info.json"
 
 rm -rf "$DEV"
-mv "$NEW" "$DEV"
+mkdir -p "$DEV"
+mv "$NEW"/* "$DEV"/
 
 # What the device tool copies: tracked and untracked-but-not-ignored files, plus .device.
-repo_bytes=$(git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+# (files deleted in the work tree but still in the index are not copied: du skips them)
+repo_bytes=$( (git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null || true) |
+    tail -1 | cut -f1)
 dev_bytes=$(du -sb "$DEV" | cut -f1)
 total=$((repo_bytes + dev_bytes))
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
