@@ -272,14 +272,23 @@ fn download(
 
 /// Resolve the `BERTLAB_SHARED` test-data folder (default `../shared` next to the workspace).
 ///
+/// A relative `BERTLAB_SHARED` is taken from the current directory when it exists there, else
+/// from the workspace root: `cargo test` runs each crate's tests in the crate's own folder, so
+/// `BERTLAB_SHARED=../shared` set at the workspace root would otherwise silently skip them.
 /// Tests call this and skip, with a printed reason, when it returns `None`.
 pub fn shared_dir() -> Option<PathBuf> {
+    // CARGO_MANIFEST_DIR of this crate is <workspace>/crates/hub.
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = match std::env::var_os("BERTLAB_SHARED") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            // CARGO_MANIFEST_DIR of this crate is <workspace>/crates/hub.
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+        Some(d) => {
+            let d = PathBuf::from(d);
+            if d.is_relative() && !d.is_dir() {
+                workspace.join(d)
+            } else {
+                d
+            }
         }
+        None => workspace.join("../shared"),
     };
     dir.is_dir().then(|| dir.canonicalize().unwrap_or(dir))
 }
