@@ -5,7 +5,8 @@
 //! `cargo bench -p bertlab-train --bench train_step` — needs ../shared (skips without it); the
 //! PyTorch row needs `python3` with torch and transformers (skipped when absent) and runs with
 //! `torch.set_num_threads(N)`, N = this machine's available parallelism (BENCH_THREADS overrides).
-//! BENCH_STEPS (default 10) timed steps after 2 warm-up steps; BENCH_TORCH=0 skips PyTorch.
+//! BENCH_MODEL overrides the model directory. BENCH_STEPS (default 10) timed steps after 2
+//! warm-up steps; BENCH_TORCH=0 skips PyTorch.
 //! The two alternate for BENCH_ROUNDS rounds (default 2) and each reports its fastest round, so
 //! that load from other processes on a shared machine hits both alike.
 
@@ -136,7 +137,10 @@ fn main() {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };
-    let model_dir = shared.join("models/all-MiniLM-L6-v2");
+    // BENCH_MODEL: another BERT/DistilBERT snapshot directory (same shapes are then not implied).
+    let model_dir = std::env::var_os("BENCH_MODEL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| shared.join("models/all-MiniLM-L6-v2"));
     let steps: usize = std::env::var("BENCH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let threads: usize = std::env::var("BENCH_THREADS")
         .ok()
