@@ -377,12 +377,12 @@ if [[ -n "$IDS" ]] && ! skipped profile && ! skipped throughput; then
     stage "profile ${MODELS[0]##*/} f16" 60 - "$BIN" bench train-throughput --ids-file "$IDS" \
         --max-len "${LENS%%,*}" --batch "$BATCH" --padding fixed --steps "$STEPS" --warmup "$WARMUP" \
         --arch "${MODELS[0]}" --precision f16 --profile
-    # The same steps with the logits read one step late instead of before each backward (the
-    # trainer's way): what that per-step device→host sync costs; compare seq_per_s with the
-    # table's fixed/f16 row (and bf16, which has no loss-scale sync either).
-    stage "deferred readback ${MODELS[0]##*/}" 60 - "$BIN" bench train-throughput --ids-file "$IDS" \
+    # The same steps with each step's logits read back before its optimizer step (as the
+    # trainer did before it read them in groups): what a per-step device→host sync costs;
+    # compare seq_per_s with the table's fixed rows (bf16 has no loss-scale sync either).
+    stage "eager readback ${MODELS[0]##*/}" 60 - "$BIN" bench train-throughput --ids-file "$IDS" \
         --max-len "${LENS%%,*}" --batch "$BATCH" --padding fixed --steps "$STEPS" --warmup "$WARMUP" \
-        --arch "${MODELS[0]}" --precision f16,bf16 --deferred-readback
+        --arch "${MODELS[0]}" --precision f16,bf16 --eager-readback
 fi
 
 say ""

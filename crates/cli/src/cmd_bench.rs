@@ -33,15 +33,14 @@ use bertlab_train::metrics::cross_entropy_rows;
 use bertlab_train::optim::{grad_sq_norm, AdamSettings, DecayPolicy, EpsilonForm};
 use bertlab_train::predict::{batch_tensors, logits_to_vec};
 use bertlab_train::{
-    check_precision, forward_backward, is_out_of_memory, Adam, BatchArrays, DynamicLossScaler, LengthBuckets,
-    Padding, ScaleDecision,
+    check_precision, forward_backward, is_out_of_memory, weighted_cross_entropy, Adam, BatchArrays,
+    DynamicLossScaler, LengthBuckets, Padding, ScaleDecision,
 };
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::ElementConversion;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend as _;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -270,10 +269,6 @@ fn profiled_forward_backward(
 ) -> (GradientsParams, Vec<f32>) {
     let t = Instant::now();
     let (ids, mask) = batch_tensors::<TrainBackend>(arrays, device);
-    let targets = Tensor::<TrainBackend, 2, Int>::from_data(
-        TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len(), 1]),
-        device,
-    );
     sync(device);
     phases.upload += t.elapsed().as_secs_f64();
     let t = Instant::now();
@@ -284,7 +279,7 @@ fn profiled_forward_backward(
     let host = logits_to_vec(logits.clone().detach());
     phases.readback += t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let loss = log_softmax(logits, 1).gather(1, targets).sum().mul_scalar(-weight);
+    let loss = weighted_cross_entropy(logits, labels, weight, device);
     let grads = GradientsParams::from_grads(loss.backward(), model);
     sync(device);
     phases.backward += t.elapsed().as_secs_f64();
@@ -740,6 +735,7 @@ fn adamw_step_check(
     let rows = arrays.rows;
     let (grads, logits) =
         forward_backward(&model, arrays, &labels, 1.0 / rows as f64, Precision::F32, device);
+    let logits = logits_to_vec(logits);
     let loss = cross_entropy_rows(&logits, &labels, 2).iter().sum::<f64>() / rows as f64;
     let loss_err = (loss - number("loss_before")?).abs();
     let logits_err = errors(&logits, &flat_f32(&expected["logits"])).max_abs;
@@ -922,6 +918,7 @@ fn run_numerics(args: NumericsArgs) -> anyhow::Result<()> {
             let model = run.model.take().expect("the model is put back after each step");
             let weight = run.scaler.scale() / labels.len() as f64;
             let (grads, logits) = forward_backward(&model, &arrays, &labels, weight, run.precision, &device);
+            let logits = logits_to_vec(logits);
             let loss = cross_entropy_rows(&logits, &labels, config.num_labels()).iter().sum::<f64>()
                 / labels.len() as f64;
             run.curve.losses.push(loss);
@@ -1137,11 +1134,11 @@ struct ThroughputArgs {
     /// optimizer) in a second pass that syncs the device between phases.
     #[arg(long)]
     profile: bool,
-    /// Read each step's logits back one step later (the device keeps working while the host
-    /// waits) instead of between forward and backward as the trainer does: measures what the
-    /// trainer's per-step readback costs.
+    /// Read each step's logits back right after its backward, before the optimizer step (the
+    /// trainer used to), instead of one step late: measures what a per-step device→host sync
+    /// costs. The trainer reads them in groups (bertlab_train::PendingLogits).
     #[arg(long)]
-    deferred_readback: bool,
+    eager_readback: bool,
     /// Write the batch plans here (JSON lines), for scripts/torch_bench.py.
     #[arg(long)]
     plan_out: Option<PathBuf>,
@@ -1171,29 +1168,8 @@ struct PassOptions {
     seed: u64,
     /// Sync and time each phase.
     profile: bool,
-    /// Read each step's logits back one step later instead of between forward and backward.
-    deferred_readback: bool,
-}
-
-/// The trainer's forward and backward, returning the logits on the device instead of on the
-/// host, so the caller chooses when to wait for them.
-fn forward_backward_on_device(
-    model: &TextClassifier<TrainBackend>,
-    arrays: &BatchArrays,
-    labels: &[u32],
-    weight: f64,
-    precision: Precision,
-    device: &Device,
-) -> (GradientsParams, Tensor<Backend, 2>) {
-    let (ids, mask) = batch_tensors::<TrainBackend>(arrays, device);
-    let targets = Tensor::<TrainBackend, 2, Int>::from_data(
-        TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len(), 1]),
-        device,
-    );
-    let logits = model.forward(ids, mask, precision);
-    let kept = logits.clone().detach().inner();
-    let loss = log_softmax(logits, 1).gather(1, targets).sum().mul_scalar(-weight);
-    (GradientsParams::from_grads(loss.backward(), model), kept)
+    /// Read each step's logits back right after its backward instead of one step late.
+    eager_readback: bool,
 }
 
 fn run_plan(config: &ModelConfig, plan: &Plan, ids: &IdsFile, o: PassOptions, device: &Device) -> PassResult {
@@ -1223,17 +1199,18 @@ fn run_plan(config: &ModelConfig, plan: &Plan, ids: &IdsFile, o: PassOptions, de
             let (g, l) =
                 profiled_forward_backward(&model, &arrays, &labels, weight, o.precision, device, &mut phases);
             (g, Some(l))
-        } else if o.deferred_readback {
-            let (g, l) = forward_backward_on_device(&model, &arrays, &labels, weight, o.precision, device);
-            if let Some((previous, previous_labels)) = pending.replace((l, labels.clone())) {
-                let host = logits_to_vec(previous);
-                result.last_loss = cross_entropy_rows(&host, &previous_labels, k).iter().sum::<f64>()
-                    / previous_labels.len() as f64;
-            }
-            (g, None)
         } else {
             let (g, l) = forward_backward(&model, &arrays, &labels, weight, o.precision, device);
-            (g, Some(l))
+            if o.eager_readback {
+                (g, Some(logits_to_vec(l)))
+            } else {
+                if let Some((previous, previous_labels)) = pending.replace((l, labels.clone())) {
+                    let host = logits_to_vec(previous);
+                    result.last_loss = cross_entropy_rows(&host, &previous_labels, k).iter().sum::<f64>()
+                        / previous_labels.len() as f64;
+                }
+                (g, None)
+            }
         };
         let skipped;
         (model, skipped) = optimizer_step(
@@ -1344,7 +1321,7 @@ fn throughput_one(
         "bench": "train-throughput", "backend": BACKEND_NAME, "build": build_label(), "model": choice.name,
         "arch": c.architecture.model_type(), "max_len": plan.max_len, "batch": plan.batch,
         "padding": plan.padding.to_string(), "precision": precision.as_str(),
-        "readback": if args.deferred_readback { "deferred" } else { "eager" },
+        "readback": if args.eager_readback { "eager" } else { "deferred" },
     });
     if plan.max_len > c.max_position_embeddings {
         record["error"] = json!(format!(
@@ -1367,7 +1344,7 @@ fn throughput_one(
             lr: args.lr,
             seed: args.seed,
             profile: false,
-            deferred_readback: args.deferred_readback,
+            eager_readback: args.eager_readback,
         };
         let pass = run_plan(c, plan, ids, o, device);
         let profile =

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod optim;
 pub mod predict;
 mod progress;
+pub mod readback;
 pub mod record;
 pub mod schedule;
 pub mod spec;
@@ -20,7 +21,11 @@ pub use metrics::{ClassificationMetrics, ConfusionMatrix};
 pub use optim::{Adam, AdamSettings, OptimizerKind};
 pub use predict::{evaluate, predict_logits, EvalSettings};
 pub use progress::{hms, ProgressMode};
+pub use readback::PendingLogits;
 pub use record::{RunRecord, RunStatus, SCHEMA_VERSION};
 pub use schedule::{LrSchedule, Schedule};
 pub use spec::{PrecisionSpec, RunSpec, SpecError};
-pub use trainer::{check_precision, forward_backward, is_out_of_memory, train, TrainError, TrainOptions};
+pub use trainer::{
+    check_precision, forward_backward, is_out_of_memory, train, weighted_cross_entropy, TrainError,
+    TrainOptions,
+};

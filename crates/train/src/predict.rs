@@ -2,10 +2,12 @@
 
 use crate::batching::{BatchArrays, LengthBuckets, Padding};
 use crate::metrics::{argmax_rows, cross_entropy_rows, ClassificationMetrics};
+use crate::readback::PendingLogits;
 use bertlab_models::{Precision, TextClassifier};
 use bertlab_tokenize::EncodedTexts;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use std::time::Duration;
 
 /// How evaluation batches are formed and computed.
 #[derive(Debug, Clone, Copy)]
@@ -47,17 +49,29 @@ pub fn predict_logits<B: Backend>(
     let buckets =
         LengthBuckets::new(settings.batch, settings.padding, settings.pad_multiple, encoded.max_len());
     let mut out = vec![0f32; encoded.len() * k];
+    // Read back in groups: one wait for the device per group instead of per batch.
+    let mut pending = PendingLogits::<B, Vec<usize>>::new(EVAL_READBACK_BATCHES, Duration::MAX);
+    let mut scatter = |pending: &mut PendingLogits<B, Vec<usize>>| {
+        for (rows, values) in pending.take() {
+            for (i, &row) in rows.iter().enumerate() {
+                out[row * k..(row + 1) * k].copy_from_slice(&values[i * k..(i + 1) * k]);
+            }
+        }
+    };
     for batch in buckets.sequential(&lengths) {
         let arrays = BatchArrays::pack(&batch, settings.pad_id, |r, ids| encoded.extend_row_into(r, ids));
         let (ids, mask) = batch_tensors::<B>(&arrays, device);
-        let logits = model.forward(ids, mask, settings.precision);
-        let values = logits_to_vec(logits);
-        for (i, &row) in batch.rows.iter().enumerate() {
-            out[row * k..(row + 1) * k].copy_from_slice(&values[i * k..(i + 1) * k]);
+        pending.push(model.forward(ids, mask, settings.precision), batch.rows);
+        if pending.due() {
+            scatter(&mut pending);
         }
     }
+    scatter(&mut pending);
     out
 }
+
+/// How many evaluation batches' logits wait on the device before one read-back.
+const EVAL_READBACK_BATCHES: usize = 256;
 
 /// Read a float tensor back as f32 values (whatever its dtype).
 pub fn logits_to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {

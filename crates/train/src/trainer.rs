@@ -10,6 +10,7 @@ use crate::predict::{
     batch_tensors, evaluate, logits_to_vec, metrics_from_logits, predict_logits, EvalSettings,
 };
 use crate::progress::{hms, EpochProgress, ProgressMode};
+use crate::readback::PendingLogits;
 use crate::record::{
     peak_rss_bytes, DataSummary, Environment, EpochRecord, RunRecord, RunStatus, Timings, SCHEMA_VERSION,
 };
@@ -27,7 +28,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Everything that can end a run; each names the flag, file, epoch or step at fault.
 #[derive(Debug, thiserror::Error)]
@@ -449,7 +450,8 @@ fn fit<B: AutodiffBackend>(
         }
         let mut bar = EpochProgress::new(progress, epoch + 1, spec.epochs, batches.len() as u64);
         let started = Instant::now();
-        let (mut loss_sum, mut correct, mut seen) = (0f64, 0u64, 0u64);
+        let mut tally = TrainTally::default();
+        let mut pending = PendingLogits::<B::InnerBackend, BatchTag>::new(READBACK_BATCHES, READBACK_WAIT);
         let (mut steps, mut skipped, mut lr) = (0u64, 0u64, schedule.lr(optimizer.steps()));
         let mut step_in_epoch = 0usize;
         for group in batches.chunks(spec.accum) {
@@ -466,26 +468,15 @@ fn fit<B: AutodiffBackend>(
                 // gradient equals the gradient of the whole step's batch.
                 let weight = scaler.scale() / rows_in_step as f64;
                 let (grads, logits) = forward_backward(&model, &arrays, &labels, weight, precision, device);
-                let losses = cross_entropy_rows(&logits, &labels, num_classes);
-                let batch_loss: f64 = losses.iter().sum();
-                if !batch_loss.is_finite() && !scaler.is_dynamic() {
-                    return Err(TrainError::NonFiniteLoss {
-                        epoch: epoch + 1,
-                        step: step_in_epoch,
-                        value: batch_loss,
-                        lr,
-                    });
-                }
-                let predicted = argmax_rows(&logits, num_classes);
-                correct += predicted.iter().zip(&labels).filter(|(p, l)| p == l).count() as u64;
-                loss_sum += batch_loss;
-                seen += labels.len() as u64;
-                bar.batch(loss_sum / seen as f64, correct as f64 / seen as f64);
+                pending.push(logits, BatchTag { labels, step: step_in_epoch, lr });
                 if group.len() == 1 {
                     single = Some(grads);
                 } else {
                     accumulator.accumulate(&model, grads);
                 }
+            }
+            if pending.due() {
+                tally.read(&mut pending, &mut bar, num_classes, scaler.is_dynamic(), epoch)?;
             }
             let grads = single.unwrap_or_else(|| accumulator.grads());
             let mut multiplier = 1.0 / scaler.scale();
@@ -503,8 +494,10 @@ fn fit<B: AutodiffBackend>(
             model = optimizer.step(lr, model, grads, multiplier);
             steps += 1;
         }
+        tally.read(&mut pending, &mut bar, num_classes, scaler.is_dynamic(), epoch)?;
         B::sync(device).ok();
         let train_seconds = started.elapsed().as_secs_f64();
+        let TrainTally { loss_sum, correct, seen } = tally;
 
         let started = Instant::now();
         let inner = model.valid();
@@ -567,8 +560,80 @@ fn fit<B: AutodiffBackend>(
     Ok(final_model)
 }
 
-/// Forward and backward of one micro-batch: gradients of `weight × Σ cross-entropy` and the
-/// batch's logits (row-major, f32) for the running loss and accuracy.
+/// How many training batches' logits may wait on the device before they are read back.
+const READBACK_BATCHES: usize = 64;
+/// How long the oldest of them may wait (keeps the progress bar live on a fast GPU).
+const READBACK_WAIT: Duration = Duration::from_millis(500);
+
+/// What the trainer keeps of a micro-batch until its logits are read back.
+struct BatchTag {
+    labels: Vec<u32>,
+    /// 1-based batch number in the epoch.
+    step: usize,
+    lr: f64,
+}
+
+/// The epoch's running training loss and accuracy, from logits read back in groups.
+#[derive(Default)]
+struct TrainTally {
+    loss_sum: f64,
+    correct: u64,
+    seen: u64,
+}
+
+impl TrainTally {
+    /// Read the waiting logits, add them to the tally in batch order and advance the progress
+    /// bar. A non-finite loss ends the run unless a dynamic loss scale handles overflow (then
+    /// the step is skipped and the loss is only reported).
+    fn read<B: Backend>(
+        &mut self,
+        pending: &mut PendingLogits<B, BatchTag>,
+        bar: &mut EpochProgress,
+        num_classes: usize,
+        dynamic_scale: bool,
+        epoch: usize,
+    ) -> Result<(), TrainError> {
+        for (tag, logits) in pending.take() {
+            let losses = cross_entropy_rows(&logits, &tag.labels, num_classes);
+            let batch_loss: f64 = losses.iter().sum();
+            if !batch_loss.is_finite() && !dynamic_scale {
+                return Err(TrainError::NonFiniteLoss {
+                    epoch: epoch + 1,
+                    step: tag.step,
+                    value: batch_loss,
+                    lr: tag.lr,
+                });
+            }
+            let predicted = argmax_rows(&logits, num_classes);
+            self.correct += predicted.iter().zip(&tag.labels).filter(|(p, l)| p == l).count() as u64;
+            self.loss_sum += batch_loss;
+            self.seen += tag.labels.len() as u64;
+            bar.batch(self.loss_sum / self.seen as f64, self.correct as f64 / self.seen as f64);
+        }
+        Ok(())
+    }
+}
+
+/// Σ cross-entropy of `logits` (`[rows, classes]`) against `labels`, times `weight`: the
+/// training loss whose gradient a micro-batch contributes.
+pub fn weighted_cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: &[u32],
+    weight: f64,
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    let targets = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len(), 1]),
+        device,
+    );
+    log_softmax(logits, 1).gather(1, targets).sum().mul_scalar(-weight)
+}
+
+/// Forward and backward of one micro-batch: gradients of `weight × Σ cross-entropy`, and the
+/// batch's logits (`[rows, classes]`, f32), still on the device.
+///
+/// Nothing here waits for the device: read the logits when they are needed, preferably many
+/// batches at once ([`PendingLogits`]), so that the host keeps queueing work.
 pub fn forward_backward<B: AutodiffBackend>(
     model: &TextClassifier<B>,
     arrays: &BatchArrays,
@@ -576,18 +641,12 @@ pub fn forward_backward<B: AutodiffBackend>(
     weight: f64,
     precision: Precision,
     device: &B::Device,
-) -> (GradientsParams, Vec<f32>) {
+) -> (GradientsParams, Tensor<B::InnerBackend, 2>) {
     let (ids, mask) = batch_tensors::<B>(arrays, device);
     let logits = model.forward(ids, mask, precision); // [batch, classes], f32
-    let targets = Tensor::<B, 2, Int>::from_data(
-        TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len(), 1]),
-        device,
-    );
-    let picked = log_softmax(logits.clone(), 1).gather(1, targets); // [batch, 1]
-    let loss = picked.sum().mul_scalar(-weight);
-    let host = logits_to_vec(logits.detach());
-    let grads = GradientsParams::from_grads(loss.backward(), model);
-    (grads, host)
+    let kept = logits.clone().detach().inner();
+    let loss = weighted_cross_entropy(logits, labels, weight, device);
+    (GradientsParams::from_grads(loss.backward(), model), kept)
 }
 
 #[cfg(test)]
