@@ -17,9 +17,9 @@
 #                bucketed (the IMDB sample's real lengths), f16 and bf16; the same batches in
 #                PyTorch (scripts/torch_bench.py: transformers, autocast + GradScaler, AdamW);
 #                one table with seq/s, the bertlab/PyTorch ratio and MFU.
-# They run in the order 1, 3, 2 (the table first), then the alternative build's f16 rows (Burn's
-# fusion + autotune, when .device/bertlab-alt.gz is there), a profiled run that times the phases
-# of a step, and one that reads the logits back late; the budget cuts the stages that come
+# They run in the order 1, 3, 2 (the table first), then the alternative build's f16 rows
+# (without fusion and autotuning, when .device/bertlab-alt.gz is there), a profiled run that
+# times the phases of a step, and one that reads the logits back every step; the budget cuts the stages that come
 # last, and numerics stops early with a summary of the steps done.
 #
 # Without nvidia-smi (or with DEVICE_CHECK_MODE=cpu) it runs the same stages on the CPU build
@@ -98,7 +98,7 @@ if [[ -z "$BIN" ]]; then
     exit 2
 fi
 BIN=$(realpath "$BIN")
-# The alternative build (Burn's CUDA defaults: fusion + autotune), measured on the f16 rows.
+# The alternative build (--features cuda-unfused: no fusion, no autotune), on the f16 rows.
 ALT_BIN=""
 if [[ -n "${BERTLAB_ALT_BIN:-}" ]]; then
     ALT_BIN=$(realpath "$BERTLAB_ALT_BIN")

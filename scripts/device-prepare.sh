@@ -4,10 +4,10 @@
 # command to run. What travels to the GPU machine is the repository's files plus .device/, at
 # most 64 MiB, so the binaries are stripped and gzipped and only small inputs are carried:
 #
-#   .device/bertlab.gz        the release binary built with --features cuda
-#   .device/bertlab-alt.gz    the same with Burn's own CUDA defaults added: kernel fusion and
-#                             autotuning (--features "cuda burn/fusion burn/autotune"), which the
-#                             workspace's `default-features = false` on burn leaves out
+#   .device/bertlab.gz        the release binary built with --features cuda (Burn's CUDA backend
+#                             with kernel fusion and autotuning, as users build it)
+#   .device/bertlab-alt.gz    the same without fusion and autotuning (--features cuda-unfused):
+#                             what those two are worth, and a fallback if fusion misbehaves
 #   .device/fixtures/tiny-*/  config.json, model.safetensors, expected.json (, adamw_step.json)
 #   .device/imdb-ids.json     1024 IMDB train reviews tokenized (bert-base-uncased vocabulary)
 #   .device/ptx-shim.so       scripts/ptx_version_shim.c, preloaded by device-check.sh when the
@@ -19,7 +19,7 @@
 #
 # Knobs: BERTLAB_SHARED (default ../shared), BERTLAB_CUDA_TARGET_DIR (default
 # /tmp/bertlab-cuda-target, apart from the CPU builds' target), BERTLAB_CUDA_FEATURES (default
-# "cuda"), BERTLAB_CUDA_ALT_FEATURES (default "cuda burn/fusion burn/autotune"; set it empty for
+# "cuda"), BERTLAB_CUDA_ALT_FEATURES (default "cuda-unfused"; set it empty for
 # no second binary), CUDARC_CUDA_VERSION (default 13000), JOBS (cargo -j, default 1: the build
 # machine is shared).
 set -euo pipefail
@@ -29,7 +29,7 @@ ROOT=$(pwd)
 SHARED=${BERTLAB_SHARED:-$ROOT/../shared}
 TARGET=${BERTLAB_CUDA_TARGET_DIR:-/tmp/bertlab-cuda-target}
 FEATURES=${BERTLAB_CUDA_FEATURES:-cuda}
-ALT_FEATURES=${BERTLAB_CUDA_ALT_FEATURES-cuda burn/fusion burn/autotune}
+ALT_FEATURES=${BERTLAB_CUDA_ALT_FEATURES-cuda-unfused}
 CUDA_VERSION=${CUDARC_CUDA_VERSION:-13000}
 JOBS=${JOBS:-1}
 LIMIT=$((64 * 1024 * 1024))

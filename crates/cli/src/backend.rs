@@ -1,6 +1,6 @@
-//! The Burn backend this binary was built with (cargo features `cpu` / `cuda`).
+//! The Burn backend this binary was built with (cargo features `cpu` / `cuda` / `cuda-unfused`).
 
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cuda-unfused")]
 mod chosen {
     /// Inference backend.
     pub type Backend = burn::backend::Cuda<f32, i32>;
@@ -58,7 +58,7 @@ mod chosen {
     }
 }
 
-#[cfg(all(feature = "cpu", not(feature = "cuda")))]
+#[cfg(all(feature = "cpu", not(feature = "cuda-unfused")))]
 mod chosen {
     /// Inference backend.
     pub type Backend = burn::backend::Flex;
@@ -77,7 +77,7 @@ mod chosen {
     }
 }
 
-#[cfg(not(any(feature = "cpu", feature = "cuda")))]
+#[cfg(not(any(feature = "cpu", feature = "cuda-unfused")))]
 compile_error!("build bertlab with the `cpu` (default) or `cuda` feature");
 
 pub use chosen::*;
