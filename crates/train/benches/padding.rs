@@ -53,4 +53,32 @@ fn main() {
             );
         }
     }
+
+    // Shape churn: every distinct (rows, padded length) is a new tensor shape for the kernels
+    // (JIT-compiled kernels, autotune keys). Rounding lengths up to a coarser multiple means
+    // fewer shapes for more padding.
+    println!();
+    println!(
+        "| max_len | batch | pad_multiple | distinct batch shapes | bucket padded / real | bucket / fixed |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (max_len, batch) in [(128usize, 32usize), (256, 16), (512, 8)] {
+        let lengths: Vec<usize> = full.iter().map(|&l| l.min(max_len)).collect();
+        let fixed =
+            LengthBuckets::new(batch, Padding::Fixed, 8, max_len).epoch(&lengths, &mut Pcg64::new(42));
+        let fixed = PaddingStats::of(&fixed, &lengths);
+        for multiple in [1usize, 8, 16, 32, 64] {
+            let batches = LengthBuckets::new(batch, Padding::Bucket, multiple, max_len)
+                .epoch(&lengths, &mut Pcg64::new(42));
+            let shapes: std::collections::BTreeSet<(usize, usize)> =
+                batches.iter().map(|b| (b.rows.len(), b.padded_len)).collect();
+            let stats = PaddingStats::of(&batches, &lengths);
+            println!(
+                "| {max_len} | {batch} | {multiple} | {} | {:.3} | {:.3} |",
+                shapes.len(),
+                stats.padding_factor(),
+                stats.padded_tokens as f64 / fixed.padded_tokens as f64
+            );
+        }
+    }
 }
