@@ -33,8 +33,8 @@ pub struct EncodeArgs {
     /// Matmul precision: f32, f16 or bf16 (LayerNorm and softmax stay f32).
     #[arg(long, default_value_t = Precision::F32)]
     precision: Precision,
-    /// Device: `cpu`, or `cuda`/`cuda:N` in a CUDA build.
-    #[arg(long, default_value = "cpu")]
+    /// The build's device by default (the CPU, or GPU 0 in a CUDA build); cuda:N picks a GPU.
+    #[arg(long, default_value = "default")]
     device: String,
     /// Print JSON: {"model", "max_len", "precision", "embeddings": [{"text", "input_ids",
     /// "cls_hidden", "mean_pooled", "pooler_output"?}, …]} in the order the texts were given.

@@ -4,20 +4,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use bertlab_data::{DatasetSource, NotebookSplit, Split};
-use bertlab_hub::{RepoKind, RepoRef};
-use bertlab_models::{load_classifier, Precision};
-use bertlab_tokenize::{Truncation, WordPieceTokenizer};
+use bertlab_models::Precision;
+use bertlab_tokenize::Truncation;
 use bertlab_train::{evaluate, EvalSettings, Padding, RunRecord};
 use clap::{Args, ValueEnum};
 
-use crate::backend::{device, Backend};
+use crate::backend::device;
+use crate::fine_tuned::{load_fine_tuned, FineTuned};
 
 /// Which rows to evaluate on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum EvalSplit {
-    /// The notebook's test split (10 % of the pool) at --subset/--seed.
+    /// The notebook's test split (20 % of the pool) at --subset/--seed.
     Test,
-    /// The notebook's validation split.
+    /// The notebook's validation split (10 % of the pool).
     Val,
     /// The notebook's training split.
     Train,
@@ -55,8 +55,8 @@ pub struct EvalArgs {
     /// f32, f16 or bf16.
     #[arg(long, default_value_t = Precision::F32)]
     precision: Precision,
-    /// cpu, or cuda / cuda:N in a CUDA build.
-    #[arg(long, default_value = "cpu")]
+    /// The build's device by default (the CPU, or GPU 0 in a CUDA build); cuda:N picks a GPU.
+    #[arg(long, default_value = "default")]
     device: String,
     /// Print the metrics as JSON.
     #[arg(long)]
@@ -83,19 +83,7 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
     }
 
     let device = device(&args.device)?;
-    let repo = RepoRef::parse(&args.model, RepoKind::Model);
-    let (model, config, report) = load_classifier::<Backend>(&repo, &hub, &[], 0, &device)
-        .with_context(|| format!("loading --model {}", args.model))?;
-    if !report.initialised.is_empty() {
-        anyhow::bail!(
-            "--model {}: not a fine-tuned classifier (no trained head: {}); train one with `bertlab train`",
-            args.model,
-            report.initialised.join(", ")
-        );
-    }
-    let tokenizer = WordPieceTokenizer::from_repo(&repo, &hub)
-        .with_context(|| format!("loading the tokenizer of --model {}", args.model))?
-        .with_max_positions(config.max_position_embeddings);
+    let FineTuned { model, config, tokenizer } = load_fine_tuned(&args.model, &hub, &device)?;
 
     let source = DatasetSource::parse(&args.source)?;
     let (texts, labels, class_names) = match args.split {

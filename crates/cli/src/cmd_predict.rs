@@ -1,14 +1,13 @@
 //! `bertlab predict`: the label and its probability for each text, from a fine-tuned model.
 
-use anyhow::Context;
-use bertlab_hub::{RepoKind, RepoRef};
-use bertlab_models::{load_classifier, Precision};
-use bertlab_tokenize::{EncodedTexts, Truncation, WordPieceTokenizer};
+use bertlab_models::Precision;
+use bertlab_tokenize::{EncodedTexts, Truncation};
 use bertlab_train::metrics::{argmax_rows, softmax_rows};
 use bertlab_train::{predict_logits, EvalSettings, Padding};
 use clap::Args;
 
-use crate::backend::{device, Backend};
+use crate::backend::device;
+use crate::fine_tuned::{load_fine_tuned, FineTuned};
 
 /// `bertlab predict …`
 #[derive(Args)]
@@ -28,8 +27,8 @@ pub struct PredictArgs {
     /// f32, f16 or bf16.
     #[arg(long, default_value_t = Precision::F32)]
     precision: Precision,
-    /// cpu, or cuda / cuda:N in a CUDA build.
-    #[arg(long, default_value = "cpu")]
+    /// The build's device by default (the CPU, or GPU 0 in a CUDA build); cuda:N picks a GPU.
+    #[arg(long, default_value = "default")]
     device: String,
     /// Print JSON lines: {"text", "label", "probability", "probabilities"}.
     #[arg(long)]
@@ -40,19 +39,7 @@ pub struct PredictArgs {
 pub fn run(args: PredictArgs, global: &crate::Global) -> anyhow::Result<()> {
     let hub = global.hub();
     let device = device(&args.device)?;
-    let repo = RepoRef::parse(&args.model, RepoKind::Model);
-    let (model, config, report) = load_classifier::<Backend>(&repo, &hub, &[], 0, &device)
-        .with_context(|| format!("loading --model {}", args.model))?;
-    if !report.initialised.is_empty() {
-        anyhow::bail!(
-            "--model {}: not a fine-tuned classifier (no trained head: {}); train one with `bertlab train`",
-            args.model,
-            report.initialised.join(", ")
-        );
-    }
-    let tokenizer = WordPieceTokenizer::from_repo(&repo, &hub)
-        .with_context(|| format!("loading the tokenizer of --model {}", args.model))?
-        .with_max_positions(config.max_position_embeddings);
+    let FineTuned { model, config, tokenizer } = load_fine_tuned(&args.model, &hub, &device)?;
     let max_len = args.max_len.min(config.max_position_embeddings);
     let encoded: EncodedTexts = tokenizer.encode_all(&args.texts, max_len, args.truncation, false)?;
     let settings = EvalSettings {

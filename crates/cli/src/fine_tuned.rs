@@ -1,0 +1,42 @@
+//! A fine-tuned classifier with its tokenizer, as `bertlab eval` and `bertlab predict` load it.
+
+use anyhow::Context;
+use bertlab_hub::{HubOptions, RepoKind, RepoRef};
+use bertlab_models::{load_classifier, ModelConfig, TextClassifier};
+use bertlab_tokenize::WordPieceTokenizer;
+use burn::tensor::backend::BackendTypes;
+
+use crate::backend::Backend;
+
+/// A classifier with a trained head, its config and the tokenizer saved beside it.
+pub struct FineTuned {
+    /// The inference module.
+    pub model: TextClassifier<Backend>,
+    /// Its `config.json` (labels, positions).
+    pub config: ModelConfig,
+    /// The tokenizer from the same directory, limited to the model's positions.
+    pub tokenizer: WordPieceTokenizer,
+}
+
+/// Load `--model` (a directory such as a run's `best/`, or a Hub id). A model whose
+/// classification head is missing (a plain pretrained encoder) is refused: its predictions would
+/// come from a randomly initialised head.
+pub fn load_fine_tuned(
+    model: &str,
+    hub: &HubOptions,
+    device: &<Backend as BackendTypes>::Device,
+) -> anyhow::Result<FineTuned> {
+    let repo = RepoRef::parse(model, RepoKind::Model);
+    let (classifier, config, report) = load_classifier::<Backend>(&repo, hub, &[], 0, device)
+        .with_context(|| format!("loading --model {model}"))?;
+    if !report.initialised.is_empty() {
+        anyhow::bail!(
+            "--model {model}: not a fine-tuned classifier (no trained head: {}); train one with `bertlab train`",
+            report.initialised.join(", ")
+        );
+    }
+    let tokenizer = WordPieceTokenizer::from_repo(&repo, hub)
+        .with_context(|| format!("loading the tokenizer of --model {model}"))?
+        .with_max_positions(config.max_position_embeddings);
+    Ok(FineTuned { model: classifier, config, tokenizer })
+}
