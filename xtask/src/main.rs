@@ -123,8 +123,21 @@ enum Emit {
     Slurm,
 }
 
-/// The workspace root (xtask lives in `<root>/xtask`).
+/// The workspace root: the nearest folder at or above the current one that holds `Cargo.toml`,
+/// `xtask/` and `pipelines/`, else the one this binary was compiled in.
+///
+/// Looked up at run time because a compiled-in path goes stale when the binary is reused from
+/// a target directory shared between checkouts (cargo considers the build fresh when only the
+/// checkout's path changed).
 pub fn workspace_root() -> PathBuf {
+    let is_root =
+        |d: &Path| d.join("Cargo.toml").is_file() && d.join("xtask").is_dir() && d.join("pipelines").is_dir();
+    if let Some(found) = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.ancestors().find(|d| is_root(d)).map(Path::to_path_buf))
+    {
+        return found;
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     dir.parent().unwrap_or(dir).to_path_buf()
 }
