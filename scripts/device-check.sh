@@ -40,7 +40,7 @@
 # BERTLAB_ALT_BIN | .device/bertlab-alt.gz (a second build whose f16 rows join the table).
 set -uo pipefail # no -e: a failed stage is reported and the next one runs
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
 STARTED=$(date +%s)
 BUDGET=${DEVICE_CHECK_BUDGET_S:-450}
