@@ -1,4 +1,5 @@
-//! The Burn backend this binary was built with (cargo features `cpu` / `cuda` / `cuda-unfused`).
+//! The Burn backend this binary was built with (cargo features `cpu` / `cuda` / `cuda-unfused` /
+//! `wgpu`; with several, CUDA wins over wgpu, wgpu over the CPU).
 
 #[cfg(feature = "cuda-unfused")]
 mod chosen {
@@ -58,7 +59,41 @@ mod chosen {
     }
 }
 
-#[cfg(all(feature = "cpu", not(feature = "cuda-unfused")))]
+#[cfg(all(feature = "wgpu", not(feature = "cuda-unfused")))]
+mod chosen {
+    /// Inference backend: Burn's wgpu backend (Vulkan, Metal, DirectX 12), with kernel fusion.
+    pub type Backend = burn::backend::Wgpu<f32, i32>;
+    /// Name recorded in run records and printed by `--version`.
+    pub const BACKEND_NAME: &str = "wgpu";
+
+    /// Parse `--device`: `default` or `wgpu` (wgpu's pick, the most powerful adapter; the
+    /// `CUBECL_WGPU_DEFAULT_DEVICE` variable overrides it), `gpu` / `gpu:N` (discrete GPU N),
+    /// `integrated` / `integrated:N`, or `cpu` (a software adapter such as Mesa's lavapipe).
+    pub fn device(spec: &str) -> anyhow::Result<burn::backend::wgpu::WgpuDevice> {
+        use burn::backend::wgpu::WgpuDevice;
+        let spec = spec.trim();
+        let index = |s: &str| {
+            s.parse::<usize>().map_err(|_| {
+                anyhow::anyhow!(
+                    "--device {spec:?}: expected default, wgpu, gpu, gpu:N, integrated, integrated:N or cpu"
+                )
+            })
+        };
+        Ok(match spec {
+            "" | "default" | "wgpu" => WgpuDevice::DefaultDevice,
+            "cpu" => WgpuDevice::Cpu,
+            "gpu" => WgpuDevice::DiscreteGpu(0),
+            "integrated" => WgpuDevice::IntegratedGpu(0),
+            s => match s.split_once(':') {
+                Some(("gpu" | "wgpu", n)) => WgpuDevice::DiscreteGpu(index(n)?),
+                Some(("integrated", n)) => WgpuDevice::IntegratedGpu(index(n)?),
+                _ => WgpuDevice::DiscreteGpu(index(s)?),
+            },
+        })
+    }
+}
+
+#[cfg(all(feature = "cpu", not(any(feature = "cuda-unfused", feature = "wgpu"))))]
 mod chosen {
     /// Inference backend.
     pub type Backend = burn::backend::Flex;
@@ -77,8 +112,8 @@ mod chosen {
     }
 }
 
-#[cfg(not(any(feature = "cpu", feature = "cuda-unfused")))]
-compile_error!("build bertlab with the `cpu` (default) or `cuda` feature");
+#[cfg(not(any(feature = "cpu", feature = "cuda-unfused", feature = "wgpu")))]
+compile_error!("build bertlab with the `cpu` (default), `cuda` or `wgpu` feature");
 
 pub use chosen::*;
 
