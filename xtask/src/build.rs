@@ -41,20 +41,21 @@ pub fn target_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(dir))
 }
 
-/// `cargo build --release -p bertlab [--features cuda]`, once; the binary's path.
+/// `cargo build --release -p bertlab [--features cuda|wgpu]`, once; the binary's path.
 pub fn build_bertlab(backend: Backend) -> Result<PathBuf> {
     let mut cmd = Command::new(cargo());
     cmd.args(["build", "--release", "-p", "bertlab"]).current_dir(workspace_root());
-    let what = match backend {
-        Backend::Cpu => "cpu",
-        Backend::Cuda => {
-            cmd.args(["--features", "cuda"]);
-            "cuda"
-        }
+    let what = backend.name();
+    let features = match backend {
+        Backend::Cpu => None,
+        Backend::Cuda | Backend::Wgpu => Some(what),
     };
+    if let Some(f) = features {
+        cmd.args(["--features", f]);
+    }
     eprintln!(
         "building bertlab ({what} backend): cargo build --release -p bertlab{}",
-        if what == "cuda" { " --features cuda" } else { "" }
+        features.map(|f| format!(" --features {f}")).unwrap_or_default()
     );
     let status = cmd.status().context("running cargo build")?;
     if !status.success() {

@@ -64,16 +64,17 @@ pub fn plan_all(ctx: &Context, planner: &Planner<'_>) -> Result<Vec<PlanView>> {
 pub fn throughput(ctx: &Context) -> Throughput {
     let mut warnings = Vec::new();
     let stages = ctx.store.scan(&mut warnings);
-    let cuda = ctx.backend == Backend::Cuda;
     let records: Vec<_> = stages
         .iter()
         .flat_map(|s| s.runs.iter())
         .filter_map(|r| r.record.as_ref())
-        .filter(|r| r.is_completed() && r.environment.backend.contains("cuda") == cuda)
+        .filter(|r| r.is_completed() && r.environment.backend.starts_with(ctx.backend.name()))
         .collect();
     let measured =
         Throughput::measured(records.iter().map(|r| (*r, ModelShape::for_reference(&r.spec.model))));
-    measured.unwrap_or_else(|| Throughput::assumed(cuda, ctx.options.precision.as_deref()))
+    // Without records, a wgpu GPU is assumed to be as fast as a CUDA one (it is said so).
+    let gpu = ctx.backend != Backend::Cpu;
+    measured.unwrap_or_else(|| Throughput::assumed(gpu, ctx.options.precision.as_deref()))
 }
 
 /// Totals of the runs still to do: `(runs, padded tokens, FLOPs, any assumed)`.
@@ -97,10 +98,7 @@ fn remaining(ctx: &Context, views: &[PlanView]) -> (usize, f64, f64, bool) {
 pub fn print_plan(ctx: &Context, planner: &Planner<'_>, fresh: bool) -> Result<()> {
     let views = plan_all(ctx, planner)?;
     let rate = throughput(ctx);
-    let backend = match ctx.backend {
-        Backend::Cpu => "cpu",
-        Backend::Cuda => "cuda",
-    };
+    let backend = ctx.backend.name();
     println!(
         "Plan → {} (backend {backend}{}){}",
         ctx.store.root().display(),

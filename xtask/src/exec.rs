@@ -2,7 +2,7 @@
 //! records, retrying out-of-memory runs with half the batch, one worker per GPU.
 
 use crate::estimate::plan_all;
-use crate::{Backend, Context};
+use crate::Context;
 use anyhow::{bail, Context as _, Result};
 use bertlab_pipeline::estimate::format_duration;
 use bertlab_pipeline::store::{write_atomic, LOG_FILE, RECORD_FILE, SPEC_FILE};
@@ -157,10 +157,7 @@ pub fn run_pipeline(
         counts: Mutex::new([0; 4]),
     };
     let devices: Vec<String> = if gpus.is_empty() {
-        vec![match ctx.backend {
-            Backend::Cpu => "cpu".into(),
-            Backend::Cuda => "cuda".into(),
-        }]
+        vec![ctx.backend.name().into()]
     } else {
         gpus.iter().map(|g| format!("cuda:{g}")).collect()
     };

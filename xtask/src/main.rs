@@ -106,6 +106,20 @@ pub enum Backend {
     Cpu,
     /// NVIDIA GPUs through CUDA.
     Cuda,
+    /// Other GPUs (AMD, Intel, Apple) through wgpu: Vulkan, Metal, DirectX 12.
+    Wgpu,
+}
+
+impl Backend {
+    /// The `--device` a run gets (each Slurm task or process sees its GPU as the default one),
+    /// and the prefix of the backend name its record carries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Cuda => "cuda",
+            Backend::Wgpu => "wgpu",
+        }
+    }
 }
 
 /// `--precision`.

@@ -11,11 +11,8 @@ use std::path::Path;
 /// best run are emitted by running the same command again once that problem's jobs are done.
 pub fn emit(ctx: &Context, planner: &Planner<'_>, bertlab: &Path, pipeline: &str) -> Result<()> {
     let cache = ctx.store.root().join("cache").join("tokens");
-    let device = match ctx.backend {
-        // Each array task sees the GPU Slurm gave it as device 0.
-        Backend::Cuda => "cuda",
-        Backend::Cpu => "cpu",
-    };
+    // Each array task sees the GPU Slurm gave it as device 0.
+    let device = ctx.backend.name();
     let mut scripts = Vec::new();
     for stage in &ctx.stages {
         planner.refresh();
@@ -63,7 +60,7 @@ pub fn emit(ctx: &Context, planner: &Planner<'_>, bertlab: &Path, pipeline: &str
             bertlab: bertlab.to_path_buf(),
             run_dirs: dirs,
             log_dir: stage_dir.join("slurm-logs"),
-            gpus: usize::from(ctx.backend == Backend::Cuda),
+            gpus: usize::from(ctx.backend != Backend::Cpu),
             cpus: 8,
         };
         std::fs::create_dir_all(&array.log_dir)?;
