@@ -1294,7 +1294,7 @@ fn run_throughput(args: ThroughputArgs) -> anyhow::Result<()> {
             if let Err(e) = check_precision::<Backend>(&device, precision) {
                 emit(
                     json!({"bench": "train-throughput", "model": choice.name, "precision": precision.as_str(),
-                    "error": e.to_string()}),
+                    "backend": BACKEND_NAME, "build": build_label(), "unsupported": true, "error": e.to_string()}),
                 );
                 continue;
             }
@@ -1489,7 +1489,12 @@ fn run_table(args: TableArgs) -> anyhow::Result<()> {
     println!("|---|---:|---:|---|---|---|---:|---:|---:|---:|---:|");
     // Ratios per bertlab build (a results file may hold several builds' rows).
     let mut ratios: BTreeMap<String, Vec<(Key, f64)>> = BTreeMap::new();
-    for v in &ours {
+    // A precision the backend cannot compute in is one line under the table, not a row per shape.
+    // (Older files lack the flag: such a record has an error and no shape.)
+    let (unsupported, ours): (Vec<&Value>, Vec<&Value>) = ours
+        .iter()
+        .partition(|v| v["unsupported"] == true || (v.get("max_len").is_none() && v.get("error").is_some()));
+    for v in ours {
         let key = key_of(v);
         let build = v["build"].as_str().or(v["backend"].as_str()).unwrap_or("?").to_string();
         let t = theirs.get(&key);
@@ -1520,6 +1525,14 @@ fn run_table(args: TableArgs) -> anyhow::Result<()> {
         if let Some(e) = t.and_then(|t| t["error"].as_str()) {
             eprintln!("torch {key:?}: {e}");
         }
+    }
+    for v in unsupported {
+        println!(
+            "\n{} {}: not measured: {}",
+            v["model"].as_str().unwrap_or("?"),
+            v["precision"].as_str().unwrap_or("?"),
+            v["error"].as_str().unwrap_or("unsupported")
+        );
     }
     match peak {
         Some(p) => println!(
