@@ -6,15 +6,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_bertlab");
-
-fn shared() -> Option<PathBuf> {
-    let dir = bertlab_hub::shared_dir();
-    if dir.is_none() {
-        eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
-    }
-    dir
-}
+mod common;
+use common::{shared, BIN};
 
 /// A fresh directory under the target's temporary folder.
 fn scratch(name: &str) -> PathBuf {

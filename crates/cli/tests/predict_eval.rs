@@ -1,20 +1,12 @@
 //! `bertlab predict` and `bertlab eval` on the shared fine-tuned tiny classifier: probabilities
 //! against HF transformers' logits, metrics consistent with the split, and a plain encoder refused.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_bertlab");
-
-fn shared() -> Option<PathBuf> {
-    let dir = bertlab_hub::shared_dir();
-    if dir.is_none() {
-        eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
-    }
-    dir
-}
+mod common;
+use common::{shared, BIN};
 
 fn bertlab(args: &[&str]) -> Output {
     Command::new(BIN).args(args).env("HF_HUB_OFFLINE", "1").output().expect("run bertlab")
