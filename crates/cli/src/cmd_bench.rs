@@ -421,17 +421,9 @@ fn run_make_ids(args: MakeIdsArgs, global: &crate::Global) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename.
+/// [`bertlab_hub::write_atomic`] with the path in the error.
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let name = path.file_name().with_context(|| format!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
+    bertlab_hub::write_atomic(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
 }
 
 // ---------------------------------------------------------------------------------------------

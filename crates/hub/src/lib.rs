@@ -27,6 +27,9 @@
 
 use std::path::{Path, PathBuf};
 
+mod atomic;
+pub use atomic::write_atomic;
+
 /// Whether a Hub repository holds a model or a dataset (they live in different namespaces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RepoKind {

@@ -9,7 +9,6 @@ use crate::plan::{PlanOptions, PlannedRun, StagePlan};
 use crate::record::RunRecord;
 use crate::spec::{PipelineError, StageKey};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// File name of a run's record (written only when the run completed).
@@ -259,24 +258,10 @@ fn dir_name(p: &Path) -> Option<String> {
     p.file_name().and_then(|n| n.to_str()).map(str::to_string)
 }
 
-/// Write `bytes` to `path` through a temporary sibling and a rename (creating the directory), so
-/// that readers never see a partial file.
+/// [`bertlab_hub::write_atomic`] with the path in the error.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
-    let io = |source| PipelineError::Io { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    bertlab_hub::write_atomic(path, bytes)
+        .map_err(|source| PipelineError::Io { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@
 //! end-32   SHA-256 of everything before it
 //! ```
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -242,27 +241,10 @@ fn decode(bytes: &[u8], key: &[u8; 32]) -> std::result::Result<EncodedTexts, Str
     Ok(EncodedTexts { ids, offsets, max_len, truncation })
 }
 
-/// Write `bytes` to `path` via a temporary file in the same directory and a rename.
+/// [`bertlab_hub::write_atomic`], as a cache-write error naming the file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let fail = |source| TokenizeError::CacheWrite { path: path.to_path_buf(), source };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(fail)
+    bertlab_hub::write_atomic(path, bytes)
+        .map_err(|source| TokenizeError::CacheWrite { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]

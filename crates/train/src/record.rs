@@ -4,7 +4,6 @@ use crate::batching::PaddingStats;
 use crate::metrics::ClassificationMetrics;
 use crate::spec::RunSpec;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Version of the record layout; bumped on any incompatible change.
@@ -190,7 +189,7 @@ impl RunRecord {
     /// directory, then rename), creating the directory.
     pub fn write_atomic(&self, path: &Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        write_atomic(path, &json)
+        bertlab_hub::write_atomic(path, &json)
     }
 
     /// Read a record.
@@ -214,25 +213,6 @@ impl RunRecord {
         }
         r
     }
-}
-
-/// Write `bytes` to `path` through a temporary sibling and a rename, so readers never see a
-/// partial file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), bytes.
@@ -299,16 +279,6 @@ mod tests {
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml")).unwrap();
         let line = manifest.lines().find(|l| l.starts_with("burn = ")).expect("burn pinned in the workspace");
         assert!(line.contains(&format!("\"={BURN_VERSION}\"")), "{line}");
-    }
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temporaries() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/record.json");
-        write_atomic(&path, b"one").unwrap();
-        write_atomic(&path, b"two").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
     }
 
     #[test]
