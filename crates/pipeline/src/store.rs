@@ -263,18 +263,3 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
     bertlab_hub::write_atomic(path, bytes)
         .map_err(|source| PipelineError::Io { path: path.to_path_buf(), source })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn atomic_writes_replace_and_leave_nothing_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a/b/report.md");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
-    }
-}
