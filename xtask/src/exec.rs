@@ -259,26 +259,17 @@ fn train_run(
     progress: &Progress,
     verbose: bool,
 ) -> Result<Outcome> {
-    let model = ctx.resolver.resolve(&format!("model role {}", run.role), &run.model)?;
-    let source = match &run.settings.source {
-        Some(s) => Some(ctx.resolver.resolve("source", s)?),
-        None => None,
-    };
-    let cache = ctx.store.root().join("cache").join("tokens");
+    let (model, source) = ctx.run_inputs(run)?;
+    let cache = ctx.token_cache();
     let dir = ctx.store.run_dir(run);
+    let target =
+        SpecTarget { model: &model, source: source.as_deref(), out: &dir, device, cache_dir: Some(&cache) };
     let planned = run.batch();
     let mut batch = planned;
     let tag = format!("[{pos}/{}]", progress.total);
     if let Some(origin) = identical_run(ctx, run) {
         // The notebook retrains, e.g., problem 1's best as problem 2's first subset; the record of
         // that run already answers it, so reuse it (and link its model) instead.
-        let target = SpecTarget {
-            model: &model,
-            source: source.as_deref(),
-            out: &dir,
-            device,
-            cache_dir: Some(&cache),
-        };
         ctx.store.prepare_run(run, &run.spec_toml(&target, batch))?;
         let record = std::fs::read(origin.join(RECORD_FILE))
             .with_context(|| format!("reading {}", origin.display()))?;
@@ -299,13 +290,6 @@ fn train_run(
         return Ok(Outcome::Completed);
     }
     loop {
-        let target = SpecTarget {
-            model: &model,
-            source: source.as_deref(),
-            out: &dir,
-            device,
-            cache_dir: Some(&cache),
-        };
         // An interrupted attempt left a directory without a record: start it clean.
         ctx.store.prepare_run(run, &run.spec_toml(&target, batch))?;
         let retry = match (batch, planned) {

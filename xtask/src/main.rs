@@ -9,7 +9,8 @@ mod slurm;
 use anyhow::{bail, Context as _, Result};
 use bertlab_pipeline::report::Report;
 use bertlab_pipeline::{
-    answer_line, PipelineLibrary, PipelineSpec, PlanOptions, Planner, Resolver, ResultsStore, Stage,
+    answer_line, PipelineLibrary, PipelineSpec, PlanOptions, PlannedRun, Planner, Resolver, ResultsStore,
+    Stage,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -259,6 +260,24 @@ pub struct Context {
     pub backend: Backend,
     /// Whether the backend was chosen because no GPU was found.
     pub gpu_visible: bool,
+}
+
+impl Context {
+    /// The run's model and data references as its spec gets them (`${VAR}` and `shared:`
+    /// resolved; `None`: the spec's default source).
+    pub fn run_inputs(&self, run: &PlannedRun) -> Result<(String, Option<String>)> {
+        let model = self.resolver.resolve(&format!("model role {}", run.role), &run.model)?;
+        let source = match &run.settings.source {
+            Some(s) => Some(self.resolver.resolve("source", s)?),
+            None => None,
+        };
+        Ok((model, source))
+    }
+
+    /// The token cache the runs of this results directory share.
+    pub fn token_cache(&self) -> PathBuf {
+        self.store.root().join("cache").join("tokens")
+    }
 }
 
 fn pipeline(name: &str, args: RunArgs) -> Result<bool> {

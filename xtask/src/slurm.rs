@@ -10,7 +10,7 @@ use std::path::Path;
 /// Emit the scripts of every stage whose inputs are known; stages waiting for another problem's
 /// best run are emitted by running the same command again once that problem's jobs are done.
 pub fn emit(ctx: &Context, planner: &Planner<'_>, bertlab: &Path, pipeline: &str) -> Result<()> {
-    let cache = ctx.store.root().join("cache").join("tokens");
+    let cache = ctx.token_cache();
     // Each array task sees the GPU Slurm gave it as device 0.
     let device = ctx.backend.name();
     let mut scripts = Vec::new();
@@ -32,11 +32,7 @@ pub fn emit(ctx: &Context, planner: &Planner<'_>, bertlab: &Path, pipeline: &str
             if ctx.store.completed(run).is_some() {
                 continue;
             }
-            let model = ctx.resolver.resolve(&format!("model role {}", run.role), &run.model)?;
-            let source = match &run.settings.source {
-                Some(s) => Some(ctx.resolver.resolve("source", s)?),
-                None => None,
-            };
+            let (model, source) = ctx.run_inputs(run)?;
             let dir = ctx.store.run_dir(run);
             let target = SpecTarget {
                 model: &model,
