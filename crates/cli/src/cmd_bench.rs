@@ -34,7 +34,7 @@ use bertlab_train::optim::{grad_sq_norm, AdamSettings, DecayPolicy, EpsilonForm}
 use bertlab_train::predict::{batch_tensors, logits_to_vec};
 use bertlab_train::{
     check_precision, forward_backward, is_out_of_memory, weighted_cross_entropy, Adam, BatchArrays,
-    DynamicLossScaler, LengthBuckets, Padding, ScaleDecision,
+    DynamicLossScaler, LengthBuckets, Padding, PendingLogits, ScaleDecision,
 };
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -1126,9 +1126,9 @@ struct ThroughputArgs {
     /// optimizer) in a second pass that syncs the device between phases.
     #[arg(long)]
     profile: bool,
-    /// Read each step's logits back right after its backward, before the optimizer step (the
-    /// trainer used to), instead of one step late: measures what a per-step device→host sync
-    /// costs. The trainer reads them in groups (bertlab_train::PendingLogits).
+    /// Read each step's logits back right after its backward, before the optimizer step,
+    /// instead of in groups as the trainer does (bertlab_train::PendingLogits::for_training):
+    /// measures what a per-step device→host sync costs.
     #[arg(long)]
     eager_readback: bool,
     /// Write the batch plans here (JSON lines), for scripts/torch_bench.py.
@@ -1160,7 +1160,7 @@ struct PassOptions {
     seed: u64,
     /// Sync and time each phase.
     profile: bool,
-    /// Read each step's logits back right after its backward instead of one step late.
+    /// Read each step's logits back right after its backward instead of in groups.
     eager_readback: bool,
 }
 
@@ -1171,9 +1171,11 @@ fn run_plan(config: &ModelConfig, plan: &Plan, ids: &IdsFile, o: PassOptions, de
     let mut result = PassResult::default();
     let mut phases = Phases::default();
     let k = config.num_labels();
-    // Deferred readback: the previous step's logits (and labels), read after this step's work
-    // has been queued.
-    let mut pending: Option<(Tensor<Backend, 2>, Vec<u32>)> = None;
+    let mean_loss = |logits: &[f32], labels: &[u32]| {
+        cross_entropy_rows(logits, labels, k).iter().sum::<f64>() / labels.len() as f64
+    };
+    // Logits (with their labels) read back in groups, as the trainer reads them.
+    let mut pending = PendingLogits::<Backend, Vec<u32>>::for_training();
     sync(device);
     let mut started = Instant::now();
     for (i, b) in plan.batches.iter().enumerate() {
@@ -1196,10 +1198,11 @@ fn run_plan(config: &ModelConfig, plan: &Plan, ids: &IdsFile, o: PassOptions, de
             if o.eager_readback {
                 (g, Some(logits_to_vec(l)))
             } else {
-                if let Some((previous, previous_labels)) = pending.replace((l, labels.clone())) {
-                    let host = logits_to_vec(previous);
-                    result.last_loss = cross_entropy_rows(&host, &previous_labels, k).iter().sum::<f64>()
-                        / previous_labels.len() as f64;
+                pending.push(l, labels.clone());
+                if pending.due() {
+                    if let Some((labels, host)) = pending.take().pop() {
+                        result.last_loss = mean_loss(&host, &labels);
+                    }
                 }
                 (g, None)
             }
@@ -1217,15 +1220,12 @@ fn run_plan(config: &ModelConfig, plan: &Plan, ids: &IdsFile, o: PassOptions, de
         if i >= plan.untimed {
             result.skipped += usize::from(skipped);
             if let Some(logits) = logits {
-                result.last_loss =
-                    cross_entropy_rows(&logits, &labels, k).iter().sum::<f64>() / labels.len() as f64;
+                result.last_loss = mean_loss(&logits, &labels);
             }
         }
     }
-    if let Some((last, last_labels)) = pending {
-        let host = logits_to_vec(last);
-        result.last_loss =
-            cross_entropy_rows(&host, &last_labels, k).iter().sum::<f64>() / last_labels.len() as f64;
+    if let Some((labels, host)) = pending.take().pop() {
+        result.last_loss = mean_loss(&host, &labels);
     }
     sync(device);
     result.seconds = started.elapsed().as_secs_f64();

@@ -34,6 +34,12 @@ impl<B: Backend, T> PendingLogits<B, T> {
         }
     }
 
+    /// The training loop's policy: read every 64 batches, or once the oldest has waited 0.5 s
+    /// (which keeps a progress bar live on a fast GPU).
+    pub fn for_training() -> Self {
+        Self::new(64, Duration::from_millis(500))
+    }
+
     /// Queue one batch's logits (`[rows, classes]`, any float dtype).
     pub fn push(&mut self, logits: Tensor<B, 2>, tag: T) {
         let rows = logits.dims()[0];

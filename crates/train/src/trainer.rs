@@ -28,7 +28,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Everything that can end a run; each names the flag, file, epoch or step at fault.
 #[derive(Debug, thiserror::Error)]
@@ -451,7 +451,7 @@ fn fit<B: AutodiffBackend>(
         let mut bar = EpochProgress::new(progress, epoch + 1, spec.epochs, batches.len() as u64);
         let started = Instant::now();
         let mut tally = TrainTally::default();
-        let mut pending = PendingLogits::<B::InnerBackend, BatchTag>::new(READBACK_BATCHES, READBACK_WAIT);
+        let mut pending = PendingLogits::<B::InnerBackend, BatchTag>::for_training();
         let (mut steps, mut skipped, mut lr) = (0u64, 0u64, schedule.lr(optimizer.steps()));
         let mut step_in_epoch = 0usize;
         for group in batches.chunks(spec.accum) {
@@ -559,11 +559,6 @@ fn fit<B: AutodiffBackend>(
     };
     Ok(final_model)
 }
-
-/// How many training batches' logits may wait on the device before they are read back.
-const READBACK_BATCHES: usize = 64;
-/// How long the oldest of them may wait (keeps the progress bar live on a fast GPU).
-const READBACK_WAIT: Duration = Duration::from_millis(500);
 
 /// What the trainer keeps of a micro-batch until its logits are read back.
 struct BatchTag {
