@@ -4,7 +4,7 @@
 //! report (timings aside) as an uninterrupted one.
 #![cfg(unix)]
 
-use bertlab_pipeline::report::{RenderOptions, Report, CSV_COLUMNS};
+use bertlab_pipeline::report::{csv_columns, RenderOptions, Report};
 use bertlab_pipeline::{answer_line, ResultsStore};
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -50,7 +50,19 @@ fn target_dir() -> PathBuf {
 fn build_binaries() -> (PathBuf, PathBuf) {
     let target = target_dir();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
+    let mut cmd = Command::new(cargo);
+    // Not the variables cargo set for this test binary (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`):
+    // build scripts that watch them would rerun and rebuild half the tree (as xtask/src/build.rs
+    // explains for the nested build of `cargo xtask`).
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(key.as_str(), "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE")
+        {
+            cmd.env_remove(key);
+        }
+    }
+    let status = cmd
         .args(["build", "--release", "-p", "bertlab", "-p", "xtask"])
         .env("CARGO_TARGET_DIR", &target)
         .current_dir(workspace_root())
@@ -97,8 +109,12 @@ fn dirs(p: &Path) -> Vec<PathBuf> {
 
 /// results.csv without the wall-clock columns.
 fn csv_without_timings(text: &str) -> Vec<Vec<String>> {
-    let drop: Vec<usize> =
-        CSV_COLUMNS.iter().enumerate().filter(|(_, c)| TIMING_COLUMNS.contains(c)).map(|(i, _)| i).collect();
+    let drop: Vec<usize> = csv_columns()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| TIMING_COLUMNS.contains(&c.as_str()))
+        .map(|(i, _)| i)
+        .collect();
     text.lines()
         .map(|l| {
             l.split(',').enumerate().filter(|(i, _)| !drop.contains(i)).map(|(_, f)| f.to_string()).collect()
@@ -152,9 +168,9 @@ fn check_outputs(out: &Path) -> Report {
 
     let csv = std::fs::read_to_string(out.join("results.csv")).expect("results.csv");
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], CSV_COLUMNS.join(","));
+    assert_eq!(lines[0], csv_columns().join(","));
     assert_eq!(lines.len(), 1 + SMOKE_RUNS, "{csv}");
-    let status = CSV_COLUMNS.iter().position(|c| *c == "status").unwrap();
+    let status = csv_columns().iter().position(|c| *c == "status").unwrap();
     assert!(lines[1..].iter().all(|l| l.split(',').nth(status) == Some("completed")), "{csv}");
 
     for plot in PLOTS {

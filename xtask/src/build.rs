@@ -19,6 +19,30 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
+/// A `cargo` command without the variables cargo set for this process when `cargo xtask` (=
+/// `cargo run -p xtask`) started it: `CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …. Build scripts that
+/// watch one of them (ring's watches `CARGO_MANIFEST_DIR`) would see it change and rerun, so the
+/// nested build would recompile ring, rustls, ureq and everything above them, and the next plain
+/// `cargo build` would recompile them back.
+pub fn cargo_command() -> Command {
+    let mut cmd = Command::new(cargo());
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if is_set_by_cargo_run(key) {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// The variables cargo sets for the binary it runs (its own package's), as opposed to those the
+/// user set for cargo (`CARGO_TARGET_DIR`, `CARGO_HOME`, …), which the nested build must keep.
+fn is_set_by_cargo_run(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_MANIFEST_")
+        || matches!(key, "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE")
+}
+
 /// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the workspace), else what
 /// `cargo metadata` says.
 pub fn target_dir() -> Result<PathBuf> {
@@ -26,7 +50,7 @@ pub fn target_dir() -> Result<PathBuf> {
         let dir = PathBuf::from(dir);
         return Ok(if dir.is_absolute() { dir } else { workspace_root().join(dir) });
     }
-    let out = Command::new(cargo())
+    let out = cargo_command()
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .current_dir(workspace_root())
         .stderr(Stdio::inherit())
@@ -43,7 +67,7 @@ pub fn target_dir() -> Result<PathBuf> {
 
 /// `cargo build --release -p bertlab [--features cuda|wgpu]`, once; the binary's path.
 pub fn build_bertlab(backend: Backend) -> Result<PathBuf> {
-    let mut cmd = Command::new(cargo());
+    let mut cmd = cargo_command();
     cmd.args(["build", "--release", "-p", "bertlab"]).current_dir(workspace_root());
     let what = backend.name();
     let features = match backend {
@@ -84,4 +108,20 @@ pub fn check_bertlab(bin: &std::path::Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_variables_cargo_run_sets_are_removed() {
+        for key in ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_PKG_NAME", "CARGO_PKG_VERSION_MAJOR"]
+        {
+            assert!(is_set_by_cargo_run(key), "{key}");
+        }
+        for key in ["CARGO", "CARGO_TARGET_DIR", "CARGO_HOME", "CARGO_BUILD_JOBS", "RUSTFLAGS", "PATH"] {
+            assert!(!is_set_by_cargo_run(key), "{key}");
+        }
+    }
 }

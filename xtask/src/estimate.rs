@@ -2,12 +2,10 @@
 
 use crate::{Backend, Context};
 use anyhow::Result;
-use bertlab_pipeline::estimate::{
-    estimate_run, format_count, format_duration, ModelShape, RunEstimate, Throughput, IMDB_ROWS,
-};
+use bertlab_pipeline::estimate::{estimate_run, FoundShape, RunEstimate, Throughput, IMDB_ROWS};
 use bertlab_pipeline::plan::{subset_text, StagePlan};
-use bertlab_pipeline::spec::{format_lr, format_number};
 use bertlab_pipeline::{PlannedRun, Planner, StageKey};
+use bertlab_run::format::{format_count, format_duration, format_lr, format_number};
 use std::collections::BTreeMap;
 
 /// A stage's plan, real or assumed (planned with the most expensive run of the problem it depends
@@ -24,7 +22,7 @@ pub struct PlanView {
 /// Estimate one run, resolving its model to find the model's shape.
 pub fn estimate(ctx: &Context, run: &PlannedRun) -> RunEstimate {
     let model = ctx.resolver.resolve("model", &run.model).unwrap_or_else(|_| run.model.clone());
-    estimate_run(run, &ModelShape::for_reference(&model), IMDB_ROWS)
+    estimate_run(run, &FoundShape::for_reference(&model).shape, IMDB_ROWS)
 }
 
 /// Plans of every stage, assumed where a dependency has no records yet.
@@ -71,10 +69,10 @@ pub fn throughput(ctx: &Context) -> Throughput {
         .filter(|r| r.is_completed() && r.environment.backend.starts_with(ctx.backend.name()))
         .collect();
     let measured =
-        Throughput::measured(records.iter().map(|r| (*r, ModelShape::for_reference(&r.spec.model))));
+        Throughput::measured(records.iter().map(|r| (*r, FoundShape::for_reference(&r.spec.model).shape)));
     // Without records, a wgpu GPU is assumed to be as fast as a CUDA one (it is said so).
     let gpu = ctx.backend != Backend::Cpu;
-    measured.unwrap_or_else(|| Throughput::assumed(gpu, ctx.options.precision.as_deref()))
+    measured.unwrap_or_else(|| Throughput::assumed(gpu, ctx.options.precision))
 }
 
 /// Totals of the runs still to do: `(runs, padded tokens, FLOPs, any assumed)`.

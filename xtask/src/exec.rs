@@ -4,9 +4,9 @@
 use crate::estimate::plan_all;
 use crate::Context;
 use anyhow::{bail, Context as _, Result};
-use bertlab_pipeline::estimate::format_duration;
 use bertlab_pipeline::store::{write_atomic, LOG_FILE, RECORD_FILE, SPEC_FILE};
 use bertlab_pipeline::{oom_retry_batch, PlannedRun, Planner, ProblemManifest, RunRecord, SpecTarget};
+use bertlab_run::format::format_duration;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -26,37 +26,45 @@ const FAILED: usize = 3;
 /// How often a long run reports that it is still going.
 const HEARTBEAT: Duration = Duration::from_secs(120);
 
-/// `<out>/.xtask.lock`: one `cargo xtask` per results directory at a time. A lock whose process
-/// is gone (a killed xtask) is taken over.
+/// `<out>/.xtask.lock`: one `cargo xtask` per results directory at a time, held as an OS file
+/// lock (`flock`), which the OS releases when the process ends however it ends — so a killed
+/// xtask never leaves a stale lock, and two starting at once cannot both take it.
 pub struct OutLock {
-    path: PathBuf,
+    _file: std::fs::File,
 }
 
 impl OutLock {
-    /// Take the lock of `out`.
+    /// Take the lock of `out`, or fail at once naming the process that holds it.
     pub fn acquire(out: &Path) -> Result<OutLock> {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         let path = out.join(".xtask.lock");
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Ok(pid) = text.trim().parse::<u32>() {
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                if pid != std::process::id() && String::from_utf8_lossy(&cmdline).contains("xtask") {
-                    bail!(
-                        "another cargo xtask (pid {pid}) is running on {}: wait for it, or stop it first",
-                        out.display()
-                    );
-                }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                bail!(
+                    "another cargo xtask{} is running on {}: wait for it, or stop it first",
+                    if holder.is_empty() { String::new() } else { format!(" (pid {holder})") },
+                    out.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
             }
         }
-        write_atomic(&path, std::process::id().to_string().as_bytes())?;
-        Ok(OutLock { path })
-    }
-}
-
-impl Drop for OutLock {
-    fn drop(&mut self) {
-        if std::fs::read_to_string(&self.path).is_ok_and(|t| t.trim() == std::process::id().to_string()) {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        // The holder's pid, for the message above (the lock itself is the flock).
+        file.set_len(0)?;
+        file.write_all(std::process::id().to_string().as_bytes())?;
+        file.flush()?;
+        Ok(OutLock { _file: file })
     }
 }
 
@@ -196,7 +204,7 @@ pub fn run_pipeline(
                 .iter()
                 .map(|k| match k.as_str() {
                     "model" => format!("model {}", plan.runs[0].role),
-                    k => format!("{k} {}", s.get(k).unwrap_or_default()),
+                    k => format!("{k} {}", s.value_text(k).unwrap_or_default()),
                 })
                 .collect();
             eprintln!(
@@ -204,7 +212,7 @@ pub fn run_pipeline(
                 values.join(", "),
                 i.from,
                 i.run.run_id,
-                i.record.val_acc_at_min_val_loss().unwrap_or(f64::NAN)
+                i.record.as_ref().and_then(|r| r.val_acc_at_min_val_loss()).unwrap_or(f64::NAN)
             );
         }
         for run in plan.runs.iter().filter(|r| ctx.store.completed(r).is_some()) {

@@ -12,6 +12,7 @@ use bertlab_pipeline::{
     answer_line, PipelineLibrary, PipelineSpec, PlanOptions, PlannedRun, Planner, Resolver, ResultsStore,
     Stage,
 };
+use bertlab_run::Precision;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -71,8 +72,8 @@ struct RunArgs {
     /// Backend to build and train with [default: cuda when `nvidia-smi -L` lists a GPU, else cpu].
     #[arg(long, value_enum)]
     backend: Option<Backend>,
-    /// Compute precision of every run (parameters stay f32).
-    #[arg(long, value_enum)]
+    /// Compute precision of every run: f32, f16 or bf16 (parameters stay f32).
+    #[arg(long)]
     precision: Option<Precision>,
     /// Maximum epochs of every run.
     #[arg(long, value_name = "N")]
@@ -121,14 +122,6 @@ impl Backend {
             Backend::Wgpu => "wgpu",
         }
     }
-}
-
-/// `--precision`.
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Precision {
-    F32,
-    F16,
-    Bf16,
 }
 
 /// `--emit`.
@@ -288,11 +281,7 @@ fn pipeline(name: &str, args: RunArgs) -> Result<bool> {
         pool: args.subset.unwrap_or(1.0),
         source: args.source.clone(),
         epochs: args.epochs,
-        precision: args.precision.map(|p| match p {
-            Precision::F32 => "f32".to_string(),
-            Precision::F16 => "f16".to_string(),
-            Precision::Bf16 => "bf16".to_string(),
-        }),
+        precision: args.precision,
         ..PlanOptions::default()
     };
     for m in &args.models {
@@ -394,7 +383,7 @@ mod tests {
         assert_eq!(args.subset, Some(0.02));
         assert_eq!(args.models, vec!["distilbert=/m", "bert=/n"]);
         assert_eq!(args.gpus, vec![0, 1, 3]);
-        assert!(args.dry_run && args.precision == Some(Precision::Bf16));
+        assert!(args.dry_run && args.precision == Some(Precision::BF16));
         assert!(Cli::try_parse_from(["xtask", "smoke", "--backend", "tpu"]).is_err());
         let cli = Cli::try_parse_from(["xtask", "run", "pipelines/smoke.toml", "--emit", "slurm"]).unwrap();
         assert!(

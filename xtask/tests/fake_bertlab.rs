@@ -19,28 +19,39 @@ spec="$3"
 get() { sed -n "s/^$1 = \"\{0,1\}\([^\"]*\)\"\{0,1\}\$/\1/p" "$spec"; }
 out=$(get out); batch=$(get batch); max_len=$(get max_len); lr=$(get lr); device=$(get device)
 subset=$(get subset); model=$(get model)
+# A complete record (schema 1) of this spec: status, error, epochs, val accuracy, test metrics.
+record() {
+  cat <<REC
+{"schema_version": 1, "status": "$1", $2
+ "spec": {"model": "$model", "source": "x", "subset": $subset, "max_len": $max_len, "lr": $lr, "batch": $batch,
+          "epochs": 1, "out": "$out", "device": "$device"},
+ "environment": {"backend": "fake", "device": "$device", "precision": "f32", "bertlab_version": "0.1.0",
+                 "burn_version": "0.21.0", "git_commit": null, "seed": 42, "host_threads": 2, "hostname": null,
+                 "platform": "linux-x86_64", "started_at": "2025-01-01T00:00:00Z"},
+ "data": {"source": "x", "total_rows": 160, "pool": 160, "train": 100, "val": 20, "test": 40,
+          "class_names": ["neg", "pos"], "train_truncated": 0, "train_padding": {"real_tokens": 1000, "padded_tokens": 1200}},
+ "epochs": $3, "best_epoch": 1, "stopped_early": false, "restored_epoch": 1, "val_acc_at_min_val_loss": $4,
+ "test": $5,
+ "timings": {"data_seconds": 0.0, "tokenize_seconds": 0.0, "model_load_seconds": 0.0, "fit_seconds": 1.5,
+             "test_seconds": 0.1, "elapsed_seconds": 1.6, "export_seconds": 0.0, "total_seconds": 2.0},
+ "peak_rss_bytes": null, "best_dir": null}
+REC
+}
 echo "start $(date +%s.%N) $device $batch" >> "$FAKE_LOG"
 sleep "${FAKE_SLEEP:-0}"
 if [ -n "${FAKE_OOM_ABOVE:-}" ] && [ "$batch" -gt "$FAKE_OOM_ABOVE" ]; then
   echo "error: CUDA out of memory" >&2; echo "end $(date +%s.%N) $device" >> "$FAKE_LOG"; exit 3
 fi
 if [ "$max_len" = "${FAKE_FAIL_LEN:-none}" ]; then
-  printf '{"schema_version": 1, "status": "failed", "error": "shape mismatch at max_len %s"}\n' "$max_len" > "$out/failed-record.json"
+  record failed "\"error\": \"shape mismatch at max_len $max_len\"," "[]" null null > "$out/failed-record.json"
   echo "end $(date +%s.%N) $device" >> "$FAKE_LOG"; exit 1
 fi
 acc=$(awk -v m="$max_len" -v s="$subset" 'BEGIN { printf "%.4f", 0.60 + m / 2000 + s / 10 }')
-cat > "$out/.record.tmp" <<EOF
-{"schema_version": 1, "status": "completed",
- "spec": {"model": "$model", "source": "x", "subset": $subset, "max_len": $max_len, "lr": $lr, "batch": $batch,
-          "epochs": 1, "out": "$out", "device": "$device"},
- "environment": {"backend": "fake", "device": "$device", "precision": "f32"},
- "data": {"train": 100, "val": 20, "test": 40, "class_names": ["neg", "pos"]},
- "epochs": [{"epoch": 1, "train_loss": 0.5, "train_acc": 0.7, "val_loss": 0.4, "val_acc": $acc,
-             "train_seconds": 1.0, "val_seconds": 0.5}],
- "best_epoch": 1, "stopped_early": false, "val_acc_at_min_val_loss": $acc,
- "test": {"n": 40, "accuracy": $acc, "f1": $acc, "precision": 0.5, "recall": 0.5, "confusion": [[10, 10], [10, 10]]},
- "timings": {"fit_seconds": 1.5, "test_seconds": 0.1, "elapsed_seconds": 1.6, "total_seconds": 2.0}}
-EOF
+epoch="{\"epoch\": 1, \"train_loss\": 0.5, \"train_acc\": 0.7, \"val_loss\": 0.4, \"val_acc\": $acc, \"lr\": $lr,
+  \"steps\": 4, \"skipped_steps\": 0, \"loss_scale\": 1.0, \"train_seconds\": 1.0, \"val_seconds\": 0.5,
+  \"train_seq_per_s\": 100.0, \"train_tokens_per_s\": 1000.0, \"train_padded_tokens_per_s\": 1200.0}"
+test="{\"n\": 40, \"accuracy\": $acc, \"f1\": $acc, \"precision\": 0.5, \"recall\": 0.5, \"confusion\": [[10, 10], [10, 10]]}"
+record completed "" "[$epoch]" "$acc" "$test" > "$out/.record.tmp"
 mv "$out/.record.tmp" "$out/record.json"
 echo "end $(date +%s.%N) $device" >> "$FAKE_LOG"
 "#;

@@ -149,8 +149,7 @@ mod tests {
 
     fn max_abs_diff(a: &[f32], b: &serde_json::Value) -> f32 {
         let b: Vec<f32> = b.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-        assert_eq!(a.len(), b.len());
-        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        bertlab_run::metrics::max_abs_diff(a, &b)
     }
 
     /// The real all-MiniLM-L6-v2 through tokenizer + encoder: the ids, [CLS] hidden state and

@@ -3,7 +3,6 @@
 //! Each subcommand lives in its own module (`cmd_*.rs`) with a clap `Args` struct and a `run`.
 
 mod backend;
-mod cmd_bench;
 mod cmd_data;
 mod cmd_encode;
 mod cmd_eval;
@@ -40,7 +39,7 @@ enum Command {
     /// Label and probability of each text, from a fine-tuned model.
     Predict(cmd_predict::PredictArgs),
     /// Device checks and benchmarks: parity, mixed-precision numerics, training throughput.
-    Bench(cmd_bench::BenchArgs),
+    Bench(bertlab_bench::BenchArgs),
 }
 
 /// Options shared by every subcommand.
@@ -73,7 +72,14 @@ fn main() {
         Command::Train(args) => cmd_train::run(args, &global),
         Command::Eval(args) => cmd_eval::run(args, &global),
         Command::Predict(args) => cmd_predict::run(args, &global),
-        Command::Bench(args) => cmd_bench::run(args, &global),
+        Command::Bench(args) => {
+            let runtime = bertlab_bench::Runtime::<backend::TrainBackend> {
+                name: backend::BACKEND_NAME,
+                device: backend::device,
+                hub: global.hub(),
+            };
+            bertlab_bench::run(args, &runtime)
+        }
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

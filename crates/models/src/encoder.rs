@@ -333,7 +333,7 @@ impl<B: Backend> Backbone<B> {
             AttentionKernel::Explicit => false,
         };
         let mask = padding_mask(attention_mask, self.heads);
-        let dtype = precision.float_dtype();
+        let dtype = crate::precision::float_dtype(precision);
         let mut x = self.embeddings.forward(input_ids);
         for layer in &self.layers {
             x = layer.forward(x, &mask, dtype, fused);

@@ -16,5 +16,5 @@ pub use error::ModelError;
 pub use model::{
     export_classifier, load_classifier, load_encoder, Encoder, EncoderOutput, TextClassifier, TOKENIZER_FILES,
 };
-pub use precision::Precision;
+pub use precision::{float_dtype, Precision};
 pub use weights::LoadReport;

@@ -2,7 +2,7 @@
 //! the time they take at a measured (from existing records) or assumed throughput.
 
 use crate::plan::PlannedRun;
-use crate::record::RunRecord;
+use bertlab_run::{ModelShape, Padding, RunRecord};
 use std::path::Path;
 
 /// Rows of the joined IMDB dataset (train + test) in the Hub's `stanfordnlp/imdb`.
@@ -83,55 +83,42 @@ pub fn split_sizes(total: usize, subset: f64) -> SplitSizes {
     SplitSizes { pool, train: train_val - val, val, test }
 }
 
-/// The dimensions that set a BERT-family encoder's cost.
+/// A model's cost shape ([`ModelShape`], the one FLOPs definition) and where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelShape {
-    /// Transformer layers.
-    pub layers: usize,
-    /// Hidden width.
-    pub hidden: usize,
-    /// Feed-forward width.
-    pub intermediate: usize,
+pub struct FoundShape {
+    /// Layers, widths.
+    pub shape: ModelShape,
     /// Where the numbers come from (`config.json`, `known Hub id`, `assumed`).
     pub origin: String,
 }
 
-impl ModelShape {
+impl FoundShape {
     /// BERT-base: 12 × 768 × 3072.
-    pub fn bert_base(origin: &str) -> ModelShape {
-        ModelShape { layers: 12, hidden: 768, intermediate: 3072, origin: origin.into() }
+    pub fn bert_base(origin: &str) -> FoundShape {
+        FoundShape { shape: ModelShape::BERT_BASE, origin: origin.into() }
     }
 
     /// Read `config.json` (BERT or DistilBERT keys).
-    pub fn from_config(path: &Path) -> Option<ModelShape> {
+    pub fn from_config(path: &Path) -> Option<FoundShape> {
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-        let get =
-            |keys: &[&str]| keys.iter().find_map(|k| v.get(*k).and_then(|x| x.as_u64())).map(|x| x as usize);
-        Some(ModelShape {
-            layers: get(&["num_hidden_layers", "n_layers"])?,
-            hidden: get(&["hidden_size", "dim"])?,
-            intermediate: get(&["intermediate_size", "hidden_dim"])?,
-            origin: "config.json".into(),
-        })
+        Some(FoundShape { shape: ModelShape::from_config_json(&v)?, origin: "config.json".into() })
     }
 
     /// The shape of a resolved model reference: a directory's `config.json`, the HF cache's copy
     /// of a Hub id's, a known Hub id, or BERT-base.
-    pub fn for_reference(reference: &str) -> ModelShape {
+    pub fn for_reference(reference: &str) -> FoundShape {
         let dir = Path::new(reference);
         if dir.is_dir() {
-            if let Some(s) = ModelShape::from_config(&dir.join("config.json")) {
+            if let Some(s) = FoundShape::from_config(&dir.join("config.json")) {
                 return s;
             }
         }
-        if let Some(s) = hf_cache_config(reference).and_then(|p| ModelShape::from_config(&p)) {
+        if let Some(s) = hf_cache_config(reference).and_then(|p| FoundShape::from_config(&p)) {
             return s;
         }
         let id = reference.to_ascii_lowercase();
-        let known = |layers, hidden, intermediate| ModelShape {
-            layers,
-            hidden,
-            intermediate,
+        let known = |layers, hidden, intermediate| FoundShape {
+            shape: ModelShape { layers, hidden, intermediate, head_classes: None },
             origin: "known Hub id".into(),
         };
         if id.contains("distilbert") {
@@ -143,15 +130,8 @@ impl ModelShape {
         } else if id.contains("bert-base") {
             known(12, 768, 3072)
         } else {
-            ModelShape::bert_base("assumed (BERT-base)")
+            FoundShape::bert_base("assumed (BERT-base)")
         }
-    }
-
-    /// Forward FLOPs of one sequence of `len` tokens: per layer the Q, K, V, O projections
-    /// (8·d² per token), the feed-forward (4·d·i) and attention scores and context (4·len·d).
-    pub fn forward_flops(&self, len: f64) -> f64 {
-        let (d, i) = (self.hidden as f64, self.intermediate as f64);
-        self.layers as f64 * len * (8.0 * d * d + 4.0 * d * i + 4.0 * len * d)
     }
 }
 
@@ -184,11 +164,11 @@ pub struct RunEstimate {
 
 /// Estimate `run` (all its epochs, no early stop) on a `total_rows` dataset.
 pub fn estimate_run(run: &PlannedRun, shape: &ModelShape, total_rows: usize) -> RunEstimate {
-    let s = &run.settings;
-    let rows = split_sizes(total_rows, s.subset.unwrap_or(1.0));
-    let max_len = s.max_len.unwrap_or(128);
-    let epochs = s.epochs.unwrap_or(3) as f64;
-    let padded_len = padded_len(max_len, s.padding.as_deref(), s.pad_multiple.unwrap_or(8));
+    // Unset settings take the run spec's defaults, as the run itself will.
+    let s = run.settings.to_spec();
+    let rows = split_sizes(total_rows, s.subset);
+    let epochs = s.epochs as f64;
+    let padded_len = padded_len(s.max_len, s.padding, s.pad_multiple);
     let fwd = shape.forward_flops(padded_len);
     let per_epoch = rows.train as f64 * padded_len;
     let eval_tokens = (rows.val as f64 * epochs + rows.test as f64) * padded_len;
@@ -203,8 +183,8 @@ pub fn estimate_run(run: &PlannedRun, shape: &ModelShape, total_rows: usize) -> 
 
 /// Mean padded length: `max_len` with fixed padding; with length buckets, the mean truncated
 /// length rounded up to the pad multiple, plus a little for the longest row of each bucket.
-pub fn padded_len(max_len: usize, padding: Option<&str>, pad_multiple: usize) -> f64 {
-    if padding == Some("fixed") {
+pub fn padded_len(max_len: usize, padding: Padding, pad_multiple: usize) -> f64 {
+    if padding == Padding::Fixed {
         return max_len as f64;
     }
     let m = pad_multiple.max(1) as f64;
@@ -222,7 +202,7 @@ pub fn record_fit_flops(record: &RunRecord, shape: &ModelShape) -> Option<f64> {
     let len = if padded > 0.0 {
         padded / d.train as f64
     } else {
-        padded_len(record.spec.max_len.unwrap_or(128), record.spec.padding.as_deref(), 8)
+        padded_len(record.spec.max_len, record.spec.padding, record.spec.pad_multiple)
     };
     let fwd = shape.forward_flops(len);
     Some(epochs * (3.0 * fwd * d.train as f64 + fwd * d.val as f64))
@@ -242,9 +222,9 @@ impl Throughput {
     /// backend (measured: 12.2 GFLOP/s fine-tuning all-MiniLM-L6-v2 at max_len 256 on 2 cores,
     /// where an f32 1024³ matmul reaches 108; training adds elementwise work, attention and
     /// autodiff bookkeeping); on an NVIDIA GPU 25 TFLOP/s in f32 and 60 in f16/bf16 (assumed).
-    pub fn assumed(gpu: bool, precision: Option<&str>) -> Throughput {
+    pub fn assumed(gpu: bool, precision: Option<bertlab_run::Precision>) -> Throughput {
         if gpu {
-            let half = matches!(precision, Some("f16") | Some("bf16"));
+            let half = matches!(precision, Some(p) if p != bertlab_run::Precision::F32);
             let flops_per_s = if half { 60e12 } else { 25e12 };
             return Throughput { flops_per_s, origin: "assumed for an NVIDIA GPU".into() };
         }
@@ -276,46 +256,6 @@ impl Throughput {
     /// Seconds for `flops`.
     pub fn seconds(&self, flops: f64) -> f64 {
         flops / self.flops_per_s
-    }
-}
-
-/// `1h 05m`, `3m 20s`, `12s`.
-pub fn format_duration(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}h {:02}m", s / 3600, s % 3600 / 60)
-    } else if s >= 60 {
-        format!("{}m {:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// `HH:MM:SS`, as the notebook prints elapsed time.
-pub fn format_hms(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    format!("{:02}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60)
-}
-
-/// `1.2e9` → `1.2 G` style for token and FLOP counts.
-pub fn format_count(x: f64) -> String {
-    let (v, unit) = if x >= 1e15 {
-        (x / 1e15, "P")
-    } else if x >= 1e12 {
-        (x / 1e12, "T")
-    } else if x >= 1e9 {
-        (x / 1e9, "G")
-    } else if x >= 1e6 {
-        (x / 1e6, "M")
-    } else if x >= 1e3 {
-        (x / 1e3, "k")
-    } else {
-        (x, "")
-    };
-    if v >= 100.0 {
-        format!("{v:.0}{unit}")
-    } else {
-        format!("{v:.1}{unit}")
     }
 }
 
@@ -356,28 +296,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.json"), r#"{"dim": 32, "n_layers": 2, "hidden_dim": 64}"#)
             .unwrap();
-        let s = ModelShape::for_reference(&dir.path().display().to_string());
-        assert_eq!((s.layers, s.hidden, s.intermediate, s.origin.as_str()), (2, 32, 64, "config.json"));
-        assert_eq!(ModelShape::for_reference("google-bert/bert-base-uncased").layers, 12);
-        assert_eq!(ModelShape::for_reference("someone/else").origin, "assumed (BERT-base)");
+        let s = FoundShape::for_reference(&dir.path().display().to_string());
+        assert_eq!(
+            (s.shape.layers, s.shape.hidden, s.shape.intermediate, s.origin.as_str()),
+            (2, 32, 64, "config.json")
+        );
+        assert_eq!(FoundShape::for_reference("google-bert/bert-base-uncased").shape.layers, 12);
+        assert_eq!(FoundShape::for_reference("someone/else").origin, "assumed (BERT-base)");
         // 12 layers × 128 tokens × (8·768² + 4·768·3072 + 4·128·768) = 22.35 GFLOP.
-        assert_eq!(ModelShape::bert_base("x").forward_flops(128.0), 22_347_251_712.0);
+        assert_eq!(FoundShape::bert_base("x").shape.forward_flops(128.0), 22_347_251_712.0);
     }
 
     #[test]
     fn formatting() {
+        use bertlab_run::format::{format_count, format_duration, hms};
         assert_eq!(format_duration(3725.0), "1h 02m");
         assert_eq!(format_duration(200.0), "3m 20s");
         assert_eq!(format_duration(12.4), "12s");
-        assert_eq!(format_hms(167.0), "00:02:47");
+        assert_eq!(hms(167.0), "00:02:47");
         assert_eq!(format_count(1.26e9), "1.3G");
         assert_eq!(format_count(512.0), "512");
     }
 
     #[test]
     fn padded_lengths() {
-        assert_eq!(padded_len(512, Some("fixed"), 8), 512.0);
-        let b = padded_len(128, None, 8);
+        assert_eq!(padded_len(512, Padding::Fixed, 8), 512.0);
+        let b = padded_len(128, Padding::Bucket, 8);
         assert!(b > 123.0 && b <= 128.0, "{b}");
     }
 }

@@ -2,76 +2,26 @@
 //! (settings, stable run ids, run spec files), resolving `from_best` through the records of the
 //! problem depended on.
 
-use crate::record::RunRecord;
-use crate::spec::{
-    format_lr, format_number, round_sig, PipelineError, PipelineLibrary, RunSettings, Stage, StageKey,
-    SETTING_KEYS,
-};
-use crate::store::ResultsStore;
+use crate::error::PipelineError;
+use crate::library::{PipelineLibrary, Stage, StageKey};
+use crate::options::PlanOptions;
+use crate::run_id::run_id;
+use bertlab_run::format::{format_lr, format_number, round_sig};
+use bertlab_run::{RunOverrides, RunRecord, RunSpec};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Options that apply to every run of a plan (the `cargo xtask` flags).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PlanOptions {
-    /// `--subset F`: the pool is F of the dataset; every subset of a pipeline is a fraction of
-    /// the pool, so a run's effective subset is F × fraction.
-    pub pool: f64,
-    /// `--model role=M`: replaces the reference of a role.
-    pub models: BTreeMap<String, String>,
-    /// `--source S`: replaces every run's data source.
-    pub source: Option<String>,
-    /// `--epochs N`.
-    pub epochs: Option<usize>,
-    /// `--precision P`.
-    pub precision: Option<String>,
-}
+/// Where a planner finds the records of runs (the results directory, in practice): planning
+/// needs the records of the problem a `from_best` depends on.
+pub trait RecordSource {
+    /// The record of `run` (`record.json`, else `failed-record.json`): `None` when neither exists,
+    /// an error when unreadable.
+    fn record(&self, run: &PlannedRun) -> Result<Option<RunRecord>, PipelineError>;
 
-impl Default for PlanOptions {
-    fn default() -> Self {
-        PlanOptions { pool: 1.0, models: BTreeMap::new(), source: None, epochs: None, precision: None }
-    }
-}
-
-impl PlanOptions {
-    /// Check the values; errors name the flag.
-    pub fn validate(&self) -> Result<(), PipelineError> {
-        let bad = |flag: String, message: &str| PipelineError::BadOption { flag, message: message.into() };
-        if !(self.pool > 0.0 && self.pool <= 1.0) {
-            return Err(bad(format!("--subset {}", self.pool), "must be a fraction in (0, 1]"));
-        }
-        if self.epochs == Some(0) {
-            return Err(bad("--epochs 0".into(), "must be at least 1"));
-        }
-        if let Some(p) = &self.precision {
-            if !["f32", "f16", "bf16"].contains(&p.as_str()) {
-                return Err(bad(format!("--precision {p}"), "expected f32, f16 or bf16"));
-            }
-        }
-        for (role, m) in &self.models {
-            if m.trim().is_empty() {
-                return Err(bad(format!("--model {role}="), "needs a Hub id or a directory after `=`"));
-            }
-        }
-        Ok(())
-    }
-
-    /// Parse a `--model role=M` flag value.
-    pub fn parse_model_flag(flag: &str) -> Result<(String, String), PipelineError> {
-        match flag.split_once('=') {
-            Some((role, m)) if !role.trim().is_empty() && !m.trim().is_empty() => {
-                Ok((role.trim().to_string(), m.trim().to_string()))
-            }
-            _ => Err(PipelineError::BadOption {
-                flag: format!("--model {flag}"),
-                message: "expected ROLE=MODEL, e.g. --model distilbert=../shared/models/all-MiniLM-L6-v2"
-                    .into(),
-            }),
-        }
-    }
+    /// Where the runs of `stage` are recorded (for messages).
+    fn stage_location(&self, stage: &StageKey) -> PathBuf;
 }
 
 /// One run to train.
@@ -89,7 +39,7 @@ pub struct PlannedRun {
     pub model: String,
     /// Every setting of the run: `model` is the role, `subset` the effective fraction, `batch`
     /// the planned batch (an out-of-memory retry halves it in the run spec, not here).
-    pub settings: RunSettings,
+    pub settings: RunOverrides,
     /// The subset as a fraction of the pool.
     pub subset_fraction: f64,
     /// The pool (`--subset`).
@@ -131,49 +81,23 @@ impl PlannedRun {
     /// The run spec (TOML) `bertlab train --spec` reads: every setting of the run, the model and
     /// source resolved, and where/how it runs. `batch` overrides the planned batch (OOM retry).
     pub fn spec_toml(&self, target: &SpecTarget<'_>, batch: Option<usize>) -> String {
-        let mut table = toml::Table::new();
-        let s = &self.settings;
-        let mut put = |key: &str, value: toml::Value| {
-            table.insert(key.to_string(), value);
-        };
-        put("model", toml::Value::String(target.model.to_string()));
+        let mut spec = RunSpec::default();
+        self.settings.apply_to(&mut spec);
+        spec.model = target.model.to_string();
         if let Some(source) = target.source {
-            put("source", toml::Value::String(source.to_string()));
+            spec.source = source.to_string();
         }
-        for key in SETTING_KEYS {
-            if matches!(*key, "model" | "source") {
-                continue;
-            }
-            let value = match *key {
-                "subset" => s.subset.map(toml::Value::Float),
-                "lr" => s.lr.map(toml::Value::Float),
-                "warmup_ratio" => s.warmup_ratio.map(toml::Value::Float),
-                "weight_decay" => s.weight_decay.map(toml::Value::Float),
-                "grad_clip" => s.grad_clip.map(toml::Value::Float),
-                "batch" => batch.or(s.batch).map(|b| toml::Value::Integer(b as i64)),
-                "seed" => s.seed.map(|v| toml::Value::Integer(v as i64)),
-                "max_len" => s.max_len.map(|v| toml::Value::Integer(v as i64)),
-                "eval_batch" => s.eval_batch.map(|v| toml::Value::Integer(v as i64)),
-                "epochs" => s.epochs.map(|v| toml::Value::Integer(v as i64)),
-                "accum" => s.accum.map(|v| toml::Value::Integer(v as i64)),
-                "pad_multiple" => s.pad_multiple.map(|v| toml::Value::Integer(v as i64)),
-                "patience" => s.patience.map(|v| toml::Value::Integer(v as i64)),
-                other => s.get(other).map(toml::Value::String),
-            };
-            if let Some(v) = value {
-                put(key, v);
-            }
+        if let Some(b) = batch {
+            spec.batch = b;
         }
-        put("out", toml::Value::String(target.out.display().to_string()));
-        put("device", toml::Value::String(target.device.to_string()));
-        if let Some(cache) = target.cache_dir {
-            put("cache_dir", toml::Value::String(cache.display().to_string()));
-        }
+        spec.out = target.out.to_path_buf();
+        spec.device = target.device.to_string();
+        spec.cache_dir = target.cache_dir.map(Path::to_path_buf);
         let header = format!(
             "# Written by cargo xtask for {}/{} (run {}). Edit the pipeline, not this file.\n",
             self.stage, self.run_id, self.index
         );
-        header + &toml::to_string(&table).expect("a table of scalars serialises")
+        header + &spec.to_toml()
     }
 }
 
@@ -219,8 +143,8 @@ pub struct Inherited {
     pub from: StageKey,
     /// Its best run.
     pub run: PlannedRun,
-    /// The record of that run.
-    pub record: RunRecord,
+    /// The record of that run (`None` when planning assumes a best run that has not run yet).
+    pub record: Option<RunRecord>,
     /// The inherited keys.
     pub keys: Vec<String>,
 }
@@ -245,84 +169,23 @@ pub struct StagePlan {
     pub blocked: Option<String>,
 }
 
-/// Turns references in pipelines into something `bertlab` can open: `shared:REL` and
-/// `${BERTLAB_SHARED}` → the shared data folder, `${VAR}` → the environment, existing relative
-/// paths → absolute ones. Hub ids pass through.
-#[derive(Debug, Clone)]
-pub struct Resolver {
-    /// The shared folder (`$BERTLAB_SHARED`, default `../shared` beside the workspace).
-    pub shared_dir: Option<PathBuf>,
-    /// Relative paths are relative to this directory (the invoking shell's).
-    pub base_dir: PathBuf,
-}
-
-impl Resolver {
-    /// Resolve `value`; `what` names the setting in errors (`model role bert`).
-    pub fn resolve(&self, what: &str, value: &str) -> Result<String, PipelineError> {
-        let err =
-            |message: String| PipelineError::Reference { what: what.into(), value: value.into(), message };
-        let no_shared = || {
-            err("the shared data folder was not found: set BERTLAB_SHARED or put it at ../shared beside the workspace".into())
-        };
-        let mut text = String::new();
-        let mut rest = value;
-        while let Some(start) = rest.find("${") {
-            text.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let end = after.find('}').ok_or_else(|| err("unclosed `${`".into()))?;
-            let name = &after[..end];
-            let substituted = match std::env::var(name) {
-                Ok(v) if !v.is_empty() => v,
-                _ if name == "BERTLAB_SHARED" => {
-                    self.shared_dir.as_ref().ok_or_else(no_shared)?.display().to_string()
-                }
-                _ => return Err(err(format!("environment variable {name} is not set"))),
-            };
-            text.push_str(&substituted);
-            rest = &after[end + 1..];
-        }
-        text.push_str(rest);
-        if let Some(rel) = text.strip_prefix("shared:") {
-            let shared = self.shared_dir.as_ref().ok_or_else(no_shared)?;
-            let path = shared.join(rel);
-            if !path.exists() {
-                return Err(err(format!("{} does not exist", path.display())));
-            }
-            return Ok(path.display().to_string());
-        }
-        if text == "hub" || text.starts_with("hub:") {
-            return Ok(text);
-        }
-        let path = Path::new(&text);
-        let path = if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) };
-        if path.exists() {
-            return Ok(path.canonicalize().unwrap_or(path).display().to_string());
-        }
-        let looks_like_path = text.starts_with('.') || text.starts_with('/') || text.matches('/').count() > 1;
-        if looks_like_path {
-            return Err(err(format!("{} does not exist", path.display())));
-        }
-        Ok(text)
-    }
-}
-
 /// Makes [`StagePlan`]s for the stages of a pipeline.
 pub struct Planner<'a> {
     library: &'a PipelineLibrary,
     stages: Vec<Stage>,
     options: &'a PlanOptions,
-    store: &'a ResultsStore,
+    records: &'a dyn RecordSource,
     memo: RefCell<BTreeMap<StageKey, StagePlan>>,
 }
 
 impl<'a> Planner<'a> {
     /// A planner for `stages` (dependencies outside them are loaded from `library`), reading
-    /// records from `store`.
+    /// records from `records`.
     pub fn new(
         library: &'a PipelineLibrary,
         stages: Vec<Stage>,
         options: &'a PlanOptions,
-        store: &'a ResultsStore,
+        records: &'a dyn RecordSource,
     ) -> Result<Planner<'a>, PipelineError> {
         options.validate()?;
         for role in options.models.keys() {
@@ -338,7 +201,7 @@ impl<'a> Planner<'a> {
                 });
             }
         }
-        Ok(Planner { library, stages, options, store, memo: RefCell::new(BTreeMap::new()) })
+        Ok(Planner { library, stages, options, records, memo: RefCell::new(BTreeMap::new()) })
     }
 
     /// The stages, in order.
@@ -383,8 +246,12 @@ impl<'a> Planner<'a> {
             }
             match self.best_of(&dep)? {
                 Ok((run, record)) => {
-                    inherited =
-                        Some(Inherited { from: dep, run, record, keys: stage.problem.inherited_keys() })
+                    inherited = Some(Inherited {
+                        from: dep,
+                        run,
+                        record: Some(record),
+                        keys: stage.problem.inherited_keys(),
+                    })
                 }
                 Err(reason) => blocked = Some(reason),
             }
@@ -402,7 +269,7 @@ impl<'a> Planner<'a> {
         let inherited = stage.dependency().map(|from| Inherited {
             from,
             run: best.clone(),
-            record: RunRecord::default(),
+            record: None,
             keys: stage.problem.inherited_keys(),
         });
         let runs = self.plan_runs(&stage, inherited.as_ref())?;
@@ -420,7 +287,7 @@ impl<'a> Planner<'a> {
         let mut missing = Vec::new();
         let mut failed = Vec::new();
         for run in &plan.runs {
-            match self.store.record(run) {
+            match self.records.record(run) {
                 Ok(Some(r)) if r.is_completed() => done.push((run.clone(), r)),
                 Ok(Some(r)) => {
                     failed.push(format!("{} ({})", run.run_id, r.error.as_deref().unwrap_or("failed")))
@@ -437,7 +304,7 @@ impl<'a> Planner<'a> {
                 "{} of its {} runs have no record yet under {}",
                 missing.len(),
                 plan.runs.len(),
-                self.store.stage_dir(key).display()
+                self.records.stage_location(key).display()
             )));
         }
         let records: Vec<&RunRecord> = done.iter().map(|(_, r)| r).collect();
@@ -465,14 +332,14 @@ impl<'a> Planner<'a> {
             let mut subset = round_sig(fraction * o.pool, 12);
             let mut role = settings.model.clone();
             if let Some(inh) = inherited {
-                let from = record_settings(&inh.record, &inh.run);
+                let from = record_settings(inh.record.as_ref(), &inh.run);
                 for key in &inh.keys {
-                    if point.get(key).is_some() {
+                    if point.value_text(key).is_some() {
                         continue;
                     }
                     match key.as_str() {
                         "subset" => {
-                            subset = from.subset.unwrap_or(inh.run.settings.subset.unwrap_or(1.0));
+                            subset = from.subset.or(inh.run.settings.subset).unwrap_or(1.0);
                             fraction = inh.run.subset_fraction;
                         }
                         "model" => role = Some(inh.run.role.clone()),
@@ -497,7 +364,7 @@ impl<'a> Planner<'a> {
                 settings.epochs = Some(e);
             }
             if let Some(p) = &o.precision {
-                settings.precision = Some(p.clone());
+                settings.precision = Some(*p);
             }
             settings.subset = Some(subset);
             let role = role.unwrap_or_default();
@@ -535,33 +402,18 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// The settings a record ran with, as [`RunSettings`] (for inheritance: "as recorded").
-fn record_settings(record: &RunRecord, run: &PlannedRun) -> RunSettings {
-    let s = &record.spec;
-    let from_run = &run.settings;
-    RunSettings {
-        model: Some(run.role.clone()),
-        source: from_run.source.clone(),
-        subset: s.subset.or(from_run.subset),
-        seed: s.seed.or(from_run.seed),
-        max_len: s.max_len.or(from_run.max_len),
-        truncation: s.truncation.clone().or(from_run.truncation.clone()),
-        lr: s.lr.or(from_run.lr),
-        batch: s.batch.or(from_run.batch),
-        eval_batch: s.eval_batch.or(from_run.eval_batch),
-        epochs: s.epochs.or(from_run.epochs),
-        optimizer: s.optimizer.clone().or(from_run.optimizer.clone()),
-        schedule: s.schedule.clone().or(from_run.schedule.clone()),
-        warmup_ratio: s.warmup_ratio.or(from_run.warmup_ratio),
-        weight_decay: s.weight_decay.or(from_run.weight_decay),
-        grad_clip: s.grad_clip.or(from_run.grad_clip),
-        accum: s.accum.or(from_run.accum),
-        precision: s.precision.clone().or(from_run.precision.clone()),
-        padding: s.padding.clone().or(from_run.padding.clone()),
-        pad_multiple: s.pad_multiple.or(from_run.pad_multiple),
-        patience: s.patience.or(from_run.patience),
-        restore_best: s.restore_best.clone().or(from_run.restore_best.clone()),
+/// The settings a record ran with (for inheritance: "as recorded", e.g. the batch an
+/// out-of-memory retry ended with), with the planned run's role and source reference; the
+/// planned settings when there is no record yet.
+fn record_settings(record: Option<&RunRecord>, run: &PlannedRun) -> RunOverrides {
+    let Some(record) = record else { return run.settings.clone() };
+    let mut settings = RunOverrides::of_spec(&record.spec);
+    settings.model = Some(run.role.clone());
+    settings.source = run.settings.source.clone();
+    for key in bertlab_run::PLACEMENT_KEYS {
+        settings.copy_key(key, &RunOverrides::default());
     }
+    settings
 }
 
 /// Index of the best record: the highest validation accuracy at minimum validation loss (the
@@ -586,48 +438,12 @@ pub fn select_best(records: &[&RunRecord]) -> Option<usize> {
     best.map(|(i, _, _)| i)
 }
 
-/// The id of a run: its role and the settings sweeps vary, readable, then a hash of every
-/// setting and the model reference, so that changing anything (epochs, model, precision) gives
-/// another directory while the same configuration always gets the same one.
-pub fn run_id(role: &str, model: &str, settings: &RunSettings) -> String {
-    let mut parts = vec![role.to_string()];
-    if let Some(m) = settings.max_len {
-        parts.push(format!("len{m}"));
-    }
-    if let Some(lr) = settings.lr {
-        parts.push(format!("lr{}", format_lr(lr)));
-    }
-    if let Some(b) = settings.batch {
-        parts.push(format!("b{b}"));
-    }
-    if let Some(s) = settings.subset {
-        parts.push(format!("sub{}", format_number(s)));
-    }
-    let mut canonical = format!("model_ref={model}\n");
-    for key in SETTING_KEYS {
-        if let Some(v) = settings.get(key) {
-            canonical.push_str(&format!("{key}={v}\n"));
-        }
-    }
-    let h = fnv1a64(canonical.as_bytes());
-    parts.push(format!("{:08x}", (h ^ (h >> 32)) as u32));
-    parts.join("-")
-}
-
-/// FNV-1a, 64 bits: stable across platforms and Rust versions (unlike `DefaultHasher`).
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::spec::PipelineSpec;
+    use crate::store::ResultsStore;
+    use bertlab_run::{Precision, RunStatus};
 
     pub(crate) const P1: &str = r#"
 [models]
@@ -658,15 +474,8 @@ runs = [ { model = "distilbert" }, { model = "bert" } ]
 "#;
 
     pub(crate) fn record(acc_by_epoch: &[(f64, f64)], batch: usize, subset: f64) -> RunRecord {
-        let json = serde_json::json!({
-            "status": "completed",
-            "spec": {"model": "m", "source": "hub", "subset": subset, "max_len": 256, "lr": 1e-5, "batch": batch},
-            "epochs": acc_by_epoch.iter().enumerate().map(|(i, (loss, acc))| serde_json::json!({
-                "epoch": i + 1, "train_loss": 0.5, "train_acc": 0.8, "val_loss": loss, "val_acc": acc,
-                "train_seconds": 10.0, "val_seconds": 1.0
-            })).collect::<Vec<_>>(),
-        });
-        serde_json::from_value(json).unwrap()
+        let spec = RunSpec { model: "m".into(), subset, max_len: 256, lr: 1e-5, batch, ..RunSpec::default() };
+        crate::testing::record(spec, acc_by_epoch, 11.0)
     }
 
     fn setup(options: &PlanOptions) -> (tempfile::TempDir, PipelineLibrary, ResultsStore, Vec<Stage>) {
@@ -790,7 +599,7 @@ runs = [ { model = "distilbert" }, { model = "bert" } ]
         for r in &p1.runs {
             let mut rec = record(&[(0.3, 0.8)], 8, 0.25);
             if r.index == 2 {
-                rec.status = "failed".into();
+                rec.status = RunStatus::Failed;
                 rec.error = Some("tensor shape mismatch".into());
                 let path = store.run_dir(r).join("failed-record.json");
                 crate::store::write_atomic(&path, serde_json::to_string(&rec).unwrap().as_bytes()).unwrap();
@@ -841,7 +650,7 @@ runs = [ { model = "distilbert" }, { model = "bert" } ]
     #[test]
     fn spec_toml_has_every_setting_and_the_retry_batch() {
         let spec = PipelineSpec::from_toml_str(P1, Path::new("x.toml")).unwrap();
-        let options = PlanOptions { precision: Some("bf16".into()), ..PlanOptions::default() };
+        let options = PlanOptions { precision: Some(Precision::BF16), ..PlanOptions::default() };
         let store = ResultsStore::new("/tmp/none");
         let dir = tempfile::tempdir().unwrap();
         let lib = PipelineLibrary::new(dir.path());
@@ -876,42 +685,10 @@ runs = [ { model = "distilbert" }, { model = "bert" } ]
         let b = record(&[(0.30, 0.87)], 8, 1.0);
         let c = record(&[(0.29, 0.87)], 8, 1.0); // same accuracy, lower loss
         let mut d = record(&[(0.20, 0.99)], 8, 1.0);
-        d.status = "failed".into();
+        d.status = RunStatus::Failed;
         assert_eq!(select_best(&[&a, &b, &c, &d]), Some(2));
         assert_eq!(select_best(&[&a, &b]), Some(1));
         assert_eq!(select_best(&[&b, &b]), Some(0));
         assert_eq!(select_best(&[&d]), None);
-    }
-
-    #[test]
-    fn references_resolve_shared_env_and_paths() {
-        let shared = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(shared.path().join("fixtures/tiny")).unwrap();
-        let r =
-            Resolver { shared_dir: Some(shared.path().to_path_buf()), base_dir: shared.path().to_path_buf() };
-        let want = shared.path().join("fixtures/tiny").display().to_string();
-        assert_eq!(r.resolve("model", "shared:fixtures/tiny").unwrap(), want);
-        if std::env::var_os("BERTLAB_SHARED").is_none() {
-            assert_eq!(r.resolve("model", "${BERTLAB_SHARED}/fixtures/tiny").unwrap(), want);
-        }
-        assert_eq!(
-            r.resolve("model", "fixtures/tiny").unwrap(),
-            shared.path().canonicalize().unwrap().join("fixtures/tiny").display().to_string()
-        );
-        assert_eq!(
-            r.resolve("model", "google-bert/bert-base-uncased").unwrap(),
-            "google-bert/bert-base-uncased"
-        );
-        assert_eq!(r.resolve("source", "hub").unwrap(), "hub");
-        let e = r.resolve("model role bert", "shared:fixtures/nope").unwrap_err().to_string();
-        assert!(
-            e.starts_with("model role bert = \"shared:fixtures/nope\"") && e.contains("does not exist"),
-            "{e}"
-        );
-        let e = r.resolve("model", "${BERTLAB_SURELY_UNSET_VAR}/x").unwrap_err().to_string();
-        assert!(e.contains("BERTLAB_SURELY_UNSET_VAR is not set"), "{e}");
-        let none = Resolver { shared_dir: None, base_dir: PathBuf::from("/") };
-        assert!(none.resolve("source", "shared:data").unwrap_err().to_string().contains("BERTLAB_SHARED"));
-        assert!(none.resolve("model", "./missing/dir").unwrap_err().to_string().contains("does not exist"));
     }
 }

@@ -5,17 +5,15 @@
 //!
 //! Records are the only state: a run is done when its `record.json` says `completed`.
 
-use crate::plan::{PlanOptions, PlannedRun, StagePlan};
-use crate::record::RunRecord;
-use crate::spec::{PipelineError, StageKey};
+use crate::error::PipelineError;
+use crate::library::StageKey;
+use crate::options::PlanOptions;
+use crate::plan::{PlannedRun, RecordSource, StagePlan};
+use bertlab_run::{RecordError, RunRecord};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// File name of a run's record (written only when the run completed).
-pub const RECORD_FILE: &str = "record.json";
-/// File name of the record of a run that failed (`bertlab train` never writes a failed run's
-/// record as `record.json`, so resuming by `record.json` cannot mistake it for a finished one).
-pub const FAILED_RECORD_FILE: &str = "failed-record.json";
+pub use bertlab_run::{FAILED_RECORD_FILE, RECORD_FILE};
 /// File name of a run's spec.
 pub const SPEC_FILE: &str = "run.toml";
 /// File name of a run's planned configuration.
@@ -236,10 +234,23 @@ pub fn read_record(dir: &Path) -> Result<Option<RunRecord>, PipelineError> {
     for name in [RECORD_FILE, FAILED_RECORD_FILE] {
         let path = dir.join(name);
         if path.is_file() {
-            return RunRecord::read(&path).map(Some);
+            return RunRecord::read(&path).map(Some).map_err(|e| match e {
+                RecordError::Io { path, source } => PipelineError::Io { path, source },
+                RecordError::Invalid { path, message } => PipelineError::Record { path, message },
+            });
         }
     }
     Ok(None)
+}
+
+impl RecordSource for ResultsStore {
+    fn record(&self, run: &PlannedRun) -> Result<Option<RunRecord>, PipelineError> {
+        ResultsStore::record(self, run)
+    }
+
+    fn stage_location(&self, stage: &StageKey) -> PathBuf {
+        self.stage_dir(stage)
+    }
 }
 
 fn sorted_dirs(dir: &Path) -> Vec<PathBuf> {
@@ -258,8 +269,8 @@ fn dir_name(p: &Path) -> Option<String> {
     p.file_name().and_then(|n| n.to_str()).map(str::to_string)
 }
 
-/// [`bertlab_hub::write_atomic`] with the path in the error.
+/// [`bertlab_run::write_atomic`] with the path in the error.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
-    bertlab_hub::write_atomic(path, bytes)
+    bertlab_run::write_atomic(path, bytes)
         .map_err(|source| PipelineError::Io { path: path.to_path_buf(), source })
 }

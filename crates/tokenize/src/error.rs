@@ -83,9 +83,6 @@ pub enum TokenizeError {
         /// The library's message.
         message: String,
     },
-    /// An unknown truncation strategy name.
-    #[error("unknown truncation strategy `{0}`: expected `head`, `tail` or `head-tail`")]
-    UnknownTruncation(String),
     /// A cache file could not be written.
     #[error("writing token cache file {path}: {source}", path = path.display())]
     CacheWrite {

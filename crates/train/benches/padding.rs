@@ -10,7 +10,7 @@ use bertlab_data::rng::Pcg64;
 use bertlab_data::DatasetSource;
 use bertlab_hub::HubOptions;
 use bertlab_tokenize::WordPieceTokenizer;
-use bertlab_train::{LengthBuckets, Padding, PaddingStats};
+use bertlab_train::{padding_stats, LengthBuckets, Padding};
 use std::time::Instant;
 
 fn main() {
@@ -37,7 +37,7 @@ fn main() {
                     LengthBuckets::new(batch, padding, 8, max_len).epoch(&lengths, &mut Pcg64::new(42));
                 let quadratic: u64 =
                     batches.iter().map(|b| (b.rows.len() * b.padded_len * b.padded_len) as u64).sum();
-                (PaddingStats::of(&batches, &lengths), quadratic)
+                (padding_stats(&batches, &lengths), quadratic)
             };
             let (fixed, fixed_q) = stats(Padding::Fixed);
             let (bucket, bucket_q) = stats(Padding::Bucket);
@@ -66,13 +66,13 @@ fn main() {
         let lengths: Vec<usize> = full.iter().map(|&l| l.min(max_len)).collect();
         let fixed =
             LengthBuckets::new(batch, Padding::Fixed, 8, max_len).epoch(&lengths, &mut Pcg64::new(42));
-        let fixed = PaddingStats::of(&fixed, &lengths);
+        let fixed = padding_stats(&fixed, &lengths);
         for multiple in [1usize, 8, 16, 32, 64] {
             let batches = LengthBuckets::new(batch, Padding::Bucket, multiple, max_len)
                 .epoch(&lengths, &mut Pcg64::new(42));
             let shapes: std::collections::BTreeSet<(usize, usize)> =
                 batches.iter().map(|b| (b.rows.len(), b.padded_len)).collect();
-            let stats = PaddingStats::of(&batches, &lengths);
+            let stats = padding_stats(&batches, &lengths);
             println!(
                 "| {max_len} | {batch} | {multiple} | {} | {:.3} | {:.3} |",
                 shapes.len(),

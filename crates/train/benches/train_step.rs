@@ -14,7 +14,7 @@ use bertlab_data::rng::Pcg64;
 use bertlab_hub::{HubOptions, RepoKind, RepoRef};
 use bertlab_models::{load_classifier, Precision};
 use bertlab_train::optim::AdamSettings;
-use bertlab_train::{forward_backward, Adam, BatchArrays};
+use bertlab_train::{BatchArrays, LrSchedule, PhaseTimes, Schedule, TrainStep};
 use burn::backend::{Autodiff, Flex};
 use std::time::Instant;
 
@@ -47,31 +47,27 @@ fn bench_burn(model_dir: &std::path::Path, steps: usize) -> Timing {
     let device = Default::default();
     let repo = RepoRef::parse(model_dir.to_str().unwrap(), RepoKind::Model);
     let labels = vec!["neg".to_string(), "pos".to_string()];
-    let (mut model, _, _) =
-        load_classifier::<AB>(&repo, &HubOptions::default(), &labels, 0, &device).unwrap();
-    let mut adam = Adam::<AB>::new(AdamSettings::hf_adamw(0.01), &model);
+    let (model, _, _) = load_classifier::<AB>(&repo, &HubOptions::default(), &labels, 0, &device).unwrap();
+    // The trainer's own step (what `fit` runs), at a constant learning rate.
+    let schedule = LrSchedule::new(Schedule::Constant, LR, (steps + 2) as u64, 0.0);
+    let mut trainer = TrainStep::new(model, AdamSettings::hf_adamw(0.01), schedule, None, Precision::F32);
     let mut rng = Pcg64::new(0);
-    let (mut fwd_bwd, mut optimizer) = (0.0, 0.0);
+    let mut phases = PhaseTimes::default();
     let mut started = Instant::now();
     for step in 0..steps + 2 {
         if step == 2 {
-            (fwd_bwd, optimizer) = (0.0, 0.0);
+            phases = PhaseTimes::default();
             started = Instant::now();
         }
         let (arrays, y) = random_batch(&mut rng);
-        let t = Instant::now();
-        let (grads, _) = forward_backward(&model, &arrays, &y, 1.0 / BATCH as f64, Precision::F32, &device);
-        fwd_bwd += t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        model = adam.step(LR, model, grads, 1.0);
-        // Flex is eager, so the step is done when `step` returns.
-        optimizer += t.elapsed().as_secs_f64();
+        // Flex is eager: the phase timer's device syncs cost nothing here.
+        trainer.step(&[(&arrays, &y)], &device, Some(&mut phases));
     }
     let n = steps as f64;
     Timing {
         seconds_per_step: started.elapsed().as_secs_f64() / n,
-        fwd_bwd: fwd_bwd / n,
-        optimizer: optimizer / n,
+        fwd_bwd: (phases.upload + phases.forward + phases.readback + phases.backward) / n,
+        optimizer: (phases.grad_norm + phases.optimizer) / n,
     }
 }
 

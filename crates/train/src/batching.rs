@@ -10,43 +10,11 @@
 //! caches are per shape).
 
 use bertlab_data::rng::Pcg64;
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
 /// How many batches one length-sorting pool holds.
 pub const POOL_BATCHES: usize = 100;
 
-/// How batches are padded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Padding {
-    /// Every batch padded to `max_len`, batches drawn from a plain shuffle (the notebook).
-    Fixed,
-    /// Each batch padded to its longest row (rounded up), rows grouped by length.
-    #[default]
-    Bucket,
-}
-
-impl FromStr for Padding {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "fixed" => Ok(Padding::Fixed),
-            "bucket" | "dynamic" => Ok(Padding::Bucket),
-            other => Err(format!("padding {other:?}: expected `fixed` or `bucket`")),
-        }
-    }
-}
-
-impl fmt::Display for Padding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Padding::Fixed => "fixed",
-            Padding::Bucket => "bucket",
-        })
-    }
-}
+pub use bertlab_run::{Padding, PaddingStats};
 
 /// One batch: row ids (indices into the split's encoded rows) and the length it is padded to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,39 +95,14 @@ impl LengthBuckets {
     }
 }
 
-/// Real versus padded token counts of a set of batches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PaddingStats {
-    /// Tokens that belong to a row.
-    pub real_tokens: u64,
-    /// Tokens computed on, padding included (`Σ rows × padded_len`).
-    pub padded_tokens: u64,
-}
-
-impl PaddingStats {
-    /// Count the tokens of `batches`.
-    pub fn of(batches: &[Batch], lengths: &[usize]) -> PaddingStats {
-        let mut s = PaddingStats::default();
-        for b in batches {
-            s.add(b, lengths);
-        }
-        s
+/// Count the real and padded tokens of `batches` (rows of `lengths` tokens).
+pub fn padding_stats(batches: &[Batch], lengths: &[usize]) -> PaddingStats {
+    let mut s = PaddingStats::default();
+    for b in batches {
+        s.real_tokens += b.rows.iter().map(|&r| lengths[r] as u64).sum::<u64>();
+        s.padded_tokens += (b.rows.len() * b.padded_len) as u64;
     }
-
-    /// Add one batch.
-    pub fn add(&mut self, batch: &Batch, lengths: &[usize]) {
-        self.real_tokens += batch.rows.iter().map(|&r| lengths[r] as u64).sum::<u64>();
-        self.padded_tokens += (batch.rows.len() * batch.padded_len) as u64;
-    }
-
-    /// Padded / real tokens (1.0 = no padding).
-    pub fn padding_factor(&self) -> f64 {
-        if self.real_tokens == 0 {
-            1.0
-        } else {
-            self.padded_tokens as f64 / self.real_tokens as f64
-        }
-    }
+    s
 }
 
 /// The `input_ids` and `attention_mask` of one batch, row-major `[rows, padded_len]`.
@@ -254,9 +197,9 @@ mod tests {
         let lens = lengths(5000, 3);
         let mut rng = Pcg64::new(0);
         let fixed =
-            PaddingStats::of(&LengthBuckets::new(16, Padding::Fixed, 8, 128).epoch(&lens, &mut rng), &lens);
+            padding_stats(&LengthBuckets::new(16, Padding::Fixed, 8, 128).epoch(&lens, &mut rng), &lens);
         let bucket =
-            PaddingStats::of(&LengthBuckets::new(16, Padding::Bucket, 8, 128).epoch(&lens, &mut rng), &lens);
+            padding_stats(&LengthBuckets::new(16, Padding::Bucket, 8, 128).epoch(&lens, &mut rng), &lens);
         assert_eq!(fixed.real_tokens, bucket.real_tokens);
         assert_eq!(fixed.padded_tokens, 5000 * 128);
         // Uniform lengths 3..=128 (mean ≈ 65.5): fixed pads ~2×, bucketing only to the next multiple of 8.

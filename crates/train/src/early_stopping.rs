@@ -1,41 +1,6 @@
 //! Early stopping on the validation loss, with Keras' semantics, and the restore-best policy.
 
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
-
-/// When the weights of the best epoch (minimum validation loss) replace the last ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestoreBest {
-    /// At the end of every run (bertlab's default): the model tested and exported is always the
-    /// best epoch's.
-    #[default]
-    Always,
-    /// Only when patience runs out, as Keras' `EarlyStopping(restore_best_weights=True)` does: a
-    /// run that completes its epochs keeps the last epoch's weights.
-    OnStop,
-}
-
-impl FromStr for RestoreBest {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "always" => Ok(RestoreBest::Always),
-            "on-stop" => Ok(RestoreBest::OnStop),
-            other => Err(format!("restore-best {other:?}: expected `always` or `on-stop`")),
-        }
-    }
-}
-
-impl fmt::Display for RestoreBest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RestoreBest::Always => "always",
-            RestoreBest::OnStop => "on-stop",
-        })
-    }
-}
+pub use bertlab_run::RestoreBest;
 
 /// What [`EarlyStopping::observe`] concluded about one epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,24 +82,7 @@ impl EarlyStopping {
     }
 }
 
-/// The notebook's headline: `val_acc[np.argmin(val_loss)]`. Mirrors numpy's `argmin`: the first
-/// minimum, and the first NaN when there is one (numpy propagates NaN through `argmin`).
-pub fn val_acc_at_min_val_loss(val_loss: &[f64], val_acc: &[f64]) -> Option<f64> {
-    assert_eq!(val_loss.len(), val_acc.len(), "one val accuracy per val loss");
-    let index = match val_loss.iter().position(|l| l.is_nan()) {
-        Some(nan) => nan,
-        None => {
-            let mut best = 0;
-            for (i, &l) in val_loss.iter().enumerate() {
-                if l < val_loss[best] {
-                    best = i;
-                }
-            }
-            best
-        }
-    };
-    val_acc.get(index).copied()
-}
+pub use bertlab_run::val_acc_at_min_val_loss;
 
 #[cfg(test)]
 mod tests {

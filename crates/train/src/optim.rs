@@ -12,41 +12,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::fmt;
-use std::str::FromStr;
 
-/// Which optimizer recipe a run uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OptimizerKind {
-    /// `keras.optimizers.Adam`: β = (0.9, 0.999), ε = 1e-7 as "ε-hat", no weight decay (the
-    /// notebook's optimizer).
-    #[default]
-    Adam,
-    /// `torch.optim.AdamW` as HF's Trainer sets it up: ε = 1e-8, decoupled weight decay (0.01
-    /// by default) on every parameter except biases and LayerNorm weights.
-    Adamw,
-}
-
-impl FromStr for OptimizerKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "adam" => Ok(OptimizerKind::Adam),
-            "adamw" => Ok(OptimizerKind::Adamw),
-            other => Err(format!("optimizer {other:?}: expected `adam` or `adamw`")),
-        }
-    }
-}
-
-impl fmt::Display for OptimizerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            OptimizerKind::Adam => "adam",
-            OptimizerKind::Adamw => "adamw",
-        })
-    }
-}
+pub use bertlab_run::OptimizerKind;
 
 /// Where ε enters the Adam update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

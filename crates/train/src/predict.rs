@@ -2,6 +2,7 @@
 
 use crate::batching::{BatchArrays, LengthBuckets, Padding};
 use crate::metrics::{argmax_rows, cross_entropy_rows, ClassificationMetrics};
+pub use crate::readback::logits_to_vec;
 use crate::readback::PendingLogits;
 use bertlab_models::{Precision, TextClassifier};
 use bertlab_tokenize::EncodedTexts;
@@ -72,11 +73,6 @@ pub fn predict_logits<B: Backend>(
 
 /// How many evaluation batches' logits wait on the device before one read-back.
 const EVAL_READBACK_BATCHES: usize = 256;
-
-/// Read a float tensor back as f32 values (whatever its dtype).
-pub fn logits_to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data after convert")
-}
 
 /// Accuracy, F1 (positive class), precision, recall, confusion matrix and mean loss of the
 /// logits of `encoded` against `labels`.

@@ -89,8 +89,8 @@ impl EpochProgress {
                         self.label,
                         self.done,
                         self.total,
-                        hms(elapsed),
-                        hms(eta)
+                        bertlab_run::format::hms(elapsed),
+                        bertlab_run::format::hms(eta)
                     );
                 }
             }
@@ -109,17 +109,13 @@ impl EpochProgress {
     }
 }
 
-/// `HH:MM:SS`, the notebook's elapsed-time format.
-pub fn hms(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    format!("{:02}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60)
-}
-
 #[cfg(test)]
 mod tests {
+    use bertlab_run::format::hms;
+
     #[test]
     fn hms_formats_like_the_notebook() {
-        assert_eq!(super::hms(167.4), "00:02:47");
-        assert_eq!(super::hms(3_725.0), "01:02:05");
+        assert_eq!(hms(167.4), "00:02:47");
+        assert_eq!(hms(3_725.0), "01:02:05");
     }
 }

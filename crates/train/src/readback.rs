@@ -77,9 +77,14 @@ impl<B: Backend, T> PendingLogits<B, T> {
         } else {
             Tensor::cat(tensors, 0)
         };
-        let mut values = crate::predict::logits_to_vec(all).into_iter();
+        let mut values = logits_to_vec(all).into_iter();
         self.tags.drain(..).map(|(tag, rows)| (tag, values.by_ref().take(rows * classes).collect())).collect()
     }
+}
+
+/// Read a float tensor back as f32 values (whatever its dtype).
+pub fn logits_to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data after convert")
 }
 
 #[cfg(test)]

@@ -1,40 +1,7 @@
 //! Learning-rate schedules: constant (the notebook) or linear decay with warmup (HF's
 //! `get_linear_schedule_with_warmup`).
 
-use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
-
-/// The shape of the learning-rate curve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Schedule {
-    /// The peak rate at every step (Keras' default, what the notebook does).
-    #[default]
-    Constant,
-    /// From 0 up to the peak over the warmup steps, then linearly down to 0 at the last step.
-    Linear,
-}
-
-impl FromStr for Schedule {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "constant" => Ok(Schedule::Constant),
-            "linear" => Ok(Schedule::Linear),
-            other => Err(format!("schedule {other:?}: expected `constant` or `linear`")),
-        }
-    }
-}
-
-impl fmt::Display for Schedule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Schedule::Constant => "constant",
-            Schedule::Linear => "linear",
-        })
-    }
-}
+pub use bertlab_run::Schedule;
 
 /// A schedule bound to a run: peak rate, total steps and warmup steps.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,32 +1,29 @@
 //! The fine-tuning loop: data → tokens → model → epochs (train, validate, early stopping) →
 //! restore best → test → `record.json` and `best/`.
 
-use crate::batching::{BatchArrays, LengthBuckets, PaddingStats};
-use crate::early_stopping::{val_acc_at_min_val_loss, EarlyStopping};
-use crate::loss_scale::{DynamicLossScaler, ScaleDecision};
+use crate::batching::{padding_stats, BatchArrays, LengthBuckets};
+use crate::early_stopping::EarlyStopping;
 use crate::metrics::{argmax_rows, cross_entropy_rows};
-use crate::optim::{clip_coefficient, grad_sq_norm, Adam, AdamSettings};
-use crate::predict::{
-    batch_tensors, evaluate, logits_to_vec, metrics_from_logits, predict_logits, EvalSettings,
-};
-use crate::progress::{hms, EpochProgress, ProgressMode};
-use crate::readback::PendingLogits;
-use crate::record::{
-    peak_rss_bytes, DataSummary, Environment, EpochRecord, RunRecord, RunStatus, Timings, SCHEMA_VERSION,
-};
+use crate::optim::AdamSettings;
+use crate::predict::{evaluate, metrics_from_logits, predict_logits, EvalSettings};
+use crate::progress::{EpochProgress, ProgressMode};
+use crate::readback::{logits_to_vec, PendingLogits};
 use crate::schedule::LrSchedule;
-use crate::spec::{PrecisionSpec, RunSpec, SpecError};
+use crate::step::TrainStep;
 use bertlab_data::rng::Pcg64;
 use bertlab_data::{DataError, DatasetSource, NotebookSplit};
 use bertlab_hub::{HubOptions, RepoKind, RepoRef};
 use bertlab_models::{export_classifier, load_classifier, ModelError, Precision, TextClassifier};
+use bertlab_run::format::hms;
+use bertlab_run::record::peak_rss_bytes;
+use bertlab_run::{
+    val_acc_at_min_val_loss, DataSummary, Environment, EpochRecord, InvalidSetting, RunRecord, RunSpec,
+    RunStatus, Timings, FAILED_RECORD_FILE, RECORD_FILE, SCHEMA_VERSION,
+};
 use bertlab_tokenize::{EncodedTexts, TokenCache, TokenizeError, WordPieceTokenizer};
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::prelude::ElementConversion;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -35,7 +32,7 @@ use std::time::Instant;
 pub enum TrainError {
     /// The spec is invalid.
     #[error(transparent)]
-    Spec(#[from] SpecError),
+    Spec(#[from] InvalidSetting),
     /// Loading or splitting the dataset failed.
     #[error(transparent)]
     Data(Box<DataError>),
@@ -52,7 +49,7 @@ pub enum TrainError {
     )]
     UnsupportedPrecision {
         /// The precision asked for.
-        precision: PrecisionSpec,
+        precision: Precision,
         /// `B::name()`.
         backend: String,
         /// What the probe found.
@@ -158,8 +155,8 @@ pub struct TrainOptions {
 pub fn check_precision<B: Backend>(device: &B::Device, precision: Precision) -> Result<(), TrainError> {
     let (dtype, float_dtype, spec) = match precision {
         Precision::F32 => return Ok(()),
-        Precision::F16 => (DType::F16, FloatDType::F16, PrecisionSpec::F16),
-        Precision::BF16 => (DType::BF16, FloatDType::BF16, PrecisionSpec::Bf16),
+        Precision::F16 => (DType::F16, FloatDType::F16, precision),
+        Precision::BF16 => (DType::BF16, FloatDType::BF16, precision),
     };
     let unsupported = |detail: String| TrainError::UnsupportedPrecision {
         precision: spec,
@@ -266,14 +263,14 @@ pub fn train<B: AutodiffBackend>(
     match outcome {
         Ok(()) => {
             record.status = RunStatus::Completed;
-            let path = spec.out.join("record.json");
+            let path = spec.out.join(RECORD_FILE);
             record.write_atomic(&path).map_err(|source| TrainError::Io { path, source })?;
             Ok(record)
         }
         Err(err) => {
             record.error = Some(err.to_string());
             // Best effort: the error itself is what the caller needs.
-            let _ = record.write_atomic(&spec.out.join("failed-record.json"));
+            let _ = record.write_atomic(&spec.out.join(FAILED_RECORD_FILE));
             Err(err)
         }
     }
@@ -295,7 +292,7 @@ fn run_inner<B: AutodiffBackend>(
     options: &TrainOptions,
     record: &mut RunRecord,
 ) -> Result<(), TrainError> {
-    let precision: Precision = spec.precision.into();
+    let precision = spec.precision;
     check_precision::<B>(device, precision)?;
     let hub = HubOptions { offline: options.hub.offline || spec.offline, ..options.hub.clone() };
     let quiet = options.progress == ProgressMode::Quiet;
@@ -418,7 +415,7 @@ fn run_inner<B: AutodiffBackend>(
 /// the record's epochs, best/restored epoch, early-stopping flag and headline.
 fn fit<B: AutodiffBackend>(
     spec: &RunSpec,
-    mut model: TextClassifier<B>,
+    model: TextClassifier<B>,
     enc: &Encoded,
     eval: &EvalSettings,
     device: &B::Device,
@@ -433,9 +430,9 @@ fn fit<B: AutodiffBackend>(
     let steps_per_epoch = batches_per_epoch.div_ceil(spec.accum) as u64;
     let schedule =
         LrSchedule::new(spec.schedule, spec.lr, steps_per_epoch * spec.epochs as u64, spec.warmup_ratio);
-    let mut optimizer = Adam::<B>::new(AdamSettings::for_kind(spec.optimizer, spec.weight_decay), &model);
-    let mut scaler =
-        if precision == Precision::F16 { DynamicLossScaler::f16() } else { DynamicLossScaler::disabled() };
+    let optimizer = AdamSettings::for_kind(spec.optimizer, spec.weight_decay);
+    let mut trainer = TrainStep::new(model, optimizer, schedule, spec.grad_clip, precision);
+    let dynamic_scale = trainer.scaler().is_dynamic();
     let mut early = EarlyStopping::new(spec.patience);
     let mut rng = Pcg64::new(spec.seed);
     let mut best: Option<TextClassifier<B::InnerBackend>> = None;
@@ -444,7 +441,7 @@ fn fit<B: AutodiffBackend>(
     for epoch in 0..spec.epochs {
         last_epoch = epoch;
         let batches = buckets.epoch(&lengths, &mut rng);
-        let padding = PaddingStats::of(&batches, &lengths);
+        let padding = padding_stats(&batches, &lengths);
         if epoch == 0 {
             record.data.train_padding = padding;
         }
@@ -452,55 +449,41 @@ fn fit<B: AutodiffBackend>(
         let started = Instant::now();
         let mut tally = TrainTally::default();
         let mut pending = PendingLogits::<B::InnerBackend, BatchTag>::for_training();
-        let (mut steps, mut skipped, mut lr) = (0u64, 0u64, schedule.lr(optimizer.steps()));
+        let (mut steps, mut skipped, mut lr) = (0u64, 0u64, trainer.next_lr());
         let mut step_in_epoch = 0usize;
         for group in batches.chunks(spec.accum) {
-            let rows_in_step: usize = group.iter().map(|b| b.rows.len()).sum();
-            lr = schedule.lr(optimizer.steps());
-            let mut accumulator = GradientsAccumulator::<TextClassifier<B>>::new();
-            let mut single: Option<GradientsParams> = None;
-            for batch in group {
+            let packed: Vec<(BatchArrays, Vec<u32>)> = group
+                .iter()
+                .map(|batch| {
+                    let arrays =
+                        BatchArrays::pack(batch, eval.pad_id, |r, out| enc.train.extend_row_into(r, out));
+                    let labels: Vec<u32> = batch.rows.iter().map(|&r| enc.train_labels[r]).collect();
+                    (arrays, labels)
+                })
+                .collect();
+            let micro: Vec<(&BatchArrays, &[u32])> = packed.iter().map(|(a, l)| (a, l.as_slice())).collect();
+            let outcome = trainer.step(&micro, device, None);
+            lr = outcome.lr;
+            for (logits, (_, labels)) in outcome.logits.into_iter().zip(packed) {
                 step_in_epoch += 1;
-                let arrays =
-                    BatchArrays::pack(batch, eval.pad_id, |r, out| enc.train.extend_row_into(r, out));
-                let labels: Vec<u32> = batch.rows.iter().map(|&r| enc.train_labels[r]).collect();
-                // Each micro-batch's loss is its share of the step's mean, so the accumulated
-                // gradient equals the gradient of the whole step's batch.
-                let weight = scaler.scale() / rows_in_step as f64;
-                let (grads, logits) = forward_backward(&model, &arrays, &labels, weight, precision, device);
                 pending.push(logits, BatchTag { labels, step: step_in_epoch, lr });
-                if group.len() == 1 {
-                    single = Some(grads);
-                } else {
-                    accumulator.accumulate(&model, grads);
-                }
+            }
+            if outcome.skipped {
+                skipped += 1;
+            } else {
+                steps += 1;
             }
             if pending.due() {
-                tally.read(&mut pending, &mut bar, num_classes, scaler.is_dynamic(), epoch)?;
+                tally.read(&mut pending, &mut bar, num_classes, dynamic_scale, epoch)?;
             }
-            let grads = single.unwrap_or_else(|| accumulator.grads());
-            let mut multiplier = 1.0 / scaler.scale();
-            if spec.grad_clip.is_some() || scaler.is_dynamic() {
-                let sq: f64 = grad_sq_norm::<B, _>(&model, &grads).map_or(0.0, |t| t.into_scalar().elem());
-                let norm = sq.sqrt() / scaler.scale();
-                if scaler.update(norm.is_finite()) == ScaleDecision::Skip {
-                    skipped += 1;
-                    continue;
-                }
-                if let Some(max_norm) = spec.grad_clip {
-                    multiplier *= clip_coefficient(norm, max_norm);
-                }
-            }
-            model = optimizer.step(lr, model, grads, multiplier);
-            steps += 1;
         }
-        tally.read(&mut pending, &mut bar, num_classes, scaler.is_dynamic(), epoch)?;
+        tally.read(&mut pending, &mut bar, num_classes, dynamic_scale, epoch)?;
         B::sync(device).ok();
         let train_seconds = started.elapsed().as_secs_f64();
         let TrainTally { loss_sum, correct, seen } = tally;
 
         let started = Instant::now();
-        let inner = model.valid();
+        let inner = trainer.model().valid();
         let val_logits = predict_logits(&inner, &enc.val, eval, device);
         let val = metrics_from_logits(&val_logits, &enc.val_labels, num_classes);
         let val_seconds = started.elapsed().as_secs_f64();
@@ -514,7 +497,7 @@ fn fit<B: AutodiffBackend>(
             lr,
             steps,
             skipped_steps: skipped,
-            loss_scale: scaler.scale(),
+            loss_scale: trainer.scaler().scale(),
             train_seconds,
             val_seconds,
             train_seq_per_s: seen as f64 / train_seconds,
@@ -554,7 +537,7 @@ fn fit<B: AutodiffBackend>(
         }
         _ => {
             record.restored_epoch = Some(last_epoch + 1);
-            model.valid()
+            trainer.into_model().valid()
         }
     };
     Ok(final_model)
@@ -609,41 +592,6 @@ impl TrainTally {
     }
 }
 
-/// Σ cross-entropy of `logits` (`[rows, classes]`) against `labels`, times `weight`: the
-/// training loss whose gradient a micro-batch contributes.
-pub fn weighted_cross_entropy<B: Backend>(
-    logits: Tensor<B, 2>,
-    labels: &[u32],
-    weight: f64,
-    device: &B::Device,
-) -> Tensor<B, 1> {
-    let targets = Tensor::<B, 2, Int>::from_data(
-        TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len(), 1]),
-        device,
-    );
-    log_softmax(logits, 1).gather(1, targets).sum().mul_scalar(-weight)
-}
-
-/// Forward and backward of one micro-batch: gradients of `weight × Σ cross-entropy`, and the
-/// batch's logits (`[rows, classes]`, f32), still on the device.
-///
-/// Nothing here waits for the device: read the logits when they are needed, preferably many
-/// batches at once ([`PendingLogits`]), so that the host keeps queueing work.
-pub fn forward_backward<B: AutodiffBackend>(
-    model: &TextClassifier<B>,
-    arrays: &BatchArrays,
-    labels: &[u32],
-    weight: f64,
-    precision: Precision,
-    device: &B::Device,
-) -> (GradientsParams, Tensor<B::InnerBackend, 2>) {
-    let (ids, mask) = batch_tensors::<B>(arrays, device);
-    let logits = model.forward(ids, mask, precision); // [batch, classes], f32
-    let kept = logits.clone().detach().inner();
-    let loss = weighted_cross_entropy(logits, labels, weight, device);
-    (GradientsParams::from_grads(loss.backward(), model), kept)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -675,7 +623,7 @@ mod tests {
     #[test]
     fn ndarray_like_refusal_is_clear() {
         let e = TrainError::UnsupportedPrecision {
-            precision: PrecisionSpec::F16,
+            precision: Precision::F16,
             backend: "ndarray".into(),
             detail: "d".into(),
         };

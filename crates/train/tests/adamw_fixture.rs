@@ -106,7 +106,7 @@ fn one_adamw_step_matches_pytorch() {
     let (ids, mask) = bertlab_train::predict::batch_tensors::<Flex>(&arrays, &device);
     let got = logits_to_vec(after.forward(ids, mask, Precision::F32));
     let want = flat_f32(&step["logits_after"]);
-    let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let max_diff = bertlab_run::metrics::max_abs_diff(&got, &want);
     eprintln!("loss_before {loss:.9} (torch {loss_before:.9}); logits_after max |diff| = {max_diff:e}");
     assert!(max_diff <= 1e-6, "logits after one AdamW step: {got:?} vs {want:?}");
 }
@@ -129,7 +129,9 @@ fn max_grad_diff(model: &TextClassifier<AB>, a: &GradientsParams, b: &GradientsP
                 return;
             };
             self.count += 1;
-            self.max = self.max.max((x - y).abs().max().into_scalar());
+            let diff: f32 = (x - y).abs().max().into_scalar();
+            // A NaN gradient must fail the comparison, not vanish in `max`.
+            self.max = self.max.max(if diff.is_finite() { diff } else { f32::INFINITY });
         }
     }
     let mut d = Diff { a, b, max: 0.0, count: 0 };

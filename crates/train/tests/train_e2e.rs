@@ -4,7 +4,7 @@
 use bertlab_hub::{HubOptions, RepoKind, RepoRef};
 use bertlab_models::load_classifier;
 use bertlab_train::{
-    evaluate, train, EvalSettings, OptimizerKind, Padding, PrecisionSpec, ProgressMode, RunRecord, RunSpec,
+    evaluate, train, EvalSettings, OptimizerKind, Padding, Precision, ProgressMode, RunRecord, RunSpec,
     RunStatus, Schedule, TrainOptions,
 };
 use std::path::Path;
@@ -142,7 +142,7 @@ fn fixed_padding_accumulation_clipping_schedule_and_half_precision() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    for precision in [PrecisionSpec::F32, PrecisionSpec::Bf16, PrecisionSpec::F16] {
+    for precision in [Precision::F32, Precision::BF16, Precision::F16] {
         let spec = RunSpec {
             epochs: 1,
             padding: Padding::Fixed,
@@ -166,7 +166,7 @@ fn fixed_padding_accumulation_clipping_schedule_and_half_precision() {
         if e.skipped_steps == 0 {
             assert!((e.lr - 1e-3 / 4.0).abs() < 1e-12, "{}", e.lr);
         }
-        if precision == PrecisionSpec::F16 {
+        if precision == Precision::F16 {
             assert!(e.loss_scale >= 1.0);
         } else {
             assert_eq!(e.loss_scale, 1.0);

@@ -1,4 +1,5 @@
 //! What the CLI's integration tests share.
+#![allow(dead_code)] // each test file uses a part
 
 use std::path::PathBuf;
 

@@ -2,10 +2,10 @@
 //! accuracy by configuration when max_len or lr vary; accuracy and time against the data size
 //! when the subset varies; accuracy against time per model when the model varies.
 
+use super::rows::{Axis, RunRow, StageReport};
 use super::svg::{Chart, Figure, LegendItem, Marker, Scale, Series};
-use super::{Axis, RunRow, StageReport};
-use crate::record::RunRecord;
-use crate::spec::{format_lr, format_number};
+use bertlab_run::format::{format_lr, format_number};
+use bertlab_run::RunRecord;
 
 /// `(file name, SVG)` of every plot of `stage` (none without completed runs).
 pub fn stage_plots(stage: &StageReport) -> Vec<(String, String)> {
@@ -68,7 +68,7 @@ fn subtitle(stage: &StageReport) -> String {
         }
     }
     if !varying.contains(&Axis::Subset) {
-        parts.push(format!("subset {}", super::subset_cell(first)));
+        parts.push(format!("subset {}", super::markdown::subset_cell(first)));
     }
     parts.join(" · ")
 }
@@ -86,7 +86,7 @@ fn learning_curves(stage: &StageReport, done: &[(&RunRow, &RunRecord)]) -> Strin
     acc.x_ticks = loss.x_ticks.clone();
     let mut legend = Vec::new();
     for (i, (row, r)) in done.iter().enumerate() {
-        let pts = |f: fn(&crate::record::EpochRecord) -> f64| -> Vec<(f64, f64)> {
+        let pts = |f: fn(&bertlab_run::EpochRecord) -> f64| -> Vec<(f64, f64)> {
             r.epochs.iter().map(|e| (e.epoch as f64, f(e))).collect()
         };
         let label = stage.label(row);

@@ -245,7 +245,7 @@ pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
             break;
         }
         if t >= lo - step * 1e-9 {
-            ticks.push(if t.abs() < step * 1e-9 { 0.0 } else { crate::spec::round_sig(t, 12) });
+            ticks.push(if t.abs() < step * 1e-9 { 0.0 } else { bertlab_run::format::round_sig(t, 12) });
         }
         i += 1;
     }
@@ -261,7 +261,7 @@ fn tick_text(value: f64, step: f64) -> String {
     };
     let text = format!("{value:.decimals$}");
     if value.abs() >= 1e4 {
-        crate::estimate::format_count(value)
+        bertlab_run::format::format_count(value)
     } else {
         text
     }

@@ -2,9 +2,12 @@
 //! run and a record outside the latest plan.
 
 use super::*;
-use crate::plan::{Planner, StagePlan};
-use crate::spec::{PipelineLibrary, PipelineSpec};
+use crate::library::PipelineLibrary;
+use crate::options::PlanOptions;
+use crate::plan::{PlannedRun, Planner, StagePlan};
+use crate::spec::PipelineSpec;
 use crate::store::ProblemManifest;
+use bertlab_run::{ClassificationMetrics, DataSummary, PaddingStats, RunRecord, RunSpec, RunStatus, Timings};
 
 const PIPELINE: &str = r#"
 title = "chain"
@@ -43,27 +46,45 @@ runs = [ { model = "distilbert" }, { model = "bert" } ]
 fn record(run: &PlannedRun, epochs: &[(f64, f64)], test_acc: f64, secs: f64, batch: usize) -> RunRecord {
     let s = &run.settings;
     let train = (35_000.0 * s.subset.unwrap()) as usize;
-    let json = serde_json::json!({
-        "schema_version": 1,
-        "status": "completed",
-        "spec": {"model": run.model, "source": "hub", "subset": s.subset, "seed": 42, "max_len": s.max_len,
-                 "lr": s.lr, "batch": batch, "epochs": 3, "optimizer": "adam", "precision": "f32", "patience": 2},
-        "environment": {"backend": "cpu (burn-flex)", "device": "Cpu", "precision": "f32", "host_threads": 2,
-                        "hostname": "box", "started_at": "2025-01-01T00:00:00Z", "bertlab_version": "0.1.0"},
-        "data": {"total_rows": 50000, "pool": train * 10 / 7, "train": train, "val": train / 7, "test": train * 2 / 7,
-                 "class_names": ["neg", "pos"], "train_padding": {"real_tokens": train * 100, "padded_tokens": train * 110}},
-        "epochs": epochs.iter().enumerate().map(|(i, (l, a))| serde_json::json!({
-            "epoch": i + 1, "train_loss": 0.5 - 0.1 * i as f64, "train_acc": 0.8 + 0.05 * i as f64,
-            "val_loss": l, "val_acc": a, "train_seconds": secs - 1.0, "val_seconds": 1.0})).collect::<Vec<_>>(),
-        "best_epoch": epochs.iter().enumerate().min_by(|a, b| a.1.0.total_cmp(&b.1.0)).map(|(i, _)| i + 1),
-        "stopped_early": false,
-        "test": {"n": 100, "accuracy": test_acc, "f1": test_acc + 0.004, "precision": 0.8, "recall": 0.9,
-                 "confusion": [[1035, 215], [157, 1093]]},
-        "timings": {"fit_seconds": secs * epochs.len() as f64, "test_seconds": 2.0,
-                    "elapsed_seconds": secs * epochs.len() as f64 + 2.0, "total_seconds": secs * epochs.len() as f64 + 5.0},
-        "peak_rss_bytes": 1048576000u64
+    let spec = RunSpec {
+        model: run.model.clone(),
+        subset: s.subset.unwrap(),
+        max_len: s.max_len.unwrap(),
+        lr: s.lr.unwrap(),
+        batch,
+        ..RunSpec::default()
+    };
+    let mut r = crate::testing::record(spec, epochs, secs);
+    r.data = DataSummary {
+        source: "hub".into(),
+        total_rows: 50000,
+        pool: train * 10 / 7,
+        train,
+        val: train / 7,
+        test: train * 2 / 7,
+        class_names: vec!["neg".into(), "pos".into()],
+        train_truncated: 0,
+        train_padding: PaddingStats { real_tokens: train as u64 * 100, padded_tokens: train as u64 * 110 },
+    };
+    r.test = Some(ClassificationMetrics {
+        n: 100,
+        accuracy: test_acc,
+        f1: test_acc + 0.004,
+        precision: 0.8,
+        recall: 0.9,
+        loss: None,
+        confusion: vec![vec![1035, 215], vec![157, 1093]],
     });
-    serde_json::from_value(json).unwrap()
+    let fit = secs * epochs.len() as f64;
+    r.timings = Timings {
+        fit_seconds: fit,
+        test_seconds: 2.0,
+        elapsed_seconds: fit + 2.0,
+        total_seconds: fit + 5.0,
+        ..Timings::default()
+    };
+    r.peak_rss_bytes = Some(1_048_576_000);
+    r
 }
 
 fn put(store: &ResultsStore, run: &PlannedRun, r: &RunRecord) {
@@ -182,8 +203,10 @@ fn csv_has_one_row_per_run_with_the_columns() {
     let dir = tempfile::tempdir().unwrap();
     let options = PlanOptions { pool: 0.5, ..PlanOptions::default() };
     let store = chain(dir.path(), &options, 1.0);
-    let csv = Report::from_store(&store).csv();
+    let csv = Report::from_store(&store).csv().unwrap();
     let lines: Vec<&str> = csv.lines().collect();
+    #[allow(non_snake_case)]
+    let CSV_COLUMNS = csv_columns();
     assert_eq!(lines[0], CSV_COLUMNS.join(","));
     assert_eq!(lines.len(), 1 + 4 + 3 + 2);
     let col = |name: &str| CSV_COLUMNS.iter().position(|c| *c == name).unwrap();
@@ -215,11 +238,10 @@ fn failed_pending_and_stray_runs_are_shown_but_never_best() {
     let report = Report::from_store(&store);
     let p1 = &report.stages[0];
     let best_run = p1.runs[p1.best().unwrap()].planned.clone().unwrap();
-    let failed = RunRecord {
-        status: "failed".into(),
-        error: Some("CUDA error: launch failed".into()),
-        ..Default::default()
-    };
+    let mut failed = record(&best_run, &[], 0.0, 1.0, 8);
+    failed.status = RunStatus::Failed;
+    failed.error = Some("CUDA error: launch failed".into());
+    failed.test = None;
     write_atomic(
         &store.run_dir(&best_run).join("record.json"),
         serde_json::to_string(&failed).unwrap().as_bytes(),
@@ -244,7 +266,7 @@ fn failed_pending_and_stray_runs_are_shown_but_never_best() {
     assert!(md.contains("(provisional: not every run has completed)"), "{md}");
     assert!(md.contains("`distilbert-len128-lr2e-5-b32-sub0.25-00000000`: completed"), "{md}");
     assert!(md.contains("a1a = 0.8640"), "{md}");
-    let csv = report.csv();
+    let csv = report.csv().unwrap();
     assert!(csv.lines().any(|l| l.contains(",false,completed,") && l.contains("00000000")), "{csv}");
     assert!(
         csv.contains("\"CUDA error: launch failed\"") || csv.contains(",CUDA error: launch failed\n"),

@@ -203,6 +203,20 @@ pub fn cross_entropy_rows(logits: &[f32], labels: &[u32], num_classes: usize) ->
         .collect()
 }
 
+/// The largest |a − b| over two equally long slices, for checks against reference outputs:
+/// `+∞` when any value (either side) is NaN or infinite, so that a broken model can never pass a
+/// tolerance (a plain `fold(0.0, f32::max)` skips NaN).
+///
+/// # Panics
+/// When the lengths differ.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "max_abs_diff: {} values against {}", a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| if x.is_finite() && y.is_finite() { (x - y).abs() } else { f32::INFINITY })
+        .fold(0.0, f32::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +286,15 @@ mod tests {
         let ce = cross_entropy_rows(&[0.0, 0.0, (3.0f32).ln(), 0.0], &[1, 0], 2);
         assert!((ce[0] - 2f64.ln()).abs() < 1e-12);
         assert!((ce[1] - (4.0f64 / 3.0).ln()).abs() < 1e-7);
+    }
+
+    #[test]
+    fn max_abs_diff_fails_on_non_finite_values() {
+        assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 2.0]), 0.5);
+        assert_eq!(max_abs_diff(&[], &[]), 0.0);
+        assert_eq!(max_abs_diff(&[f32::NAN, 2.0], &[1.0, 2.0]), f32::INFINITY);
+        assert_eq!(max_abs_diff(&[1.0], &[f32::NAN]), f32::INFINITY);
+        assert_eq!(max_abs_diff(&[f32::INFINITY], &[f32::INFINITY]), f32::INFINITY);
+        assert!(max_abs_diff(&[f32::NAN; 4], &[0.0; 4]) > 1e-3, "an all-NaN output must fail");
     }
 }

@@ -1,0 +1,111 @@
+#![doc = include_str!("../README.md")]
+//!
+//! Each measurement is one JSON object per line on stdout; progress and summaries go to
+//! stderr. `parity` and `numerics` exit non-zero when a check fails, after printing all.
+
+#![warn(missing_docs)]
+
+mod env;
+mod ids;
+mod models;
+mod numerics;
+mod parity;
+mod table;
+mod throughput;
+
+use std::io::Write;
+
+use bertlab_hub::HubOptions;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+/// `bertlab bench …`
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The backend, device and supported precisions of this build (one JSON line).
+    Env(env::EnvArgs),
+    /// f32 parity with the transformers fixtures (logits, hidden states, one AdamW step) and
+    /// f16/bf16 error against f32.
+    Parity(parity::ParityArgs),
+    /// Loss curves of 200 AdamW steps in f32, f16 and bf16 from one random initialisation.
+    Numerics(numerics::NumericsArgs),
+    /// Training throughput of randomly initialised DistilBERT-base / BERT-base.
+    TrainThroughput(throughput::ThroughputArgs),
+    /// bertlab vs PyTorch table (seq/s, ratio, MFU) from the JSON lines of both.
+    Table(table::TableArgs),
+    /// Tokenize a fixed sample of IMDB train reviews into a small ids file for the benches.
+    MakeIds(ids::MakeIdsArgs),
+}
+
+/// The backend the benches run on, as the binary was built: the training backend `B`, its name
+/// (recorded in every result line) and how `--device` is parsed.
+pub struct Runtime<B: AutodiffBackend> {
+    /// e.g. `cpu (burn-flex)`, `cuda`, `wgpu`.
+    pub name: &'static str,
+    /// Parses `--device` (and checks the driver, for CUDA).
+    pub device: fn(&str) -> anyhow::Result<B::Device>,
+    /// Hub lookups (offline or not) for `make-ids` and `parity`.
+    pub hub: HubOptions,
+}
+
+impl<B: AutodiffBackend> Runtime<B> {
+    /// The backend this binary computes with, as the table shows it: `cuda`, `cuda+fusion`
+    /// (Burn's CUDA backend wrapped in its kernel-fusion layer), `cpu (burn-flex)`.
+    fn build_label(&self) -> String {
+        if std::any::type_name::<B::InnerBackend>().contains("Fusion") {
+            format!("{}+fusion", self.name)
+        } else {
+            self.name.to_string()
+        }
+    }
+}
+
+/// Run `bertlab bench` on the backend `B`.
+pub fn run<B: AutodiffBackend>(args: BenchArgs, rt: &Runtime<B>) -> anyhow::Result<()> {
+    match args.command {
+        BenchCommand::Env(a) => env::run(a, rt),
+        BenchCommand::Parity(a) => parity::run(a, rt),
+        BenchCommand::Numerics(a) => numerics::run(a, rt),
+        BenchCommand::TrainThroughput(a) => throughput::run(a, rt),
+        BenchCommand::Table(a) => table::run(a),
+        BenchCommand::MakeIds(a) => ids::run_make_ids(a, rt),
+    }
+}
+
+/// Print one result line (flushed, so a script reading the pipe sees it at once).
+fn emit(value: Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
+}
+
+/// Burn launches asynchronously on GPUs: a timing is only real after a sync.
+fn sync<B: Backend>(device: &B::Device) {
+    B::sync(device).ok();
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let k = 10f64.powi(digits);
+    (x * k).round() / k
+}
+
+/// The text of a caught panic.
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// [`bertlab_run::write_atomic`] with the path in the error.
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    bertlab_run::write_atomic(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+}

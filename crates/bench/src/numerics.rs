@@ -1,0 +1,224 @@
+//! `bench numerics`: AdamW loss curves of one random initialisation in f32, f16 and bf16 on
+//! fixed batches, compared step by step.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use bertlab_models::Precision;
+use bertlab_train::metrics::cross_entropy_rows;
+use bertlab_train::optim::AdamSettings;
+use bertlab_train::predict::logits_to_vec;
+use bertlab_train::{check_precision, LrSchedule, Schedule, TrainStep};
+use burn::tensor::backend::AutodiffBackend;
+use clap::Args;
+use serde_json::json;
+
+use crate::ids::IdsFile;
+use crate::models::{random_classifier, ModelChoice};
+use crate::throughput::PlanBatch;
+use crate::{emit, round, sync, Runtime};
+
+#[derive(Args)]
+pub(crate) struct NumericsArgs {
+    /// distilbert (DistilBERT-base), bert (BERT-base), or the path of a config.json.
+    #[arg(long, default_value = "distilbert")]
+    arch: ModelChoice,
+    /// The tokenized IMDB sample (`bertlab bench make-ids`).
+    #[arg(long)]
+    ids_file: PathBuf,
+    /// Optimizer steps per precision.
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Tokens per row (fixed padding).
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    /// Distinct batches, cycled through: the first batch × batches rows of the ids file.
+    #[arg(long, default_value_t = 32)]
+    batches: usize,
+    /// AdamW learning rate (ε 1e-8, weight decay 0.01 except biases and LayerNorm).
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    /// Precisions; f32 is the reference and must be among them.
+    #[arg(long, value_delimiter = ',', default_value = "f32,f16,bf16")]
+    precision: Vec<Precision>,
+    /// Leading steps where f16 overflow skips are expected while the loss scale settles.
+    #[arg(long, default_value_t = 10)]
+    grace_steps: usize,
+    /// Largest gap allowed between a half-precision loss curve and f32's, both smoothed over
+    /// 10 steps (single steps are reported too).
+    #[arg(long, default_value_t = 0.05)]
+    gap_tolerance: f64,
+    /// Seed of the initialisation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop early (all precisions at the same step) once this many seconds have passed; the
+    /// summary then covers the steps done.
+    #[arg(long)]
+    max_seconds: Option<f64>,
+    /// cpu, or cuda / cuda:N in a CUDA build.
+    #[arg(long, default_value = "default")]
+    device: String,
+}
+
+/// Moving average over `window` steps (shorter at the start).
+pub(crate) fn smooth(xs: &[f64], window: usize) -> Vec<f64> {
+    (0..xs.len())
+        .map(|i| {
+            let from = (i + 1).saturating_sub(window);
+            xs[from..=i].iter().sum::<f64>() / (i + 1 - from) as f64
+        })
+        .collect()
+}
+
+struct Curve {
+    losses: Vec<f64>,
+    skipped: Vec<usize>,
+}
+
+/// One precision's training in `bench numerics`.
+struct NumericsRun<B: AutodiffBackend> {
+    precision: Precision,
+    trainer: TrainStep<B>,
+    curve: Curve,
+    seconds: f64,
+}
+
+pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> anyhow::Result<()> {
+    if !args.precision.contains(&Precision::F32) {
+        bail!("--precision: f32 is the reference curve; include it (e.g. f32,f16,bf16)");
+    }
+    let ids = IdsFile::read(&args.ids_file)?;
+    ids.check_max_len(args.max_len)?;
+    if args.batch * args.batches > ids.ids.len() {
+        bail!(
+            "--batch {} × --batches {} rows, but the ids file has {}",
+            args.batch,
+            args.batches,
+            ids.ids.len()
+        );
+    }
+    let device = (rt.device)(&args.device)?;
+    let mut config = args.arch.config.clone();
+    // Dropout off: the curves then differ by rounding alone, not by different masks.
+    config.hidden_dropout_prob = 0.0;
+    config.attention_probs_dropout_prob = 0.0;
+    config.classifier_dropout = 0.0;
+    let batches: Vec<PlanBatch> = (0..args.batches)
+        .map(|b| PlanBatch { len: args.max_len, rows: (b * args.batch..(b + 1) * args.batch).collect() })
+        .collect();
+    let model0 = random_classifier::<B>(&config, args.seed, &device);
+    let schedule = LrSchedule::new(Schedule::Constant, args.lr, args.steps as u64, 0.0);
+    let mut runs: Vec<NumericsRun<B>> = Vec::new();
+    for &precision in &args.precision {
+        match check_precision::<B::InnerBackend>(&device, precision) {
+            Ok(()) => runs.push(NumericsRun {
+                precision,
+                trainer: TrainStep::new(
+                    model0.clone(),
+                    AdamSettings::hf_adamw(0.01),
+                    schedule,
+                    None,
+                    precision,
+                ),
+                curve: Curve { losses: Vec::with_capacity(args.steps), skipped: Vec::new() },
+                seconds: 0.0,
+            }),
+            Err(e) => {
+                emit(json!({"bench": "numerics", "precision": precision.as_str(), "skipped": e.to_string()}))
+            }
+        }
+    }
+    // The precisions advance step by step together, so that a time limit leaves curves of
+    // equal length to compare.
+    let started = Instant::now();
+    let mut steps_done = 0;
+    for step in 0..args.steps {
+        if args.max_seconds.is_some_and(|limit| started.elapsed().as_secs_f64() > limit) {
+            eprintln!("numerics: stopping after {step} of {} steps (--max-seconds)", args.steps);
+            break;
+        }
+        let (arrays, labels) = ids.pack(&batches[step % batches.len()], args.max_len);
+        for run in &mut runs {
+            let t = Instant::now();
+            let outcome = run.trainer.step(&[(&arrays, &labels)], &device, None);
+            let logits: Vec<f32> = outcome.logits.into_iter().flat_map(logits_to_vec).collect();
+            let loss = cross_entropy_rows(&logits, &labels, config.num_labels()).iter().sum::<f64>()
+                / labels.len() as f64;
+            run.curve.losses.push(loss);
+            if outcome.skipped {
+                run.curve.skipped.push(step);
+            }
+            sync::<B>(&device);
+            run.seconds += t.elapsed().as_secs_f64();
+        }
+        steps_done = step + 1;
+    }
+    if steps_done == 0 {
+        bail!("numerics: no step done (--steps 0, or --max-seconds too short)");
+    }
+    let mut curves: BTreeMap<&'static str, Curve> = BTreeMap::new();
+    for run in runs {
+        let n = run.curve.losses.len();
+        let tail = &run.curve.losses[n.saturating_sub(10)..];
+        emit(json!({
+            "bench": "numerics", "model": args.arch.name, "precision": run.precision.as_str(),
+            "steps": steps_done, "batch": args.batch, "max_len": args.max_len, "lr": args.lr,
+            "seconds": round(run.seconds, 3),
+            "seq_per_s": round((steps_done * args.batch) as f64 / run.seconds.max(1e-9), 2),
+            "first_loss": run.curve.losses.first(),
+            "last10_mean_loss": tail.iter().sum::<f64>() / tail.len().max(1) as f64,
+            "skipped_steps": run.curve.skipped, "final_loss_scale": run.trainer.scaler().scale(),
+            "losses": run.curve.losses.iter().map(|&l| round(l, 6)).collect::<Vec<_>>(),
+        }));
+        curves.insert(run.precision.as_str(), run.curve);
+    }
+    let reference = curves.get("f32").context("the f32 run did not happen")?;
+    let smoothed_ref = smooth(&reference.losses, 10);
+    let mut gaps = serde_json::Map::new();
+    let mut failures = Vec::new();
+    for (name, curve) in curves.iter().filter(|(n, _)| **n != "f32") {
+        let (mut max_gap, mut at) = (0f64, 0usize);
+        for (i, (a, b)) in curve.losses.iter().zip(&reference.losses).enumerate() {
+            let gap = if a.is_finite() { (a - b).abs() } else { f64::INFINITY };
+            if gap > max_gap {
+                (max_gap, at) = (gap, i);
+            }
+        }
+        let smoothed = smooth(&curve.losses, 10);
+        let smoothed_gap =
+            smoothed.iter().zip(&smoothed_ref).map(|(a, b)| (a - b).abs()).fold(0f64, |m, g| {
+                // A non-finite loss is an infinite gap, never one that `max` skips.
+                m.max(if g.is_finite() { g } else { f64::INFINITY })
+            });
+        let late_skips = curve.skipped.iter().filter(|&&s| s >= args.grace_steps).count();
+        let pass = smoothed_gap <= args.gap_tolerance && late_skips == 0;
+        if !pass {
+            failures.push(format!(
+                "{name}: smoothed gap {smoothed_gap:.4} (tolerance {}), {late_skips} step(s) skipped after step {}",
+                args.gap_tolerance, args.grace_steps
+            ));
+        }
+        gaps.insert(
+            name.to_string(),
+            json!({
+                "max_gap": round(max_gap, 6), "max_gap_step": at, "smoothed_max_gap": round(smoothed_gap, 6),
+                "skipped": curve.skipped.len(), "skipped_after_grace": late_skips, "pass": pass,
+            }),
+        );
+    }
+    emit(json!({
+        "bench": "numerics-summary", "model": args.arch.name, "reference": "f32", "steps": steps_done,
+        "steps_asked": args.steps,
+        "grace_steps": args.grace_steps, "gap_tolerance": args.gap_tolerance, "precisions": gaps,
+        "pass": failures.is_empty(),
+    }));
+    if !failures.is_empty() {
+        bail!("numerics check failed:\n  {}", failures.join("\n  "));
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! Every run setting, walked through every place it is spelled: a run spec file, `bertlab train`
+//! flags, a pipeline's tables, the planned run's spec, the run record, and the report's
+//! `results.csv`. A setting added to `bertlab_run::RunSpec` fails here until it reaches them all.
+
+use std::process::Command;
+
+use bertlab_pipeline::report::{csv_columns, Report};
+use bertlab_pipeline::{PipelineLibrary, PlanOptions, Planner, ResultsStore, SpecTarget, StageKey};
+use bertlab_run::{Environment, RunOverrides, RunRecord, RunSpec, RunStatus, ALL_KEYS, PLACEMENT_KEYS};
+
+mod common;
+use common::BIN;
+
+/// A value for every key, none of them the default.
+const EVERY_SETTING: &str = r#"
+model = "org/some-model"
+source = "hub:org/some-data@v1"
+subset = 0.3
+seed = 7
+max_len = 200
+truncation = "head-tail"
+lr = 3e-5
+batch = 12
+eval_batch = 48
+epochs = 5
+optimizer = "adamw"
+schedule = "linear"
+warmup_ratio = 0.06
+weight_decay = 0.02
+grad_clip = 1.5
+accum = 2
+precision = "bf16"
+padding = "fixed"
+pad_multiple = 16
+patience = 1
+restore_best = "on-stop"
+out = "runs/walk"
+device = "cpu"
+cache_dir = "cache/tokens"
+offline = true
+"#;
+
+fn every_setting() -> RunSpec {
+    RunSpec::from_toml_str(EVERY_SETTING, "every.toml".as_ref()).unwrap()
+}
+
+#[test]
+fn the_walk_covers_every_key_with_a_value_that_is_not_the_default() {
+    let table: toml::Table = toml::from_str(EVERY_SETTING).unwrap();
+    let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
+    let mut all = ALL_KEYS.to_vec();
+    keys.sort();
+    all.sort();
+    assert_eq!(keys, all, "EVERY_SETTING must set every RunSpec key");
+    let (spec, default) = (every_setting(), RunSpec::default());
+    for key in ALL_KEYS {
+        assert_ne!(spec.value_text(key), default.value_text(key), "{key} has its default value");
+    }
+    // The same values through a settings table (as pipelines read them) give the same spec.
+    assert_eq!(RunOverrides::from_table(&table).unwrap().to_spec(), spec);
+}
+
+#[test]
+fn every_flag_sets_its_key() {
+    let spec = every_setting();
+    let mut args: Vec<String> = vec!["train".into(), "--print-spec".into(), "--offline".into()];
+    for key in ALL_KEYS.iter().filter(|k| **k != "offline") {
+        args.push(format!("--{}", key.replace('_', "-")));
+        args.push(spec.value_text(key).unwrap());
+    }
+    let out = Command::new(BIN).args(&args).env_remove("HF_HUB_OFFLINE").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = RunSpec::from_toml_str(&String::from_utf8(out.stdout).unwrap(), "stdout".as_ref()).unwrap();
+    assert_eq!(printed, spec);
+    // A flag overrides the spec file; the file's other keys stay.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("run.toml");
+    std::fs::write(&file, EVERY_SETTING).unwrap();
+    let out = Command::new(BIN)
+        .args(["train", "--print-spec", "--spec", file.to_str().unwrap(), "--lr", "0.001"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = RunSpec::from_toml_str(&String::from_utf8(out.stdout).unwrap(), "stdout".as_ref()).unwrap();
+    assert_eq!(printed, RunSpec { lr: 0.001, ..spec });
+}
+
+#[test]
+fn a_pipeline_plans_every_setting_into_the_run_spec_the_record_and_the_report() {
+    let spec = every_setting();
+    let dir = tempfile::tempdir().unwrap();
+    // Every setting but where the run goes (xtask's) and the model (a role in a pipeline).
+    let mut defaults = String::new();
+    for key in ALL_KEYS.iter().filter(|k| !PLACEMENT_KEYS.contains(k) && **k != "model") {
+        let value = toml::Table::try_from(&spec).unwrap()[*key].clone();
+        defaults.push_str(&format!("{key} = {value}\n"));
+    }
+    let pipeline = format!(
+        "[models]\nm = \"org/some-model\"\n[defaults]\nmodel = \"m\"\n{defaults}[[problem]]\nid = \"p\"\nruns = [{{}}]\n"
+    );
+    std::fs::write(dir.path().join("walk.toml"), pipeline).unwrap();
+    let lib = PipelineLibrary::new(dir.path());
+    let stages = lib.stages(&lib.load("walk").unwrap()).unwrap();
+    let store = ResultsStore::new(dir.path().join("runs"));
+    let options = PlanOptions::default();
+    let planner = Planner::new(&lib, stages, &options, &store).unwrap();
+    let plan = planner.plan(&StageKey::parse("walk/p", "")).unwrap();
+    let run = &plan.runs[0];
+
+    // The run spec xtask writes for the run: the pipeline's values plus where it runs.
+    let target = SpecTarget {
+        model: "org/some-model",
+        source: Some("hub:org/some-data@v1"),
+        out: &spec.out,
+        device: &spec.device,
+        cache_dir: spec.cache_dir.as_deref(),
+    };
+    let written = RunSpec::from_toml_str(&run.spec_toml(&target, None), "run.toml".as_ref()).unwrap();
+    assert_eq!(written, RunSpec { offline: false, ..spec.clone() });
+
+    // The record of that run, read back by the report: every setting is a column of
+    // results.csv with the value the run recorded.
+    let mut record = RunRecord::new(written, Environment::capture("cpu (burn-flex)", "Cpu", "bf16", 7));
+    record.status = RunStatus::Completed;
+    store.write_run_files(run, &run.spec_toml(&target, None)).unwrap();
+    record.write_atomic(&store.run_dir(run).join("record.json")).unwrap();
+    let csv = Report::from_store(&store).csv().unwrap();
+    let columns = csv_columns();
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(row.len(), columns.len(), "{csv}");
+    for key in ALL_KEYS.iter().filter(|k| !PLACEMENT_KEYS.contains(k)) {
+        let column = match *key {
+            "epochs" => "epochs_max",
+            k => k,
+        };
+        let at = columns.iter().position(|c| c == column).unwrap_or_else(|| panic!("no column for {key}"));
+        assert_eq!(row[at], spec.value_text(key).unwrap(), "{key}");
+    }
+}

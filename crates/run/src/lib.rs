@@ -1,0 +1,23 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod atomic;
+pub mod choices;
+pub mod cost;
+pub mod format;
+pub mod metrics;
+pub mod record;
+pub mod spec;
+
+pub use atomic::write_atomic;
+pub use choices::{OptimizerKind, Padding, Precision, RestoreBest, Schedule, Truncation, UnknownChoice};
+pub use cost::ModelShape;
+pub use metrics::{ClassificationMetrics, ConfusionMatrix};
+pub use record::{
+    val_acc_at_min_val_loss, DataSummary, Environment, EpochRecord, PaddingStats, RecordError, RunRecord,
+    RunStatus, Timings, FAILED_RECORD_FILE, RECORD_FILE, SCHEMA_VERSION,
+};
+pub use spec::{
+    setting_keys, InvalidSetting, RunOverrides, RunSpec, SettingText, SpecError, TableError, ALL_KEYS,
+    PLACEMENT_KEYS,
+};

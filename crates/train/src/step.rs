@@ -1,0 +1,227 @@
+//! One optimizer step of fine-tuning: forward and backward of its micro-batches (gradient
+//! accumulation), the f16 overflow check and clipping on the global gradient norm, and the
+//! Adam/AdamW update — the step `fit` takes, and the one the benchmarks time.
+
+use crate::batching::BatchArrays;
+use crate::loss_scale::{DynamicLossScaler, ScaleDecision};
+use crate::optim::{clip_coefficient, grad_sq_norm, Adam, AdamSettings};
+use crate::predict::batch_tensors;
+use crate::readback::logits_to_vec;
+use crate::schedule::LrSchedule;
+use bertlab_models::{Precision, TextClassifier};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::ElementConversion;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use serde::Serialize;
+use std::time::Instant;
+
+/// Seconds spent in each phase of the steps timed with a [`PhaseTimes`] (the device is synced
+/// after each phase, so timed steps are slower than untimed ones: use them to see where the
+/// time goes, not to measure throughput).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PhaseTimes {
+    /// Packing the batch on the host and copying ids and mask to the device.
+    pub upload: f64,
+    /// The forward pass.
+    pub forward: f64,
+    /// Reading the logits back to the host.
+    pub readback: f64,
+    /// Loss and backward pass.
+    pub backward: f64,
+    /// Global gradient norm (f16 overflow check and clipping; a device→host read).
+    pub grad_norm: f64,
+    /// The Adam/AdamW update of every parameter.
+    pub optimizer: f64,
+}
+
+/// What one optimizer step did.
+pub struct StepOutcome<B: Backend> {
+    /// Each micro-batch's logits (`[rows, classes]`, f32), still on the device, in order.
+    pub logits: Vec<Tensor<B, 2>>,
+    /// The learning rate of the step.
+    pub lr: f64,
+    /// The gradients overflowed in f16: the step was skipped (and the loss scale halved).
+    pub skipped: bool,
+}
+
+/// A model with its optimizer, loss scale and learning-rate schedule, stepped one optimizer
+/// step at a time.
+pub struct TrainStep<B: AutodiffBackend> {
+    // Adam's update takes the module by value and returns the updated one.
+    model: Option<TextClassifier<B>>,
+    optimizer: Adam<B>,
+    scaler: DynamicLossScaler,
+    schedule: LrSchedule,
+    grad_clip: Option<f64>,
+    precision: Precision,
+}
+
+impl<B: AutodiffBackend> TrainStep<B> {
+    /// Steps of `model` with `optimizer`, `schedule`, an optional global-norm clip, in
+    /// `precision` (f16 gets dynamic loss scaling; f32 and bf16 need none).
+    pub fn new(
+        model: TextClassifier<B>,
+        optimizer: AdamSettings,
+        schedule: LrSchedule,
+        grad_clip: Option<f64>,
+        precision: Precision,
+    ) -> TrainStep<B> {
+        let optimizer = Adam::new(optimizer, &model);
+        let scaler = if precision == Precision::F16 {
+            DynamicLossScaler::f16()
+        } else {
+            DynamicLossScaler::disabled()
+        };
+        TrainStep { model: Some(model), optimizer, scaler, schedule, grad_clip, precision }
+    }
+
+    /// The model as it is now.
+    pub fn model(&self) -> &TextClassifier<B> {
+        self.model.as_ref().expect("a TrainStep always holds its model")
+    }
+
+    /// The model, ending the training.
+    pub fn into_model(self) -> TextClassifier<B> {
+        self.model.expect("a TrainStep always holds its model")
+    }
+
+    /// The optimizer (its state: moments and step count).
+    pub fn optimizer(&self) -> &Adam<B> {
+        &self.optimizer
+    }
+
+    /// The loss scaler (its scale and overflow count).
+    pub fn scaler(&self) -> &DynamicLossScaler {
+        &self.scaler
+    }
+
+    /// The learning rate the next step will use.
+    pub fn next_lr(&self) -> f64 {
+        self.schedule.lr(self.optimizer.steps())
+    }
+
+    /// One optimizer step over `micro_batches` (ids, mask and labels each); their gradients are
+    /// accumulated so that the step equals one over all their rows. With `timer`, the device is
+    /// synced between phases and each phase's seconds are added to it.
+    pub fn step(
+        &mut self,
+        micro_batches: &[(&BatchArrays, &[u32])],
+        device: &B::Device,
+        mut timer: Option<&mut PhaseTimes>,
+    ) -> StepOutcome<B::InnerBackend> {
+        let rows: usize = micro_batches.iter().map(|(_, labels)| labels.len()).sum();
+        let lr = self.next_lr();
+        let model = self.model.take().expect("a TrainStep always holds its model");
+        let mut accumulator = GradientsAccumulator::<TextClassifier<B>>::new();
+        let mut single: Option<GradientsParams> = None;
+        let mut logits = Vec::with_capacity(micro_batches.len());
+        for &(arrays, labels) in micro_batches {
+            // Each micro-batch's loss is its share of the step's mean, so the accumulated
+            // gradient equals the gradient of the whole step's batch.
+            let weight = self.scaler.scale() / rows as f64;
+            let (grads, l) = match timer.as_deref_mut() {
+                Some(t) => forward_backward_timed(&model, arrays, labels, weight, self.precision, device, t),
+                None => forward_backward(&model, arrays, labels, weight, self.precision, device),
+            };
+            logits.push(l);
+            if micro_batches.len() == 1 {
+                single = Some(grads);
+            } else {
+                accumulator.accumulate(&model, grads);
+            }
+        }
+        let grads = single.unwrap_or_else(|| accumulator.grads());
+        let mut multiplier = 1.0 / self.scaler.scale();
+        if self.grad_clip.is_some() || self.scaler.is_dynamic() {
+            let t = Instant::now();
+            let sq: f64 = grad_sq_norm::<B, _>(&model, &grads).map_or(0.0, |t| t.into_scalar().elem());
+            if let Some(timer) = timer.as_deref_mut() {
+                timer.grad_norm += t.elapsed().as_secs_f64();
+            }
+            let norm = sq.sqrt() / self.scaler.scale();
+            if self.scaler.update(norm.is_finite()) == ScaleDecision::Skip {
+                self.model = Some(model);
+                return StepOutcome { logits, lr, skipped: true };
+            }
+            if let Some(max_norm) = self.grad_clip {
+                multiplier *= clip_coefficient(norm, max_norm);
+            }
+        }
+        let t = Instant::now();
+        let model = self.optimizer.step(lr, model, grads, multiplier);
+        if let Some(timer) = timer {
+            B::sync(device).ok();
+            timer.optimizer += t.elapsed().as_secs_f64();
+        }
+        self.model = Some(model);
+        StepOutcome { logits, lr, skipped: false }
+    }
+}
+
+/// Σ cross-entropy of `logits` (`[rows, classes]`) against `labels`, times `weight`: the
+/// training loss whose gradient a micro-batch contributes.
+pub fn weighted_cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: &[u32],
+    weight: f64,
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    let targets = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len(), 1]),
+        device,
+    );
+    log_softmax(logits, 1).gather(1, targets).sum().mul_scalar(-weight)
+}
+
+/// Forward and backward of one micro-batch: gradients of `weight × Σ cross-entropy`, and the
+/// batch's logits (`[rows, classes]`, f32), still on the device.
+///
+/// Nothing here waits for the device: read the logits when they are needed, preferably many
+/// batches at once ([`crate::PendingLogits`]), so that the host keeps queueing work.
+pub fn forward_backward<B: AutodiffBackend>(
+    model: &TextClassifier<B>,
+    arrays: &BatchArrays,
+    labels: &[u32],
+    weight: f64,
+    precision: Precision,
+    device: &B::Device,
+) -> (GradientsParams, Tensor<B::InnerBackend, 2>) {
+    let (ids, mask) = batch_tensors::<B>(arrays, device);
+    let logits = model.forward(ids, mask, precision); // [batch, classes], f32
+    let kept = logits.clone().detach().inner();
+    let loss = weighted_cross_entropy(logits, labels, weight, device);
+    (GradientsParams::from_grads(loss.backward(), model), kept)
+}
+
+/// [`forward_backward`] with a device sync and a timer between its phases (upload, forward,
+/// logits read back, backward).
+fn forward_backward_timed<B: AutodiffBackend>(
+    model: &TextClassifier<B>,
+    arrays: &BatchArrays,
+    labels: &[u32],
+    weight: f64,
+    precision: Precision,
+    device: &B::Device,
+    timer: &mut PhaseTimes,
+) -> (GradientsParams, Tensor<B::InnerBackend, 2>) {
+    let t = Instant::now();
+    let (ids, mask) = batch_tensors::<B>(arrays, device);
+    B::sync(device).ok();
+    timer.upload += t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let logits = model.forward(ids, mask, precision);
+    B::sync(device).ok();
+    timer.forward += t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let kept = logits.clone().detach().inner();
+    let _ = logits_to_vec(kept.clone());
+    timer.readback += t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let loss = weighted_cross_entropy(logits, labels, weight, device);
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    B::sync(device).ok();
+    timer.backward += t.elapsed().as_secs_f64();
+    (grads, kept)
+}
