@@ -138,6 +138,8 @@ struct Shared {
 struct State {
     repos: HashMap<(RepoKind, String), HashMap<String, Arc<Snapshot>>>,
     lfs_threshold: u64,
+    /// Old id → new id of renamed repositories.
+    renames: HashMap<(RepoKind, String), String>,
     /// Host in the CDN URLs of redirects; `None`: the same origin as the resolve URL.
     cdn_host: Option<String>,
     faults: Vec<(Fault, usize)>,
@@ -181,6 +183,7 @@ impl HubStandin {
                 repos: HashMap::new(),
                 lfs_threshold: DEFAULT_LFS_THRESHOLD,
                 cdn_host: None,
+                renames: HashMap::new(),
                 faults: Vec::new(),
                 log: Vec::new(),
                 cdn: HashMap::new(),
@@ -232,6 +235,13 @@ impl HubStandin {
         revisions.insert(revision.to_string(), Arc::clone(&snapshot));
         revisions.insert(commit.to_string(), snapshot);
         Ok(())
+    }
+
+    /// Answer requests for `old_id` with a 307 to the same path under `new_id` (a relative
+    /// `Location`), as the Hub does for a renamed repository (`bert-base-uncased` →
+    /// `google-bert/bert-base-uncased`).
+    pub fn add_rename(&self, kind: RepoKind, old_id: &str, new_id: &str) {
+        self.shared.lock().renames.insert((kind, old_id.to_string()), new_id.to_string());
     }
 
     /// Files larger than `bytes` are answered with a 302 to the CDN (default
@@ -556,25 +566,51 @@ fn route(shared: &Shared, path: &str, range: Option<&str>) -> Answer {
             let kind = if *kind == "models" { RepoKind::Model } else { RepoKind::Dataset };
             match rest.iter().position(|s| *s == "revision") {
                 Some(i) if i > 0 && rest.len() == i + 2 => {
-                    listing(shared, kind, &rest[..i].join("/"), &decode(rest[i + 1]))
+                    let id = rest[..i].join("/");
+                    if let Some(answer) = renamed(shared, kind, &id, &segments[..2], &rest[i..]) {
+                        return answer;
+                    }
+                    listing(shared, kind, &id, &decode(rest[i + 1]))
                 }
                 _ => text(404, "Not Found"),
             }
         }
         _ => {
-            let (kind, rest) = match segments.split_first() {
-                Some((&"datasets", rest)) => (RepoKind::Dataset, rest),
-                _ => (RepoKind::Model, segments.as_slice()),
+            let (kind, before, rest) = match segments.split_first() {
+                Some((&"datasets", rest)) => (RepoKind::Dataset, &segments[..1], rest),
+                _ => (RepoKind::Model, &segments[..0], segments.as_slice()),
             };
             match rest.iter().position(|s| *s == "resolve") {
                 Some(i) if i > 0 && rest.len() >= i + 3 => {
+                    let id = rest[..i].join("/");
+                    if let Some(answer) = renamed(shared, kind, &id, before, &rest[i..]) {
+                        return answer;
+                    }
                     let file: Vec<String> = rest[i + 2..].iter().map(|s| decode(s)).collect();
-                    resolve(shared, kind, &rest[..i].join("/"), &decode(rest[i + 1]), &file.join("/"), range)
+                    resolve(shared, kind, &id, &decode(rest[i + 1]), &file.join("/"), range)
                 }
                 _ => text(404, "Not Found"),
             }
         }
     }
+}
+
+/// A 307 with a relative `Location` naming the new id, as the Hub answers for a renamed repo.
+fn renamed(shared: &Shared, kind: RepoKind, id: &str, before: &[&str], after: &[&str]) -> Option<Answer> {
+    let new_id = shared.lock().renames.get(&(kind, id.to_string()))?.clone();
+    let location = format!(
+        "/{}",
+        before
+            .iter()
+            .copied()
+            .chain([new_id.as_str()])
+            .chain(after.iter().copied())
+            .collect::<Vec<_>>()
+            .join("/")
+    );
+    let mut answer = text(307, &format!("Temporary Redirect. Redirecting to {location}"));
+    answer.headers.push(("Location", location));
+    Some(answer)
 }
 
 fn snapshot(shared: &Shared, kind: RepoKind, id: &str, revision: &str) -> Result<Arc<Snapshot>, Answer> {

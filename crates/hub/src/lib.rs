@@ -222,7 +222,8 @@ impl RepoRef {
             RepoRef::Local(dir) => dir.join(file).is_file(),
             RepoRef::Hub { id, kind, revision } => {
                 let Ok(cache) = options.cache_root() else { return false };
-                cache::cached_file(&cache, id, *kind, revision, file).is_some()
+                cache::check_file_name(file).is_ok()
+                    && cache::cached_file(&cache, id, *kind, revision, file).is_some()
             }
         }
     }

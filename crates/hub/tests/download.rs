@@ -192,6 +192,35 @@ fn list_files_reads_the_hub_listing_at_a_revision_with_slashes() {
 }
 
 #[test]
+fn a_renamed_repository_is_followed_and_cached_under_the_name_asked_for() {
+    let f = fixture();
+    f.hub.add_rename(Kind::Model, "tiny", "org/tiny");
+    let options = options(&f, 0);
+    let old_name = RepoRef::hub("tiny", RepoKind::Model, "main");
+    let path = old_name.file("config.json", &options).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), f.small);
+    // As Python: the cache folder is the id asked for.
+    assert!(
+        path.starts_with(f.cache.path().join("models--tiny/snapshots").join(COMMIT)),
+        "{}",
+        path.display()
+    );
+    let requests: Vec<(String, Option<u16>, String)> =
+        f.hub.requests().into_iter().map(|r| (r.path, r.status, r.range.unwrap_or_default())).collect();
+    let old_path = "/tiny/resolve/main/config.json".to_string();
+    let new_path = "/org/tiny/resolve/main/config.json".to_string();
+    assert_eq!(
+        requests,
+        [
+            (old_path, Some(307), "bytes=0-0".into()),
+            (new_path.clone(), Some(206), "bytes=0-0".into()),
+            (new_path, Some(206), "bytes=0-".into()),
+        ]
+    );
+    assert_eq!(old_name.list_files(&options).unwrap(), ["config.json", "weights/model.safetensors"]);
+}
+
+#[test]
 fn a_dropped_connection_is_resumed_where_it_broke() {
     let f = fixture();
     // Cut twice: the first retry resumes at 100000 and is cut again at 200000.
