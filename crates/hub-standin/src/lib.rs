@@ -142,6 +142,8 @@ struct State {
     renames: HashMap<(RepoKind, String), String>,
     /// Host in the CDN URLs of redirects; `None`: the same origin as the resolve URL.
     cdn_host: Option<String>,
+    /// Redirect to `/cdn/…` without scheme and host.
+    relative_cdn: bool,
     faults: Vec<(Fault, usize)>,
     log: Vec<Request>,
     /// sha256 → content, filled when a resolve answer first redirects to it.
@@ -183,6 +185,7 @@ impl HubStandin {
                 repos: HashMap::new(),
                 lfs_threshold: DEFAULT_LFS_THRESHOLD,
                 cdn_host: None,
+                relative_cdn: false,
                 renames: HashMap::new(),
                 faults: Vec::new(),
                 log: Vec::new(),
@@ -255,6 +258,13 @@ impl HubStandin {
     /// CDN is another host (a client must not send it the Hub token).
     pub fn set_cdn_host(&self, host: &str) {
         self.shared.lock().cdn_host = Some(host.to_string());
+    }
+
+    /// Redirect large files to a relative `/cdn/…` location instead of an absolute URL.
+    /// Clients follow relative redirects as the metadata answer (as they do for a renamed
+    /// repository); this checks they still get the commit and ETag from the redirect.
+    pub fn set_relative_cdn_redirects(&self, relative: bool) {
+        self.shared.lock().relative_cdn = relative;
     }
 
     /// Apply `fault` to the next `times` requests it applies to (`usize::MAX`: to all). Faults
@@ -674,6 +684,7 @@ fn resolve(
             let mut state = shared.lock();
             state.cdn.insert(sha256.clone(), source);
             match &state.cdn_host {
+                _ if state.relative_cdn => format!("/cdn/{sha256}"),
                 Some(host) => format!("http://{host}:{}/cdn/{sha256}", shared.port),
                 None => format!("{}/cdn/{sha256}", shared.base),
             }

@@ -148,15 +148,18 @@ fn parse_listing(body: &[u8]) -> Result<Vec<String>, String> {
 
 /// Ask for the first byte of the file: the answer's headers say which commit the revision is at,
 /// the ETag names the blob, and `Content-Range` gives the size. Relative redirects (a renamed
-/// repository) are followed; an absolute one is the CDN of a large file, whose own answer gives
-/// the size.
+/// repository, or the Hub's own file cache) are followed as Python does, the final answer's
+/// headers counting, else those of the redirect that carried them; an absolute redirect is the
+/// CDN of a large file, whose own answer gives the size.
 fn metadata(client: &Client, url: &str) -> Result<Metadata, Failure> {
     let mut current = url.to_string();
+    let mut from_redirect = None;
     for _ in 0..10 {
         let response = client.send(&current, Some("bytes=0-0"))?;
         if (300..400).contains(&response.status()) {
             let (target, relative) = location(&current, &response)?;
             if relative {
+                from_redirect = identity(&current, &response).ok().or(from_redirect);
                 current = target;
                 continue;
             }
@@ -165,7 +168,10 @@ fn metadata(client: &Client, url: &str) -> Result<Metadata, Failure> {
             let size = size_of(&cdn_url, &cdn_response)?;
             return Ok(Metadata { commit, etag, size, location: target });
         }
-        let (commit, etag) = identity(&current, &response)?;
+        let (commit, etag) = match (identity(&current, &response), from_redirect) {
+            (Ok(found), _) | (Err(_), Some(found)) => found,
+            (Err(missing), None) => return Err(missing),
+        };
         let size = size_of(&current, &response)?;
         return Ok(Metadata { commit, etag, size, location: current });
     }

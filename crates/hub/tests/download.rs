@@ -221,6 +221,31 @@ fn a_renamed_repository_is_followed_and_cached_under_the_name_asked_for() {
 }
 
 #[test]
+fn a_relative_redirect_to_the_file_store_still_gives_commit_and_etag() {
+    let f = fixture();
+    f.hub.set_relative_cdn_redirects(true);
+    let path = tiny().file("weights/model.safetensors", &options(&f, 0)).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), f.large);
+    assert_eq!(std::fs::read_link(&path).unwrap(), Path::new("../../../blobs").join(sha256_hex(&f.large)));
+    assert_eq!(ranges(&f.hub, |r| r.is_cdn()), ["bytes=0-0", "bytes=0-"]);
+}
+
+#[test]
+fn a_connection_dropped_every_time_gives_up_saying_how_far_it_got() {
+    let f = fixture();
+    f.hub.inject(Fault::DropAfter(100_000), usize::MAX);
+    let err = tiny().file("weights/model.safetensors", &options(&f, 1)).unwrap_err();
+    let HubError::Download(ref failed) = err else { panic!("{err}") };
+    // The second attempt resumed at 100000 and was cut 100000 bytes later.
+    assert!(failed.reason.starts_with(&format!("connection dropped after 200000 of {LARGE} bytes")), "{err}");
+    assert!(failed.reason.ends_with("; gave up after 2 attempts"), "{err}");
+    assert!(failed.url.contains("/cdn/"), "{err}");
+    // The partial file stays for the next run to resume.
+    let partial = repo_dir(&f).join("blobs").join(format!("{}.incomplete", sha256_hex(&f.large)));
+    assert_eq!(std::fs::read(partial).unwrap(), &f.large[..200_000]);
+}
+
+#[test]
 fn a_dropped_connection_is_resumed_where_it_broke() {
     let f = fixture();
     // Cut twice: the first retry resumes at 100000 and is cut again at 200000.
