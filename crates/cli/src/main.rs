@@ -51,7 +51,7 @@ pub struct Global {
 impl Global {
     /// Hub options for file lookups.
     pub fn hub(&self) -> bertlab_hub::HubOptions {
-        bertlab_hub::HubOptions { offline: self.offline, cache_dir: None, progress: true }
+        bertlab_hub::HubOptions { offline: self.offline, progress: true, ..Default::default() }
     }
 }
 

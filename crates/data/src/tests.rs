@@ -173,7 +173,8 @@ fn source_parsing() {
 #[test]
 fn offline_hub_source_says_which_file_is_missing() {
     let cache = tempfile::tempdir().unwrap();
-    let hub = HubOptions { offline: true, cache_dir: Some(cache.path().to_path_buf()), progress: false };
+    let hub =
+        HubOptions { offline: true, cache_dir: Some(cache.path().to_path_buf()), ..HubOptions::default() };
     let err = DatasetSource::default().load(&hub).unwrap_err().to_string();
     assert!(err.contains("plain_text/train-00000-of-00001.parquet"), "{err}");
     assert!(err.contains("stanfordnlp/imdb") && err.contains(IMDB_REVISION), "{err}");

@@ -1,34 +1,20 @@
-//! Resolve the files of a Hugging Face Hub repository (model or dataset) to local paths.
-//!
-//! bertlab reads three kinds of reference to a repository, and this crate turns each into a
-//! local file path:
-//!
-//! - a local directory laid out like a Hub snapshot (`config.json`, `model.safetensors`, …):
-//!   files are read in place, nothing is downloaded;
-//! - a Hub id (`distilbert/distilbert-base-uncased`), online: the file is taken from the
-//!   standard HF cache (`$HF_HOME/hub`, default `~/.cache/huggingface/hub`, the layout Python
-//!   shares) or downloaded into it with `hf-hub`, honouring `HF_HOME` and `HF_ENDPOINT`;
-//! - a Hub id, offline (`HF_HUB_OFFLINE=1` or [`HubOptions::offline`]): the cache only, with an
-//!   error that names the missing file and says how to fetch it.
-//!
-//! hf-hub 0.4.3 does not read `HF_HUB_OFFLINE` itself, so offline lookups are done here against
-//! the cache layout (`refs/<revision>` → `snapshots/<commit>/<file>`; a revision that is already a
-//! commit hash is looked up in `snapshots/` directly, as Python writes it).
-//!
-//! ```
-//! use bertlab_hub::{HubOptions, RepoRef, RepoKind};
-//! let dir = std::env::temp_dir().join("bertlab-hub-doctest");
-//! std::fs::create_dir_all(&dir).unwrap();
-//! std::fs::write(dir.join("config.json"), "{}").unwrap();
-//! let repo = RepoRef::parse(dir.to_str().unwrap(), RepoKind::Model);
-//! let path = repo.file("config.json", &HubOptions::default()).unwrap();
-//! assert_eq!(path, dir.join("config.json"));
-//! ```
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
 
-mod atomic;
-pub use atomic::write_atomic;
+mod cache;
+mod download;
+mod error;
+mod net;
+
+// Files written whole or not at all: one implementation, in bertlab-run.
+pub use bertlab_run::write_atomic;
+pub use error::{FailedRequest, HubError};
+pub use net::NetworkSettings;
+
+/// The Hub's address when neither [`HubOptions::endpoint`] nor `HF_ENDPOINT` says otherwise.
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 /// Whether a Hub repository holds a model or a dataset (they live in different namespaces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +23,16 @@ pub enum RepoKind {
     Model,
     /// `https://huggingface.co/datasets/<id>`; cache folder `datasets--<org>--<name>`.
     Dataset,
+}
+
+impl RepoKind {
+    /// `"model"` or `"dataset"`, as messages name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RepoKind::Model => "model",
+            RepoKind::Dataset => "dataset",
+        }
+    }
 }
 
 /// Where the files of a repository come from.
@@ -55,28 +51,112 @@ pub enum RepoRef {
     },
 }
 
-/// How Hub lookups behave.
-#[derive(Debug, Clone, Default)]
+/// How Hub lookups behave. `HubOptions::default()` reads the usual environment variables (see
+/// the crate documentation); every field set here takes precedence over them.
+#[derive(Clone, Default)]
 pub struct HubOptions {
     /// Use the local cache only, never the network. Also switched on by `HF_HUB_OFFLINE=1`.
     pub offline: bool,
-    /// Cache root override (the folder holding `models--…`); default from `HF_HOME`.
+    /// Cache root override (the folder holding `models--…`); default `HF_HUB_CACHE`, else
+    /// `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
     pub cache_dir: Option<PathBuf>,
-    /// Show download progress bars.
+    /// Show download progress bars (on a terminal only).
     pub progress: bool,
+    /// The Hub to talk to, e.g. `https://huggingface.co` or a mirror; default `HF_ENDPOINT`, else
+    /// [`DEFAULT_ENDPOINT`].
+    pub endpoint: Option<String>,
+    /// Access token for private and gated repositories; default `HF_TOKEN`, else the file
+    /// `$HF_HOME/token` that `huggingface-cli login` writes.
+    pub token: Option<String>,
+    /// Timeouts and retries; default [`NetworkSettings::from_env`].
+    pub network: Option<NetworkSettings>,
+    /// Read none of the `HF_*` and `BERTLAB_HUB_*` environment variables: only the fields above
+    /// count. For tests, which run in parallel in one process and share its environment (CI
+    /// sets `HF_HUB_OFFLINE=1` for all of them).
+    pub ignore_env: bool,
+}
+
+impl std::fmt::Debug for HubOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubOptions")
+            .field("offline", &self.offline)
+            .field("cache_dir", &self.cache_dir)
+            .field("progress", &self.progress)
+            .field("endpoint", &self.endpoint)
+            // A token in a debug print would end up in logs.
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("network", &self.network)
+            .field("ignore_env", &self.ignore_env)
+            .finish()
+    }
 }
 
 impl HubOptions {
     /// True when either the option or the `HF_HUB_OFFLINE` environment variable asks for it.
     pub fn is_offline(&self) -> bool {
-        self.offline || env_offline()
+        self.offline || (!self.ignore_env && env_offline())
     }
 
-    fn cache(&self) -> hf_hub::Cache {
-        match &self.cache_dir {
-            Some(dir) => hf_hub::Cache::new(dir.clone()),
-            None => hf_hub::Cache::from_env(),
+    /// The cache root (the folder holding `models--…` and `datasets--…`).
+    pub fn cache_root(&self) -> Result<PathBuf, HubError> {
+        if let Some(dir) = &self.cache_dir {
+            return Ok(dir.clone());
         }
+        if let Some(dir) = self.var("HF_HUB_CACHE") {
+            return Ok(expand_home(&dir));
+        }
+        self.hf_home().map(|home| home.join("hub")).ok_or(HubError::NoCacheDir)
+    }
+
+    /// The Hub endpoint in use, without a trailing `/`.
+    pub fn endpoint_url(&self) -> String {
+        let endpoint = self.endpoint.clone().or_else(|| self.var("HF_ENDPOINT"));
+        endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT).trim_end_matches('/').to_string()
+    }
+
+    /// The timeouts and retries in use: [`HubOptions::network`], else from the environment.
+    pub fn network_settings(&self) -> Result<NetworkSettings, HubError> {
+        match self.network {
+            Some(settings) => Ok(settings),
+            None if self.ignore_env => Ok(NetworkSettings::default()),
+            None => NetworkSettings::from_env(),
+        }
+    }
+
+    /// The token sent to the endpoint, if any.
+    fn resolved_token(&self) -> Option<String> {
+        if let Some(token) = &self.token {
+            return Some(token.clone());
+        }
+        if let Some(token) = self.var("HF_TOKEN") {
+            return Some(token.trim().to_string());
+        }
+        let path = match self.var("HF_TOKEN_PATH") {
+            Some(path) => expand_home(&path),
+            None => self.hf_home()?.join("token"),
+        };
+        let token = std::fs::read_to_string(path).ok()?;
+        let token = token.trim();
+        (!token.is_empty()).then(|| token.to_string())
+    }
+
+    /// `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`, as Python.
+    fn hf_home(&self) -> Option<PathBuf> {
+        if let Some(home) = self.var("HF_HOME") {
+            return Some(expand_home(&home));
+        }
+        if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+            return Some(PathBuf::from(xdg).join("huggingface"));
+        }
+        Some(home_dir()?.join(".cache").join("huggingface"))
+    }
+
+    /// A non-empty environment variable, unless [`HubOptions::ignore_env`].
+    fn var(&self, name: &str) -> Option<String> {
+        if self.ignore_env {
+            return None;
+        }
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
     }
 }
 
@@ -87,57 +167,20 @@ fn env_offline() -> bool {
     )
 }
 
-/// What went wrong while resolving a file.
-#[derive(Debug, thiserror::Error)]
-pub enum HubError {
-    /// The local directory does not hold the file.
-    #[error("{path}: no such file (looked for `{file}` in the local directory {dir})", path = dir.join(file).display(), dir = dir.display())]
-    MissingLocal {
-        /// The directory searched.
-        dir: PathBuf,
-        /// The file name asked for.
-        file: String,
-    },
-    /// Offline and the cache does not hold the file.
-    #[error(
-        "offline (HF_HUB_OFFLINE=1 or --offline) and `{file}` of {kind} `{id}` at revision `{revision}` \
-         is not in the HF cache {cache}; fetch it once with network access (run the same command \
-         without --offline / HF_HUB_OFFLINE, or `huggingface-cli download {flag}{id} {file} --revision {revision}`), \
-         or point at a local directory holding the file",
-        kind = kind_name(*kind),
-        flag = if *kind == RepoKind::Dataset { "--repo-type dataset " } else { "" }
-    )]
-    NotCached {
-        /// Repository id.
-        id: String,
-        /// Model or dataset.
-        kind: RepoKind,
-        /// Revision asked for.
-        revision: String,
-        /// File name.
-        file: String,
-        /// Cache folder searched.
-        cache: String,
-    },
-    /// The download failed.
-    #[error(
-        "downloading `{file}` of {kind} `{id}` (revision `{revision}`) from the Hub failed: {source}. \
-             Check the network, HF_ENDPOINT, and for gated repositories a token (`huggingface-cli login`); \
-             to work offline set HF_HUB_OFFLINE=1 with the file already in the HF cache"
-    )]
-    Download {
-        /// Repository id.
-        id: String,
-        /// "model" or "dataset".
-        kind: &'static str,
-        /// Revision asked for.
-        revision: String,
-        /// File name.
-        file: String,
-        /// The hf-hub error.
-        #[source]
-        source: Box<hf_hub::api::sync::ApiError>,
-    },
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .or_else(|| std::env::var_os("USERPROFILE"))
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// `~/x` → `$HOME/x`, as Python's `expanduser` does for `HF_HOME`.
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), home_dir()) {
+        (Some(rest), Some(home)) => home.join(rest),
+        _ if path == "~" => home_dir().unwrap_or_else(|| PathBuf::from(path)),
+        _ => PathBuf::from(path),
+    }
 }
 
 impl RepoRef {
@@ -178,13 +221,16 @@ impl RepoRef {
         match self {
             RepoRef::Local(dir) => dir.join(file).is_file(),
             RepoRef::Hub { id, kind, revision } => {
-                cached_file(&options.cache(), id, *kind, revision, file).is_some()
+                let Ok(cache) = options.cache_root() else { return false };
+                cache::check_file_name(file).is_ok()
+                    && cache::cached_file(&cache, id, *kind, revision, file).is_some()
             }
         }
     }
 
     /// The local path of `file` (e.g. `config.json`, `plain_text/train-00000-of-00001.parquet`),
-    /// downloading it into the HF cache when needed and allowed.
+    /// downloading it into the HF cache when needed and allowed. A file already in the cache is
+    /// returned without any request.
     pub fn file(&self, file: &str, options: &HubOptions) -> Result<PathBuf, HubError> {
         match self {
             RepoRef::Local(dir) => {
@@ -196,8 +242,9 @@ impl RepoRef {
                 }
             }
             RepoRef::Hub { id, kind, revision } => {
-                let cache = options.cache();
-                if let Some(path) = cached_file(&cache, id, *kind, revision, file) {
+                cache::check_file_name(file)?;
+                let cache = options.cache_root()?;
+                if let Some(path) = cache::cached_file(&cache, id, *kind, revision, file) {
                     return Ok(path);
                 }
                 if options.is_offline() {
@@ -206,71 +253,40 @@ impl RepoRef {
                         kind: *kind,
                         revision: revision.clone(),
                         file: file.to_string(),
-                        cache: cache.path().display().to_string(),
+                        cache: cache.display().to_string(),
                     });
                 }
-                download(&cache, id, *kind, revision, file, options.progress).map_err(|source| {
-                    HubError::Download {
-                        id: id.clone(),
-                        kind: kind_name(*kind),
-                        revision: revision.clone(),
-                        file: file.to_string(),
-                        source: Box::new(source),
-                    }
-                })
+                let repo = download::Repo { id, kind: *kind, revision };
+                download::download(&repo, file, &cache, options)
             }
         }
     }
-}
 
-fn kind_name(kind: RepoKind) -> &'static str {
-    match kind {
-        RepoKind::Model => "model",
-        RepoKind::Dataset => "dataset",
+    /// The files of the repository, as relative paths with `/` separators, sorted: for a local
+    /// directory the files below it; for a Hub repository the Hub's listing at the revision
+    /// (`GET {endpoint}/api/{models|datasets}/{id}/revision/{revision}`), or offline the files
+    /// of the cached snapshot of that revision (which may hold only some of them).
+    pub fn list_files(&self, options: &HubOptions) -> Result<Vec<String>, HubError> {
+        match self {
+            RepoRef::Local(dir) => {
+                cache::walk_files(dir).map_err(|source| HubError::LocalDir { dir: dir.clone(), source })
+            }
+            RepoRef::Hub { id, kind, revision } => {
+                if options.is_offline() {
+                    let cache = options.cache_root()?;
+                    let not_cached = || HubError::SnapshotNotCached {
+                        id: id.clone(),
+                        kind: *kind,
+                        revision: revision.clone(),
+                        cache: cache.display().to_string(),
+                    };
+                    let dir = cache::snapshot_dir(&cache, id, *kind, revision).ok_or_else(not_cached)?;
+                    return cache::walk_files(&dir).map_err(|_| not_cached());
+                }
+                download::list(&download::Repo { id, kind: *kind, revision }, options)
+            }
+        }
     }
-}
-
-fn hf_repo(id: &str, kind: RepoKind, revision: &str) -> hf_hub::Repo {
-    let repo_type = match kind {
-        RepoKind::Model => hf_hub::RepoType::Model,
-        RepoKind::Dataset => hf_hub::RepoType::Dataset,
-    };
-    hf_hub::Repo::with_revision(id.to_string(), repo_type, revision.to_string())
-}
-
-/// Look a file up in the standard cache layout without touching the network.
-fn cached_file(
-    cache: &hf_hub::Cache,
-    id: &str,
-    kind: RepoKind,
-    revision: &str,
-    file: &str,
-) -> Option<PathBuf> {
-    let repo_dir = cache.path().join(hf_repo(id, kind, revision).folder_name());
-    let is_commit = revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit());
-    let commit = if is_commit {
-        revision.to_string()
-    } else {
-        std::fs::read_to_string(repo_dir.join("refs").join(revision)).ok()?.trim().to_string()
-    };
-    let path = repo_dir.join("snapshots").join(commit).join(file);
-    path.is_file().then_some(path)
-}
-
-fn download(
-    cache: &hf_hub::Cache,
-    id: &str,
-    kind: RepoKind,
-    revision: &str,
-    file: &str,
-    progress: bool,
-) -> Result<PathBuf, hf_hub::api::sync::ApiError> {
-    let mut builder = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone()).with_progress(progress);
-    if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
-        builder = builder.with_endpoint(endpoint);
-    }
-    let api = builder.build()?;
-    api.repo(hf_repo(id, kind, revision)).get(file)
 }
 
 /// Resolve the `BERTLAB_SHARED` test-data folder (default `../shared` next to the workspace).
@@ -278,7 +294,9 @@ fn download(
 /// A relative `BERTLAB_SHARED` is taken from the current directory when it exists there, else
 /// from the workspace root: `cargo test` runs each crate's tests in the crate's own folder, so
 /// `BERTLAB_SHARED=../shared` set at the workspace root would otherwise silently skip them.
-/// Tests call this and skip, with a printed reason, when it returns `None`.
+/// Tests call this and skip, with a printed reason, when it returns `None` — except under
+/// `BERTLAB_REQUIRE_SHARED=1` (CI sets it), where a missing folder panics, so that no test can
+/// pass by skipping there.
 pub fn shared_dir() -> Option<PathBuf> {
     // CARGO_MANIFEST_DIR of this crate is <workspace>/crates/hub.
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -293,7 +311,16 @@ pub fn shared_dir() -> Option<PathBuf> {
         }
         None => workspace.join("../shared"),
     };
-    dir.is_dir().then(|| dir.canonicalize().unwrap_or(dir))
+    if dir.is_dir() {
+        return Some(dir.canonicalize().unwrap_or(dir));
+    }
+    if std::env::var("BERTLAB_REQUIRE_SHARED").is_ok_and(|v| v.trim() == "1") {
+        panic!(
+            "BERTLAB_REQUIRE_SHARED=1, but the shared test data is not at {} (set BERTLAB_SHARED to it)",
+            dir.display()
+        );
+    }
+    None
 }
 
 #[cfg(test)]
@@ -328,16 +355,24 @@ mod tests {
         let repo = cache.path().join("datasets--stanfordnlp--imdb");
         write(&repo.join("refs/main"), commit);
         write(&repo.join("snapshots").join(commit).join("plain_text/a.parquet"), "x");
-        let options = HubOptions { offline: true, cache_dir: Some(cache.path().into()), progress: false };
+        let options = HubOptions {
+            offline: true,
+            cache_dir: Some(cache.path().into()),
+            ignore_env: true,
+            ..HubOptions::default()
+        };
         for rev in ["main", commit] {
             let r = RepoRef::hub("stanfordnlp/imdb", RepoKind::Dataset, rev);
             let p = r.file("plain_text/a.parquet", &options).unwrap();
             assert!(p.ends_with("plain_text/a.parquet"));
+            assert_eq!(r.list_files(&options).unwrap(), ["plain_text/a.parquet"]);
         }
         let r = RepoRef::hub("stanfordnlp/imdb", RepoKind::Dataset, commit);
         let err = r.file("plain_text/b.parquet", &options).unwrap_err().to_string();
         assert!(err.contains("plain_text/b.parquet") && err.contains("stanfordnlp/imdb"), "{err}");
         assert!(err.contains("--repo-type dataset"), "{err}");
+        let err = RepoRef::hub("stanfordnlp/imdb", RepoKind::Dataset, "v2").list_files(&options).unwrap_err();
+        assert!(err.to_string().contains("`v2`") && err.to_string().contains("stanfordnlp/imdb"), "{err}");
     }
 
     #[test]
@@ -348,5 +383,62 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("model.safetensors"), "{err}");
+    }
+
+    #[test]
+    fn local_listing_is_recursive_relative_and_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir.path().join("plain_text/train-00000-of-00001.parquet"), "t");
+        write(&dir.path().join("README.md"), "r");
+        write(&dir.path().join("plain_text/test-00000-of-00001.parquet"), "t");
+        let files = RepoRef::Local(dir.path().into()).list_files(&HubOptions::default()).unwrap();
+        assert_eq!(
+            files,
+            [
+                "README.md",
+                "plain_text/test-00000-of-00001.parquet",
+                "plain_text/train-00000-of-00001.parquet"
+            ]
+        );
+        let missing = RepoRef::Local(dir.path().join("nope")).list_files(&HubOptions::default()).unwrap_err();
+        assert!(missing.to_string().contains("nope"), "{missing}");
+    }
+
+    #[test]
+    fn explicit_options_override_the_environment() {
+        let options = HubOptions {
+            endpoint: Some("http://127.0.0.1:9/".into()),
+            cache_dir: Some("/tmp/x".into()),
+            token: Some("hf_secret".into()),
+            ignore_env: true,
+            ..HubOptions::default()
+        };
+        assert_eq!(options.endpoint_url(), "http://127.0.0.1:9");
+        assert_eq!(options.cache_root().unwrap(), PathBuf::from("/tmp/x"));
+        assert_eq!(options.network_settings().unwrap(), NetworkSettings::default());
+        assert!(!options.is_offline());
+        assert!(!format!("{options:?}").contains("hf_secret"));
+        let bare = HubOptions { ignore_env: true, ..HubOptions::default() };
+        assert_eq!(bare.endpoint_url(), DEFAULT_ENDPOINT);
+        assert_eq!(bare.resolved_token(), None);
+    }
+
+    #[test]
+    fn errors_stay_small_enough_to_embed() {
+        // bertlab-data and bertlab-models carry HubError inside their own errors, which clippy's
+        // result_large_err refuses from 128 bytes on.
+        assert!(std::mem::size_of::<HubError>() <= 104, "{}", std::mem::size_of::<HubError>());
+    }
+
+    #[test]
+    fn file_names_that_leave_the_snapshot_are_refused() {
+        let cache = tempfile::tempdir().unwrap();
+        let options =
+            HubOptions { cache_dir: Some(cache.path().into()), ignore_env: true, ..HubOptions::default() };
+        let repo = RepoRef::hub("org/name", RepoKind::Model, "main");
+        for bad in ["../x", "/etc/passwd", "a//b", "a/./b", ""] {
+            let err = repo.file(bad, &options).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
+        }
     }
 }

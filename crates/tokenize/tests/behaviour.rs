@@ -165,7 +165,7 @@ fn bad_files_are_reported_with_their_path() {
 #[test]
 fn offline_hub_id_without_cache_names_the_model() {
     let cache = tempfile::tempdir().unwrap();
-    let hub = HubOptions { offline: true, cache_dir: Some(cache.path().into()), progress: false };
+    let hub = HubOptions { offline: true, cache_dir: Some(cache.path().into()), ..HubOptions::default() };
     let repo = RepoRef::parse("google-bert/bert-base-uncased", RepoKind::Model);
     let err = WordPieceTokenizer::from_repo(&repo, &hub).unwrap_err().to_string();
     assert!(err.contains("google-bert/bert-base-uncased") && err.contains("offline"), "{err}");
@@ -181,7 +181,7 @@ fn hub_cache_layout_is_read_offline() {
     let snap = repo_dir.join("snapshots").join(commit);
     std::fs::create_dir_all(&snap).unwrap();
     std::fs::write(snap.join("vocab.txt"), VOCAB).unwrap();
-    let hub = HubOptions { offline: true, cache_dir: Some(cache.path().into()), progress: false };
+    let hub = HubOptions { offline: true, cache_dir: Some(cache.path().into()), ..HubOptions::default() };
     let tok = WordPieceTokenizer::from_repo(&RepoRef::parse("org/tiny", RepoKind::Model), &hub).unwrap();
     assert_eq!(tok.encode("the film", 8, Truncation::Head).unwrap(), vec![2, 5, 6, 3]);
 }
