@@ -278,7 +278,7 @@ fn train_run(
     if let Some(origin) = identical_run(ctx, run) {
         // The notebook retrains, e.g., problem 1's best as problem 2's first subset; the record of
         // that run already answers it, so reuse it (and link its model) instead.
-        ctx.store.prepare_run(run, &run.spec_toml(&target, batch))?;
+        prepare(ctx, run, &run.spec_toml(&target, batch)?, &tag)?;
         let record = std::fs::read(origin.join(RECORD_FILE))
             .with_context(|| format!("reading {}", origin.display()))?;
         write_atomic(&dir.join(RECORD_FILE), &record)?;
@@ -297,16 +297,21 @@ fn train_run(
         );
         return Ok(Outcome::Completed);
     }
+    // An interrupted attempt resumes from its checkpoint, at the batch it ran with (smaller than
+    // planned when it had run out of memory before).
+    if let Some(b) = checkpoint_batch(&dir).filter(|b| batch.is_some_and(|p| *b < p)) {
+        batch = Some(b);
+    }
+    let mut fresh = false;
     loop {
-        // An interrupted attempt left a directory without a record: start it clean.
-        ctx.store.prepare_run(run, &run.spec_toml(&target, batch))?;
+        prepare(ctx, run, &run.spec_toml(&target, batch)?, &tag)?;
         let retry = match (batch, planned) {
             (Some(b), Some(p)) if b < p => format!(" (batch {b} after running out of memory at {p})"),
             _ => String::new(),
         };
         eprintln!("{tag} training {}/{} on {device}: {}{retry}", run.stage, run.run_id, run.describe());
         let started = Instant::now();
-        let status = spawn_train(bertlab, &dir, verbose, &tag)?;
+        let status = spawn_train(bertlab, &dir, verbose, &tag, fresh)?;
         let seconds = started.elapsed().as_secs_f64();
         match status.code() {
             Some(0) => {
@@ -340,6 +345,8 @@ fn train_run(
                         batch.unwrap_or_default()
                     );
                     batch = Some(half);
+                    // A checkpoint of the larger batch is another run's: start over.
+                    fresh = true;
                 }
                 None => {
                     progress.finish(run, None);
@@ -364,6 +371,23 @@ fn train_run(
             }
         }
     }
+}
+
+/// Write the run's spec and plan (keeping what an interrupted attempt left) and report what was
+/// moved aside.
+fn prepare(ctx: &Context, run: &PlannedRun, spec_toml: &str, tag: &str) -> Result<()> {
+    let (_, warnings) = ctx.store.prepare_run(run, spec_toml)?;
+    for w in warnings {
+        eprintln!("{tag} warning: {w}");
+    }
+    Ok(())
+}
+
+/// The batch of the checkpoint an interrupted `bertlab train` left in `dir`, if any.
+fn checkpoint_batch(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join("checkpoint").join("state.json")).ok()?;
+    let state: serde_json::Value = serde_json::from_str(&text).ok()?;
+    state["spec"]["batch"].as_u64().map(|b| b as usize)
 }
 
 /// The directory of a completed run with the same id (the same configuration) in another problem
@@ -394,13 +418,19 @@ fn tail(path: &Path, n: usize) -> String {
 /// `bertlab train --spec <dir>/run.toml`, output to `<dir>/train.log` (and to stderr when
 /// verbose); the child dies with this process (Linux: PR_SET_PDEATHSIG), so a killed sweep
 /// leaves no orphan training.
-fn spawn_train(bertlab: &Path, dir: &Path, verbose: bool, tag: &str) -> Result<ExitStatus> {
+fn spawn_train(bertlab: &Path, dir: &Path, verbose: bool, tag: &str, fresh: bool) -> Result<ExitStatus> {
     let log_path = dir.join(LOG_FILE);
-    let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    // Appended: a resumed or retried run keeps the log of its earlier attempts.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
     let mut cmd = Command::new(bertlab);
     cmd.arg("train")
         .arg("--spec")
         .arg(dir.join(SPEC_FILE))
+        .args(fresh.then_some("--fresh"))
         .stdin(Stdio::null())
         .current_dir(crate::workspace_root());
     if verbose {

@@ -4,6 +4,7 @@
 mod build;
 mod estimate;
 mod exec;
+mod identity;
 mod slurm;
 
 use anyhow::{bail, Context as _, Result};
@@ -304,7 +305,8 @@ fn pipeline(name: &str, args: RunArgs) -> Result<bool> {
         bail!("--gpus {:?}: needs the cuda backend (drop --backend cpu)", args.gpus);
     }
     let ctx = Context { stages, options, store, resolver, backend, gpu_visible };
-    let planner = Planner::new(&lib, ctx.stages.clone(), &ctx.options, &ctx.store)?;
+    let identity = identity::ContentIdentity::new(&ctx.resolver);
+    let planner = Planner::new(&lib, ctx.stages.clone(), &ctx.options, &ctx.store)?.with_identity(&identity);
     // Check every model and data reference up front: a typo should not surface after an hour.
     for stage in &ctx.stages {
         for (role, reference) in &stage.models {

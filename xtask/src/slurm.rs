@@ -43,7 +43,7 @@ pub fn emit(ctx: &Context, planner: &Planner<'_>, bertlab: &Path, pipeline: &str
             };
             // Only the spec and the plan: a task of an earlier submission may still be running
             // in this directory (the script clears leftovers when a task starts).
-            ctx.store.write_run_files(run, &run.spec_toml(&target, None))?;
+            ctx.store.write_run_files(run, &run.spec_toml(&target, None)?)?;
             dirs.push(dir);
         }
         if dirs.is_empty() {

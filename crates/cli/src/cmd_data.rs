@@ -80,7 +80,7 @@ fn load_and_split(
 ) -> anyhow::Result<(bertlab_data::LabeledTexts, NotebookSplit)> {
     // Check the cheap flag before reading 40 MB of parquet.
     if !(s.subset > 0.0 && s.subset <= 1.0) {
-        anyhow::bail!("--subset {}: must be a fraction in (0, 1]", s.subset);
+        crate::usage!("--subset {}: must be a fraction in (0, 1]", s.subset);
     }
     let source = DatasetSource::parse(&s.source)?;
     let data = source.load(&global.hub()).with_context(|| format!("loading --source {source}"))?;

@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use bertlab_data::{DatasetSource, NotebookSplit, Split};
 use bertlab_models::Precision;
+use bertlab_run::align_labels;
 use bertlab_tokenize::Truncation;
-use bertlab_train::{evaluate, EvalSettings, Padding, RunRecord};
+use bertlab_train::predict::{metrics_from_logits, predict_logits};
+use bertlab_train::{EvalSettings, Padding, RunRecord};
 use clap::{Args, ValueEnum};
 
 use crate::backend::device;
-use crate::fine_tuned::{load_fine_tuned, FineTuned};
+use crate::fine_tuned::{check_finite_logits, load_fine_tuned, FineTuned};
 
 /// Which rows to evaluate on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,7 +81,13 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
     let max_len = args.max_len.or(from_run.map(|s| s.max_len)).unwrap_or(128);
     let truncation = args.truncation.or(from_run.map(|s| s.truncation)).unwrap_or_default();
     if !(subset > 0.0 && subset <= 1.0) {
-        anyhow::bail!("--subset {subset}: must be a fraction in (0, 1]");
+        crate::usage!("--subset {subset}: must be a fraction in (0, 1]");
+    }
+    if args.batch == 0 {
+        crate::usage!("--batch 0: must be at least 1");
+    }
+    if !(3..=4096).contains(&max_len) {
+        crate::usage!("--max-len {max_len}: must be in 3..=4096");
     }
 
     let device = device(&args.device)?;
@@ -105,16 +113,13 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
             (picked.texts, picked.labels, picked.class_names)
         }
     };
-    if class_names.len() != config.num_labels() {
-        anyhow::bail!(
-            "--model {} has {} labels ({}) but --source {source} has {} classes ({})",
-            args.model,
-            config.num_labels(),
-            config.labels.join(", "),
-            class_names.len(),
-            class_names.join(", ")
-        );
+    // Metrics against the model's own outputs: the data's labels matched to them by name.
+    let alignment = align_labels(&config.labels, &class_names)
+        .map_err(|e| anyhow::anyhow!("--model {} on --source {source}: {e}", args.model))?;
+    if let Some(note) = alignment.note(&config.labels, &class_names) {
+        eprintln!("note: {note}");
     }
+    let labels: Vec<u32> = labels.iter().map(|&l| alignment.model_label(l)).collect();
     let encoded = tokenizer.encode_all(&texts, max_len, truncation, !args.json)?;
     let settings = EvalSettings {
         batch: args.batch,
@@ -124,7 +129,9 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
         pad_id: tokenizer.pad_id(),
     };
     let started = std::time::Instant::now();
-    let metrics = evaluate(&model, &encoded, &labels, &settings, &device);
+    let logits = predict_logits(&model, &encoded, &settings, &device);
+    check_finite_logits(&logits, config.num_labels(), &args.model)?;
+    let metrics = metrics_from_logits(&logits, &labels, config.num_labels());
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&metrics)?);

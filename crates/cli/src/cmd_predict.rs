@@ -7,7 +7,7 @@ use bertlab_train::{predict_logits, EvalSettings, Padding};
 use clap::Args;
 
 use crate::backend::device;
-use crate::fine_tuned::{load_fine_tuned, FineTuned};
+use crate::fine_tuned::{check_finite_logits, load_fine_tuned, FineTuned};
 
 /// `bertlab predict …`
 #[derive(Args)]
@@ -51,6 +51,7 @@ pub fn run(args: PredictArgs, global: &crate::Global) -> anyhow::Result<()> {
     };
     let k = config.num_labels();
     let logits = predict_logits(&model, &encoded, &settings, &device);
+    check_finite_logits(&logits, k, &args.model)?;
     let probabilities = softmax_rows(&logits, k);
     let predicted = argmax_rows(&logits, k);
     for (i, text) in args.texts.iter().enumerate() {

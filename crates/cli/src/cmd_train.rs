@@ -23,6 +23,13 @@ pub struct TrainArgs {
     /// Print the resolved spec as TOML and exit.
     #[arg(long)]
     print_spec: bool,
+    /// Discard the checkpoint of an interrupted run in --out and start over (by default an
+    /// interrupted run resumes after its last finished epoch).
+    #[arg(long)]
+    fresh: bool,
+    /// Replace the completed run in --out (by default a --out holding a record is refused).
+    #[arg(long)]
+    overwrite: bool,
     /// No progress output (the summary still prints).
     #[arg(long)]
     quiet: bool,
@@ -41,7 +48,7 @@ impl TrainArgs {
             // A bad value from the file names the file; one from a flag names the flag.
             match (&self.spec, self.settings.keys().contains(&e.key)) {
                 (Some(path), false) => anyhow::bail!("{}: {e}", path.display()),
-                _ => anyhow::bail!("{} {}: {}", e.flag(), e.value, e.why),
+                _ => crate::usage!("{} {}: {}", e.flag(), e.value, e.why),
             }
         }
         Ok(s)
@@ -52,7 +59,10 @@ impl TrainArgs {
 pub fn run(args: TrainArgs, global: &crate::Global) -> anyhow::Result<()> {
     let spec = args.resolve(global)?;
     if args.print_spec {
-        print!("{}", spec.to_toml());
+        match spec.to_toml() {
+            Ok(toml) => print!("{toml}"),
+            Err(e) => crate::usage!("{} {}: {}", e.flag(), e.value, e.why),
+        }
         return Ok(());
     }
     let device = device(&spec.device)?;
@@ -62,6 +72,8 @@ pub fn run(args: TrainArgs, global: &crate::Global) -> anyhow::Result<()> {
         progress: if args.quiet { ProgressMode::Quiet } else { ProgressMode::Auto },
         hub: global.hub(),
         skip_export: false,
+        fresh: args.fresh,
+        overwrite: args.overwrite,
     };
     let record = train::<TrainBackend>(&spec, &device, &options)
         .with_context(|| format!("training run {}", spec.out.display()))?;

@@ -40,3 +40,17 @@ pub fn load_fine_tuned(
         .with_max_positions(config.max_position_embeddings);
     Ok(FineTuned { model: classifier, config, tokenizer })
 }
+
+/// Refuse logits that are not finite: a model that outputs NaN has broken weights, and no NaN is
+/// ever printed as a prediction or a metric.
+pub fn check_finite_logits(logits: &[f32], num_labels: usize, model: &str) -> anyhow::Result<()> {
+    if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+        anyhow::bail!(
+            "--model {model}: its output for text {} is {} (not a number): the model's weights are broken \
+             (a diverged run, or a damaged model.safetensors); retrain or re-export it",
+            i / num_labels.max(1) + 1,
+            logits[i]
+        );
+    }
+    Ok(())
+}

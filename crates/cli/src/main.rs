@@ -42,6 +42,19 @@ enum Command {
     Bench(bertlab_bench::BenchArgs),
 }
 
+/// A flag with a value that cannot be used: exit code 2, as clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// `Err` of a [`UsageError`] with `message`.
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err(anyhow::Error::new(crate::UsageError(format!($($arg)*))))
+    };
+}
+pub(crate) use usage;
+
 /// Options shared by every subcommand.
 pub struct Global {
     /// Offline mode requested on the command line or through HF_HUB_OFFLINE.
@@ -56,6 +69,7 @@ impl Global {
 }
 
 fn main() {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -83,8 +97,26 @@ fn main() {
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
-        // Exit code 3 is reserved for out-of-memory (the orchestrator retries with half the batch).
-        let code = if err.chain().any(|e| e.to_string().contains("out of memory")) { 3 } else { 1 };
+        // Exit code 3 is reserved for out-of-memory (the orchestrator retries with half the
+        // batch), 2 for usage errors (a flag's value), 1 for everything else.
+        let code = if err.chain().any(|e| e.to_string().contains("out of memory")) {
+            3
+        } else if err.downcast_ref::<UsageError>().is_some() {
+            2
+        } else {
+            1
+        };
         std::process::exit(code);
+    }
+}
+
+/// `bertlab … | head` must end quietly when `head` closes the pipe. Rust ignores SIGPIPE, so a
+/// write to a closed pipe is an error that `println!` turns into a panic; with the signal's
+/// default action the process ends at once, as command-line tools do.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

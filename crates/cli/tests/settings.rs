@@ -115,14 +115,15 @@ fn a_pipeline_plans_every_setting_into_the_run_spec_the_record_and_the_report() 
         device: &spec.device,
         cache_dir: spec.cache_dir.as_deref(),
     };
-    let written = RunSpec::from_toml_str(&run.spec_toml(&target, None), "run.toml".as_ref()).unwrap();
+    let written =
+        RunSpec::from_toml_str(&run.spec_toml(&target, None).unwrap(), "run.toml".as_ref()).unwrap();
     assert_eq!(written, RunSpec { offline: false, ..spec.clone() });
 
     // The record of that run, read back by the report: every setting is a column of
     // results.csv with the value the run recorded.
     let mut record = RunRecord::new(written, Environment::capture("cpu (burn-flex)", "Cpu", "bf16", 7));
     record.status = RunStatus::Completed;
-    store.write_run_files(run, &run.spec_toml(&target, None)).unwrap();
+    store.write_run_files(run, &run.spec_toml(&target, None).unwrap()).unwrap();
     record.write_atomic(&store.run_dir(run).join("record.json")).unwrap();
     let csv = Report::from_store(&store).csv().unwrap();
     let columns = csv_columns();

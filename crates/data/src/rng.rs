@@ -73,7 +73,8 @@ pub fn seed_sequence_words(seed: u64) -> [u64; 4] {
 /// sorted.sort();
 /// assert_eq!(sorted, vec![0, 1, 2, 3, 4]);
 /// ```
-#[derive(Debug, Clone)]
+// Serialisable so that a run's checkpoint can resume the batch order exactly.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pcg64 {
     state: u128,
     inc: u128,

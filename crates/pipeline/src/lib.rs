@@ -19,7 +19,10 @@ pub use bertlab_run::{RunOverrides, RunRecord};
 pub use error::PipelineError;
 pub use library::{PipelineLibrary, Stage, StageKey};
 pub use options::PlanOptions;
-pub use plan::{oom_retry_batch, select_best, PlannedRun, Planner, RecordSource, SpecTarget, StagePlan};
+pub use plan::{
+    oom_retry_batch, select_best, InputIdentity, PlannedRun, Planner, RecordSource, ReferenceText,
+    SpecTarget, StagePlan,
+};
 pub use report::{answer_line, RenderOptions, Report};
 pub use resolve::Resolver;
 pub use run_id::run_id;

@@ -13,6 +13,31 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// What a run's model and data references stand for, in its run id: by default the references
+/// as written; `cargo xtask` resolves them and hashes the files they point to, so that a
+/// reference that now points to other content (`${VAR}`, `shared:`, a directory rewritten) gives
+/// new run ids and never reuses a stale result.
+pub trait InputIdentity {
+    /// The identity of model reference `reference`.
+    fn model(&self, reference: &str) -> String;
+    /// The identity of data source `reference` (`None`: the run spec's default source).
+    fn source(&self, reference: Option<&str>) -> String;
+}
+
+/// References as written, unresolved (planning without the files at hand: tests, dry runs of
+/// other machines' pipelines).
+pub struct ReferenceText;
+
+impl InputIdentity for ReferenceText {
+    fn model(&self, reference: &str) -> String {
+        reference.to_string()
+    }
+
+    fn source(&self, reference: Option<&str>) -> String {
+        reference.unwrap_or("hub").to_string()
+    }
+}
+
 /// Where a planner finds the records of runs (the results directory, in practice): planning
 /// needs the records of the problem a `from_best` depends on.
 pub trait RecordSource {
@@ -80,7 +105,7 @@ impl PlannedRun {
 
     /// The run spec (TOML) `bertlab train --spec` reads: every setting of the run, the model and
     /// source resolved, and where/how it runs. `batch` overrides the planned batch (OOM retry).
-    pub fn spec_toml(&self, target: &SpecTarget<'_>, batch: Option<usize>) -> String {
+    pub fn spec_toml(&self, target: &SpecTarget<'_>, batch: Option<usize>) -> Result<String, PipelineError> {
         let mut spec = RunSpec::default();
         self.settings.apply_to(&mut spec);
         spec.model = target.model.to_string();
@@ -97,7 +122,11 @@ impl PlannedRun {
             "# Written by cargo xtask for {}/{} (run {}). Edit the pipeline, not this file.\n",
             self.stage, self.run_id, self.index
         );
-        header + &spec.to_toml()
+        let toml = spec.to_toml().map_err(|e| PipelineError::BadOption {
+            flag: e.flag(),
+            message: format!("{}: {}", e.value, e.why),
+        })?;
+        Ok(header + &toml)
     }
 }
 
@@ -175,6 +204,7 @@ pub struct Planner<'a> {
     stages: Vec<Stage>,
     options: &'a PlanOptions,
     records: &'a dyn RecordSource,
+    identity: &'a dyn InputIdentity,
     memo: RefCell<BTreeMap<StageKey, StagePlan>>,
 }
 
@@ -201,7 +231,21 @@ impl<'a> Planner<'a> {
                 });
             }
         }
-        Ok(Planner { library, stages, options, records, memo: RefCell::new(BTreeMap::new()) })
+        Ok(Planner {
+            library,
+            stages,
+            options,
+            records,
+            identity: &ReferenceText,
+            memo: RefCell::new(BTreeMap::new()),
+        })
+    }
+
+    /// Identify models and data by `identity` in run ids (default: the references as written).
+    pub fn with_identity(mut self, identity: &'a dyn InputIdentity) -> Planner<'a> {
+        self.identity = identity;
+        self.memo.borrow_mut().clear();
+        self
     }
 
     /// The stages, in order.
@@ -380,7 +424,12 @@ impl<'a> Planner<'a> {
                     key: format!("models.{role}"),
                     message: format!("role {role:?} of {} is not declared", stage.key),
                 })?;
-            let run_id = run_id(&role, &model, &settings);
+            let identity = format!(
+                "{}\nsource_identity={}",
+                self.identity.model(&model),
+                self.identity.source(settings.source.as_deref())
+            );
+            let run_id = run_id(&role, &identity, &settings);
             let (inherited_keys, inherited_from) = match inherited {
                 Some(i) => (i.keys.clone(), Some(i.run_path())),
                 None => (stage.problem.inherited_keys(), None),
@@ -533,10 +582,18 @@ runs = [ { model = "distilbert" }, { model = "bert" } ]
         assert!(p2.blocked.is_none(), "{:?}", p2.blocked);
         let subsets: Vec<_> = p2.runs.iter().map(|r| (r.subset_fraction, r.settings.subset)).collect();
         assert_eq!(subsets, vec![(0.5, Some(0.01)), (1.0, Some(0.02))]);
-        let toml = p2.runs[1].spec_toml(
-            &SpecTarget { model: "/m", source: None, out: Path::new("/o"), device: "cpu", cache_dir: None },
-            None,
-        );
+        let toml = p2.runs[1]
+            .spec_toml(
+                &SpecTarget {
+                    model: "/m",
+                    source: None,
+                    out: Path::new("/o"),
+                    device: "cpu",
+                    cache_dir: None,
+                },
+                None,
+            )
+            .unwrap();
         assert!(toml.contains("subset = 0.02\n"), "{toml}");
     }
 
@@ -664,7 +721,7 @@ runs = [ { model = "distilbert" }, { model = "bert" } ]
             device: "cuda:1",
             cache_dir: Some(Path::new("/runs/cache")),
         };
-        let text = run.spec_toml(&target, Some(8));
+        let text = run.spec_toml(&target, Some(8)).unwrap();
         let table: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(table["model"].as_str(), Some("/models/d"));
         assert_eq!(table["source"].as_str(), Some("/data/imdb"));

@@ -4,8 +4,10 @@ use bertlab_run::format::{format_lr, format_number};
 use bertlab_run::{setting_keys, RunOverrides};
 
 /// The id of a run: its role and the settings sweeps vary, readable, then a hash of every
-/// setting and the model reference, so that changing anything (epochs, model, precision) gives
-/// another directory while the same configuration always gets the same one.
+/// setting and of what the model and the data are (their [`InputIdentity`](crate::plan::InputIdentity):
+/// by content where they are local files), so that changing anything (epochs, model, precision,
+/// the files a reference points to) gives another directory while the same configuration always
+/// gets the same one.
 pub fn run_id(role: &str, model: &str, settings: &RunOverrides) -> String {
     let mut parts = vec![role.to_string()];
     if let Some(m) = settings.max_len {

@@ -58,15 +58,21 @@ if grep -q '"status": *"completed"' "$RUN/record.json" 2>/dev/null; then
   exit 0
 fi
 
-# Start clean: remove what an interrupted or failed attempt left, keeping the spec and the plan.
-clear_run() { find "$RUN" -mindepth 1 -maxdepth 1 ! -name run.toml ! -name planned.json -exec rm -rf {} +; }
-clear_run
+# An interrupted attempt resumes from its checkpoint (bertlab train does by default); a record
+# that is there but not completed cannot be read: move it aside, never delete it.
+if [ -e "$RUN/record.json" ]; then
+  n=1; while [ -e "$RUN/record.json.unreadable-$n" ]; do n=$((n + 1)); done
+  mv "$RUN/record.json" "$RUN/record.json.unreadable-$n"
+  echo "warning: $RUN/record.json could not be read; moved to record.json.unreadable-$n"
+fi
 
 # Exit code 3 means out of memory: retry with half the batch (the record keeps the batch used,
-# planned.json the planned one).
+# planned.json the planned one), from scratch (--fresh: a checkpoint of the larger batch is
+# another run's).
+FRESH=()
 while true; do
   set +e
-  "$BERTLAB" train --spec "$RUN/run.toml" > "$RUN/train.log" 2>&1
+  "$BERTLAB" train --spec "$RUN/run.toml" ${FRESH[@]+"${FRESH[@]}"} >> "$RUN/train.log" 2>&1
   rc=$?
   set -e
   batch=$(sed -n 's/^batch = \([0-9][0-9]*\)$/\1/p' "$RUN/run.toml")
@@ -76,7 +82,7 @@ while true; do
   fi
   echo "out of memory at batch $batch: retrying with batch $((batch / 2))"
   sed -i "s/^batch = $batch\$/batch = $((batch / 2))/" "$RUN/run.toml"
-  clear_run
+  FRESH=(--fresh)
 done
 "#,
         );

@@ -132,14 +132,31 @@ impl ResultsStore {
         self.record(run).ok().flatten().filter(RunRecord::is_completed)
     }
 
-    /// Empty `run`'s directory (what an interrupted run left) and write its spec and plan.
-    pub fn prepare_run(&self, run: &PlannedRun, spec_toml: &str) -> Result<PathBuf, PipelineError> {
+    /// Write `run`'s spec and plan into its directory, keeping what an interrupted attempt left
+    /// there (`bertlab train` resumes from its checkpoint). Nothing a user may want is deleted on
+    /// a guess: a `record.json` that cannot be read is moved aside (to
+    /// `record.json.unreadable-N`) and named in the returned warnings.
+    pub fn prepare_run(
+        &self,
+        run: &PlannedRun,
+        spec_toml: &str,
+    ) -> Result<(PathBuf, Vec<String>), PipelineError> {
         let dir = self.run_dir(run);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|source| PipelineError::Io { path: dir.clone(), source })?;
+        let mut warnings = Vec::new();
+        let record = dir.join(RECORD_FILE);
+        if record.exists() {
+            if let Err(e) = RunRecord::read(&record) {
+                let aside = (1..)
+                    .map(|n| dir.join(format!("{RECORD_FILE}.unreadable-{n}")))
+                    .find(|p| !p.exists())
+                    .expect("a free name");
+                std::fs::rename(&record, &aside)
+                    .map_err(|source| PipelineError::Io { path: record.clone(), source })?;
+                warnings
+                    .push(format!("{e}; moved aside to {} and the run is trained again", aside.display()));
+            }
         }
-        self.write_run_files(run, spec_toml)
+        Ok((self.write_run_files(run, spec_toml)?, warnings))
     }
 
     /// Write `run.toml` and `planned.json` (without clearing anything else).

@@ -3,14 +3,17 @@
 
 mod atomic;
 pub mod choices;
+pub mod classes;
 pub mod cost;
 pub mod format;
+pub mod identity;
 pub mod metrics;
 pub mod record;
 pub mod spec;
 
-pub use atomic::write_atomic;
+pub use atomic::{write_atomic, write_atomic_with};
 pub use choices::{OptimizerKind, Padding, Precision, RestoreBest, Schedule, Truncation, UnknownChoice};
+pub use classes::{align_labels, LabelAlignment};
 pub use cost::ModelShape;
 pub use metrics::{ClassificationMetrics, ConfusionMatrix};
 pub use record::{

@@ -304,6 +304,51 @@ impl RunRecord {
         })
     }
 
+    /// The first number of the record that is NaN or infinite, as its field path
+    /// (`epochs[1].train_loss`), with the value. A completed record must have none: JSON has no
+    /// NaN (serde_json would write `null`), and no report should show one as a result.
+    pub fn first_non_finite(&self) -> Option<(String, f64)> {
+        let mut fields: Vec<(String, f64)> = Vec::new();
+        for (i, e) in self.epochs.iter().enumerate() {
+            let at = |f: &str| format!("epochs[{i}].{f}");
+            fields.extend([
+                (at("train_loss"), e.train_loss),
+                (at("train_acc"), e.train_acc),
+                (at("val_loss"), e.val_loss),
+                (at("val_acc"), e.val_acc),
+                (at("lr"), e.lr),
+                (at("loss_scale"), e.loss_scale),
+                (at("train_seconds"), e.train_seconds),
+                (at("val_seconds"), e.val_seconds),
+                (at("train_seq_per_s"), e.train_seq_per_s),
+                (at("train_tokens_per_s"), e.train_tokens_per_s),
+                (at("train_padded_tokens_per_s"), e.train_padded_tokens_per_s),
+            ]);
+        }
+        if let Some(v) = self.val_acc_at_min_val_loss {
+            fields.push(("val_acc_at_min_val_loss".into(), v));
+        }
+        if let Some(t) = &self.test {
+            fields.extend([
+                ("test.accuracy".into(), t.accuracy),
+                ("test.f1".into(), t.f1),
+                ("test.precision".into(), t.precision),
+                ("test.recall".into(), t.recall),
+            ]);
+            if let Some(l) = t.loss {
+                fields.push(("test.loss".into(), l));
+            }
+        }
+        let t = &self.timings;
+        fields.extend([
+            ("timings.fit_seconds".into(), t.fit_seconds),
+            ("timings.test_seconds".into(), t.test_seconds),
+            ("timings.elapsed_seconds".into(), t.elapsed_seconds),
+            ("timings.total_seconds".into(), t.total_seconds),
+        ]);
+        fields.into_iter().find(|(_, v)| !v.is_finite())
+    }
+
     /// The lowest finite validation loss of any epoch.
     pub fn min_val_loss(&self) -> Option<f64> {
         self.epochs.iter().map(|e| e.val_loss).filter(|v| v.is_finite()).min_by(f64::total_cmp)
@@ -488,6 +533,12 @@ mod tests {
         assert!(e.starts_with("x/record.json: not a run record") && e.contains("val_acc"), "{e}");
         let e = RunRecord::from_json("{}", Path::new("y.json")).unwrap_err().to_string();
         assert!(e.contains("schema_version"), "{e}");
+        let mut nan = r.clone();
+        nan.epochs[0].train_loss = 1e29;
+        assert_eq!(nan.first_non_finite(), None, "huge is not non-finite");
+        nan.epochs[0].train_loss = f64::NAN;
+        assert_eq!(nan.first_non_finite().map(|f| f.0), Some("epochs[0].train_loss".to_string()));
+        assert_eq!(r.first_non_finite(), None);
         let mut newer = json;
         newer["schema_version"] = 9.into();
         let e = RunRecord::from_json(&newer.to_string(), Path::new("z.json")).unwrap_err().to_string();

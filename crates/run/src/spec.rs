@@ -366,9 +366,12 @@ impl RunSpec {
         RunSpec::from_toml_str(&text, path)
     }
 
-    /// The spec as TOML.
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("a RunSpec always serialises")
+    /// The spec as TOML; an error for a path that is not UTF-8 (TOML holds text only).
+    pub fn to_toml(&self) -> Result<String, InvalidSetting> {
+        for key in ["out", "cache_dir"] {
+            self.check(key)?;
+        }
+        Ok(toml::to_string(self).expect("a RunSpec of UTF-8 paths always serialises"))
     }
 
     /// Check every value's range; the error names the key (= the flag).
@@ -420,6 +423,16 @@ impl RunSpec {
             "device" if self.device.trim().is_empty() => {
                 bad("device", "\"\"", "needs a device, e.g. `default`")
             }
+            // Records and run specs are JSON and TOML, which hold text only.
+            "out" if self.out.to_str().is_none() => {
+                bad("out", self.out.to_string_lossy(), "is not valid UTF-8; choose a UTF-8 path")
+            }
+            "cache_dir" => match &self.cache_dir {
+                Some(p) if p.to_str().is_none() => {
+                    bad("cache_dir", p.to_string_lossy(), "is not valid UTF-8; choose a UTF-8 path")
+                }
+                _ => Ok(()),
+            },
             _ => Ok(()),
         }
     }
@@ -464,7 +477,7 @@ mod tests {
             truncation: Truncation::HeadTail,
             ..RunSpec::default()
         };
-        let text = s.to_toml();
+        let text = s.to_toml().unwrap();
         assert_eq!(RunSpec::from_toml_str(&text, Path::new("x.toml")).unwrap(), s);
         let partial = "model = \"../m\"\nmax_len = 256\noptimizer = \"adamw\"\npadding = \"fixed\"\nrestore_best = \"on-stop\"\n";
         let p = RunSpec::from_toml_str(partial, Path::new("p.toml")).unwrap();
@@ -518,6 +531,18 @@ mod tests {
         let table: toml::Table = toml::from_str("batch = \"big\"").unwrap();
         let e = RunOverrides::from_table(&table).unwrap_err().to_string();
         assert!(e.starts_with("`batch`: invalid type"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn paths_that_are_not_utf8_are_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let out = PathBuf::from(std::ffi::OsStr::from_bytes(b"runs/\xff"));
+        let s = RunSpec { out, ..RunSpec::default() };
+        let e = s.to_toml().unwrap_err();
+        assert_eq!((e.key, e.flag()), ("out", "--out".to_string()));
+        assert!(e.why.contains("UTF-8"), "{e}");
+        assert_eq!(s.validate().unwrap_err().key, "out");
     }
 
     #[test]

@@ -2,9 +2,11 @@
 #![warn(missing_docs)]
 
 pub mod batching;
+pub mod checkpoint;
 pub mod early_stopping;
 pub mod loss_scale;
 pub use bertlab_run::metrics;
+mod fit;
 pub mod optim;
 pub mod predict;
 mod progress;

@@ -15,8 +15,9 @@ pub enum ScaleDecision {
     Skip,
 }
 
-/// The loss scale of a run; a fixed scale of 1 for f32 and bf16.
-#[derive(Debug, Clone)]
+/// The loss scale of a run; a fixed scale of 1 for f32 and bf16. Serialisable: a run's
+/// checkpoint resumes it exactly.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DynamicLossScaler {
     scale: f64,
     growth_interval: u32,

@@ -166,6 +166,130 @@ impl<B: AutodiffBackend> Adam<B> {
     }
 }
 
+/// The optimizer's state for one parameter: its dotted path, shape and moments (row-major f32),
+/// as a checkpoint stores them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MomentState {
+    /// Dotted path of the parameter in the module (`encoder.layers.0.attention.query.weight`).
+    pub path: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// First moment.
+    pub first: Vec<f32>,
+    /// Second moment.
+    pub second: Vec<f32>,
+}
+
+impl<B: AutodiffBackend> Adam<B> {
+    /// The moments of every parameter of `module` that has them (those updated at least once),
+    /// by parameter path, in the module's order.
+    pub fn moments<M: AutodiffModule<B>>(&self, module: &M) -> Vec<MomentState> {
+        struct Collect<'a> {
+            path: Vec<String>,
+            first: &'a GradientsParams,
+            second: &'a GradientsParams,
+            out: Vec<MomentState>,
+        }
+        impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_> {
+            fn enter_module(&mut self, name: &str, _container_type: &str) {
+                self.path.push(name.to_string());
+            }
+            fn exit_module(&mut self, _name: &str, _container_type: &str) {
+                self.path.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                let (Some(m), Some(v)) = (
+                    self.first.get::<B::InnerBackend, D>(param.id),
+                    self.second.get::<B::InnerBackend, D>(param.id),
+                ) else {
+                    return;
+                };
+                let values = |t: Tensor<B::InnerBackend, D>| {
+                    t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 moments")
+                };
+                self.out.push(MomentState {
+                    path: self.path.join("."),
+                    shape: m.dims().to_vec(),
+                    first: values(m),
+                    second: values(v),
+                });
+            }
+        }
+        let mut c = Collect {
+            path: Vec::new(),
+            first: &self.first_moments,
+            second: &self.second_moments,
+            out: Vec::new(),
+        };
+        module.visit(&mut c);
+        c.out
+    }
+
+    /// Put back the moments and the step count of a checkpoint, matching parameters of
+    /// `module` by path. Errors name a path that is missing or whose shape differs.
+    pub fn restore<M: AutodiffModule<B>>(
+        &mut self,
+        module: &M,
+        steps: u64,
+        moments: Vec<MomentState>,
+        device: &B::Device,
+    ) -> Result<(), String> {
+        struct Restore<'a, B: AutodiffBackend> {
+            path: Vec<String>,
+            by_path: std::collections::HashMap<String, MomentState>,
+            first: &'a mut GradientsParams,
+            second: &'a mut GradientsParams,
+            device: &'a B::Device,
+            error: Option<String>,
+        }
+        impl<B: AutodiffBackend> ModuleVisitor<B> for Restore<'_, B> {
+            fn enter_module(&mut self, name: &str, _container_type: &str) {
+                self.path.push(name.to_string());
+            }
+            fn exit_module(&mut self, _name: &str, _container_type: &str) {
+                self.path.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                let path = self.path.join(".");
+                let Some(state) = self.by_path.remove(&path) else { return };
+                let dims = param.val().dims();
+                if state.shape != dims {
+                    self.error.get_or_insert(format!(
+                        "optimizer state of {path} has shape {:?}, the parameter {:?}",
+                        state.shape, dims
+                    ));
+                    return;
+                }
+                let tensor = |values: Vec<f32>| {
+                    Tensor::<B::InnerBackend, D>::from_data(
+                        burn::tensor::TensorData::new(values, dims),
+                        self.device,
+                    )
+                };
+                self.first.register::<B::InnerBackend, D>(param.id, tensor(state.first));
+                self.second.register::<B::InnerBackend, D>(param.id, tensor(state.second));
+            }
+        }
+        let mut r = Restore::<B> {
+            path: Vec::new(),
+            by_path: moments.into_iter().map(|m| (m.path.clone(), m)).collect(),
+            first: &mut self.first_moments,
+            second: &mut self.second_moments,
+            device,
+            error: None,
+        };
+        module.visit(&mut r);
+        if let Some(e) = r.error {
+            return Err(e);
+        }
+        if let Some(path) = r.by_path.keys().next() {
+            return Err(format!("optimizer state for {path}, which the model does not have"));
+        }
+        self.steps = steps;
+        Ok(())
+    }
+}
+
 struct AdamMapper<'a, B: AutodiffBackend> {
     first: &'a mut GradientsParams,
     second: &'a mut GradientsParams,

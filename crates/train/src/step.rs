@@ -97,6 +97,20 @@ impl<B: AutodiffBackend> TrainStep<B> {
         &self.scaler
     }
 
+    /// Put back a checkpoint's optimizer state (step count and moments) and loss scale.
+    pub fn restore(
+        &mut self,
+        steps: u64,
+        moments: Vec<crate::optim::MomentState>,
+        scaler: DynamicLossScaler,
+        device: &B::Device,
+    ) -> Result<(), String> {
+        let model = self.model.as_ref().expect("a TrainStep always holds its model");
+        self.optimizer.restore(model, steps, moments, device)?;
+        self.scaler = scaler;
+        Ok(())
+    }
+
     /// The learning rate the next step will use.
     pub fn next_lr(&self) -> f64 {
         self.schedule.lr(self.optimizer.steps())

@@ -1,27 +1,21 @@
 //! The fine-tuning loop: data → tokens → model → epochs (train, validate, early stopping) →
 //! restore best → test → `record.json` and `best/`.
 
-use crate::batching::{padding_stats, BatchArrays, LengthBuckets};
-use crate::early_stopping::EarlyStopping;
-use crate::metrics::{argmax_rows, cross_entropy_rows};
-use crate::optim::AdamSettings;
-use crate::predict::{evaluate, metrics_from_logits, predict_logits, EvalSettings};
-use crate::progress::{EpochProgress, ProgressMode};
-use crate::readback::{logits_to_vec, PendingLogits};
-use crate::schedule::LrSchedule;
-use crate::step::TrainStep;
-use bertlab_data::rng::Pcg64;
+use crate::checkpoint::{self, CheckpointError, CheckpointState};
+use crate::fit::{fit, Resume};
+use crate::predict::{evaluate, EvalSettings};
+use crate::progress::ProgressMode;
+use crate::readback::logits_to_vec;
 use bertlab_data::{DataError, DatasetSource, NotebookSplit};
 use bertlab_hub::{HubOptions, RepoKind, RepoRef};
-use bertlab_models::{export_classifier, load_classifier, ModelError, Precision, TextClassifier};
+use bertlab_models::{export_classifier, load_classifier, ModelError, Precision};
 use bertlab_run::format::hms;
 use bertlab_run::record::peak_rss_bytes;
 use bertlab_run::{
-    val_acc_at_min_val_loss, DataSummary, Environment, EpochRecord, InvalidSetting, RunRecord, RunSpec,
-    RunStatus, Timings, FAILED_RECORD_FILE, RECORD_FILE, SCHEMA_VERSION,
+    DataSummary, Environment, InvalidSetting, RunRecord, RunSpec, RunStatus, Timings, FAILED_RECORD_FILE,
+    RECORD_FILE, SCHEMA_VERSION,
 };
 use bertlab_tokenize::{EncodedTexts, TokenCache, TokenizeError, WordPieceTokenizer};
-use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 use std::path::{Path, PathBuf};
@@ -117,6 +111,59 @@ pub enum TrainError {
     /// The backend panicked.
     #[error("the training crashed: {0}")]
     Panic(String),
+    /// A checkpoint to resume from cannot be used.
+    #[error("{0}; to start the run over, pass --fresh")]
+    Checkpoint(#[from] CheckpointError),
+    /// The run diverged: its steps overflow or its losses are not finite.
+    #[error("the run diverged at epoch {epoch}, step {step}: {detail}")]
+    Diverged {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based batch within the epoch.
+        step: usize,
+        /// What was seen and what to do.
+        detail: String,
+    },
+    /// The validation loss is NaN or infinite.
+    #[error(
+        "validation loss is {value} after epoch {epoch}: the run diverged; lower --lr or set --grad-clip 1.0"
+    )]
+    NonFiniteValidation {
+        /// 1-based epoch.
+        epoch: usize,
+        /// The loss.
+        value: f64,
+    },
+    /// A number the record would report is NaN or infinite.
+    #[error("the run produced a non-finite {field} ({value}); it is not recorded as completed")]
+    NonFiniteResult {
+        /// The record's field.
+        field: String,
+        /// The value.
+        value: f64,
+    },
+    /// `--out` already holds a completed run.
+    #[error(
+        "{path} exists: --out {out} already holds a completed run; choose another --out, or pass \
+         --overwrite to replace it", path = path.display(), out = out.display()
+    )]
+    OutHoldsRun {
+        /// Its record.
+        path: PathBuf,
+        /// The run directory.
+        out: PathBuf,
+    },
+    /// Another training writes to the same `--out`.
+    #[error(
+        "another bertlab train{holder} is writing to --out {out}; wait for it or choose another --out",
+        out = out.display()
+    )]
+    OutBusy {
+        /// The run directory.
+        out: PathBuf,
+        /// ` (pid N)` when known.
+        holder: String,
+    },
 }
 
 impl From<DataError> for TrainError {
@@ -148,6 +195,10 @@ pub struct TrainOptions {
     pub hub: HubOptions,
     /// Skip exporting `best/` (tests that only need the record).
     pub skip_export: bool,
+    /// Discard a checkpoint of an interrupted run in `--out` and start over (default: resume).
+    pub fresh: bool,
+    /// Replace a completed run in `--out` (default: refuse).
+    pub overwrite: bool,
 }
 
 /// Fail early, with a clear error, when `precision` is half and the backend cannot compute in
@@ -207,6 +258,24 @@ pub fn train<B: AutodiffBackend>(
     options: &TrainOptions,
 ) -> Result<RunRecord, TrainError> {
     spec.validate()?;
+    let _lock = OutDirLock::acquire(&spec.out)?;
+    let record_path = spec.out.join(RECORD_FILE);
+    if record_path.exists() {
+        if !options.overwrite {
+            return Err(TrainError::OutHoldsRun { path: record_path, out: spec.out.clone() });
+        }
+        // Asked to replace the run: its record goes first, so that no moment shows the old
+        // record beside new weights.
+        std::fs::remove_file(&record_path)
+            .map_err(|source| TrainError::Io { path: record_path.clone(), source })?;
+    }
+    let checkpoint_dir = checkpoint::checkpoint_dir(&spec.out);
+    if options.fresh && checkpoint_dir.exists() {
+        std::fs::remove_dir_all(&checkpoint_dir)
+            .map_err(|source| TrainError::Io { path: checkpoint_dir.clone(), source })?;
+    }
+    let resume =
+        CheckpointState::read(&checkpoint_dir)?.map(|state| Resume { state, dir: checkpoint_dir.clone() });
     let mut record = RunRecord {
         schema_version: SCHEMA_VERSION,
         status: RunStatus::Failed,
@@ -231,7 +300,7 @@ pub fn train<B: AutodiffBackend>(
     };
     let started = Instant::now();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run_inner::<B>(spec, device, options, &mut record)
+        run_inner::<B>(spec, device, options, &mut record, resume)
     }));
     let outcome = match outcome {
         Ok(result) => result,
@@ -260,11 +329,20 @@ pub fn train<B: AutodiffBackend>(
     };
     record.timings.total_seconds = started.elapsed().as_secs_f64();
     record.peak_rss_bytes = peak_rss_bytes();
+    // No number that was not measured is reported: a non-finite one fails the run.
+    let outcome = outcome.and_then(|()| match record.first_non_finite() {
+        Some((field, value)) => Err(TrainError::NonFiniteResult { field, value }),
+        None => Ok(()),
+    });
     match outcome {
         Ok(()) => {
             record.status = RunStatus::Completed;
             let path = spec.out.join(RECORD_FILE);
             record.write_atomic(&path).map_err(|source| TrainError::Io { path, source })?;
+            // The run is complete: its checkpoint and an earlier failure's record are obsolete
+            // (best/ stays: it is the run's model).
+            let _ = std::fs::remove_dir_all(&checkpoint_dir);
+            let _ = std::fs::remove_file(spec.out.join(FAILED_RECORD_FILE));
             Ok(record)
         }
         Err(err) => {
@@ -277,13 +355,13 @@ pub fn train<B: AutodiffBackend>(
 }
 
 /// The three encoded splits and their labels.
-struct Encoded {
-    train: EncodedTexts,
-    val: EncodedTexts,
-    test: EncodedTexts,
-    train_labels: Vec<u32>,
-    val_labels: Vec<u32>,
-    test_labels: Vec<u32>,
+pub(crate) struct Encoded {
+    pub train: EncodedTexts,
+    pub val: EncodedTexts,
+    pub test: EncodedTexts,
+    pub train_labels: Vec<u32>,
+    pub val_labels: Vec<u32>,
+    pub test_labels: Vec<u32>,
 }
 
 fn run_inner<B: AutodiffBackend>(
@@ -291,6 +369,7 @@ fn run_inner<B: AutodiffBackend>(
     device: &B::Device,
     options: &TrainOptions,
     record: &mut RunRecord,
+    resume: Option<Resume>,
 ) -> Result<(), TrainError> {
     let precision = spec.precision;
     check_precision::<B>(device, precision)?;
@@ -373,8 +452,7 @@ fn run_inner<B: AutodiffBackend>(
     }
     record.timings.model_load_seconds = t.elapsed().as_secs_f64();
 
-    // Fit.
-    let t = Instant::now();
+    // Fit (the fit times itself: a resumed run adds the time of the epochs done before).
     let eval = EvalSettings {
         batch: spec.eval_batch,
         padding: spec.padding,
@@ -382,8 +460,17 @@ fn run_inner<B: AutodiffBackend>(
         precision,
         pad_id: tokenizer.pad_id(),
     };
-    let fitted = fit::<B>(spec, model, &enc, &eval, device, options.progress, record)?;
-    record.timings.fit_seconds = t.elapsed().as_secs_f64();
+    if let Some(r) = &resume {
+        check_resumable(spec, record, r)?;
+        // Said even with --quiet: what the run's record will hold depends on it.
+        eprintln!(
+            "Resuming after epoch {} of {} from {}",
+            r.state.epochs.len(),
+            spec.epochs,
+            r.dir.display()
+        );
+    }
+    let fitted = fit::<B>(spec, model, &enc, &eval, device, options.progress, record, resume)?;
 
     // Test the final (restored) weights, as the notebook's `model.predict(X_te)`.
     let t = Instant::now();
@@ -411,184 +498,75 @@ fn run_inner<B: AutodiffBackend>(
     Ok(())
 }
 
-/// All epochs; returns the inference module the run ends with (restored per policy) and fills
-/// the record's epochs, best/restored epoch, early-stopping flag and headline.
-fn fit<B: AutodiffBackend>(
-    spec: &RunSpec,
-    model: TextClassifier<B>,
-    enc: &Encoded,
-    eval: &EvalSettings,
-    device: &B::Device,
-    progress: ProgressMode,
-    record: &mut RunRecord,
-) -> Result<TextClassifier<B::InnerBackend>, TrainError> {
-    let precision = eval.precision;
-    let num_classes = model.config().num_labels();
-    let lengths: Vec<usize> = enc.train.seq_lens().collect();
-    let buckets = LengthBuckets::new(spec.batch, spec.padding, spec.pad_multiple, spec.max_len);
-    let batches_per_epoch = lengths.len().div_ceil(spec.batch);
-    let steps_per_epoch = batches_per_epoch.div_ceil(spec.accum) as u64;
-    let schedule =
-        LrSchedule::new(spec.schedule, spec.lr, steps_per_epoch * spec.epochs as u64, spec.warmup_ratio);
-    let optimizer = AdamSettings::for_kind(spec.optimizer, spec.weight_decay);
-    let mut trainer = TrainStep::new(model, optimizer, schedule, spec.grad_clip, precision);
-    let dynamic_scale = trainer.scaler().is_dynamic();
-    let mut early = EarlyStopping::new(spec.patience);
-    let mut rng = Pcg64::new(spec.seed);
-    let mut best: Option<TextClassifier<B::InnerBackend>> = None;
-    let mut last_epoch = 0;
-
-    for epoch in 0..spec.epochs {
-        last_epoch = epoch;
-        let batches = buckets.epoch(&lengths, &mut rng);
-        let padding = padding_stats(&batches, &lengths);
-        if epoch == 0 {
-            record.data.train_padding = padding;
-        }
-        let mut bar = EpochProgress::new(progress, epoch + 1, spec.epochs, batches.len() as u64);
-        let started = Instant::now();
-        let mut tally = TrainTally::default();
-        let mut pending = PendingLogits::<B::InnerBackend, BatchTag>::for_training();
-        let (mut steps, mut skipped, mut lr) = (0u64, 0u64, trainer.next_lr());
-        let mut step_in_epoch = 0usize;
-        for group in batches.chunks(spec.accum) {
-            let packed: Vec<(BatchArrays, Vec<u32>)> = group
-                .iter()
-                .map(|batch| {
-                    let arrays =
-                        BatchArrays::pack(batch, eval.pad_id, |r, out| enc.train.extend_row_into(r, out));
-                    let labels: Vec<u32> = batch.rows.iter().map(|&r| enc.train_labels[r]).collect();
-                    (arrays, labels)
-                })
-                .collect();
-            let micro: Vec<(&BatchArrays, &[u32])> = packed.iter().map(|(a, l)| (a, l.as_slice())).collect();
-            let outcome = trainer.step(&micro, device, None);
-            lr = outcome.lr;
-            for (logits, (_, labels)) in outcome.logits.into_iter().zip(packed) {
-                step_in_epoch += 1;
-                pending.push(logits, BatchTag { labels, step: step_in_epoch, lr });
-            }
-            if outcome.skipped {
-                skipped += 1;
-            } else {
-                steps += 1;
-            }
-            if pending.due() {
-                tally.read(&mut pending, &mut bar, num_classes, dynamic_scale, epoch)?;
-            }
-        }
-        tally.read(&mut pending, &mut bar, num_classes, dynamic_scale, epoch)?;
-        B::sync(device).ok();
-        let train_seconds = started.elapsed().as_secs_f64();
-        let TrainTally { loss_sum, correct, seen } = tally;
-
-        let started = Instant::now();
-        let inner = trainer.model().valid();
-        let val_logits = predict_logits(&inner, &enc.val, eval, device);
-        let val = metrics_from_logits(&val_logits, &enc.val_labels, num_classes);
-        let val_seconds = started.elapsed().as_secs_f64();
-        let val_loss = val.loss.unwrap_or(f64::NAN);
-        let epoch_record = EpochRecord {
-            epoch: epoch + 1,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_acc: correct as f64 / seen.max(1) as f64,
-            val_loss,
-            val_acc: val.accuracy,
-            lr,
-            steps,
-            skipped_steps: skipped,
-            loss_scale: trainer.scaler().scale(),
-            train_seconds,
-            val_seconds,
-            train_seq_per_s: seen as f64 / train_seconds,
-            train_tokens_per_s: padding.real_tokens as f64 / train_seconds,
-            train_padded_tokens_per_s: padding.padded_tokens as f64 / train_seconds,
-        };
-        bar.finish(&format!(
-            "- {} - acc: {:.4} - loss: {:.4} - val_acc: {:.4} - val_loss: {:.4} - {:.1} seq/s",
-            hms(train_seconds + val_seconds),
-            epoch_record.train_acc,
-            epoch_record.train_loss,
-            epoch_record.val_acc,
-            epoch_record.val_loss,
-            epoch_record.train_seq_per_s
-        ));
-        record.epochs.push(epoch_record);
-        let verdict = early.observe(val_loss);
-        if verdict.improved {
-            // Shares the parameter buffers: the next optimizer step writes new ones.
-            best = Some(inner);
-        }
-        if verdict.stop {
-            record.stopped_early = epoch + 1 < spec.epochs;
-            break;
-        }
-    }
-
-    let val_loss: Vec<f64> = record.epochs.iter().map(|e| e.val_loss).collect();
-    let val_acc: Vec<f64> = record.epochs.iter().map(|e| e.val_acc).collect();
-    record.val_acc_at_min_val_loss = val_acc_at_min_val_loss(&val_loss, &val_acc);
-    record.best_epoch = early.best_epoch().map(|e| e + 1);
-    let restore = early.restore_epoch(spec.restore_best).filter(|&e| e != last_epoch);
-    let final_model = match (restore, best) {
-        (Some(e), Some(best)) => {
-            record.restored_epoch = Some(e + 1);
-            best
-        }
-        _ => {
-            record.restored_epoch = Some(last_epoch + 1);
-            trainer.into_model().valid()
-        }
+/// The checkpoint in `resume` was written by this very run: the same settings and the same
+/// data (split sizes and classes).
+fn check_resumable(spec: &RunSpec, record: &RunRecord, resume: &Resume) -> Result<(), TrainError> {
+    let path = resume.dir.join("state.json");
+    let mismatch = |message: String| {
+        TrainError::Checkpoint(CheckpointError {
+            path: path.clone(),
+            message: format!("was written by another run ({message})"),
+        })
     };
-    Ok(final_model)
+    if let Some(difference) = checkpoint::spec_difference(spec, &resume.state.spec) {
+        return Err(mismatch(difference));
+    }
+    let (d, c) = (&record.data, &resume.state.data);
+    if (d.total_rows, d.train, d.val, d.test, &d.class_names)
+        != (c.total_rows, c.train, c.val, c.test, &c.class_names)
+    {
+        return Err(mismatch(format!(
+            "the data gives {} train / {} val / {} test rows of {} classes, the checkpoint's {} / {} / {} of {}",
+            d.train,
+            d.val,
+            d.test,
+            d.class_names.len(),
+            c.train,
+            c.val,
+            c.test,
+            c.class_names.len()
+        )));
+    }
+    if resume.state.epochs.len() >= spec.epochs {
+        return Err(mismatch(format!("it has {} epochs done of {}", resume.state.epochs.len(), spec.epochs)));
+    }
+    Ok(())
 }
 
-/// What the trainer keeps of a micro-batch until its logits are read back.
-struct BatchTag {
-    labels: Vec<u32>,
-    /// 1-based batch number in the epoch.
-    step: usize,
-    lr: f64,
+/// `<out>/.lock`: one `bertlab train` per run directory at a time, as an OS file lock (released
+/// by the OS however the process ends).
+struct OutDirLock {
+    _file: std::fs::File,
 }
 
-/// The epoch's running training loss and accuracy, from logits read back in groups.
-#[derive(Default)]
-struct TrainTally {
-    loss_sum: f64,
-    correct: u64,
-    seen: u64,
-}
-
-impl TrainTally {
-    /// Read the waiting logits, add them to the tally in batch order and advance the progress
-    /// bar. A non-finite loss ends the run unless a dynamic loss scale handles overflow (then
-    /// the step is skipped and the loss is only reported).
-    fn read<B: Backend>(
-        &mut self,
-        pending: &mut PendingLogits<B, BatchTag>,
-        bar: &mut EpochProgress,
-        num_classes: usize,
-        dynamic_scale: bool,
-        epoch: usize,
-    ) -> Result<(), TrainError> {
-        for (tag, logits) in pending.take() {
-            let losses = cross_entropy_rows(&logits, &tag.labels, num_classes);
-            let batch_loss: f64 = losses.iter().sum();
-            if !batch_loss.is_finite() && !dynamic_scale {
-                return Err(TrainError::NonFiniteLoss {
-                    epoch: epoch + 1,
-                    step: tag.step,
-                    value: batch_loss,
-                    lr: tag.lr,
+impl OutDirLock {
+    fn acquire(out: &Path) -> Result<OutDirLock, TrainError> {
+        use std::io::Write;
+        let io = |path: PathBuf| move |source| TrainError::Io { path, source };
+        std::fs::create_dir_all(out).map_err(io(out.to_path_buf()))?;
+        let path = out.join(".lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(path.clone()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                return Err(TrainError::OutBusy {
+                    out: out.to_path_buf(),
+                    holder: if holder.is_empty() { String::new() } else { format!(" (pid {holder})") },
                 });
             }
-            let predicted = argmax_rows(&logits, num_classes);
-            self.correct += predicted.iter().zip(&tag.labels).filter(|(p, l)| p == l).count() as u64;
-            self.loss_sum += batch_loss;
-            self.seen += tag.labels.len() as u64;
-            bar.batch(self.loss_sum / self.seen as f64, self.correct as f64 / self.seen as f64);
+            Err(std::fs::TryLockError::Error(e)) => return Err(TrainError::Io { path, source: e }),
         }
-        Ok(())
+        file.set_len(0).map_err(io(path.clone()))?;
+        write!(file, "{}", std::process::id()).map_err(io(path.clone()))?;
+        Ok(OutDirLock { _file: file })
     }
 }
 

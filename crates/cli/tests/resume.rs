@@ -1,0 +1,140 @@
+//! A run killed with SIGKILL in the middle of epoch 2 resumes after epoch 1 and ends
+//! bit-identical (timings aside) to a run that was never interrupted; a finished run's
+//! directory is protected; two trainings cannot share a `--out`.
+#![cfg(unix)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bertlab_run::RunRecord;
+
+mod common;
+use common::{shared, BIN};
+
+fn train_args(shared: &Path, out: &Path) -> Vec<String> {
+    let fixture = shared.join("fixtures/tiny-distilbert-classifier");
+    let data = shared.join("data/hf-imdb");
+    [
+        "train",
+        "--model",
+        fixture.to_str().unwrap(),
+        "--source",
+        data.to_str().unwrap(),
+        "--subset",
+        "0.06",
+        "--max-len",
+        "128",
+        "--batch",
+        "16",
+        "--epochs",
+        "3",
+        "--patience",
+        "5",
+        "--lr",
+        "1e-3",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn run(args: &[String]) -> Output {
+    Command::new(BIN).args(args).env("HF_HUB_OFFLINE", "1").output().expect("run bertlab")
+}
+
+fn ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "bertlab failed ({}):\n{stderr}", out.status);
+    stderr
+}
+
+/// The record without what differs between two runs of the same work: wall clock, the run
+/// directory and the machine's memory.
+fn comparable(dir: &Path) -> RunRecord {
+    let mut r = RunRecord::read(&dir.join("record.json")).unwrap().without_timings();
+    r.spec.out = PathBuf::new();
+    r.best_dir = None;
+    r
+}
+
+#[test]
+fn a_run_killed_in_epoch_2_resumes_after_epoch_1_and_ends_bit_identical() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+
+    // Uninterrupted.
+    ok(&run(&train_args(&shared, &a)));
+    let whole = comparable(&a);
+    assert_eq!(whole.epochs.len(), 3);
+    assert!(!a.join("checkpoint").exists(), "a completed run keeps no checkpoint");
+    let epoch2 = Duration::from_secs_f64(whole.epochs[1].train_seconds);
+
+    // Killed with SIGKILL a third into epoch 2 (its checkpoint after epoch 1 is written).
+    let mut child = Command::new(BIN)
+        .args(train_args(&shared, &b))
+        .env("HF_HUB_OFFLINE", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = b.join("checkpoint/state.json");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !state.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before its first checkpoint");
+        assert!(Instant::now() < deadline, "no checkpoint after 10 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(epoch2 / 3);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(saved["epochs"].as_array().unwrap().len(), 1, "killed during epoch 2");
+    assert!(!b.join("record.json").exists());
+
+    // The same command resumes after epoch 1 and ends as the uninterrupted run did.
+    let stderr = ok(&run(&train_args(&shared, &b)));
+    assert!(stderr.contains("Resuming after epoch 1 of 3"), "{stderr}");
+    assert_eq!(comparable(&b), whole);
+    let weights = |d: &Path| std::fs::read(d.join("best/model.safetensors")).unwrap();
+    assert!(weights(&a) == weights(&b), "exported weights differ");
+    assert!(!b.join("checkpoint").exists());
+
+    // A finished run is never trained over by accident.
+    let again = run(&train_args(&shared, &b));
+    assert_eq!(again.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("already holds a completed run") && stderr.contains("--overwrite"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert_eq!(comparable(&b), whole, "the refused run left the record as it was");
+}
+
+#[test]
+fn two_trainings_cannot_share_an_out_directory() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut first = Command::new(BIN)
+        .args(train_args(&shared, &out))
+        .env("HF_HUB_OFFLINE", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its lock is taken before anything else.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !out.join(".lock").exists() || std::fs::read_to_string(out.join(".lock")).unwrap().is_empty() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let second = run(&train_args(&shared, &out));
+    let _ = first.kill();
+    first.wait().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another bertlab train") && stderr.contains("is writing to --out"), "{stderr}");
+}
