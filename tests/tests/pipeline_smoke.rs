@@ -6,6 +6,7 @@
 
 use bertlab_pipeline::report::{csv_columns, RenderOptions, Report};
 use bertlab_pipeline::{answer_line, ResultsStore};
+use bertlab_tests::{build_binaries, workspace_root};
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -35,43 +36,6 @@ const TIMING_COLUMNS: [&str; 7] = [
     "train_padded_tokens_per_s",
     "peak_rss_mb",
 ];
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
-}
-
-/// The target directory this test was built in (`<target>/<profile>/deps/<this test>`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.ancestors().nth(3).expect("<target>/<profile>/deps/<exe>").to_path_buf()
-}
-
-/// Build `bertlab` and `xtask` in release (a no-op when they are up to date); their paths.
-fn build_binaries() -> (PathBuf, PathBuf) {
-    let target = target_dir();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    // Not the variables cargo set for this test binary (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`):
-    // build scripts that watch them would rerun and rebuild half the tree (as xtask/src/build.rs
-    // explains for the nested build of `cargo xtask`).
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CARGO_PKG_")
-            || key.starts_with("CARGO_MANIFEST_")
-            || matches!(key.as_str(), "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE")
-        {
-            cmd.env_remove(key);
-        }
-    }
-    let status = cmd
-        .args(["build", "--release", "-p", "bertlab", "-p", "xtask"])
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(workspace_root())
-        .status()
-        .expect("running cargo build");
-    assert!(status.success(), "cargo build --release -p bertlab -p xtask failed");
-    let release = target.join("release");
-    (release.join("xtask"), release.join("bertlab"))
-}
 
 fn xtask(xtask: &Path, bertlab: &Path, out: &Path) -> Command {
     let mut cmd = Command::new(xtask);
