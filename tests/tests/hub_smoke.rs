@@ -86,5 +86,8 @@ fn smoke_pipeline_downloads_its_models_and_data_from_the_hub() {
     assert!(resumed >= 1, "no resumed download: {:?}", hub.requests());
     // The runs recorded the Hub ids they trained (results.csv's model column).
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    assert!(csv.contains(",bertlab-test/tiny-bert,") && csv.contains(",bertlab-test/tiny-distilbert,"), "{csv}");
+    assert!(
+        csv.contains(",bertlab-test/tiny-bert,") && csv.contains(",bertlab-test/tiny-distilbert,"),
+        "{csv}"
+    );
 }

@@ -246,3 +246,55 @@ fn dry_run_shows_dependencies_and_estimates_without_training() {
     );
     assert!(!s.log.exists() && !s.dir.join("dry").join("fake").exists(), "a dry run writes nothing");
 }
+
+#[test]
+fn an_unreadable_record_is_moved_aside_never_deleted_and_the_run_trained_again() {
+    let s = setup();
+    let (ok, log) = xtask(&s, "damaged", &["--backend", "cpu"], &[]);
+    assert!(ok, "{log}");
+    let sweep = s.dir.join("damaged/fake/sweep");
+    let run = std::fs::read_dir(&sweep).unwrap().flatten().map(|e| e.path()).find(|p| p.is_dir()).unwrap();
+    // A damaged record (a disk filled up mid-write on another tool's watch) and a model that
+    // goes with it.
+    std::fs::write(run.join("record.json"), "{\"schema_version\": 1, \"status\": \"comp").unwrap();
+    std::fs::create_dir_all(run.join("best")).unwrap();
+    std::fs::write(run.join("best/model.safetensors"), "weights").unwrap();
+    let (ok, log) = xtask(&s, "damaged", &["--backend", "cpu"], &[]);
+    assert!(ok, "{log}");
+    assert!(log.contains("record.json: not a run record") && log.contains("moved aside"), "{log}");
+    assert!(run.join("record.json.unreadable-1").is_file(), "the damaged record is kept");
+    assert_eq!(std::fs::read(run.join("best/model.safetensors")).unwrap(), b"weights");
+    assert!(bertlab_pipeline::RunRecord::read(&run.join("record.json")).unwrap().is_completed());
+}
+
+#[test]
+fn one_xtask_per_results_directory() {
+    let s = setup();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    first
+        .arg("run")
+        .arg(&s.pipeline)
+        .args(["--backend", "cpu", "--out"])
+        .arg(s.dir.join("busy"))
+        .arg("--bertlab")
+        .arg(&s.fake)
+        .env("FAKE_LOG", &s.log)
+        .env("FAKE_SLEEP", "5")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut first = first.spawn().unwrap();
+    let lock = s.dir.join("busy/.xtask.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !lock.exists() || std::fs::read_to_string(&lock).unwrap().trim().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the first xtask never took its lock");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (ok, log) = xtask(&s, "busy", &["--backend", "cpu"], &[]);
+    let _ = first.kill();
+    first.wait().unwrap();
+    assert!(!ok);
+    assert!(log.contains("another cargo xtask") && log.contains(&format!("pid {}", first.id())), "{log}");
+    // A killed xtask leaves no stale lock: the next one runs.
+    let (ok, log) = xtask(&s, "busy", &["--backend", "cpu"], &[]);
+    assert!(ok, "{log}");
+}
