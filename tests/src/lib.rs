@@ -1,6 +1,8 @@
 //! What the end-to-end tests share: the workspace, the binaries under test, and the
 //! environment a nested `cargo` or a Hub client must not inherit.
 
+pub mod slurm;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -275,17 +275,7 @@ fn train_run(
     let planned = run.batch();
     let mut batch = planned;
     let tag = format!("[{pos}/{}]", progress.total);
-    if let Some(origin) = identical_run(ctx, run) {
-        // The notebook retrains, e.g., problem 1's best as problem 2's first subset; the record of
-        // that run already answers it, so reuse it (and link its model) instead.
-        prepare(ctx, run, &run.spec_toml(&target, batch)?, &tag)?;
-        let record = std::fs::read(origin.join(RECORD_FILE))
-            .with_context(|| format!("reading {}", origin.display()))?;
-        write_atomic(&dir.join(RECORD_FILE), &record)?;
-        #[cfg(unix)]
-        if origin.join("best").is_dir() {
-            let _ = std::os::unix::fs::symlink(origin.join("best"), dir.join("best"));
-        }
+    if let Some(origin) = reuse_identical(ctx, run, &run.spec_toml(&target, batch)?, &tag)? {
         progress.finish(run, None);
         progress.count(REUSED);
         eprintln!(
@@ -388,6 +378,29 @@ fn checkpoint_batch(dir: &Path) -> Option<usize> {
     let text = std::fs::read_to_string(dir.join("checkpoint").join("state.json")).ok()?;
     let state: serde_json::Value = serde_json::from_str(&text).ok()?;
     state["spec"]["batch"].as_u64().map(|b| b as usize)
+}
+
+/// When a run with the same id (the same configuration and inputs) completed in another problem
+/// of the results directory, take its record (and link its model) instead of training again —
+/// the notebook retrains, e.g., problem 1's best as problem 2's first subset. The run it came
+/// from, or `None`.
+pub fn reuse_identical(
+    ctx: &Context,
+    run: &PlannedRun,
+    spec_toml: &str,
+    tag: &str,
+) -> Result<Option<PathBuf>> {
+    let Some(origin) = identical_run(ctx, run) else { return Ok(None) };
+    let dir = ctx.store.run_dir(run);
+    prepare(ctx, run, spec_toml, tag)?;
+    let record =
+        std::fs::read(origin.join(RECORD_FILE)).with_context(|| format!("reading {}", origin.display()))?;
+    write_atomic(&dir.join(RECORD_FILE), &record)?;
+    #[cfg(unix)]
+    if origin.join("best").is_dir() {
+        let _ = std::os::unix::fs::symlink(origin.join("best"), dir.join("best"));
+    }
+    Ok(Some(origin))
 }
 
 /// The directory of a completed run with the same id (the same configuration) in another problem

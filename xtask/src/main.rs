@@ -9,6 +9,7 @@ mod slurm;
 
 use anyhow::{bail, Context as _, Result};
 use bertlab_pipeline::report::Report;
+use bertlab_pipeline::slurm::SlurmOptions;
 use bertlab_pipeline::{
     answer_line, PipelineLibrary, PipelineSpec, PlanOptions, PlannedRun, Planner, Resolver, ResultsStore,
     Stage,
@@ -50,6 +51,21 @@ enum Command {
         /// Results directory.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+    },
+    /// Where a pipeline stands: per problem, runs done, failed, started and to do, and the
+    /// Slurm jobs submitted for it (--submit) with their state.
+    Status {
+        /// Results directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// A step of a submitted pipeline (run by its Slurm jobs): plan the problems whose
+    /// dependencies have finished, submit their arrays and the next step.
+    #[command(hide = true)]
+    SlurmNext {
+        /// Results directory of the submitted pipeline.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// List the pipelines of pipelines/.
     List,
@@ -94,6 +110,20 @@ struct RunArgs {
     /// Write a Slurm job-array script per problem (one task per run) instead of running.
     #[arg(long, value_enum, value_name = "KIND")]
     emit: Option<Emit>,
+    /// Submit the pipeline to Slurm: the arrays of the problems that can start, and small jobs
+    /// that plan and submit the next problems from the records once those end, then the report.
+    #[arg(long, conflicts_with_all = ["emit", "dry_run", "gpus"])]
+    submit: bool,
+    /// A Slurm option for every job (repeatable): partition, account, qos, time, mem,
+    /// cpus-per-task, gpus, gres, constraint, extra (an #SBATCH line), modules, setup.
+    #[arg(long = "slurm", value_name = "KEY=VALUE")]
+    slurm: Vec<String>,
+    /// A TOML file with a [slurm] table of the same keys (flags override it).
+    #[arg(long, value_name = "FILE")]
+    slurm_config: Option<PathBuf>,
+    /// Internal: this is a step of a submitted chain (set by the chain's jobs).
+    #[arg(long, hide = true)]
+    chain_step: bool,
     /// Use this bertlab binary instead of building one [env: BERTLAB_BIN].
     #[arg(long, value_name = "PATH")]
     bertlab: Option<PathBuf>,
@@ -182,6 +212,8 @@ fn main() -> ExitCode {
         Command::Smoke(a) => pipeline("smoke", a),
         Command::Run { pipeline: p, args } => pipeline(&p, args),
         Command::Report { out } => report(&default_out(out)).map(|_| true),
+        Command::Status { out } => slurm::status(&default_out(out)).map(|_| true),
+        Command::SlurmNext { out } => slurm_next(&out),
         Command::List => list().map(|_| true),
     };
     match result {
@@ -191,6 +223,25 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `xtask slurm-next --out DIR`: continue a submitted pipeline with the command it was
+/// submitted with, from the directory it was submitted from.
+fn slurm_next(out: &Path) -> Result<bool> {
+    let chain = slurm::Chain::load(out)?;
+    std::env::set_current_dir(&chain.cwd).with_context(|| format!("entering {}", chain.cwd.display()))?;
+    let cli = Cli::try_parse_from(&chain.argv).with_context(|| {
+        format!("{}: the chain's command no longer parses", out.join("slurm/chain.json").display())
+    })?;
+    match cli.command {
+        Command::Problem1(a) => pipeline("problem1", a),
+        Command::Problem2(a) => pipeline("problem2", a),
+        Command::Problem3(a) => pipeline("problem3", a),
+        Command::All(a) => pipeline("all", a),
+        Command::Smoke(a) => pipeline("smoke", a),
+        Command::Run { pipeline: p, args } => pipeline(&p, args),
+        _ => bail!("{}: the chain's command is not a pipeline", out.join("slurm/chain.json").display()),
     }
 }
 
@@ -215,7 +266,7 @@ fn list() -> Result<()> {
 }
 
 /// Write the report of everything under `out` and print the answers.
-fn report(out: &Path) -> Result<()> {
+pub(crate) fn report(out: &Path) -> Result<()> {
     let store = ResultsStore::new(out);
     let report = Report::from_store(&store);
     for w in &report.warnings {
@@ -294,12 +345,13 @@ fn pipeline(name: &str, args: RunArgs) -> Result<bool> {
     let cwd = std::env::current_dir().context("current directory")?;
     let resolver = Resolver { shared_dir: shared_dir(), base_dir: cwd };
     let gpu_visible = build::gpu_visible();
-    let backend = match (args.backend, args.emit) {
+    let for_slurm = args.emit == Some(Emit::Slurm) || args.submit;
+    let backend = match (args.backend, for_slurm) {
         (Some(b), _) => b,
         // A login node has no GPU; the compute nodes a Slurm script targets usually do.
-        (None, Some(Emit::Slurm)) => Backend::Cuda,
-        (None, None) if gpu_visible => Backend::Cuda,
-        (None, None) => Backend::Cpu,
+        (None, true) => Backend::Cuda,
+        (None, false) if gpu_visible => Backend::Cuda,
+        (None, false) => Backend::Cpu,
     };
     if !args.gpus.is_empty() && backend != Backend::Cuda {
         bail!("--gpus {:?}: needs the cuda backend (drop --backend cpu)", args.gpus);
@@ -323,6 +375,13 @@ fn pipeline(name: &str, args: RunArgs) -> Result<bool> {
         return Ok(true);
     }
     let _lock = exec::OutLock::acquire(ctx.store.root())?;
+    let mut slurm_options = match &args.slurm_config {
+        Some(path) => SlurmOptions::from_file(path)?,
+        None => SlurmOptions::default(),
+    };
+    for flag in &args.slurm {
+        slurm_options.set(flag)?;
+    }
     if args.fresh {
         for stage in &ctx.stages {
             ctx.store.remove_stage(&stage.key)?;
@@ -330,7 +389,7 @@ fn pipeline(name: &str, args: RunArgs) -> Result<bool> {
         planner.refresh();
         eprintln!("--fresh: removed the results of {} under {}", name, ctx.store.root().display());
     }
-    if backend == Backend::Cpu && !gpu_visible && args.emit.is_none() {
+    if backend == Backend::Cpu && !gpu_visible && !for_slurm {
         estimate::warn_cpu(&ctx, &planner)?;
     }
     let given = args
@@ -343,8 +402,18 @@ fn pipeline(name: &str, args: RunArgs) -> Result<bool> {
     };
     build::check_bertlab(&bertlab)?;
     if args.emit == Some(Emit::Slurm) {
-        slurm::emit(&ctx, &planner, &bertlab, name)?;
+        slurm::emit(&ctx, &planner, &bertlab, name, &slurm_options)?;
         return Ok(true);
+    }
+    if args.submit {
+        let chain = if args.chain_step {
+            slurm::Chain::load(ctx.store.root())?
+        } else {
+            let chain = slurm::Chain::of_this_process(&bertlab)?;
+            chain.save(ctx.store.root())?;
+            chain
+        };
+        return slurm::advance(&ctx, &planner, &bertlab, &chain, &slurm_options);
     }
     let ok = exec::run_pipeline(&ctx, &planner, &bertlab, &args.gpus, args.verbose)?;
     report(ctx.store.root())?;
