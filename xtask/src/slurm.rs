@@ -140,12 +140,14 @@ fn submit(
 }
 
 /// Write the run specs and the array script of a ready problem; `None` when all its runs are
-/// done already.
+/// done already. With `reuse`, a configuration already trained in another problem takes that
+/// run's record instead of a task (the local runner's rule; `--emit` only writes scripts).
 fn write_array(
     ctx: &Context,
     plan: &StagePlan,
     bertlab: &Path,
     options: &SlurmOptions,
+    reuse: bool,
 ) -> Result<Option<(PathBuf, usize)>> {
     let stage = &plan.stage;
     ctx.store.write_manifest(&ProblemManifest::of(plan, &ctx.options))?;
@@ -168,7 +170,12 @@ fn write_array(
         };
         let spec = run.spec_toml(&target, None)?;
         // The same rule as the local runner: a configuration done in another problem is reused.
-        if let Some(origin) = crate::exec::reuse_identical(ctx, run, &spec, &format!("{}:", stage.key))? {
+        let reused = if reuse {
+            crate::exec::reuse_identical(ctx, run, &spec, &format!("{}:", stage.key))?
+        } else {
+            None
+        };
+        if let Some(origin) = reused {
             eprintln!(
                 "{}: reused {} (the same configuration, trained as {})",
                 stage.key,
@@ -230,7 +237,7 @@ pub fn emit(
             );
             continue;
         }
-        match write_array(ctx, &plan, bertlab, options)? {
+        match write_array(ctx, &plan, bertlab, options, false)? {
             Some((path, tasks)) => {
                 eprintln!("{}: {tasks} array tasks → {}", stage.key, path.display());
                 scripts.push(path);
@@ -282,7 +289,7 @@ pub fn advance(
             ok = false;
             continue;
         }
-        if let Some((script, tasks)) = write_array(ctx, &plan, bertlab, options)? {
+        if let Some((script, tasks)) = write_array(ctx, &plan, bertlab, options, true)? {
             let job = submit(out, &script, "array", Some(&stage.key), tasks, &[])?;
             eprintln!("{}: submitted job array {job} ({tasks} runs)", stage.key);
             in_flight.push((stage.key.clone(), job));
