@@ -290,7 +290,7 @@ impl Fields<'_> {
         if let Some(missing) = by_id.keys().zip(0u64..).find_map(|(&id, want)| (id != want).then_some(want)) {
             let found: Vec<String> = by_id.values().map(|(key, _)| format!("{key:?}")).collect();
             return Err(bad(format!(
-                "has no id {missing}: the ids of {n} classes must be 0..{} with none skipped, found {}",
+                "has no id {missing}: {n} classes need the ids 0 to {}, none skipped; found {}",
                 n - 1,
                 abbreviate(&found)
             )));
@@ -401,7 +401,7 @@ const VOCAB: Limit =
     Limit { max: 1 << 20, why: "the largest BERT-family vocabularies hold about 250,000 tokens" };
 const HIDDEN: Limit = Limit { max: 16_384, why: "BERT-large is 1,024 wide, the widest encoders 4,096" };
 const INTERMEDIATE: Limit =
-    Limit { max: 65_536, why: "feed-forward blocks are 4 times the width, at most 16,384 of it" };
+    Limit { max: 65_536, why: "feed-forward blocks are 4 times the width, which is at most 16,384" };
 const LAYERS: Limit = Limit { max: 256, why: "BERT-large has 24 layers, the deepest encoders 48" };
 const HEADS: Limit = Limit { max: 16_384, why: "heads divide the width, at most 16,384" };
 const POSITIONS: Limit = Limit { max: 65_536, why: "long-context BERT-family models cover 8,192 positions" };
@@ -762,7 +762,10 @@ mod tests {
             (r#""id2label": {"0": "neg", "one": "pos"}"#, r#"id "one" is not a class id"#),
             (r#""id2label": {"0": "neg", " 1": "pos"}"#, r#"id " 1" is not a class id"#),
             (r#""id2label": {"0": "neg", "-1": "pos"}"#, r#"id "-1" is negative"#),
-            (r#""id2label": {"0": "neg", "2": "pos"}"#, r#"has no id 1: the ids of 2 classes must be 0..1"#),
+            (
+                r#""id2label": {"0": "neg", "2": "pos"}"#,
+                r#"has no id 1: 2 classes need the ids 0 to 1, none skipped; found "0", "2""#,
+            ),
             (r#""id2label": {"1000000000000": "x"}"#, "has no id 0"),
             (r#""id2label": {"0": "neg", "99999999999999999999999": "pos"}"#, "too large"),
             (r#""id2label": {"0": "same", "1": "same"}"#, r#"ids "0" and "1" are both named "same""#),

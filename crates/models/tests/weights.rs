@@ -285,6 +285,58 @@ fn non_finite_weights_are_refused_naming_the_tensor() {
     }
 }
 
+/// A config.json that cannot describe a classifier is refused, naming the file and the key,
+/// before the weights are read; one that disagrees with the weights names the tensor and both
+/// shapes.
+#[test]
+fn bad_config_json_is_refused_naming_file_and_key() {
+    let Some(dir) = fixture("tiny-bert-classifier") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.join("model.safetensors"), tmp.path().join("model.safetensors")).unwrap();
+    let config = read_json(&dir.join("config.json"));
+    let load = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut json = config.clone();
+        edit(&mut json);
+        std::fs::write(tmp.path().join("config.json"), json.to_string()).unwrap();
+        load_classifier::<Flex>(&RepoRef::Local(tmp.path().into()), &hub(), &[], 0, &Default::default())
+            .map(|_| ())
+            .unwrap_err()
+    };
+    let config_path = tmp.path().join("config.json").display().to_string();
+    type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
+    let cases: [(Edit, &str); 4] = [
+        (
+            &|j| j["id2label"] = serde_json::json!({"0": "neg", "00": "pos"}),
+            "key `id2label`: ids \"0\" and \"00\" both stand for class 0",
+        ),
+        (
+            &|j| j["num_labels"] = 1_000_000_000_000u64.into(),
+            "key `num_labels`: 1000000000000 is above the limit",
+        ),
+        (
+            &|j| j["vocab_size"] = 1_000_000_000_000u64.into(),
+            "key `vocab_size`: 1000000000000 is above the limit",
+        ),
+        (&|j| j["pad_token_id"] = 40_000.into(), "key `pad_token_id`: 40000 is not a token"),
+    ];
+    for (edit, want) in cases {
+        let err = load(edit);
+        let msg = err.to_string();
+        assert!(matches!(err, ModelError::Config { .. }), "{msg}");
+        assert!(msg.starts_with(&format!("{config_path}: {want}")), "{msg}");
+    }
+    let err = load(&|j| j["vocab_size"] = 30_000.into());
+    let msg = err.to_string();
+    assert!(matches!(err, ModelError::ShapeMismatch { .. }), "{msg}");
+    assert!(
+        msg.contains(
+            "model.safetensors: tensor `bert.embeddings.word_embeddings.weight` has shape [30522, 32] but \
+             the model built from the config expects [30000, 32]"
+        ),
+        "{msg}"
+    );
+}
+
 #[test]
 fn missing_tensor_is_an_error_naming_it() {
     let Some(dir) = fixture("tiny-distilbert-classifier") else { return };
