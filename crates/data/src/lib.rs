@@ -3,6 +3,7 @@
 
 mod parquet_io;
 pub mod rng;
+mod source;
 pub mod split;
 
 use std::fmt;
@@ -11,6 +12,7 @@ use std::str::FromStr;
 
 pub use bertlab_hub::HubOptions;
 use bertlab_hub::{RepoKind, RepoRef};
+pub use source::SourceFile;
 pub use split::{train_test_split, NotebookSplit, SplitSize, TrainTest};
 
 /// The Hub dataset the notebook loads with `load_dataset("imdb")`.
@@ -24,7 +26,7 @@ pub const IMDB_REVISION: &str = "e6281661ce1c48d982bc483cf8a173c1bbeb5d31";
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// A file could not be opened or read.
-    #[error("{path}: {source}", path = path.display())]
+    #[error("{path}: cannot read it: {source}", path = path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -32,8 +34,33 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
+    /// A data path is a directory, a FIFO, a socket, a device or a dangling symbolic link.
+    #[error("{path}: is {what}, not a regular file; a dataset is read from parquet files", path = path.display())]
+    NotARegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        what: String,
+    },
+    /// The file's size or modification time changed while it was being read.
+    #[error("{path}: changed while it was being read ({what}); wait until whatever writes it has finished, then run again", path = path.display())]
+    ChangedWhileReading {
+        /// The file.
+        path: PathBuf,
+        /// What changed.
+        what: String,
+    },
+    /// The file's size or modification time differs from when it was read
+    /// ([`SourceFile::check_unchanged`]).
+    #[error("{path}: changed since it was read ({what}); results computed from it no longer describe the file", path = path.display())]
+    ChangedSinceRead {
+        /// The file.
+        path: PathBuf,
+        /// What changed.
+        what: String,
+    },
     /// The file is not a readable parquet file.
-    #[error("{path}: not a readable parquet file: {message}", path = path.display())]
+    #[error("{path}: not a readable parquet file: {message}; if it was downloaded or copied, it may be truncated: fetch it again", path = path.display())]
     NotParquet {
         /// The file.
         path: PathBuf,
@@ -59,7 +86,7 @@ pub enum DataError {
         found: Vec<String>,
     },
     /// A column has the wrong type.
-    #[error("{path}: column `{column}` must be {want}, found {found}", path = path.display())]
+    #[error("{path}: column `{column}` must be {want}, found {found}{hint}", path = path.display())]
     ColumnType {
         /// The file.
         path: PathBuf,
@@ -69,6 +96,8 @@ pub enum DataError {
         want: &'static str,
         /// The type found.
         found: String,
+        /// What to do, after a `; ` (or empty).
+        hint: &'static str,
     },
     /// A null where a value is required.
     #[error("{path}: row {row}: `{column}` is null", path = path.display())]
@@ -80,18 +109,59 @@ pub enum DataError {
         /// Row within the file (0-based).
         row: usize,
     },
-    /// A label that is not one of the class ids.
-    #[error("{path}: row {row}: label {label} is not a class id (classes 0..{n}: {names})",
-            path = path.display(), n = names.len(), names = names.join(", "))]
+    /// An empty or blank text (the tokenizer would make it `[CLS] [SEP]`).
+    #[error("{path}: row {row}: `text` is empty or only whitespace; a labelled review needs text: remove the row or fix the export", path = path.display())]
+    EmptyText {
+        /// The file.
+        path: PathBuf,
+        /// Row within the file (0-based).
+        row: usize,
+    },
+    /// A file with no rows.
+    #[error("{path}: the file is empty: it holds 0 rows, and every data file must hold labelled rows", path = path.display())]
+    NoRows {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A label that is not one of the class ids some file declares.
+    #[error("{path}: row {row}: label {label} is not a class id: {declared_by} declares {n} classes, ids 0..{last} = {names}",
+            path = path.display(), declared_by = declared_by.display(), n = names.len(),
+            last = names.len().saturating_sub(1), names = abbreviate(names))]
     LabelOutOfRange {
         /// The file.
         path: PathBuf,
         /// Row within the file (0-based).
         row: usize,
         /// The label value.
-        label: i64,
+        label: i128,
         /// The class names.
         names: Vec<String>,
+        /// The file whose `huggingface` metadata declares them.
+        declared_by: PathBuf,
+    },
+    /// Without declared class names: a label that cannot be a class id.
+    #[error("{path}: row {row}: label {label} is not a class id: without ClassLabel names in the files' `huggingface` metadata, labels must be class ids 0..k-1 with k at most {max}; {FIX_LABELS}",
+            path = path.display(), max = bertlab_run::MAX_CLASSES)]
+    NotAClassId {
+        /// The file.
+        path: PathBuf,
+        /// Row within the file (0-based).
+        row: usize,
+        /// The label value.
+        label: i128,
+    },
+    /// Without declared class names: labels that skip class ids.
+    #[error("{path}: row {row}: label {label} implies classes 0 to {label}, but no row has label {missing}; without ClassLabel names in the files' `huggingface` metadata, labels must be 0..k-1 with every class present (else the missing classes train as classes no row has); {FIX_LABELS}",
+            path = path.display(), missing = abbreviate(missing))]
+    MissingClasses {
+        /// The file.
+        path: PathBuf,
+        /// Row within the file (0-based): the first with a label above a missing class.
+        row: usize,
+        /// The label value.
+        label: i128,
+        /// Class ids below `label` that no row has.
+        missing: Vec<u32>,
     },
     /// The train and test files disagree about the class names.
     #[error("{a} declares classes [{an}] but {b} declares [{bn}]", a = a.display(), b = b.display(), an = a_names.join(", "), bn = b_names.join(", "))]
@@ -141,9 +211,24 @@ pub enum DataError {
     BadSource(String),
 }
 
+/// What to do about labels that are not class ids 0..k-1.
+const FIX_LABELS: &str = "renumber the labels 0..k-1, or declare the class names as a ClassLabel \
+    feature (datasets: `ds.cast_column(\"label\", ClassLabel(names=[...]))`, then save to parquet)";
+
 impl DataError {
     fn io(path: &Path, source: std::io::Error) -> Self {
         DataError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// At most eight items of a list, then how many there are in all.
+fn abbreviate<T: fmt::Display>(items: &[T]) -> String {
+    const SHOWN: usize = 8;
+    let head: Vec<String> = items.iter().take(SHOWN).map(ToString::to_string).collect();
+    if items.len() > SHOWN {
+        format!("{}, … ({} in all)", head.join(", "), items.len())
+    } else {
+        head.join(", ")
     }
 }
 
@@ -192,6 +277,8 @@ pub struct LabeledTexts {
     pub labels: Vec<u32>,
     /// Class names, index = class id.
     pub class_names: Vec<String>,
+    /// The files the rows were read from, in order, with the identity of their content.
+    pub sources: Vec<SourceFile>,
 }
 
 impl LabeledTexts {
@@ -210,18 +297,20 @@ impl LabeledTexts {
         class_counts(&self.labels, self.class_names.len())
     }
 
-    /// The rows `rows` (row ids into `self`), in that order.
+    /// The rows `rows` (row ids into `self`), in that order (same sources).
     pub fn select(&self, rows: &[usize]) -> LabeledTexts {
         LabeledTexts {
             texts: rows.iter().map(|&r| self.texts[r].clone()).collect(),
             labels: rows.iter().map(|&r| self.labels[r]).collect(),
             class_names: self.class_names.clone(),
+            sources: self.sources.clone(),
         }
     }
 
-    fn append(&mut self, other: LabeledTexts) {
-        self.texts.extend(other.texts);
-        self.labels.extend(other.labels);
+    /// One identity of the data read: SHA-256 (hex) over the size and content hash of each
+    /// source file, in order. It depends on the bytes only, not on where the files lie.
+    pub fn content_digest(&self) -> String {
+        source::digest(&self.sources)
     }
 }
 
@@ -347,78 +436,119 @@ impl DatasetSource {
 }
 
 /// Read parquet files (in parallel) and join their rows in the order given.
+///
+/// Class names come from the `ClassLabel` feature of the files' `huggingface` metadata; files
+/// that declare names must agree, and every label of every file (declaring or not) must be an
+/// id of those classes. Where no file declares names, labels must be 0..k-1 with every class
+/// present and k at most [`bertlab_run::MAX_CLASSES`]; the names are then `"0"`, `"1"`, ….
 pub fn load_files(files: &[PathBuf]) -> Result<LabeledTexts, DataError> {
     // Decoding is CPU-bound (snappy + UTF-8 validation): one thread per file.
     let parts: Vec<Result<parquet_io::ParquetRows, DataError>> = std::thread::scope(|s| {
         let handles: Vec<_> =
             files.iter().map(|f| s.spawn(move || parquet_io::read_labeled_parquet(f))).collect();
-        handles.into_iter().map(|h| h.join().expect("parquet reader thread panicked")).collect()
+        handles
+            .into_iter()
+            .zip(files)
+            .map(|(h, f)| {
+                // A reader that panics on a malformed file is a corrupt file to the user.
+                h.join().unwrap_or_else(|_| {
+                    Err(DataError::NotParquet {
+                        path: f.clone(),
+                        message: "the parquet reader failed on it (see the message above)".into(),
+                    })
+                })
+            })
+            .collect()
     });
-    let mut joined: Option<(LabeledTexts, PathBuf, bool)> = None;
-    for (path, part) in files.iter().zip(parts) {
-        let part = part?;
-        let declared = part.class_names.is_some();
-        let names = part.class_names.clone().unwrap_or_else(|| {
-            let max = part.labels.iter().copied().max().unwrap_or(-1);
-            (0..=max.max(0)).map(|i| i.to_string()).collect()
-        });
-        if let Some((acc, first, first_declared)) = &joined {
-            if declared && *first_declared && acc.class_names != names {
-                return Err(DataError::ClassNamesDiffer {
-                    a: first.clone(),
-                    a_names: acc.class_names.clone(),
-                    b: path.clone(),
-                    b_names: names,
-                });
-            }
-        }
-        let labels = validate_labels(path, &part.labels, &names, declared)?;
-        let texts = LabeledTexts { texts: part.texts, labels, class_names: names };
-        match &mut joined {
-            None => joined = Some((texts, path.clone(), declared)),
-            Some((acc, _, acc_declared)) => {
-                if texts.class_names.len() > acc.class_names.len() && !*acc_declared {
-                    acc.class_names = texts.class_names.clone();
-                }
-                acc.append(texts);
-            }
-        }
+    let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
+    if parts.is_empty() {
+        return Err(DataError::Empty { what: "the dataset (no files)".into() });
     }
-    let data = joined.map(|(d, _, _)| d).unwrap_or_default();
-    if data.is_empty() {
-        let what = match files {
-            [] => "the dataset (no files)".to_string(),
-            [f] => format!("{}", f.display()),
-            fs => format!("the dataset ({} files, first {})", fs.len(), fs[0].display()),
-        };
-        return Err(DataError::Empty { what });
+    let class_names = match declared_class_names(&parts)? {
+        Some((names, declared_by)) => {
+            for part in &parts {
+                let n = names.len() as i128;
+                if let Some((row, &label)) =
+                    part.labels.iter().enumerate().find(|(_, &l)| !(0..n).contains(&l))
+                {
+                    return Err(DataError::LabelOutOfRange {
+                        path: part.source.path.clone(),
+                        row,
+                        label,
+                        names: names.clone(),
+                        declared_by: declared_by.to_path_buf(),
+                    });
+                }
+            }
+            names.clone()
+        }
+        None => undeclared_class_names(&parts)?,
+    };
+    let mut data = LabeledTexts { class_names, ..LabeledTexts::default() };
+    for part in parts {
+        data.texts.extend(part.texts);
+        // Every label was checked to lie in 0..class_names.len() ≤ MAX_CLASSES.
+        data.labels.extend(part.labels.iter().map(|&l| l as u32));
+        data.sources.push(part.source);
     }
     Ok(data)
 }
 
-fn validate_labels(
-    path: &Path,
-    labels: &[i64],
-    names: &[String],
-    declared: bool,
-) -> Result<Vec<u32>, DataError> {
-    let limit = if declared { names.len() as i64 } else { i64::from(u32::MAX) };
-    labels
-        .iter()
-        .enumerate()
-        .map(|(row, &label)| {
-            if (0..limit).contains(&label) {
-                Ok(label as u32)
-            } else {
-                Err(DataError::LabelOutOfRange {
-                    path: path.to_path_buf(),
-                    row,
-                    label,
-                    names: names.to_vec(),
+/// The class names the files declare, and the first file declaring them; an error when two
+/// files declare different names.
+fn declared_class_names(
+    parts: &[parquet_io::ParquetRows],
+) -> Result<Option<(&Vec<String>, &Path)>, DataError> {
+    let mut declared: Option<(&Vec<String>, &Path)> = None;
+    for part in parts {
+        let Some(names) = &part.class_names else { continue };
+        match declared {
+            None => declared = Some((names, &part.source.path)),
+            Some((first, by)) if first != names => {
+                return Err(DataError::ClassNamesDiffer {
+                    a: by.to_path_buf(),
+                    a_names: first.clone(),
+                    b: part.source.path.clone(),
+                    b_names: names.clone(),
                 })
             }
-        })
-        .collect()
+            Some(_) => {}
+        }
+    }
+    Ok(declared)
+}
+
+/// Class names `"0"`, `"1"`, … for files that declare none, after checking that the labels of
+/// all of them together are 0..k-1 with every class present.
+fn undeclared_class_names(parts: &[parquet_io::ParquetRows]) -> Result<Vec<String>, DataError> {
+    let max = bertlab_run::MAX_CLASSES as i128;
+    let mut present = Vec::new();
+    for part in parts {
+        for (row, &label) in part.labels.iter().enumerate() {
+            if !(0..max).contains(&label) {
+                return Err(DataError::NotAClassId { path: part.source.path.clone(), row, label });
+            }
+            let class = label as usize;
+            if class >= present.len() {
+                present.resize(class + 1, false);
+            }
+            present[class] = true;
+        }
+    }
+    let missing: Vec<u32> = (0..present.len()).filter(|&c| !present[c]).map(|c| c as u32).collect();
+    if let Some(&first_missing) = missing.first() {
+        let (part, row, label) = parts
+            .iter()
+            .find_map(|part| {
+                let (row, &label) =
+                    part.labels.iter().enumerate().find(|(_, &l)| l > i128::from(first_missing))?;
+                Some((part, row, label))
+            })
+            .expect("a class is missing below the largest label, which some row holds");
+        let missing = missing.into_iter().filter(|&c| i128::from(c) < label).collect();
+        return Err(DataError::MissingClasses { path: part.source.path.clone(), row, label, missing });
+    }
+    Ok((0..present.len()).map(|c| c.to_string()).collect())
 }
 
 #[cfg(test)]

@@ -1,28 +1,38 @@
 //! Reading one parquet file of `text`/`label` rows, as HF `datasets` writes them.
 
-use std::fs::File;
 use std::path::Path;
 
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use bertlab_run::MAX_CLASSES;
+
+use crate::source::SourceFile;
 use crate::DataError;
 
 /// The rows of one parquet file plus the class names its schema metadata declares.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ParquetRows {
     pub texts: Vec<String>,
-    pub labels: Vec<i64>,
+    /// As stored; every Arrow integer type fits `i128` exactly, so an error can quote any label.
+    pub labels: Vec<i128>,
     /// `ClassLabel` names from the `huggingface` schema metadata, if any.
     pub class_names: Option<Vec<String>>,
+    /// The file and the identity of the bytes parsed.
+    pub source: SourceFile,
 }
 
 /// Read the `text` (string) and `label` (integer) columns of `path`.
 pub(crate) fn read_labeled_parquet(path: &Path) -> Result<ParquetRows, DataError> {
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| DataError::NotParquet { path: path.to_path_buf(), message: e.to_string() })?;
+    let not_parquet = |message: String| DataError::NotParquet { path: path.to_path_buf(), message };
+    let (content, source) = SourceFile::read(path)?;
+    if content.is_empty() {
+        return Err(not_parquet("the file is empty (0 bytes)".into()));
+    }
+    // Parsed from the bytes that were hashed, so the hash is of exactly the data used.
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(content))
+        .map_err(|e| not_parquet(e.to_string()))?;
     let schema = builder.schema().clone();
     let class_names = match schema.metadata().get("huggingface") {
         Some(meta) => class_names_from_hf_metadata(meta)
@@ -45,22 +55,41 @@ pub(crate) fn read_labeled_parquet(path: &Path) -> Result<ParquetRows, DataError
                 column,
                 want,
                 found: field.data_type().to_string(),
+                hint: match column {
+                    "text" => "",
+                    _ => {
+                        "; string and float labels are not supported: store class ids 0..k-1, with \
+                         their names as a ClassLabel feature in the `huggingface` metadata"
+                    }
+                },
             });
         }
     }
     let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), ["text", "label"]);
     let rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
+    if rows == 0 {
+        return Err(DataError::NoRows { path: path.to_path_buf() });
+    }
     let reader = builder
         .with_projection(mask)
         .with_batch_size(8192)
         .build()
-        .map_err(|e| DataError::NotParquet { path: path.to_path_buf(), message: e.to_string() })?;
-    let mut out =
-        ParquetRows { texts: Vec::with_capacity(rows), labels: Vec::with_capacity(rows), class_names };
+        .map_err(|e| not_parquet(e.to_string()))?;
+    // The row count comes from the footer: a corrupt one must not size an allocation, so a
+    // larger file grows the vectors as rows actually arrive.
+    let capacity = rows.min(1 << 20);
+    let mut out = ParquetRows {
+        texts: Vec::with_capacity(capacity),
+        labels: Vec::with_capacity(capacity),
+        class_names,
+        source,
+    };
     for batch in reader {
-        let batch =
-            batch.map_err(|e| DataError::NotParquet { path: path.to_path_buf(), message: e.to_string() })?;
+        let batch = batch.map_err(|e| not_parquet(e.to_string()))?;
         append_batch(path, &batch, &mut out)?;
+    }
+    if out.texts.is_empty() {
+        return Err(DataError::NoRows { path: path.to_path_buf() });
     }
     Ok(out)
 }
@@ -77,33 +106,36 @@ fn append_batch(path: &Path, batch: &RecordBatch, out: &mut ParquetRows) -> Resu
     };
     null_at(text.as_ref(), "text")?;
     use arrow_array::cast::AsArray;
-    match text.data_type() {
-        DataType::Utf8 => {
-            out.texts.extend(text.as_string::<i32>().iter().map(|s| s.unwrap_or("").to_owned()))
-        }
-        DataType::LargeUtf8 => {
-            out.texts.extend(text.as_string::<i64>().iter().map(|s| s.unwrap_or("").to_owned()))
-        }
-        DataType::Utf8View => {
-            out.texts.extend(text.as_string_view().iter().map(|s| s.unwrap_or("").to_owned()))
-        }
+    let strings: Box<dyn Iterator<Item = Option<&str>>> = match text.data_type() {
+        DataType::Utf8 => Box::new(text.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => Box::new(text.as_string::<i64>().iter()),
+        DataType::Utf8View => Box::new(text.as_string_view().iter()),
         other => unreachable!("text type {other} was checked against the schema"),
+    };
+    for (i, s) in strings.enumerate() {
+        let s = s.unwrap_or("");
+        // HF `datasets` and the tokenizer accept an empty review and make it `[CLS] [SEP]`, a row
+        // that trains the model to tie its label to no text at all. An empty or blank text in a
+        // labelled dataset is a broken export, not a review: refuse it, naming the row.
+        if s.trim().is_empty() {
+            return Err(DataError::EmptyText { path: path.to_path_buf(), row: first_row + i });
+        }
+        out.texts.push(s.to_owned());
     }
     let label = batch.column_by_name("label").expect("projected column");
     null_at(label.as_ref(), "label")?;
-    let casted = arrow_cast_to_i64(label.as_ref());
-    out.labels.extend(casted);
+    out.labels.extend(arrow_cast_to_i128(label.as_ref()));
     Ok(())
 }
 
-/// Integer column → i64 values (every Arrow integer width is accepted).
-fn arrow_cast_to_i64(array: &dyn Array) -> Vec<i64> {
+/// Integer column → i128 values (every Arrow integer width is accepted, exactly).
+fn arrow_cast_to_i128(array: &dyn Array) -> Vec<i128> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::*;
     macro_rules! ints {
         ($($dt:ident => $t:ty),*) => {
             match array.data_type() {
-                $(DataType::$dt => array.as_primitive::<$t>().values().iter().map(|&v| v as i64).collect(),)*
+                $(DataType::$dt => array.as_primitive::<$t>().values().iter().map(|&v| v as i128).collect(),)*
                 other => unreachable!("label type {other} was checked against the schema"),
             }
         };
@@ -123,9 +155,28 @@ fn class_names_from_hf_metadata(meta: &str) -> Result<Option<Vec<String>>, Strin
     let names = label["names"]
         .as_array()
         .ok_or("`huggingface` metadata: features.label is a ClassLabel without `names`")?;
-    names
+    if names.is_empty() {
+        return Err("`huggingface` metadata: features.label is a ClassLabel with no names".into());
+    }
+    if names.len() > MAX_CLASSES {
+        return Err(format!(
+            "`huggingface` metadata: features.label declares {} class names, above the limit of \
+             {MAX_CLASSES} (bertlab_run::MAX_CLASSES)",
+            names.len()
+        ));
+    }
+    let names = names
         .iter()
         .map(|n| n.as_str().map(str::to_owned).ok_or_else(|| format!("ClassLabel name {n} is not a string")))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = std::collections::HashMap::new();
+    for (id, name) in names.iter().enumerate() {
+        if let Some(first) = seen.insert(name.as_str(), id) {
+            return Err(format!(
+                "`huggingface` metadata: ClassLabel classes {first} and {id} are both named {name:?}; \
+                 class names must differ"
+            ));
+        }
+    }
+    Ok(Some(names))
 }

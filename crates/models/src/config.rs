@@ -4,6 +4,7 @@
 //! `num_hidden_layers` vs `n_layers`, …). [`ModelConfig`] holds them under one set of names, and
 //! keeps every original key so that an export writes back the file it read, plus the labels.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -215,45 +216,204 @@ impl Fields<'_> {
         self.str_or(key, default)?.parse().map_err(|msg: String| self.error(key, msg))
     }
 
+    /// A required size key within `limit`.
+    fn size(&self, key: &str, limit: Limit) -> Result<usize, ModelError> {
+        let n = self.usize(key)?;
+        limit.check(n).map_err(|message| self.error(key, message))
+    }
+
+    /// An optional size key within `limit`.
+    fn size_or(&self, key: &str, default: usize, limit: Limit) -> Result<usize, ModelError> {
+        let n = self.usize_or(key, default)?;
+        limit.check(n).map_err(|message| self.error(key, message))
+    }
+
+    /// An optional token id (default 0); whether it is in the vocabulary is checked later.
+    fn token_id(&self, key: &str) -> Result<u32, ModelError> {
+        let id = self.usize_or(key, 0)?;
+        u32::try_from(id).map_err(|_| self.error(key, format!("{id} is not a token id (ids are 32-bit)")))
+    }
+
     /// `id2label` in id order, else `num_labels` generic names, else the `transformers`
-    /// default of two labels.
+    /// default of two labels; checked against `label2id` when the file has one.
+    ///
+    /// `transformers` turns the ids into numbers with `int(key)`, so `"0"` and `"00"` silently
+    /// collapse into one class and ids with a gap leave a class without a name; here each of
+    /// those is an error naming the ids.
     fn labels(&self) -> Result<Vec<String>, ModelError> {
         let num_labels = match self.map.get("num_labels") {
             None | Some(Value::Null) => None,
-            Some(_) => Some(self.usize("num_labels")?),
+            Some(_) => Some(self.size("num_labels", LABELS)?),
         };
-        let Some(id2label) = self.map.get("id2label").filter(|v| !v.is_null()) else {
-            return Ok(generic_labels(num_labels.unwrap_or(2)));
-        };
-        let object = id2label.as_object().ok_or_else(|| {
-            self.error("id2label", format!("expected an object {{\"0\": name, …}}, found {id2label}"))
-        })?;
-        let mut labels = vec![None; object.len()];
-        for (id, name) in object {
-            let index = id.parse::<usize>().ok().filter(|&i| i < object.len()).ok_or_else(|| {
-                self.error("id2label", format!("ids must be 0..{}, found {id:?}", object.len()))
-            })?;
-            let name = name.as_str().ok_or_else(|| {
-                self.error("id2label", format!("label {id:?} is {name}, expected a string"))
-            })?;
-            labels[index] = Some(name.to_string());
-        }
-        let labels: Vec<String> =
-            labels.into_iter().map(|l| l.expect("ids are distinct and in range")).collect();
-        if labels.is_empty() {
-            return Err(self.error("id2label", "is empty; a classifier needs at least one label"));
-        }
-        if let Some(n) = num_labels {
-            if n != labels.len() {
-                return Err(self.error(
-                    "num_labels",
-                    format!("is {n} but id2label has {} entries; make them agree", labels.len()),
-                ));
+        let labels = match self.map.get("id2label").filter(|v| !v.is_null()) {
+            None => generic_labels(num_labels.unwrap_or(2)),
+            Some(id2label) => {
+                let labels = self.id2label(id2label)?;
+                if let Some(n) = num_labels {
+                    if n != labels.len() {
+                        return Err(self.error(
+                            "num_labels",
+                            format!("is {n} but id2label has {} entries; make them agree", labels.len()),
+                        ));
+                    }
+                }
+                labels
             }
+        };
+        if let Some(label2id) = self.map.get("label2id").filter(|v| !v.is_null()) {
+            self.check_label2id(label2id, &labels)?;
         }
         Ok(labels)
     }
+
+    fn id2label(&self, id2label: &Value) -> Result<Vec<String>, ModelError> {
+        let bad = |message: String| self.error("id2label", message);
+        let object = id2label
+            .as_object()
+            .ok_or_else(|| bad(format!("expected an object {{\"0\": name, …}}, found {id2label}")))?;
+        if object.is_empty() {
+            return Err(bad("is empty; a classifier needs at least one label".into()));
+        }
+        LABELS.check(object.len()).map_err(|m| bad(format!("has {} entries: {m}", object.len())))?;
+        let mut by_id: BTreeMap<u64, (&str, &str)> = BTreeMap::new();
+        for (key, name) in object {
+            let id = parse_class_id(key).map_err(|why| bad(format!("id {key:?} {why}")))?;
+            let name =
+                name.as_str().ok_or_else(|| bad(format!("label {key:?} is {name}, expected a string")))?;
+            if let Some((other, _)) = by_id.insert(id, (key, name)) {
+                return Err(bad(format!(
+                    "ids {other:?} and {key:?} both stand for class {id}; give each class exactly one id"
+                )));
+            }
+        }
+        let n = by_id.len();
+        if let Some(missing) = by_id.keys().zip(0u64..).find_map(|(&id, want)| (id != want).then_some(want)) {
+            let found: Vec<String> = by_id.values().map(|(key, _)| format!("{key:?}")).collect();
+            return Err(bad(format!(
+                "has no id {missing}: {n} classes need the ids 0 to {}, none skipped; found {}",
+                n - 1,
+                abbreviate(&found)
+            )));
+        }
+        let mut ids_of_name: HashMap<&str, &str> = HashMap::new();
+        for (key, name) in by_id.values() {
+            if let Some(first) = ids_of_name.insert(name, key) {
+                return Err(bad(format!(
+                    "ids {first:?} and {key:?} are both named {name:?}; class names must differ \
+                     (label2id maps each name back to one id)"
+                )));
+            }
+        }
+        Ok(by_id.into_values().map(|(_, name)| name.to_string()).collect())
+    }
+
+    /// `label2id` must be the inverse of the labels: same names, same ids.
+    fn check_label2id(&self, label2id: &Value, labels: &[String]) -> Result<(), ModelError> {
+        let bad = |message: String| self.error("label2id", message);
+        let object = label2id
+            .as_object()
+            .ok_or_else(|| bad(format!("expected an object {{name: id, …}}, found {label2id}")))?;
+        let from_id2label = if self.map.get("id2label").is_some_and(|v| !v.is_null()) {
+            "id2label".to_string()
+        } else {
+            format!("the default labels {} (the file has no id2label)", abbreviate(labels))
+        };
+        for (name, id) in object {
+            let id_number = id.as_u64().ok_or_else(|| {
+                bad(format!("maps {name:?} to {id}; ids are the integers 0..{}", labels.len() - 1))
+            })?;
+            match usize::try_from(id_number).ok().and_then(|i| labels.get(i)) {
+                Some(label) if label == name => {}
+                Some(label) => {
+                    return Err(bad(format!(
+                        "maps {name:?} to {id_number}, but class {id_number} is {label:?} in \
+                         {from_id2label}; make the two agree (label2id is rebuilt from id2label on \
+                         export, so dropping it is safe)"
+                    )))
+                }
+                None => {
+                    return Err(bad(format!(
+                        "maps {name:?} to {id_number}, but {from_id2label} has only {} classes; make the \
+                         two agree",
+                        labels.len()
+                    )))
+                }
+            }
+        }
+        if object.len() != labels.len() {
+            let missing: Vec<&String> = labels.iter().filter(|l| !object.contains_key(l.as_str())).collect();
+            return Err(bad(format!(
+                "has {} entries but {from_id2label} has {} classes (no entry for {}); make the two agree",
+                object.len(),
+                labels.len(),
+                abbreviate(&missing)
+            )));
+        }
+        Ok(())
+    }
 }
+
+/// A class id written as a JSON object key: decimal digits only.
+fn parse_class_id(key: &str) -> Result<u64, &'static str> {
+    if let Some(rest) = key.strip_prefix('-') {
+        if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("is negative; class ids are 0, 1, 2, …");
+        }
+    }
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("is not a class id; ids are the integers 0, 1, 2, … written as strings");
+    }
+    key.parse().map_err(|_| "is too large to be a class id")
+}
+
+/// At most eight items of a list, then how many there are in all.
+fn abbreviate<T: fmt::Display>(items: &[T]) -> String {
+    const SHOWN: usize = 8;
+    let head: Vec<String> = items.iter().take(SHOWN).map(ToString::to_string).collect();
+    if items.len() > SHOWN {
+        format!("{}, … ({} in all)", head.join(", "), items.len())
+    } else {
+        head.join(", ")
+    }
+}
+
+/// The largest value a size key may take, and why: checked when the config is read, before
+/// any table is sized by it.
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    max: usize,
+    why: &'static str,
+}
+
+impl Limit {
+    fn check(self, n: usize) -> Result<usize, String> {
+        if n <= self.max {
+            Ok(n)
+        } else {
+            Err(format!("{n} is above the limit of {} ({}); check config.json", self.max, self.why))
+        }
+    }
+}
+
+// Each bound is several times the largest BERT-family checkpoint published, so no real model is
+// refused, while a typo or a hostile file cannot make the loader ask for terabytes (and abort).
+const VOCAB: Limit =
+    Limit { max: 1 << 20, why: "the largest BERT-family vocabularies hold about 250,000 tokens" };
+const HIDDEN: Limit = Limit { max: 16_384, why: "BERT-large is 1,024 wide, the widest encoders 4,096" };
+const INTERMEDIATE: Limit =
+    Limit { max: 65_536, why: "feed-forward blocks are 4 times the width, which is at most 16,384" };
+const LAYERS: Limit = Limit { max: 256, why: "BERT-large has 24 layers, the deepest encoders 48" };
+const HEADS: Limit = Limit { max: 16_384, why: "heads divide the width, at most 16,384" };
+const POSITIONS: Limit = Limit { max: 65_536, why: "long-context BERT-family models cover 8,192 positions" };
+const TOKEN_TYPES: Limit = Limit { max: 1_024, why: "BERT has 2 token types" };
+const LABELS: Limit = Limit {
+    max: bertlab_run::MAX_CLASSES,
+    why: "bertlab_run::MAX_CLASSES, sized for k × k confusion matrices",
+};
+
+/// The most values one parameter table may hold (2³¹, 8 GiB in f32): two sizes each within
+/// their bound can still multiply into a table no machine holds.
+const MAX_TABLE_VALUES: usize = 1 << 31;
 
 fn generic_labels(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("LABEL_{i}")).collect()
@@ -297,13 +457,13 @@ impl ModelConfig {
                 let hidden_dropout_prob = f.probability_or("hidden_dropout_prob", 0.1)?;
                 ModelConfig {
                     architecture: Architecture::Bert,
-                    vocab_size: f.usize("vocab_size")?,
-                    hidden_size: f.usize("hidden_size")?,
-                    num_hidden_layers: f.usize("num_hidden_layers")?,
-                    num_attention_heads: f.usize("num_attention_heads")?,
-                    intermediate_size: f.usize("intermediate_size")?,
-                    max_position_embeddings: f.usize("max_position_embeddings")?,
-                    type_vocab_size: f.usize_or("type_vocab_size", 2)?,
+                    vocab_size: f.size("vocab_size", VOCAB)?,
+                    hidden_size: f.size("hidden_size", HIDDEN)?,
+                    num_hidden_layers: f.size("num_hidden_layers", LAYERS)?,
+                    num_attention_heads: f.size("num_attention_heads", HEADS)?,
+                    intermediate_size: f.size("intermediate_size", INTERMEDIATE)?,
+                    max_position_embeddings: f.size("max_position_embeddings", POSITIONS)?,
+                    type_vocab_size: f.size_or("type_vocab_size", 2, TOKEN_TYPES)?,
                     hidden_act: f.activation("hidden_act", "gelu")?,
                     layer_norm_eps: f.f64_or("layer_norm_eps", 1e-12)?,
                     hidden_dropout_prob,
@@ -311,7 +471,7 @@ impl ModelConfig {
                     classifier_dropout: f.probability_or("classifier_dropout", hidden_dropout_prob)?,
                     initializer_range: f.f64_or("initializer_range", 0.02)?,
                     sinusoidal_pos_embds: false,
-                    pad_token_id: f.usize_or("pad_token_id", 0)? as u32,
+                    pad_token_id: f.token_id("pad_token_id")?,
                     labels: f.labels()?,
                     raw: raw.clone(),
                     origin: origin.to_string(),
@@ -319,12 +479,12 @@ impl ModelConfig {
             }
             "distilbert" => ModelConfig {
                 architecture: Architecture::DistilBert,
-                vocab_size: f.usize("vocab_size")?,
-                hidden_size: f.usize("dim")?,
-                num_hidden_layers: f.usize("n_layers")?,
-                num_attention_heads: f.usize("n_heads")?,
-                intermediate_size: f.usize("hidden_dim")?,
-                max_position_embeddings: f.usize("max_position_embeddings")?,
+                vocab_size: f.size("vocab_size", VOCAB)?,
+                hidden_size: f.size("dim", HIDDEN)?,
+                num_hidden_layers: f.size("n_layers", LAYERS)?,
+                num_attention_heads: f.size("n_heads", HEADS)?,
+                intermediate_size: f.size("hidden_dim", INTERMEDIATE)?,
+                max_position_embeddings: f.size("max_position_embeddings", POSITIONS)?,
                 type_vocab_size: 0,
                 hidden_act: f.activation("activation", "gelu")?,
                 // transformers hard-codes DistilBERT's LayerNorm epsilon.
@@ -334,7 +494,7 @@ impl ModelConfig {
                 classifier_dropout: f.probability_or("seq_classif_dropout", 0.2)?,
                 initializer_range: f.f64_or("initializer_range", 0.02)?,
                 sinusoidal_pos_embds: f.bool_or("sinusoidal_pos_embds", false)?,
-                pad_token_id: f.usize_or("pad_token_id", 0)? as u32,
+                pad_token_id: f.token_id("pad_token_id")?,
                 labels: f.labels()?,
                 raw: raw.clone(),
                 origin: origin.to_string(),
@@ -346,17 +506,65 @@ impl ModelConfig {
                 })
             }
         };
-        if config.hidden_size % config.num_attention_heads != 0 {
-            let (h, n) = match config.architecture {
-                Architecture::Bert => ("hidden_size", "num_attention_heads"),
-                Architecture::DistilBert => ("dim", "n_heads"),
-            };
+        config.check_consistency(&f)?;
+        Ok(config)
+    }
+
+    /// What no single key can say: heads divide the width, the padding id is a token, BERT has
+    /// a token type 0, and no table is absurdly large.
+    fn check_consistency(&self, f: &Fields<'_>) -> Result<(), ModelError> {
+        let bert = self.architecture == Architecture::Bert;
+        let (hidden, heads, intermediate) = if bert {
+            ("hidden_size", "num_attention_heads", "intermediate_size")
+        } else {
+            ("dim", "n_heads", "hidden_dim")
+        };
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(f.error(
-                n,
-                format!("{h} {} is not a multiple of {n} {}", config.hidden_size, config.num_attention_heads),
+                heads,
+                format!(
+                    "{hidden} {} is not a multiple of {heads} {}",
+                    self.hidden_size, self.num_attention_heads
+                ),
             ));
         }
-        Ok(config)
+        if self.pad_token_id as usize >= self.vocab_size {
+            return Err(f.error(
+                "pad_token_id",
+                format!(
+                    "{} is not a token of a vocabulary of vocab_size {} (ids 0..{})",
+                    self.pad_token_id,
+                    self.vocab_size,
+                    self.vocab_size - 1
+                ),
+            ));
+        }
+        if bert && self.type_vocab_size == 0 {
+            return Err(f.error(
+                "type_vocab_size",
+                "is 0, but BERT adds the embedding of token type 0 to every token; use 1 or more \
+                 (transformers fails on 0 too)",
+            ));
+        }
+        let tables = [
+            ("vocab_size", self.vocab_size, "embeddings.word_embeddings"),
+            ("max_position_embeddings", self.max_position_embeddings, "embeddings.position_embeddings"),
+            (intermediate, self.intermediate_size, "the feed-forward weights"),
+        ];
+        for (key, rows, table) in tables {
+            let values = rows.saturating_mul(self.hidden_size);
+            if values > MAX_TABLE_VALUES {
+                return Err(f.error(
+                    key,
+                    format!(
+                        "{key} {rows} × {hidden} {} = {values} values in {table}, above the limit of \
+                         2^31 (8 GiB of f32) for one table; check config.json",
+                        self.hidden_size
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Number of classes of a classifier built from this config.
@@ -440,6 +648,31 @@ impl ModelConfig {
     }
 }
 
+/// Check that a tokenizer fits the model of `config`: every id it can produce has a row in the
+/// word-embedding table.
+///
+/// `tokenizer_id_bound` is one more than the largest id the tokenizer produces, added tokens
+/// included (`bertlab_tokenize::WordPieceTokenizer::id_bound`); `tokenizer_file` is the file it
+/// was built from (`WordPieceTokenizer::source`), named in the error. A tokenizer whose ids
+/// reach past `vocab_size` belongs to another model: on the CPU its first such token would
+/// panic in the embedding lookup, on a GPU it would read whatever memory follows the table.
+/// Call this wherever a model and a tokenizer are loaded together, before encoding anything.
+pub fn check_tokenizer_fits(
+    config: &ModelConfig,
+    tokenizer_id_bound: usize,
+    tokenizer_file: &Path,
+) -> Result<(), ModelError> {
+    if tokenizer_id_bound > config.vocab_size {
+        return Err(ModelError::TokenizerDoesNotFit {
+            tokenizer: tokenizer_file.to_path_buf(),
+            id_bound: tokenizer_id_bound,
+            config: config.origin.clone(),
+            vocab_size: config.vocab_size,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,5 +744,168 @@ mod tests {
         let back = ModelConfig::from_json(&json.to_string(), "again").unwrap();
         assert_eq!(back.labels, c.labels);
         assert_eq!(back.hidden_size, c.hidden_size);
+    }
+
+    /// The error for `BERT` with `extra` keys added (`"key": value, …`).
+    fn error_with(extra: &str) -> String {
+        let text = BERT.replace('}', &format!(", {extra}}}"));
+        let err = ModelConfig::from_json(&text, "m/config.json").expect_err(extra);
+        assert!(matches!(err, ModelError::Config { .. }), "{err}");
+        err.to_string()
+    }
+
+    #[test]
+    fn id2label_ids_that_collapse_skip_or_are_not_numbers_are_errors() {
+        let cases = [
+            (r#""id2label": {"0": "neg", "00": "pos"}"#, r#"ids "0" and "00" both stand for class 0"#),
+            (r#""id2label": {"0": "neg", "+1": "pos"}"#, r#"id "+1" is not a class id"#),
+            (r#""id2label": {"0": "neg", "one": "pos"}"#, r#"id "one" is not a class id"#),
+            (r#""id2label": {"0": "neg", " 1": "pos"}"#, r#"id " 1" is not a class id"#),
+            (r#""id2label": {"0": "neg", "-1": "pos"}"#, r#"id "-1" is negative"#),
+            (
+                r#""id2label": {"0": "neg", "2": "pos"}"#,
+                r#"has no id 1: 2 classes need the ids 0 to 1, none skipped; found "0", "2""#,
+            ),
+            (r#""id2label": {"1000000000000": "x"}"#, "has no id 0"),
+            (r#""id2label": {"0": "neg", "99999999999999999999999": "pos"}"#, "too large"),
+            (r#""id2label": {"0": "same", "1": "same"}"#, r#"ids "0" and "1" are both named "same""#),
+            (r#""id2label": {"0": "neg", "1": 1}"#, r#"label "1" is 1, expected a string"#),
+            (r#""id2label": {}"#, "is empty"),
+            (r#""id2label": ["neg", "pos"]"#, "expected an object"),
+        ];
+        for (extra, want) in cases {
+            let msg = error_with(extra);
+            assert!(msg.starts_with("m/config.json: key `id2label`: "), "{extra}: {msg}");
+            assert!(msg.contains(want), "{extra}: {msg}");
+        }
+    }
+
+    #[test]
+    fn label2id_must_invert_the_labels() {
+        let id2label = r#""id2label": {"0": "neg", "1": "pos"}"#;
+        let ok = BERT.replace('}', &format!(r#", {id2label}, "label2id": {{"pos": 1, "neg": 0}}}}"#));
+        assert_eq!(ModelConfig::from_json(&ok, "m").unwrap().labels, ["neg", "pos"]);
+        // The default labels with the label2id transformers writes for them.
+        let ok = BERT.replace('}', r#", "label2id": {"LABEL_0": 0, "LABEL_1": 1}}"#);
+        assert_eq!(ModelConfig::from_json(&ok, "m").unwrap().labels, ["LABEL_0", "LABEL_1"]);
+
+        let cases = [
+            (
+                format!(r#"{id2label}, "label2id": {{"neg": 1, "pos": 0}}"#),
+                r#"maps "neg" to 1, but class 1 is "pos" in id2label; make the two agree"#,
+            ),
+            (
+                format!(r#"{id2label}, "label2id": {{"neg": 0}}"#),
+                "has 1 entries but id2label has 2 classes (no entry for pos)",
+            ),
+            (format!(r#"{id2label}, "label2id": {{"neg": 0, "pos": 1, "mixed": 2}}"#), "has only 2 classes"),
+            (
+                format!(r#"{id2label}, "label2id": {{"neg": "0", "pos": 1}}"#),
+                r#"maps "neg" to "0"; ids are the integers 0..1"#,
+            ),
+            (
+                r#""label2id": {"neg": 0, "pos": 1}"#.to_string(),
+                r#"maps "neg" to 0, but class 0 is "LABEL_0" in the default labels LABEL_0, LABEL_1 (the file has no id2label)"#,
+            ),
+        ];
+        for (extra, want) in cases {
+            let msg = error_with(&extra);
+            assert!(msg.starts_with("m/config.json: key `label2id`: "), "{extra}: {msg}");
+            assert!(msg.contains(want), "{extra}: {msg}");
+        }
+    }
+
+    #[test]
+    fn label_counts_are_bounded_before_anything_is_allocated() {
+        let msg = error_with(r#""num_labels": 1000000000000"#);
+        assert!(msg.contains("key `num_labels`: 1000000000000 is above the limit of 10000"), "{msg}");
+        let many: Vec<String> = (0..=bertlab_run::MAX_CLASSES).map(|i| format!(r#""{i}": "c{i}""#)).collect();
+        let msg = error_with(&format!(r#""id2label": {{{}}}"#, many.join(", ")));
+        assert!(
+            msg.contains("key `id2label`: has 10001 entries: 10001 is above the limit of 10000"),
+            "{msg}"
+        );
+        let c = ModelConfig::from_json(&BERT.replace('}', r#", "num_labels": 10000}"#), "m").unwrap();
+        assert_eq!((c.num_labels(), c.labels[9_999].as_str()), (10_000, "LABEL_9999"));
+    }
+
+    #[test]
+    fn every_size_key_is_bounded_and_named() {
+        let distilbert = r#"{"model_type": "distilbert", "vocab_size": 100, "dim": 32, "n_layers": 2,
+            "n_heads": 4, "hidden_dim": 64, "max_position_embeddings": 64}"#;
+        assert!(ModelConfig::from_json(distilbert, "d").is_ok());
+        let keys = [
+            (BERT, "vocab_size", "100"),
+            (BERT, "hidden_size", "32"),
+            (BERT, "num_hidden_layers", "2"),
+            (BERT, "num_attention_heads", "4"),
+            (BERT, "intermediate_size", "64"),
+            (BERT, "max_position_embeddings", "64"),
+            (distilbert, "vocab_size", "100"),
+            (distilbert, "dim", "32"),
+            (distilbert, "n_layers", "2"),
+            (distilbert, "n_heads", "4"),
+            (distilbert, "hidden_dim", "64"),
+            (distilbert, "max_position_embeddings", "64"),
+        ];
+        for (base, key, value) in keys {
+            let from = format!("\"{key}\": {value}");
+            assert!(base.contains(&from), "{key}");
+            let text = base.replace(&from, &format!("\"{key}\": 1000000000000"));
+            let msg = ModelConfig::from_json(&text, "x.json").unwrap_err().to_string();
+            assert!(
+                msg.starts_with(&format!("x.json: key `{key}`: 1000000000000 is above the limit of ")),
+                "{key}: {msg}"
+            );
+        }
+        let msg = error_with(r#""type_vocab_size": 1000000000000"#);
+        assert!(msg.contains("key `type_vocab_size`: 1000000000000 is above the limit of 1024"), "{msg}");
+    }
+
+    #[test]
+    fn sizes_within_bounds_that_multiply_into_an_absurd_table_are_errors() {
+        let text = BERT
+            .replace("\"vocab_size\": 100", "\"vocab_size\": 1000000")
+            .replace("\"hidden_size\": 32", "\"hidden_size\": 16384");
+        let msg = ModelConfig::from_json(&text, "x.json").unwrap_err().to_string();
+        assert!(
+            msg.contains(
+                "key `vocab_size`: vocab_size 1000000 × hidden_size 16384 = 16384000000 values in \
+                          embeddings.word_embeddings, above the limit of 2^31"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn pad_token_type_vocab_and_heads_must_fit_the_model() {
+        let msg = error_with(r#""pad_token_id": 100"#);
+        assert!(
+            msg.contains("key `pad_token_id`: 100 is not a token of a vocabulary of vocab_size 100"),
+            "{msg}"
+        );
+        let msg = error_with(r#""pad_token_id": 1099511627776"#);
+        assert!(msg.contains("key `pad_token_id`: 1099511627776 is not a token id"), "{msg}");
+        let msg = error_with(r#""type_vocab_size": 0"#);
+        assert!(msg.contains("key `type_vocab_size`: is 0"), "{msg}");
+        let text = BERT.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": 64");
+        let msg = ModelConfig::from_json(&text, "x.json").unwrap_err().to_string();
+        assert!(msg.contains("key `num_attention_heads`: hidden_size 32 is not a multiple of"), "{msg}");
+    }
+
+    #[test]
+    fn a_tokenizer_with_ids_past_vocab_size_does_not_fit() {
+        let c = ModelConfig::from_json(BERT, "model/config.json").unwrap();
+        let tokenizer = Path::new("tok/tokenizer.json");
+        check_tokenizer_fits(&c, 100, tokenizer).unwrap();
+        check_tokenizer_fits(&c, 90, tokenizer).unwrap();
+        let err = check_tokenizer_fits(&c, 30_522, tokenizer).unwrap_err();
+        assert!(matches!(err, ModelError::TokenizerDoesNotFit { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "tok/tokenizer.json: the tokenizer's ids reach 30521, but model/config.json has vocab_size \
+             100 (ids 0..99); the tokenizer does not belong to this model: use the tokenizer saved with \
+             the model, or a model whose vocabulary covers this tokenizer"
+        );
     }
 }

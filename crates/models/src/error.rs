@@ -106,6 +106,45 @@ pub enum ModelError {
         /// Second file key.
         second: String,
     },
+    /// A tensor holds NaN or an infinity: every output of the model would be non-finite.
+    #[error(
+        "{path}: tensor `{name}` holds {count} non-finite value(s) (first: {first} at flat index \
+         {index}, as f32); the checkpoint is corrupt or was saved after training diverged: use \
+         another checkpoint",
+        path = path.display()
+    )]
+    NonFiniteWeights {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor name as stored in the file.
+        name: String,
+        /// How many values are NaN or infinite.
+        count: usize,
+        /// The first of them (after conversion to f32, so an F64 value beyond f32's range shows
+        /// as an infinity).
+        first: f32,
+        /// Its row-major index in the tensor.
+        index: usize,
+    },
+    /// The tokenizer produces ids the model's embedding table has no row for.
+    #[error(
+        "{tokenizer}: the tokenizer's ids reach {max_id}, but {config} has vocab_size {vocab_size} \
+         (ids 0..{last}); the tokenizer does not belong to this model: use the tokenizer saved \
+         with the model, or a model whose vocabulary covers this tokenizer",
+        tokenizer = tokenizer.display(),
+        max_id = id_bound - 1,
+        last = vocab_size.saturating_sub(1)
+    )]
+    TokenizerDoesNotFit {
+        /// The tokenizer file (`tokenizer.json` or `vocab.txt`).
+        tokenizer: PathBuf,
+        /// One more than the largest id the tokenizer produces.
+        id_bound: usize,
+        /// The model's `config.json` (its origin).
+        config: String,
+        /// The model's `vocab_size`.
+        vocab_size: usize,
+    },
     /// Writing a safetensors file failed.
     #[error("{path}: writing safetensors failed: {message}", path = path.display())]
     Export {

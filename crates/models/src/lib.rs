@@ -10,7 +10,7 @@ mod model;
 mod precision;
 mod weights;
 
-pub use config::{Activation, Architecture, ModelConfig};
+pub use config::{check_tokenizer_fits, Activation, Architecture, ModelConfig};
 pub use encoder::{cls, mean_pool, AttentionKernel, Backbone, Embeddings, EncoderLayer};
 pub use error::ModelError;
 pub use model::{

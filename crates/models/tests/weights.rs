@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use bertlab_hub::{HubOptions, RepoRef};
-use bertlab_models::{export_classifier, load_classifier, ModelError, Precision, TextClassifier};
+use bertlab_models::{
+    export_classifier, load_classifier, load_encoder, ModelError, Precision, TextClassifier,
+};
 use burn::backend::Flex;
 use common::*;
 use safetensors::{Dtype, SafeTensors};
@@ -224,6 +226,115 @@ fn shape_mismatch_names_the_tensor_and_both_shapes() {
     let msg = err.to_string();
     assert!(matches!(err, ModelError::ShapeMismatch { .. }), "{msg}");
     assert!(msg.contains("classifier.weight") && msg.contains("[2, 32]") && msg.contains("[3, 32]"), "{msg}");
+}
+
+/// A NaN or an infinity anywhere in a tensor the model reads refuses the file, naming the
+/// tensor, the first bad value and where it is: F32 and F16 storage, backbone and head, through
+/// both loaders.
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let Some(dir) = fixture("tiny-bert-classifier") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    /// (flat index, value) pairs written into one tensor.
+    type Poison = &'static [(usize, f32)];
+    // (tensor, stored dtype, poison, expected message part)
+    let cases: [(&str, Dtype, Poison, &str); 3] = [
+        (
+            "bert.encoder.layer.1.output.dense.weight",
+            Dtype::F32,
+            &[(5, f32::NAN), (2047, f32::NAN)],
+            "2 non-finite value(s) (first: NaN at flat index 5",
+        ),
+        (
+            "classifier.bias",
+            Dtype::F16,
+            &[(0, f32::INFINITY), (1, f32::NEG_INFINITY)],
+            "2 non-finite value(s) (first: inf at flat index 0",
+        ),
+        (
+            "bert.embeddings.word_embeddings.weight",
+            Dtype::F32,
+            &[(976_703, f32::NEG_INFINITY)],
+            "1 non-finite value(s) (first: -inf at flat index 976703",
+        ),
+    ];
+    for (i, (target, dtype, poison, want)) in cases.into_iter().enumerate() {
+        let out = tmp.path().join(format!("case{i}"));
+        rewrite_fixture(&dir, &out, |name, d, shape, data| {
+            let mut data = data.to_vec();
+            if name == target {
+                for &(at, value) in poison {
+                    data[4 * at..4 * at + 4].copy_from_slice(&value.to_le_bytes());
+                }
+            }
+            let (dtype, data) = if dtype == Dtype::F32 { (d, data) } else { (dtype, f32_to(dtype, &data)) };
+            vec![(name.to_string(), dtype, shape.to_vec(), data)]
+        });
+        let err = load_classifier::<Flex>(&RepoRef::Local(out.clone()), &hub(), &[], 0, &Default::default())
+            .map(|_| ())
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ModelError::NonFiniteWeights { .. }), "{msg}");
+        assert!(msg.contains(&format!("model.safetensors: tensor `{target}` holds {want}")), "{msg}");
+        if !target.starts_with("classifier") {
+            let msg = load_encoder::<Flex>(&RepoRef::Local(out), &hub(), &Default::default())
+                .map(|_| ())
+                .unwrap_err();
+            assert!(msg.to_string().contains(target), "the encoder loader scans too: {msg}");
+        }
+    }
+}
+
+/// A config.json that cannot describe a classifier is refused, naming the file and the key,
+/// before the weights are read; one that disagrees with the weights names the tensor and both
+/// shapes.
+#[test]
+fn bad_config_json_is_refused_naming_file_and_key() {
+    let Some(dir) = fixture("tiny-bert-classifier") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.join("model.safetensors"), tmp.path().join("model.safetensors")).unwrap();
+    let config = read_json(&dir.join("config.json"));
+    let load = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut json = config.clone();
+        edit(&mut json);
+        std::fs::write(tmp.path().join("config.json"), json.to_string()).unwrap();
+        load_classifier::<Flex>(&RepoRef::Local(tmp.path().into()), &hub(), &[], 0, &Default::default())
+            .map(|_| ())
+            .unwrap_err()
+    };
+    let config_path = tmp.path().join("config.json").display().to_string();
+    type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
+    let cases: [(Edit, &str); 4] = [
+        (
+            &|j| j["id2label"] = serde_json::json!({"0": "neg", "00": "pos"}),
+            "key `id2label`: ids \"0\" and \"00\" both stand for class 0",
+        ),
+        (
+            &|j| j["num_labels"] = 1_000_000_000_000u64.into(),
+            "key `num_labels`: 1000000000000 is above the limit",
+        ),
+        (
+            &|j| j["vocab_size"] = 1_000_000_000_000u64.into(),
+            "key `vocab_size`: 1000000000000 is above the limit",
+        ),
+        (&|j| j["pad_token_id"] = 40_000.into(), "key `pad_token_id`: 40000 is not a token"),
+    ];
+    for (edit, want) in cases {
+        let err = load(edit);
+        let msg = err.to_string();
+        assert!(matches!(err, ModelError::Config { .. }), "{msg}");
+        assert!(msg.starts_with(&format!("{config_path}: {want}")), "{msg}");
+    }
+    let err = load(&|j| j["vocab_size"] = 30_000.into());
+    let msg = err.to_string();
+    assert!(matches!(err, ModelError::ShapeMismatch { .. }), "{msg}");
+    assert!(
+        msg.contains(
+            "model.safetensors: tensor `bert.embeddings.word_embeddings.weight` has shape [30522, 32] but \
+             the model built from the config expects [30000, 32]"
+        ),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -10,6 +10,17 @@ use serde::{Deserialize, Serialize};
 /// The class whose precision, recall and F1 are reported (`pos` in IMDB).
 pub const POSITIVE_CLASS: u32 = 1;
 
+/// The most classes a dataset or a classifier may have; more is refused when the data or the
+/// config is read, before anything is sized by it.
+///
+/// Why 10,000: every evaluation builds a `k × k` [`ConfusionMatrix`] of `u64` and a record
+/// stores it, so at this bound that is already 10⁸ cells (800 MB in memory, hundreds of MB of
+/// JSON); a label of 10¹² read as a class id would ask for 8·10²⁴ bytes and abort. Single-label
+/// text classification sets in common use are far smaller (IMDB 2, banking77 77, CLINC150 151);
+/// the label sets of tens of thousands (medical codes, product taxonomies) are multi-label,
+/// which bertlab's softmax head does not model anyway.
+pub const MAX_CLASSES: usize = 10_000;
+
 /// A `k × k` confusion matrix: `counts[true][predicted]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfusionMatrix {

@@ -284,6 +284,13 @@ impl WordPieceTokenizer {
         self.vocab_size
     }
 
+    /// One more than the largest id this tokenizer can produce, added tokens included: the
+    /// rows a model's word-embedding table needs (`bertlab_models::check_tokenizer_fits`).
+    /// Equal to [`Self::vocab_size`] unless the vocabulary skips ids.
+    pub fn id_bound(&self) -> usize {
+        self.id_bound
+    }
+
     /// The id of `token`, if in the vocabulary.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.engine.token_to_id(token)

@@ -28,6 +28,7 @@ fn tokenizer() -> (tempfile::TempDir, WordPieceTokenizer) {
 fn packs_cls_tokens_sep_and_truncates_by_strategy() {
     let (_dir, tok) = tokenizer();
     assert_eq!((tok.pad_id(), tok.cls_id(), tok.sep_id(), tok.vocab_size()), (0, 2, 3, 16));
+    assert_eq!(tok.id_bound(), 16);
     let text = "The films was GREAT, funny bad!";
     // the film ##s was great , fun ##ny bad !
     let pieces = vec![5, 6, 11, 7, 8, 10, 13, 14, 12, 15];
@@ -264,4 +265,16 @@ fn cache_io_failure_names_the_file() {
         err.contains(&blocker.path().join("sub").display().to_string()) && err.contains(".tokens"),
         "{err}"
     );
+}
+
+/// A token listed twice in vocab.txt keeps its last line's id, so the vocabulary skips the id
+/// of its first line: `id_bound` (the rows an embedding table needs) is then above
+/// `vocab_size` (the number of distinct tokens), and a model check must use the former.
+#[test]
+fn id_bound_is_one_past_the_largest_id_even_when_ids_are_skipped() {
+    let dir = model_dir(&format!("{VOCAB}the\n"), None);
+    let tok = WordPieceTokenizer::from_dir(dir.path()).unwrap();
+    assert_eq!(tok.token_to_id("the"), Some(16));
+    assert_eq!(tok.id_to_token(5), None, "line 6 lost its token to line 17");
+    assert_eq!((tok.vocab_size(), tok.id_bound()), (16, 17));
 }

@@ -28,6 +28,7 @@ fn ids(v: &Value) -> Vec<u32> {
 fn both(dir: &Path) -> [WordPieceTokenizer; 2] {
     let fast = WordPieceTokenizer::from_dir(dir).unwrap();
     assert!(fast.uses_fast_path(), "MiniLM is a standard BERT pipeline");
+    assert_eq!((fast.vocab_size(), fast.id_bound()), (30_522, 30_522), "MiniLM's config.json vocab_size");
     let engine = fast.clone().with_fast_path(false);
     [fast, engine]
 }
