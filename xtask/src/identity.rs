@@ -42,10 +42,10 @@ impl<'a> ContentIdentity<'a> {
     }
 }
 
-/// `files` under `dir` (those that exist), hashed; or the reference when none can be read.
-fn digest_of(dir: &Path, files: &[PathBuf]) -> Option<String> {
+/// `files` (those that can be read), hashed by content; `None` when none can be read.
+fn digest_of(files: &[PathBuf]) -> Option<String> {
     let ids: Vec<FileIdentity> = files.iter().filter_map(|f| FileIdentity::of(f).ok()).collect();
-    (!ids.is_empty()).then(|| format!("sha256:{}", files_digest(dir, &ids)))
+    (!ids.is_empty()).then(|| format!("sha256:{}", files_digest(&ids)))
 }
 
 /// Every regular file under `dir`, recursively, sorted (hidden names skipped).
@@ -79,7 +79,7 @@ impl InputIdentity for ContentIdentity<'_> {
         self.memoised(format!("model {resolved}"), || {
             let files: Vec<PathBuf> =
                 MODEL_FILES.iter().map(|f| dir.join(f)).filter(|p| p.is_file()).collect();
-            digest_of(&dir, &files).unwrap_or(resolved.clone())
+            digest_of(&files).unwrap_or(resolved.clone())
         })
     }
 
@@ -92,8 +92,7 @@ impl InputIdentity for ContentIdentity<'_> {
         }
         self.memoised(format!("source {resolved}"), || {
             let files = if path.is_dir() { files_under(&path) } else { vec![path.clone()] };
-            let root = if path.is_dir() { path.as_path() } else { path.parent().unwrap_or(Path::new("/")) };
-            digest_of(root, &files).unwrap_or(resolved.clone())
+            digest_of(&files).unwrap_or(resolved.clone())
         })
     }
 }

@@ -69,6 +69,8 @@ fn embed(args: &EncodeArgs, global: &crate::Global) -> anyhow::Result<Vec<TextEm
     let tokenizer = WordPieceTokenizer::from_repo(&repo, &hub)
         .with_context(|| format!("loading the tokenizer of --model {}", args.model))?
         .with_max_positions(config.max_position_embeddings);
+    bertlab_models::check_tokenizer_fits(&config, tokenizer.id_bound(), tokenizer.source())
+        .with_context(|| format!("--model {}", args.model))?;
     tokenizer.check_max_len(args.max_len).context("--max-len")?;
     let pad = i64::from(tokenizer.pad_id());
 

@@ -38,6 +38,8 @@ pub fn load_fine_tuned(
     let tokenizer = WordPieceTokenizer::from_repo(&repo, hub)
         .with_context(|| format!("loading the tokenizer of --model {model}"))?
         .with_max_positions(config.max_position_embeddings);
+    bertlab_models::check_tokenizer_fits(&config, tokenizer.id_bound(), tokenizer.source())
+        .with_context(|| format!("--model {model}"))?;
     Ok(FineTuned { model: classifier, config, tokenizer })
 }
 

@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 pub use bertlab_hub::HubOptions;
 use bertlab_hub::{RepoKind, RepoRef};
-pub use source::SourceFile;
+pub use source::FileIdentity;
 pub use split::{train_test_split, NotebookSplit, SplitSize, TrainTest};
 
 /// The Hub dataset the notebook loads with `load_dataset("imdb")`.
@@ -51,14 +51,9 @@ pub enum DataError {
         what: String,
     },
     /// The file's size or modification time differs from when it was read
-    /// ([`SourceFile::check_unchanged`]).
-    #[error("{path}: changed since it was read ({what}); results computed from it no longer describe the file", path = path.display())]
-    ChangedSinceRead {
-        /// The file.
-        path: PathBuf,
-        /// What changed.
-        what: String,
-    },
+    /// ([`FileIdentity::check_unchanged`]).
+    #[error(transparent)]
+    ChangedSinceRead(#[from] bertlab_run::identity::FileChanged),
     /// The file is not a readable parquet file.
     #[error("{path}: not a readable parquet file: {message}; if it was downloaded or copied, it may be truncated: fetch it again", path = path.display())]
     NotParquet {
@@ -278,7 +273,7 @@ pub struct LabeledTexts {
     /// Class names, index = class id.
     pub class_names: Vec<String>,
     /// The files the rows were read from, in order, with the identity of their content.
-    pub sources: Vec<SourceFile>,
+    pub sources: Vec<FileIdentity>,
 }
 
 impl LabeledTexts {
@@ -310,7 +305,7 @@ impl LabeledTexts {
     /// One identity of the data read: SHA-256 (hex) over the size and content hash of each
     /// source file, in order. It depends on the bytes only, not on where the files lie.
     pub fn content_digest(&self) -> String {
-        source::digest(&self.sources)
+        bertlab_run::identity::files_digest(&self.sources)
     }
 }
 

@@ -8,7 +8,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use bertlab_run::MAX_CLASSES;
 
-use crate::source::SourceFile;
+use crate::source::{read_file, FileIdentity};
 use crate::DataError;
 
 /// The rows of one parquet file plus the class names its schema metadata declares.
@@ -20,13 +20,13 @@ pub(crate) struct ParquetRows {
     /// `ClassLabel` names from the `huggingface` schema metadata, if any.
     pub class_names: Option<Vec<String>>,
     /// The file and the identity of the bytes parsed.
-    pub source: SourceFile,
+    pub source: FileIdentity,
 }
 
 /// Read the `text` (string) and `label` (integer) columns of `path`.
 pub(crate) fn read_labeled_parquet(path: &Path) -> Result<ParquetRows, DataError> {
     let not_parquet = |message: String| DataError::NotParquet { path: path.to_path_buf(), message };
-    let (content, source) = SourceFile::read(path)?;
+    let (content, source) = read_file(path)?;
     if content.is_empty() {
         return Err(not_parquet("the file is empty (0 bytes)".into()));
     }

@@ -3,112 +3,38 @@
 
 use std::fs::{File, Metadata};
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
-
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use std::path::Path;
 
 use crate::DataError;
 
-/// One data file as it was read.
+pub use bertlab_run::identity::FileIdentity;
+
+/// Read the regular file `path` whole, with the identity of the bytes read.
 ///
-/// `sha256` is the hash of exactly the bytes that were parsed (the file is read whole, hashed,
-/// then parsed from memory), so it identifies the data a run used even if the file is replaced
-/// afterwards. `bytes` and `modified` are what the file system said while it was open: compare
-/// them with [`SourceFile::check_unchanged`] to notice a file that changed since.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SourceFile {
-    /// The path the file was read from (as given; a Hub cache path is a snapshot symlink).
-    pub path: PathBuf,
-    /// Its size in bytes.
-    pub bytes: u64,
-    /// Its modification time, where the file system records one.
-    pub modified: Option<SystemTime>,
-    /// SHA-256 of its content, 64 lowercase hex digits.
-    pub sha256: String,
-}
-
-impl SourceFile {
-    /// Read the regular file `path` whole, with its identity.
-    ///
-    /// Refuses what is not a regular file (a directory, a FIFO, a socket, a device, a dangling
-    /// symbolic link) without opening it for a blocking read, and a file whose size or
-    /// modification time changed while it was read (a download or copy still in progress).
-    pub(crate) fn read(path: &Path) -> Result<(Vec<u8>, SourceFile), DataError> {
-        let file = open_regular(path)?;
-        let before = file.metadata().map_err(|e| DataError::io(path, e))?;
-        let mut content = Vec::new();
-        // The size is a hint only: the file may have changed since it was measured.
-        content.try_reserve_exact(before.len() as usize).map_err(|_| DataError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::OutOfMemory,
-                format!("cannot hold its {} bytes in memory", before.len()),
-            ),
-        })?;
-        (&file).read_to_end(&mut content).map_err(|e| DataError::io(path, e))?;
-        let after = file.metadata().map_err(|e| DataError::io(path, e))?;
-        if let Some(what) = changed(&before, &after, content.len() as u64) {
-            return Err(DataError::ChangedWhileReading { path: path.to_path_buf(), what });
-        }
-        let source = SourceFile {
-            path: path.to_path_buf(),
-            bytes: content.len() as u64,
-            modified: before.modified().ok(),
-            sha256: hex(&Sha256::digest(&content)),
-        };
-        Ok((content, source))
+/// Refuses what is not a regular file (a directory, a FIFO, a socket, a device, a dangling
+/// symbolic link) without opening it for a blocking read, and a file whose size or
+/// modification time changed while it was read (a download or copy still in progress). The
+/// identity's hash is of exactly the bytes that are parsed (the file is read whole, hashed, then
+/// parsed from memory), so it identifies the data a run used even if the file is replaced later.
+pub(crate) fn read_file(path: &Path) -> Result<(Vec<u8>, FileIdentity), DataError> {
+    let file = open_regular(path)?;
+    let before = file.metadata().map_err(|e| DataError::io(path, e))?;
+    let mut content = Vec::new();
+    // The size is a hint only: the file may have changed since it was measured.
+    content.try_reserve_exact(before.len() as usize).map_err(|_| DataError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            format!("cannot hold its {} bytes in memory", before.len()),
+        ),
+    })?;
+    (&file).read_to_end(&mut content).map_err(|e| DataError::io(path, e))?;
+    let after = file.metadata().map_err(|e| DataError::io(path, e))?;
+    if let Some(what) = changed(&before, &after, content.len() as u64) {
+        return Err(DataError::ChangedWhileReading { path: path.to_path_buf(), what });
     }
-
-    /// Check that the file still has the size and modification time it had when it was read.
-    ///
-    /// This is a cheap look (one `stat`), not a new hash: a writer that keeps both the size and
-    /// the modification time goes unnoticed, which ordinary tools (downloads, copies, editors)
-    /// do not do.
-    pub fn check_unchanged(&self) -> Result<(), DataError> {
-        let meta = std::fs::metadata(&self.path).map_err(|e| DataError::io(&self.path, e))?;
-        let now = meta.modified().ok();
-        let what = if meta.len() != self.bytes {
-            Some(format!("its size was {} bytes and is now {}", self.bytes, meta.len()))
-        } else if now != self.modified {
-            Some(format!(
-                "its modification time was {} and is now {}",
-                describe_time(self.modified),
-                describe_time(now)
-            ))
-        } else {
-            None
-        };
-        match what {
-            Some(what) => Err(DataError::ChangedSinceRead { path: self.path.clone(), what }),
-            None => Ok(()),
-        }
-    }
-}
-
-/// SHA-256 over the content hashes of `sources`, in order: one identity for data read from
-/// several files (train then test). Paths are left out, so the same files in another folder
-/// give the same digest.
-pub(crate) fn digest(sources: &[SourceFile]) -> String {
-    let mut hasher = Sha256::new();
-    for source in sources {
-        hasher.update(source.bytes.to_le_bytes());
-        hasher.update(source.sha256.as_bytes());
-    }
-    hex(&hasher.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn describe_time(time: Option<SystemTime>) -> String {
-    match time.map(|t| t.duration_since(SystemTime::UNIX_EPOCH)) {
-        Some(Ok(d)) => format!("{}.{:09} s after the Unix epoch", d.as_secs(), d.subsec_nanos()),
-        Some(Err(_)) => "before the Unix epoch".into(),
-        None => "unknown".into(),
-    }
+    let identity = FileIdentity::of_bytes(path, &content, before.modified().ok());
+    Ok((content, identity))
 }
 
 /// What differs between two looks at an open file, if anything.

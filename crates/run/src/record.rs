@@ -155,6 +155,9 @@ pub struct DataSummary {
     pub train_truncated: usize,
     /// Real and padded tokens of one training epoch (the first).
     pub train_padding: PaddingStats,
+    /// The data files read (size, modification time, SHA-256), checked unchanged at the end.
+    #[serde(default)]
+    pub files: Vec<crate::identity::FileIdentity>,
 }
 
 /// One epoch.

@@ -8,7 +8,7 @@ use crate::progress::ProgressMode;
 use crate::readback::logits_to_vec;
 use bertlab_data::{DataError, DatasetSource, NotebookSplit};
 use bertlab_hub::{HubOptions, RepoKind, RepoRef};
-use bertlab_models::{export_classifier, load_classifier, ModelError, Precision};
+use bertlab_models::{export_classifier, load_classifier, ModelConfig, ModelError, Precision};
 use bertlab_run::format::hms;
 use bertlab_run::record::peak_rss_bytes;
 use bertlab_run::{
@@ -329,6 +329,16 @@ pub fn train<B: AutodiffBackend>(
     };
     record.timings.total_seconds = started.elapsed().as_secs_f64();
     record.peak_rss_bytes = peak_rss_bytes();
+    // The data files must still be what the run read: a file replaced during the run would leave
+    // a record that describes other data.
+    let outcome = outcome.and_then(|()| {
+        record
+            .data
+            .files
+            .iter()
+            .try_for_each(|f| f.check_unchanged())
+            .map_err(|e| TrainError::Data(Box::new(e.into())))
+    });
     // No number that was not measured is reported: a non-finite one fails the run.
     let outcome = outcome.and_then(|()| match record.first_non_finite() {
         Some((field, value)) => Err(TrainError::NonFiniteResult { field, value }),
@@ -399,6 +409,7 @@ fn run_inner<B: AutodiffBackend>(
         val: split.val.len(),
         test: split.test.len(),
         class_names: data.class_names.clone(),
+        files: data.sources.clone(),
         ..DataSummary::default()
     };
     record.timings.data_seconds = t.elapsed().as_secs_f64();
@@ -415,6 +426,10 @@ fn run_inner<B: AutodiffBackend>(
     let t = Instant::now();
     let repo = RepoRef::parse(&spec.model, RepoKind::Model);
     let tokenizer = WordPieceTokenizer::from_repo(&repo, &hub)?;
+    // Before the whole dataset is tokenized: a tokenizer whose ids the model has no embedding for
+    // would only fail (or, on a GPU, read garbage) at the first batch.
+    let model_config = ModelConfig::from_file(&repo.file("config.json", &hub).map_err(ModelError::from)?)?;
+    bertlab_models::check_tokenizer_fits(&model_config, tokenizer.id_bound(), tokenizer.source())?;
     let encode = |rows: &[usize]| -> Result<EncodedTexts, TokenizeError> {
         let texts: Vec<&str> = rows.iter().map(|&r| data.texts[r].as_str()).collect();
         match &spec.cache_dir {

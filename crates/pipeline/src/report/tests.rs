@@ -65,6 +65,7 @@ fn record(run: &PlannedRun, epochs: &[(f64, f64)], test_acc: f64, secs: f64, bat
         class_names: vec!["neg".into(), "pos".into()],
         train_truncated: 0,
         train_padding: PaddingStats { real_tokens: train as u64 * 100, padded_tokens: train as u64 * 110 },
+        files: Vec::new(),
     };
     r.test = Some(ClassificationMetrics {
         n: 100,

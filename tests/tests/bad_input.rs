@@ -1,0 +1,348 @@
+//! Bad input, faults and interrupted work, through the binaries as a user meets them. Every case
+//! must end in one clear line on stderr that names the file, key, row or flag at fault, with exit
+//! code 1 (2 for a flag's value), without a panic, an abort or a hang, and leave what was written
+//! before it intact.
+#![cfg(unix)]
+
+use bertlab_tests::{build_binaries, workspace_root, HUB_ENV};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The binaries, built once for every test of this file.
+fn binaries() -> &'static (PathBuf, PathBuf) {
+    static BINARIES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BINARIES.get_or_init(build_binaries)
+}
+
+fn bertlab() -> &'static Path {
+    &binaries().1
+}
+
+fn xtask() -> &'static Path {
+    &binaries().0
+}
+
+fn shared() -> Option<PathBuf> {
+    let dir = bertlab_hub::shared_dir();
+    if dir.is_none() {
+        eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
+    }
+    dir
+}
+
+/// Run `cmd` with a guard: a process still running after `limit` is a hang and fails the test.
+fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start the command");
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("still running after {limit:?} (a hang):\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn cmd(bin: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin);
+    c.args(args).current_dir(workspace_root());
+    c
+}
+
+/// Assert the command failed with `code` and one line on stderr (notes aside) holding every
+/// `needle`; returns that line.
+fn fails(out: &Output, code: i32, needles: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "exit status {} (want {code}):\n{stderr}", out.status);
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "a panic:\n{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("note:") && !l.starts_with("warning:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "want one line:\n{stderr}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{n:?} missing from: {}", lines[0]);
+    }
+    lines[0].to_string()
+}
+
+fn tiny_train(shared: &Path, out: &Path, extra: &[&str]) -> Command {
+    let model = shared.join("fixtures/tiny-distilbert-classifier");
+    let data = shared.join("data/hf-imdb");
+    let mut args = vec![
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--source",
+        data.to_str().unwrap(),
+        "--subset",
+        "0.02",
+        "--max-len",
+        "32",
+        "--batch",
+        "8",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let mut c = cmd(bertlab(), &args);
+    c.env("HF_HUB_OFFLINE", "1");
+    c
+}
+
+/// Copy a fixture directory (its files) to `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn flags_with_values_that_cannot_be_used_exit_2_naming_the_flag() {
+    let Some(shared) = shared() else { return };
+    let model = shared.join("fixtures/tiny-distilbert-classifier");
+    let data = shared.join("data/hf-imdb");
+    let out = run_with_limit(
+        cmd(
+            bertlab(),
+            &["eval", "--model", model.to_str().unwrap(), "--source", data.to_str().unwrap(), "--batch", "0"],
+        ),
+        Duration::from_secs(60),
+    );
+    fails(&out, 2, &["--batch 0", "at least 1"]);
+    let out = run_with_limit(
+        cmd(bertlab(), &["train", "--print-spec", "--grad-clip", "0"]),
+        Duration::from_secs(30),
+    );
+    fails(&out, 2, &["--grad-clip 0", "positive"]);
+    let out = run_with_limit(
+        cmd(bertlab(), &["train", "--print-spec", "--subset", "1.5"]),
+        Duration::from_secs(30),
+    );
+    fails(&out, 2, &["--subset 1.5"]);
+    // A --out that is not UTF-8 (run specs and records are text).
+    use std::os::unix::ffi::OsStrExt;
+    let mut c = Command::new(bertlab());
+    c.args(["train", "--print-spec", "--out"]).arg(std::ffi::OsStr::from_bytes(b"runs/\xff"));
+    fails(&run_with_limit(c, Duration::from_secs(30)), 2, &["--out", "UTF-8"]);
+}
+
+#[test]
+fn a_run_whose_f16_steps_all_overflow_fails_naming_epoch_and_step() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("run");
+    let out = run_with_limit(
+        tiny_train(&shared, &out_dir, &["--precision", "f16", "--lr", "1e6"]),
+        Duration::from_secs(300),
+    );
+    let line = fails(&out, 1, &["diverged at epoch 1, step", "overflowed"]);
+    assert!(line.contains(&out_dir.display().to_string()), "{line}");
+    assert!(!out_dir.join("record.json").exists(), "a diverged run is never recorded as completed");
+    let failed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("failed-record.json")).unwrap()).unwrap();
+    assert_eq!(failed["status"], "failed");
+}
+
+#[test]
+fn a_finished_run_is_not_overwritten_and_its_outputs_stay_intact() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("run");
+    let first = run_with_limit(tiny_train(&shared, &out_dir, &[]), Duration::from_secs(300));
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let record = std::fs::read(out_dir.join("record.json")).unwrap();
+    let weights = std::fs::read(out_dir.join("best/model.safetensors")).unwrap();
+    let again = run_with_limit(tiny_train(&shared, &out_dir, &["--lr", "5e-5"]), Duration::from_secs(120));
+    fails(&again, 1, &["record.json", "already holds a completed run", "--overwrite"]);
+    assert_eq!(std::fs::read(out_dir.join("record.json")).unwrap(), record);
+    assert_eq!(std::fs::read(out_dir.join("best/model.safetensors")).unwrap(), weights);
+    let replaced = run_with_limit(
+        tiny_train(&shared, &out_dir, &["--lr", "5e-5", "--overwrite"]),
+        Duration::from_secs(300),
+    );
+    assert!(replaced.status.success(), "{}", String::from_utf8_lossy(&replaced.stderr));
+}
+
+/// A classifier whose classifier weights are NaN (a diverged export): predict and eval refuse.
+#[test]
+fn predictions_and_metrics_are_never_nan() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("nan-model");
+    copy_dir(&shared.join("fixtures/tiny-bert-classifier"), &model);
+    // Overwrite every f32 of the classifier's weight with NaN, in place in the safetensors file.
+    let path = model.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let entry = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.starts_with("classifier") && k.ends_with("weight"))
+        .map(|(_, v)| v.clone())
+        .expect("a classifier weight");
+    let (start, end) = (
+        entry["data_offsets"][0].as_u64().unwrap() as usize,
+        entry["data_offsets"][1].as_u64().unwrap() as usize,
+    );
+    for chunk in bytes[8 + header_len + start..8 + header_len + end].chunks_exact_mut(4) {
+        chunk.copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let out = run_with_limit(
+        cmd(bertlab(), &["predict", "--model", model.to_str().unwrap(), "good film"]),
+        Duration::from_secs(60),
+    );
+    let line = fails(&out, 1, &["nan-model"]);
+    assert!(line.contains("not a number") || line.contains("not finite") || line.contains("NaN"), "{line}");
+    let data = shared.join("data/hf-imdb");
+    let out = run_with_limit(
+        cmd(
+            bertlab(),
+            &[
+                "eval",
+                "--model",
+                model.to_str().unwrap(),
+                "--source",
+                data.to_str().unwrap(),
+                "--subset",
+                "0.01",
+            ],
+        ),
+        Duration::from_secs(120),
+    );
+    fails(&out, 1, &["nan-model"]);
+}
+
+#[test]
+fn a_model_whose_classes_differ_from_the_data_is_refused_or_matched_by_name() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = shared.join("data/hf-imdb");
+    let eval = |model: &Path| {
+        run_with_limit(
+            cmd(
+                bertlab(),
+                &[
+                    "eval",
+                    "--model",
+                    model.to_str().unwrap(),
+                    "--source",
+                    data.to_str().unwrap(),
+                    "--subset",
+                    "0.01",
+                    "--json",
+                ],
+            ),
+            Duration::from_secs(120),
+        )
+    };
+    let relabel = |name: &str, labels: serde_json::Value| {
+        let model = tmp.path().join(name);
+        copy_dir(&shared.join("fixtures/tiny-distilbert-classifier"), &model);
+        let path = model.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config["id2label"] = labels.clone();
+        config["label2id"] = serde_json::Value::Object(
+            labels
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(id, name)| {
+                    (name.as_str().unwrap().to_string(), serde_json::json!(id.parse::<u64>().unwrap()))
+                })
+                .collect(),
+        );
+        std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+        model
+    };
+    let base = eval(&relabel("same", serde_json::json!({"0": "neg", "1": "pos"})));
+    assert!(base.status.success(), "{}", String::from_utf8_lossy(&base.stderr));
+    // The same classes in the other order: matched by name, said so, and the same metrics
+    // come out once the model's outputs are read in its own order.
+    let swapped = eval(&relabel("swapped", serde_json::json!({"0": "pos", "1": "neg"})));
+    assert!(swapped.status.success(), "{}", String::from_utf8_lossy(&swapped.stderr));
+    assert!(String::from_utf8_lossy(&swapped.stderr).contains("matched by name"));
+    // Other classes: refused, naming both lists.
+    let other = eval(&relabel("topics", serde_json::json!({"0": "sports", "1": "world"})));
+    fails(&other, 1, &["sports, world", "neg, pos"]);
+}
+
+#[test]
+fn a_silent_hub_ends_in_a_timeout_not_a_hang() {
+    let hub = bertlab_hub_standin::HubStandin::start().unwrap();
+    hub.inject(bertlab_hub_standin::Fault::Silent, 100);
+    let home = tempfile::tempdir().unwrap();
+    let mut c = cmd(bertlab(), &["predict", "--model", "org/some-model", "good"]);
+    for var in HUB_ENV {
+        c.env_remove(var);
+    }
+    c.env("HF_ENDPOINT", hub.url())
+        .env("HF_HOME", home.path())
+        .env("BERTLAB_HUB_TIMEOUT_SECS", "1")
+        .env("BERTLAB_HUB_RETRIES", "1");
+    let out = run_with_limit(c, Duration::from_secs(60));
+    fails(&out, 1, &["org/some-model", "config.json", "timeout"]);
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let Some(shared) = shared() else { return };
+    let data = shared.join("data/hf-imdb");
+    let mut child = Command::new(bertlab())
+        .args(["data", "split", "--source", data.to_str().unwrap(), "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little, then close the pipe, as `| head -c 100` does.
+    let mut first = [0u8; 100];
+    child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+}
+
+#[test]
+fn a_report_over_damaged_records_names_them_and_reports_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("results");
+    let good = out.join("p/q/good");
+    let bad = out.join("p/q/bad");
+    std::fs::create_dir_all(&good).unwrap();
+    std::fs::create_dir_all(&bad).unwrap();
+    // A record of this schema, and one lacking fields (an older or foreign file).
+    let spec = bertlab_run::RunSpec::default();
+    let env = bertlab_run::Environment::capture("cpu (burn-flex)", "Cpu", "f32", 42);
+    let mut record = bertlab_run::RunRecord::new(spec, env);
+    record.status = bertlab_run::RunStatus::Completed;
+    record.write_atomic(&good.join("record.json")).unwrap();
+    std::fs::write(bad.join("record.json"), r#"{"schema_version": 1, "status": "completed", "epochs": []}"#)
+        .unwrap();
+    let output =
+        run_with_limit(cmd(xtask(), &["report", "--out", out.to_str().unwrap()]), Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("bad/record.json") && stderr.contains("missing field"),
+        "{stderr}"
+    );
+    assert!(out.join("report.md").is_file());
+}
