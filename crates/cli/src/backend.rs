@@ -117,6 +117,9 @@ compile_error!("build bertlab with the `cpu` (default), `cuda` or `wgpu` feature
 
 pub use chosen::*;
 
+/// The device of the inference (and training) backend.
+pub type Device = <Backend as burn::tensor::backend::BackendTypes>::Device;
+
 /// The training backend: autodiff over the inference backend.
 #[allow(dead_code)]
 pub type TrainBackend = burn::backend::Autodiff<Backend>;

@@ -140,14 +140,22 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
             "{} on {:?} ({} rows, max_len {max_len}, subset {subset}, seed {seed}):",
             args.model, args.split, metrics.n
         );
-        println!(
-            "Accuracy: {:.4}   F1: {:.4}   Precision: {:.4}   Recall: {:.4}   Loss: {:.4}",
-            metrics.accuracy,
-            metrics.f1,
-            metrics.precision,
-            metrics.recall,
-            metrics.loss.unwrap_or(f64::NAN)
-        );
+        let loss = metrics.loss.map_or("n/a".into(), |l| format!("{l:.4}"));
+        if config.num_labels() == 2 {
+            println!(
+                "Accuracy: {:.4}   F1: {:.4}   Precision: {:.4}   Recall: {:.4}   Loss: {loss}   (positive class {})",
+                metrics.accuracy, metrics.f1, metrics.precision, metrics.recall, config.labels[1]
+            );
+        } else {
+            println!(
+                "Accuracy: {:.4}   macro F1: {:.4}   weighted F1: {:.4}   Loss: {loss}",
+                metrics.accuracy, metrics.macro_f1, metrics.weighted_f1
+            );
+        }
+        println!("{:<20} {:>9} {:>9} {:>9} {:>8}", "class", "precision", "recall", "F1", "support");
+        for (name, c) in config.labels.iter().zip(&metrics.per_class) {
+            println!("{name:<20} {:>9.4} {:>9.4} {:>9.4} {:>8}", c.precision, c.recall, c.f1, c.support);
+        }
         println!("Confusion matrix (rows true, columns predicted; {}):", config.labels.join(", "));
         for row in &metrics.confusion {
             println!("  {row:?}");

@@ -15,6 +15,10 @@ use common::BIN;
 const EVERY_SETTING: &str = r#"
 model = "org/some-model"
 source = "hub:org/some-data@v1"
+text_column = "review"
+label_column = "stars"
+dataset_config = "en"
+splits = "given"
 subset = 0.3
 seed = 7
 max_len = 200

@@ -12,13 +12,15 @@ pub mod record;
 pub mod spec;
 
 pub use atomic::{write_atomic, write_atomic_with};
-pub use choices::{OptimizerKind, Padding, Precision, RestoreBest, Schedule, Truncation, UnknownChoice};
+pub use choices::{
+    OptimizerKind, Padding, Precision, RestoreBest, Schedule, SplitMode, Truncation, UnknownChoice,
+};
 pub use classes::{align_labels, LabelAlignment};
 pub use cost::ModelShape;
 pub use metrics::{ClassificationMetrics, ConfusionMatrix, MAX_CLASSES};
 pub use record::{
-    val_acc_at_min_val_loss, DataSummary, Environment, EpochRecord, PaddingStats, RecordError, RunRecord,
-    RunStatus, Timings, FAILED_RECORD_FILE, RECORD_FILE, SCHEMA_VERSION,
+    val_acc_at_min_val_loss, ClassCounts, DataSummary, Environment, EpochRecord, PaddingStats, RecordError,
+    RunRecord, RunStatus, Timings, FAILED_RECORD_FILE, RECORD_FILE, SCHEMA_VERSION,
 };
 pub use spec::{
     setting_keys, InvalidSetting, RunOverrides, RunSpec, SettingText, SpecError, TableError, ALL_KEYS,

@@ -1,4 +1,5 @@
-//! Classification metrics: accuracy, precision/recall/F1 of the positive class, confusion matrix.
+//! Classification metrics: accuracy, precision/recall/F1 per class and their macro and weighted
+//! averages, the positive class's (binary tasks, as the notebook), confusion matrix.
 //!
 //! Conventions follow the notebook (`evaluate.load("f1")`, i.e. sklearn with the positive class
 //! `1`) and its `confusion_matrix_np` helper: rows are the true class, columns the predicted one,
@@ -111,23 +112,47 @@ fn ratio(num: u64, den: u64) -> f64 {
     }
 }
 
-/// The test metrics of a run, as the notebook prints them.
+/// Precision, recall and F1 of one class (sklearn's, zero when undefined), and its support.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassScores {
+    /// TP / (TP + FP).
+    pub precision: f64,
+    /// TP / (TP + FN).
+    pub recall: f64,
+    /// 2·TP / (2·TP + FP + FN).
+    pub f1: f64,
+    /// Rows of the class.
+    pub support: u64,
+}
+
+/// The test metrics of a run. For two classes `f1`, `precision` and `recall` are the positive
+/// class's (label 1, as the notebook's `evaluate.load("f1")`); for more, they are the macro
+/// averages (sklearn's `average="macro"`), as `macro_f1` is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassificationMetrics {
     /// Number of examples.
     pub n: u64,
     /// Fraction correct.
     pub accuracy: f64,
-    /// F1 of the positive class (label 1).
+    /// F1 of the positive class (label 1) for two classes, else the macro F1.
     pub f1: f64,
-    /// Precision of the positive class.
+    /// Precision of the positive class for two classes, else the macro average.
     pub precision: f64,
-    /// Recall of the positive class.
+    /// Recall of the positive class for two classes, else the macro average.
     pub recall: f64,
+    /// Mean of the classes' F1.
+    #[serde(default)]
+    pub macro_f1: f64,
+    /// Mean of the classes' F1 weighted by their support.
+    #[serde(default)]
+    pub weighted_f1: f64,
+    /// Each class's scores, index = class id.
+    #[serde(default)]
+    pub per_class: Vec<ClassScores>,
     /// Mean softmax cross-entropy (when logits were available).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
-    /// `[[TN, FP], [FN, TP]]` for two classes; rows true, columns predicted.
+    /// Rows true, columns predicted: `[[TN, FP], [FN, TP]]` for two classes.
     pub confusion: Vec<Vec<u64>>,
 }
 
@@ -135,12 +160,32 @@ impl ClassificationMetrics {
     /// Metrics of `predicted` against `truth` with `num_classes` classes.
     pub fn new(truth: &[u32], predicted: &[u32], num_classes: usize) -> ClassificationMetrics {
         let cm = ConfusionMatrix::new(truth, predicted, num_classes);
+        let k = cm.num_classes();
+        let per_class: Vec<ClassScores> = (0..k as u32)
+            .map(|c| ClassScores {
+                precision: cm.precision(c),
+                recall: cm.recall(c),
+                f1: cm.f1(c),
+                support: cm.counts[c as usize].iter().sum(),
+            })
+            .collect();
+        let mean = |f: fn(&ClassScores) -> f64| per_class.iter().map(f).sum::<f64>() / k.max(1) as f64;
+        let total = cm.total();
+        let weighted_f1 = if total == 0 {
+            0.0
+        } else {
+            per_class.iter().map(|c| c.f1 * c.support as f64).sum::<f64>() / total as f64
+        };
+        let binary = k == 2;
         ClassificationMetrics {
-            n: cm.total(),
+            n: total,
             accuracy: cm.accuracy(),
-            f1: cm.f1(POSITIVE_CLASS),
-            precision: cm.precision(POSITIVE_CLASS),
-            recall: cm.recall(POSITIVE_CLASS),
+            f1: if binary { cm.f1(POSITIVE_CLASS) } else { mean(|c| c.f1) },
+            precision: if binary { cm.precision(POSITIVE_CLASS) } else { mean(|c| c.precision) },
+            recall: if binary { cm.recall(POSITIVE_CLASS) } else { mean(|c| c.recall) },
+            macro_f1: mean(|c| c.f1),
+            weighted_f1,
+            per_class,
             loss: None,
             confusion: cm.counts,
         }
@@ -271,6 +316,31 @@ mod tests {
         let empty = ClassificationMetrics::new(&[], &[], 2);
         assert_eq!(empty.confusion, vec![vec![0, 0], vec![0, 0]]);
         assert_eq!(empty.accuracy, 0.0);
+    }
+
+    #[test]
+    fn multi_class_averages_match_sklearn() {
+        // sklearn.metrics.f1_score(t, p, average=None / "macro" / "weighted") with
+        // t = [0,0,1,1,1,2,2,2,2,3], p = [0,1,1,1,2,2,2,2,0,0]:
+        // per class F1 [0.4, 2/3, 0.75, 0.0], macro 0.4541666…, weighted 0.58.
+        let t = [0, 0, 1, 1, 1, 2, 2, 2, 2, 3];
+        let p = [0, 1, 1, 1, 2, 2, 2, 2, 0, 0];
+        let m = ClassificationMetrics::new(&t, &p, 4);
+        let f1: Vec<f64> = m.per_class.iter().map(|c| c.f1).collect();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        for (got, want) in f1.iter().zip([0.4, 2.0 / 3.0, 0.75, 0.0]) {
+            assert!(close(*got, want), "{f1:?}");
+        }
+        let macro_f1 = (0.4 + 2.0 / 3.0 + 0.75) / 4.0;
+        assert!(close(m.macro_f1, macro_f1) && close(m.f1, macro_f1), "{}", m.macro_f1);
+        assert!(close(m.weighted_f1, 0.58), "{}", m.weighted_f1);
+        assert_eq!(m.per_class.iter().map(|c| c.support).collect::<Vec<_>>(), vec![2, 3, 4, 1]);
+        // precision of class 0: 1 TP of 3 predicted; recall 1 of 2.
+        assert!(close(m.per_class[0].precision, 1.0 / 3.0) && close(m.per_class[0].recall, 0.5));
+        // Binary runs keep the positive class's scores, and gain the averages.
+        let b = ClassificationMetrics::new(&[0, 0, 1, 1], &[0, 1, 1, 1], 2);
+        assert_eq!(b.f1, 0.8);
+        assert!(close(b.macro_f1, (2.0 / 3.0 + 0.8) / 2.0), "{}", b.macro_f1);
     }
 
     #[test]

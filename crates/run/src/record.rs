@@ -158,6 +158,30 @@ pub struct DataSummary {
     /// The data files read (size, modification time, SHA-256), checked unchanged at the end.
     #[serde(default)]
     pub files: Vec<crate::identity::FileIdentity>,
+    /// Rows per class (index = class id) of each split.
+    #[serde(default)]
+    pub class_counts: ClassCounts,
+}
+
+/// Rows per class of the run's splits, index = class id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassCounts {
+    /// Training rows per class.
+    pub train: Vec<usize>,
+    /// Validation rows per class.
+    pub val: Vec<usize>,
+    /// Test rows per class.
+    pub test: Vec<usize>,
+}
+
+impl ClassCounts {
+    /// Largest over smallest class of the training split (1 when balanced; `None` without
+    /// counts, infinite when a class has no training row).
+    pub fn train_imbalance(&self) -> Option<f64> {
+        let max = *self.train.iter().max()?;
+        let min = *self.train.iter().min()?;
+        Some(if min == 0 { f64::INFINITY } else { max as f64 / min as f64 })
+    }
 }
 
 /// One epoch.

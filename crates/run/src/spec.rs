@@ -4,7 +4,7 @@
 //! value and the conversions between them come from one field list ([`run_settings!`]), so a
 //! setting is added in one place and every spelling follows.
 
-use crate::choices::{OptimizerKind, Padding, Precision, RestoreBest, Schedule, Truncation};
+use crate::choices::{OptimizerKind, Padding, Precision, RestoreBest, Schedule, SplitMode, Truncation};
 use crate::format::{format_lr, format_number};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -60,7 +60,7 @@ macro_rules! choice_text {
         }
     )*};
 }
-choice_text!(Precision, Truncation, OptimizerKind, Schedule, Padding, RestoreBest);
+choice_text!(Precision, Truncation, OptimizerKind, Schedule, Padding, RestoreBest, SplitMode);
 
 /// A setting that cannot be used: the key (= TOML key; the flag is `--` + key with `-` for
 /// `_`) and why.
@@ -270,6 +270,19 @@ run_settings! {
     /// Data: `hub` (stanfordnlp/imdb, pinned), `hub:ORG/NAME[@REV]`, or a local directory.
     #[arg(long)]
     source: req String = "hub".into();
+    /// Column of the texts in the dataset's files.
+    #[arg(long)]
+    text_column: req String = "text".into();
+    /// Column of the labels (integers, or strings whose sorted names become the classes).
+    #[arg(long)]
+    label_column: req String = "label".into();
+    /// A Hub dataset's config (the subfolder of its files) when it has several.
+    #[arg(long, visible_alias = "config")]
+    dataset_config: opt String = None;
+    /// notebook (join every split, stratified subset, 70/10/20) or given (the dataset's own
+    /// train/validation/test splits).
+    #[arg(long)]
+    splits: req SplitMode = SplitMode::Notebook;
     /// Fraction of the whole dataset used (stratified), in (0, 1].
     #[arg(long)]
     subset: req f64 = 1.0;
@@ -388,6 +401,12 @@ impl RunSpec {
         let positive = |v: f64| v.is_finite() && v > 0.0;
         match key {
             "model" if self.model.trim().is_empty() => bad("model", "\"\"", "needs a Hub id or a directory"),
+            "text_column" if self.text_column.trim().is_empty() => {
+                bad("text_column", "\"\"", "needs a column name")
+            }
+            "label_column" if self.label_column.trim().is_empty() => {
+                bad("label_column", "\"\"", "needs a column name")
+            }
             "source" if self.source.trim().is_empty() => {
                 bad("source", "\"\"", "needs `hub`, `hub:ORG/NAME[@REV]` or a directory")
             }
@@ -517,7 +536,8 @@ mod tests {
         let spec = c.to_spec();
         assert_eq!((spec.batch, spec.max_len, spec.epochs), (16, 256, 3));
         assert_eq!(RunOverrides::of_spec(&spec).to_spec(), spec);
-        assert_eq!(RunOverrides::of_spec(&spec).keys().len(), ALL_KEYS.len() - 3); // weight_decay, grad_clip, cache_dir unset
+        // weight_decay, grad_clip, cache_dir, dataset_config unset
+        assert_eq!(RunOverrides::of_spec(&spec).keys().len(), ALL_KEYS.len() - 4);
 
         let table: toml::Table = toml::from_str("lr = 2e-5\noptimizer = \"adamw\"\nepochs = 1").unwrap();
         let o = RunOverrides::from_table(&table).unwrap();
@@ -547,12 +567,12 @@ mod tests {
 
     #[test]
     fn key_lists() {
-        assert_eq!(ALL_KEYS.len(), 25);
+        assert_eq!(ALL_KEYS.len(), 29);
         assert!(PLACEMENT_KEYS.iter().all(|k| ALL_KEYS.contains(k)));
-        assert_eq!(setting_keys().count(), 21);
+        assert_eq!(setting_keys().count(), 25);
         let spec = RunSpec::default();
         for key in ALL_KEYS {
-            if !["weight_decay", "grad_clip", "cache_dir"].contains(key) {
+            if !["weight_decay", "grad_clip", "cache_dir", "dataset_config"].contains(key) {
                 assert!(spec.value_text(key).is_some(), "{key}");
             }
         }

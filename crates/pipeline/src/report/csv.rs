@@ -33,6 +33,16 @@ pub struct ResultRow {
     pub model: String,
     /// Data source the run used.
     pub source: String,
+    /// Column of the texts.
+    pub text_column: String,
+    /// Column of the labels.
+    pub label_column: String,
+    /// The dataset's config (subfolder), when it has several.
+    pub dataset_config: String,
+    /// `notebook` or `given` splits.
+    pub splits: String,
+    /// Classes of the run, `|`-separated.
+    pub classes: String,
     /// Tokens per sequence.
     pub max_len: String,
     /// Truncation strategy.
@@ -67,8 +77,12 @@ pub struct ResultRow {
     pub val_acc_at_min_val_loss: String,
     /// Test accuracy.
     pub test_accuracy: String,
-    /// Test F1 (positive class).
+    /// Test F1 (the positive class's for two classes, else macro).
     pub test_f1: String,
+    /// Test macro F1.
+    pub test_macro_f1: String,
+    /// Test weighted F1.
+    pub test_weighted_f1: String,
     /// Test precision (positive class).
     pub test_precision: String,
     /// Test recall (positive class).
@@ -152,6 +166,11 @@ impl ResultRow {
             model_role: row.role(),
             model: row.model(),
             source: setting("source"),
+            text_column: setting("text_column"),
+            label_column: setting("label_column"),
+            dataset_config: setting("dataset_config"),
+            splits: setting("splits"),
+            classes: text(rec.map(|r| r.data.class_names.join("|")).filter(|c| !c.is_empty())),
             max_len: text(row.max_len().map(|v| v.to_string())),
             truncation: setting("truncation"),
             lr: text(row.lr().map(format_lr)),
@@ -170,6 +189,8 @@ impl ResultRow {
             val_acc_at_min_val_loss: num(c.and_then(|r| r.val_acc_at_min_val_loss())),
             test_accuracy: num(test.map(|t| t.accuracy)),
             test_f1: num(test.map(|t| t.f1)),
+            test_macro_f1: num(test.map(|t| t.macro_f1)),
+            test_weighted_f1: num(test.map(|t| t.weighted_f1)),
             test_precision: num(test.map(|t| t.precision)),
             test_recall: num(test.map(|t| t.recall)),
             test_loss: num(test.and_then(|t| t.loss)),

@@ -153,7 +153,8 @@ pub(crate) fn stage_markdown(md: &mut String, stage: &StageReport, options: Rend
         "best epoch of run",
         "val acc @ min val loss",
         "test acc",
-        "test F1",
+        // The positive class's F1 for two classes (the notebook's); the macro average for more.
+        if multi_class(stage) { "test macro F1" } else { "test F1" },
     ];
     if options.timings {
         header.extend(["time/epoch", "elapsed (fit+test)", "train seq/s"]);
@@ -242,6 +243,10 @@ pub(crate) fn stage_markdown(md: &mut String, stage: &StageReport, options: Rend
             }
         }
         md.push('\n');
+    }
+
+    if let Some(table) = per_class_table(stage) {
+        md.push_str(&table);
     }
 
     let obs = observations(stage, options);
@@ -358,6 +363,36 @@ fn table_row(md: &mut String, n: usize, row: &RunRow, is_best: bool, options: Re
     }
     cells.push(format!("`{}`", row.run_id));
     let _ = writeln!(md, "| {} |", cells.join(" | "));
+}
+
+/// Whether the problem's runs have more than two classes.
+fn multi_class(stage: &StageReport) -> bool {
+    stage.runs.iter().filter_map(|r| r.completed()).any(|r| r.data.class_names.len() > 2)
+}
+
+/// Per-class test scores of the best run, for more than two classes.
+fn per_class_table(stage: &StageReport) -> Option<String> {
+    if !multi_class(stage) {
+        return None;
+    }
+    let best = stage.runs.get(stage.best()?)?.completed()?;
+    let t = best.test.as_ref().filter(|t| !t.per_class.is_empty())?;
+    let mut md = String::new();
+    let _ = writeln!(md, "Per-class test scores of the best run:\n");
+    let _ = writeln!(md, "| class | precision | recall | F1 | support |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+    for (i, c) in t.per_class.iter().enumerate() {
+        let name = best.data.class_names.get(i).cloned().unwrap_or_else(|| i.to_string());
+        let _ =
+            writeln!(md, "| {name} | {:.4} | {:.4} | {:.4} | {} |", c.precision, c.recall, c.f1, c.support);
+    }
+    let _ = writeln!(
+        md,
+        "| *macro average* | {:.4} | {:.4} | {:.4} | {} |",
+        t.precision, t.recall, t.macro_f1, t.n
+    );
+    let _ = writeln!(md, "| *weighted average* | | | {:.4} | {} |\n", t.weighted_f1, t.n);
+    Some(md)
 }
 
 /// `[[1035 215] [157 1093]]`, as numpy prints a matrix on one line.

@@ -219,6 +219,26 @@ pub fn observations(stage: &StageReport, options: RenderOptions) -> Vec<String> 
             }
         }
     }
+    // Class imbalance: accuracy means less when one class dominates.
+    if let Some((row, r)) =
+        done.iter().find(|(_, r)| r.data.class_counts.train_imbalance().is_some_and(|x| x >= 1.5))
+    {
+        let counts = &r.data.class_counts.train;
+        let names = &r.data.class_names;
+        let (max_i, min_i) = (
+            (0..counts.len()).max_by_key(|&i| counts[i]).unwrap_or(0),
+            (0..counts.len()).min_by_key(|&i| counts[i]).unwrap_or(0),
+        );
+        let name = |i: usize| names.get(i).cloned().unwrap_or_else(|| i.to_string());
+        out.push(format!(
+            "Class imbalance ({}): the training split has {} rows of {} and {} of {}; read macro-F1 beside accuracy.",
+            row.role(),
+            counts[max_i],
+            name(max_i),
+            counts[min_i],
+            name(min_i)
+        ));
+    }
     let early = done.iter().filter(|(_, r)| r.stopped_early).count();
     let best_not_last = done.iter().filter(|(_, r)| r.best_epoch.is_some_and(|b| b < r.epochs.len())).count();
     if best_not_last > 0 {

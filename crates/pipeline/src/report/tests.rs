@@ -66,6 +66,7 @@ fn record(run: &PlannedRun, epochs: &[(f64, f64)], test_acc: f64, secs: f64, bat
         train_truncated: 0,
         train_padding: PaddingStats { real_tokens: train as u64 * 100, padded_tokens: train as u64 * 110 },
         files: Vec::new(),
+        class_counts: Default::default(),
     };
     r.test = Some(ClassificationMetrics {
         n: 100,
@@ -73,6 +74,9 @@ fn record(run: &PlannedRun, epochs: &[(f64, f64)], test_acc: f64, secs: f64, bat
         f1: test_acc + 0.004,
         precision: 0.8,
         recall: 0.9,
+        macro_f1: test_acc,
+        weighted_f1: test_acc,
+        per_class: Vec::new(),
         loss: None,
         confusion: vec![vec![1035, 215], vec![157, 1093]],
     });
