@@ -26,45 +26,24 @@ const FAILED: usize = 3;
 /// How often a long run reports that it is still going.
 const HEARTBEAT: Duration = Duration::from_secs(120);
 
-/// `<out>/.xtask.lock`: one `cargo xtask` per results directory at a time, held as an OS file
-/// lock (`flock`), which the OS releases when the process ends however it ends — so a killed
-/// xtask never leaves a stale lock, and two starting at once cannot both take it.
+/// `<out>/.xtask.lock`: one `cargo xtask` per results directory at a time (an OS file lock,
+/// released however the process ends).
 pub struct OutLock {
-    _file: std::fs::File,
+    _lock: bertlab_run::lock::DirLock,
 }
 
 impl OutLock {
     /// Take the lock of `out`, or fail at once naming the process that holds it.
     pub fn acquire(out: &Path) -> Result<OutLock> {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        let path = out.join(".xtask.lock");
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                let holder = holder.trim();
-                bail!(
-                    "another cargo xtask{} is running on {}: wait for it, or stop it first",
-                    if holder.is_empty() { String::new() } else { format!(" (pid {holder})") },
-                    out.display()
-                );
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("locking {}", path.display()));
-            }
+        match bertlab_run::lock::DirLock::acquire(out, ".xtask.lock") {
+            Ok(lock) => Ok(OutLock { _lock: lock }),
+            Err(bertlab_run::lock::LockError::Busy { holder, .. }) => bail!(
+                "another cargo xtask{} is running on {}: wait for it, or stop it first",
+                holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                out.display()
+            ),
+            Err(e) => Err(e.into()),
         }
-        // The holder's pid, for the message above (the lock itself is the flock).
-        file.set_len(0)?;
-        file.write_all(std::process::id().to_string().as_bytes())?;
-        file.flush()?;
-        Ok(OutLock { _file: file })
     }
 }
 

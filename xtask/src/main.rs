@@ -71,6 +71,21 @@ enum Command {
     List,
 }
 
+impl Command {
+    /// A pipeline command's pipeline name and options; `None` for the other commands.
+    fn as_pipeline(&self) -> Option<(&str, &RunArgs)> {
+        match self {
+            Command::Problem1(a) => Some(("problem1", a)),
+            Command::Problem2(a) => Some(("problem2", a)),
+            Command::Problem3(a) => Some(("problem3", a)),
+            Command::All(a) => Some(("all", a)),
+            Command::Smoke(a) => Some(("smoke", a)),
+            Command::Run { pipeline, args } => Some((pipeline, args)),
+            _ => None,
+        }
+    }
+}
+
 /// Options of a pipeline run.
 #[derive(Args, Clone)]
 struct RunArgs {
@@ -204,17 +219,13 @@ fn default_out(out: Option<PathBuf>) -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Problem1(a) => pipeline("problem1", a),
-        Command::Problem2(a) => pipeline("problem2", a),
-        Command::Problem3(a) => pipeline("problem3", a),
-        Command::All(a) => pipeline("all", a),
-        Command::Smoke(a) => pipeline("smoke", a),
-        Command::Run { pipeline: p, args } => pipeline(&p, args),
-        Command::Report { out } => report(&default_out(out)).map(|_| true),
-        Command::Status { out } => slurm::status(&default_out(out)).map(|_| true),
-        Command::SlurmNext { out } => slurm_next(&out),
-        Command::List => list().map(|_| true),
+    let result = match (cli.command.as_pipeline(), &cli.command) {
+        (Some((name, args)), _) => pipeline(name, args.clone()),
+        (None, Command::Report { out }) => report(&default_out(out.clone())).map(|_| true),
+        (None, Command::Status { out }) => slurm::status(&default_out(out.clone())).map(|_| true),
+        (None, Command::SlurmNext { out }) => slurm_next(out),
+        (None, Command::List) => list().map(|_| true),
+        (None, _) => unreachable!("as_pipeline names every pipeline command"),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -234,14 +245,9 @@ fn slurm_next(out: &Path) -> Result<bool> {
     let cli = Cli::try_parse_from(&chain.argv).with_context(|| {
         format!("{}: the chain's command no longer parses", out.join("slurm/chain.json").display())
     })?;
-    match cli.command {
-        Command::Problem1(a) => pipeline("problem1", a),
-        Command::Problem2(a) => pipeline("problem2", a),
-        Command::Problem3(a) => pipeline("problem3", a),
-        Command::All(a) => pipeline("all", a),
-        Command::Smoke(a) => pipeline("smoke", a),
-        Command::Run { pipeline: p, args } => pipeline(&p, args),
-        _ => bail!("{}: the chain's command is not a pipeline", out.join("slurm/chain.json").display()),
+    match cli.command.as_pipeline() {
+        Some((name, args)) => pipeline(name, args.clone()),
+        None => bail!("{}: the chain's command is not a pipeline", out.join("slurm/chain.json").display()),
     }
 }
 

@@ -11,15 +11,6 @@ use bertlab_hub_standin::{Fault, HubStandin, RepoKind};
 mod common;
 use common::{shared, BIN};
 
-/// `../shared`, or `None` after printing why the test skips; CI (BERTLAB_REQUIRE_SHARED=1)
-/// fails instead of skipping.
-fn shared_or_skip() -> Option<PathBuf> {
-    if bertlab_hub::shared_dir().is_none() && std::env::var("BERTLAB_REQUIRE_SHARED").as_deref() == Ok("1") {
-        panic!("BERTLAB_REQUIRE_SHARED=1 and ../shared is missing (set BERTLAB_SHARED)");
-    }
-    shared()
-}
-
 /// A fresh `HF_HOME` under the target's temporary folder.
 fn hf_home(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hub-{name}-{}", std::process::id()));
@@ -67,7 +58,7 @@ fn stdout_ok(out: &Output, what: &str) -> String {
 
 #[test]
 fn data_summary_downloads_imdb_from_the_hub() {
-    let Some(shared) = shared_or_skip() else { return };
+    let Some(shared) = shared() else { return };
     let hub = HubStandin::start().unwrap();
     let revision = bertlab_data::IMDB_REVISION;
     hub.add_repo(RepoKind::Dataset, "stanfordnlp/imdb", revision, revision, shared.join("data/hf-imdb"))
@@ -100,7 +91,7 @@ fn data_summary_downloads_imdb_from_the_hub() {
 
 #[test]
 fn predict_loads_a_model_by_hub_id() {
-    let Some(shared) = shared_or_skip() else { return };
+    let Some(shared) = shared() else { return };
     let fixture = shared.join("fixtures/tiny-distilbert-classifier");
     let hub = HubStandin::start().unwrap();
     let commit = "1111111111111111111111111111111111111111";

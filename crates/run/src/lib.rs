@@ -7,6 +7,7 @@ pub mod classes;
 pub mod cost;
 pub mod format;
 pub mod identity;
+pub mod lock;
 pub mod metrics;
 pub mod record;
 pub mod spec;

@@ -135,10 +135,15 @@ impl<B: AutodiffBackend> TrainStep<B> {
             // Each micro-batch's loss is its share of the step's mean, so the accumulated
             // gradient equals the gradient of the whole step's batch.
             let weight = self.scaler.scale() / rows as f64;
-            let (grads, l) = match timer.as_deref_mut() {
-                Some(t) => forward_backward_timed(&model, arrays, labels, weight, self.precision, device, t),
-                None => forward_backward(&model, arrays, labels, weight, self.precision, device),
-            };
+            let (grads, l) = forward_backward_timed(
+                &model,
+                arrays,
+                labels,
+                weight,
+                self.precision,
+                device,
+                timer.as_deref_mut(),
+            );
             logits.push(l);
             if micro_batches.len() == 1 {
                 single = Some(grads);
@@ -202,15 +207,11 @@ pub fn forward_backward<B: AutodiffBackend>(
     precision: Precision,
     device: &B::Device,
 ) -> (GradientsParams, Tensor<B::InnerBackend, 2>) {
-    let (ids, mask) = batch_tensors::<B>(arrays, device);
-    let logits = model.forward(ids, mask, precision); // [batch, classes], f32
-    let kept = logits.clone().detach().inner();
-    let loss = weighted_cross_entropy(logits, labels, weight, device);
-    (GradientsParams::from_grads(loss.backward(), model), kept)
+    forward_backward_timed(model, arrays, labels, weight, precision, device, None)
 }
 
-/// [`forward_backward`] with a device sync and a timer between its phases (upload, forward,
-/// logits read back, backward).
+/// [`forward_backward`], with `timer`: a device sync and a timer between its phases (upload,
+/// forward, logits read back, backward).
 fn forward_backward_timed<B: AutodiffBackend>(
     model: &TextClassifier<B>,
     arrays: &BatchArrays,
@@ -218,24 +219,31 @@ fn forward_backward_timed<B: AutodiffBackend>(
     weight: f64,
     precision: Precision,
     device: &B::Device,
-    timer: &mut PhaseTimes,
+    mut timer: Option<&mut PhaseTimes>,
 ) -> (GradientsParams, Tensor<B::InnerBackend, 2>) {
+    // Only a timed step waits for the device between phases and reads the logits back.
+    let timed = timer.is_some();
+    let mut phase = |t: Instant, slot: fn(&mut PhaseTimes) -> &mut f64| {
+        if let Some(timer) = timer.as_deref_mut() {
+            B::sync(device).ok();
+            *slot(timer) += t.elapsed().as_secs_f64();
+        }
+    };
     let t = Instant::now();
     let (ids, mask) = batch_tensors::<B>(arrays, device);
-    B::sync(device).ok();
-    timer.upload += t.elapsed().as_secs_f64();
+    phase(t, |p| &mut p.upload);
     let t = Instant::now();
-    let logits = model.forward(ids, mask, precision);
-    B::sync(device).ok();
-    timer.forward += t.elapsed().as_secs_f64();
-    let t = Instant::now();
+    let logits = model.forward(ids, mask, precision); // [batch, classes], f32
+    phase(t, |p| &mut p.forward);
     let kept = logits.clone().detach().inner();
-    let _ = logits_to_vec(kept.clone());
-    timer.readback += t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    if timed {
+        let _ = logits_to_vec(kept.clone());
+    }
+    phase(t, |p| &mut p.readback);
     let t = Instant::now();
     let loss = weighted_cross_entropy(logits, labels, weight, device);
     let grads = GradientsParams::from_grads(loss.backward(), model);
-    B::sync(device).ok();
-    timer.backward += t.elapsed().as_secs_f64();
+    phase(t, |p| &mut p.backward);
     (grads, kept)
 }

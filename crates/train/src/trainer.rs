@@ -12,8 +12,7 @@ use bertlab_models::{export_classifier, load_classifier, ModelConfig, ModelError
 use bertlab_run::format::hms;
 use bertlab_run::record::peak_rss_bytes;
 use bertlab_run::{
-    DataSummary, Environment, InvalidSetting, RunRecord, RunSpec, RunStatus, Timings, FAILED_RECORD_FILE,
-    RECORD_FILE, SCHEMA_VERSION,
+    DataSummary, Environment, InvalidSetting, RunRecord, RunSpec, RunStatus, FAILED_RECORD_FILE, RECORD_FILE,
 };
 use bertlab_tokenize::{EncodedTexts, TokenCache, TokenizeError, WordPieceTokenizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -258,7 +257,14 @@ pub fn train<B: AutodiffBackend>(
     options: &TrainOptions,
 ) -> Result<RunRecord, TrainError> {
     spec.validate()?;
-    let _lock = OutDirLock::acquire(&spec.out)?;
+    // One `bertlab train` per run directory at a time.
+    let _lock = bertlab_run::lock::DirLock::acquire(&spec.out, ".lock").map_err(|e| match e {
+        bertlab_run::lock::LockError::Busy { holder, .. } => TrainError::OutBusy {
+            out: spec.out.clone(),
+            holder: holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        },
+        bertlab_run::lock::LockError::Io { path, source } => TrainError::Io { path, source },
+    })?;
     let record_path = spec.out.join(RECORD_FILE);
     if record_path.exists() {
         if !options.overwrite {
@@ -276,28 +282,13 @@ pub fn train<B: AutodiffBackend>(
     }
     let resume =
         CheckpointState::read(&checkpoint_dir)?.map(|state| Resume { state, dir: checkpoint_dir.clone() });
-    let mut record = RunRecord {
-        schema_version: SCHEMA_VERSION,
-        status: RunStatus::Failed,
-        error: None,
-        spec: spec.clone(),
-        environment: Environment::capture(
-            &options.backend_name,
-            &format!("{device:?}"),
-            &spec.precision.to_string(),
-            spec.seed,
-        ),
-        data: DataSummary::default(),
-        epochs: Vec::new(),
-        best_epoch: None,
-        stopped_early: false,
-        restored_epoch: None,
-        val_acc_at_min_val_loss: None,
-        test: None,
-        timings: Timings::default(),
-        peak_rss_bytes: None,
-        best_dir: None,
-    };
+    let environment = Environment::capture(
+        &options.backend_name,
+        &format!("{device:?}"),
+        &spec.precision.to_string(),
+        spec.seed,
+    );
+    let mut record = RunRecord::new(spec.clone(), environment);
     let started = Instant::now();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_inner::<B>(spec, device, options, &mut record, resume)
@@ -546,43 +537,6 @@ fn check_resumable(spec: &RunSpec, record: &RunRecord, resume: &Resume) -> Resul
         return Err(mismatch(format!("it has {} epochs done of {}", resume.state.epochs.len(), spec.epochs)));
     }
     Ok(())
-}
-
-/// `<out>/.lock`: one `bertlab train` per run directory at a time, as an OS file lock (released
-/// by the OS however the process ends).
-struct OutDirLock {
-    _file: std::fs::File,
-}
-
-impl OutDirLock {
-    fn acquire(out: &Path) -> Result<OutDirLock, TrainError> {
-        use std::io::Write;
-        let io = |path: PathBuf| move |source| TrainError::Io { path, source };
-        std::fs::create_dir_all(out).map_err(io(out.to_path_buf()))?;
-        let path = out.join(".lock");
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io(path.clone()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                let holder = holder.trim();
-                return Err(TrainError::OutBusy {
-                    out: out.to_path_buf(),
-                    holder: if holder.is_empty() { String::new() } else { format!(" (pid {holder})") },
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(TrainError::Io { path, source: e }),
-        }
-        file.set_len(0).map_err(io(path.clone()))?;
-        write!(file, "{}", std::process::id()).map_err(io(path.clone()))?;
-        Ok(OutDirLock { _file: file })
-    }
 }
 
 #[cfg(test)]
