@@ -12,7 +12,9 @@ pub mod record;
 pub mod spec;
 
 pub use atomic::{write_atomic, write_atomic_with};
-pub use choices::{OptimizerKind, Padding, Precision, RestoreBest, Schedule, Truncation, UnknownChoice};
+pub use choices::{
+    OptimizerKind, Padding, Precision, RestoreBest, Schedule, SplitMode, Truncation, UnknownChoice,
+};
 pub use classes::{align_labels, LabelAlignment};
 pub use cost::ModelShape;
 pub use metrics::{ClassificationMetrics, ConfusionMatrix, MAX_CLASSES};
