@@ -143,7 +143,7 @@ const MAX_DEPTH: usize = 8;
 
 /// The files below `dir` as sorted relative paths, for [`discover`]. A path with a data file's
 /// name is listed whatever it is (a directory, a FIFO, a dangling link), so that reading it
-/// reports what it is instead of the split silently going missing; hidden folders
+/// reports what it is instead of the split silently going missing; hidden files and folders
 /// (`.cache/huggingface` of `huggingface-cli download --local-dir`) are skipped.
 pub(crate) fn walk_dir(dir: &Path) -> Result<Vec<String>, DataError> {
     match std::fs::metadata(dir) {
@@ -172,9 +172,9 @@ pub(crate) fn walk_dir(dir: &Path) -> Result<Vec<String>, DataError> {
             }
             let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
             let path = entry.path();
-            if Format::of_name(&name).is_some() {
+            if Format::of_name(&name).is_some() || !path.is_dir() {
                 out.push(rel);
-            } else if path.is_dir() && depth < MAX_DEPTH {
+            } else if depth < MAX_DEPTH {
                 walk(&path, &rel, depth + 1, out)?;
             }
         }
