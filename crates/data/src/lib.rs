@@ -331,7 +331,7 @@ pub enum DataError {
     /// A class with too few rows for a stratified split.
     #[error("cannot split {rows}: class {class:?} has {count} row(s) there, and a stratified split needs at least 2 of every class; add rows of that class, use a larger --subset, or remove the class")]
     ClassTooSmall {
-        /// The rows being split, e.g. `the train split (train_size=0.1)`.
+        /// The rows being split, e.g. `the train split to a subset of 0.1`.
         rows: String,
         /// The class name.
         class: String,
