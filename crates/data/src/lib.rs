@@ -1,19 +1,26 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod layout;
 mod parquet_io;
 pub mod rng;
+mod rows;
 mod source;
 pub mod split;
+mod text_io;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use rows::Format;
+
 pub use bertlab_hub::HubOptions;
 use bertlab_hub::{RepoKind, RepoRef};
+pub use bertlab_run::SplitMode;
 pub use source::FileIdentity;
-pub use split::{train_test_split, NotebookSplit, SplitSize, TrainTest};
+pub use split::{train_test_split, NotebookSplit, RunSplits, SplitSize, TrainTest};
 
 /// The Hub dataset the notebook loads with `load_dataset("imdb")`.
 pub const IMDB_DATASET_ID: &str = "stanfordnlp/imdb";
@@ -21,6 +28,28 @@ pub const IMDB_DATASET_ID: &str = "stanfordnlp/imdb";
 pub const IMDB_CONFIG: &str = "plain_text";
 /// Pinned revision: "Convert dataset to Parquet", the first commit with the parquet layout.
 pub const IMDB_REVISION: &str = "e6281661ce1c48d982bc483cf8a173c1bbeb5d31";
+
+/// Where a row lies in its file, as the user finds it: parquet rows are counted from 0 (as
+/// `pyarrow` and `datasets` index them), CSV and JSON Lines rows by the line they start on
+/// (from 1, as editors number lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RowUnit {
+    /// A row index within a parquet file, from 0.
+    #[default]
+    Row,
+    /// A line number within a text file, from 1.
+    Line,
+}
+
+impl RowUnit {
+    /// `row 3` or `line 4`.
+    pub fn at(self, n: usize) -> String {
+        match self {
+            RowUnit::Row => format!("row {n}"),
+            RowUnit::Line => format!("line {n}"),
+        }
+    }
+}
 
 /// Everything that can go wrong loading or splitting a dataset; each names what is at fault.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +64,7 @@ pub enum DataError {
         source: std::io::Error,
     },
     /// A data path is a directory, a FIFO, a socket, a device or a dangling symbolic link.
-    #[error("{path}: is {what}, not a regular file; a dataset is read from parquet files", path = path.display())]
+    #[error("{path}: is {what}, not a regular file; a dataset is read from parquet, CSV or JSON Lines files", path = path.display())]
     NotARegularFile {
         /// The path.
         path: PathBuf,
@@ -62,6 +91,22 @@ pub enum DataError {
         /// What the parquet reader said.
         message: String,
     },
+    /// A line of a CSV or JSON Lines file that cannot be read as a row.
+    #[error("{path}: line {line}: {message}", path = path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// The line (from 1).
+        line: usize,
+        /// What is wrong, and what to do.
+        message: String,
+    },
+    /// A data file whose name says no format bertlab reads.
+    #[error("{path}: not a data file bertlab reads: expected a name ending in .parquet, .csv, .tsv, .jsonl (or .json with one object per line)", path = path.display())]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
     /// The `huggingface` schema metadata is malformed.
     #[error("{path}: {message}", path = path.display())]
     BadMetadata {
@@ -71,12 +116,15 @@ pub enum DataError {
         message: String,
     },
     /// A required column is absent.
-    #[error("{path}: no `{column}` column (columns: {found})", path = path.display(), found = found.join(", "))]
+    #[error("{path}: no `{column}` column (columns: {found}); name the {role} column with --{role}-column (`{role}_column` in a run spec)",
+            path = path.display(), found = abbreviate(found))]
     MissingColumn {
         /// The file.
         path: PathBuf,
-        /// `text` or `label`.
-        column: &'static str,
+        /// The column asked for.
+        column: String,
+        /// `text` or `label`: what the column holds.
+        role: &'static str,
         /// The columns that are there.
         found: Vec<String>,
     },
@@ -86,7 +134,7 @@ pub enum DataError {
         /// The file.
         path: PathBuf,
         /// The column.
-        column: &'static str,
+        column: String,
         /// The type wanted.
         want: &'static str,
         /// The type found.
@@ -94,23 +142,33 @@ pub enum DataError {
         /// What to do, after a `; ` (or empty).
         hint: &'static str,
     },
-    /// A null where a value is required.
-    #[error("{path}: row {row}: `{column}` is null", path = path.display())]
+    /// A null, missing or empty value where one is required.
+    #[error("{path}: {place}: `{column}` is {what}; every row needs a text and a label: remove the row or fix the export",
+            path = path.display(), place = unit.at(*row))]
     NullValue {
         /// The file.
         path: PathBuf,
         /// The column.
-        column: &'static str,
-        /// Row within the file (0-based).
+        column: String,
+        /// The row (parquet, from 0) or line (CSV, JSON Lines, from 1).
         row: usize,
+        /// How `row` counts.
+        unit: RowUnit,
+        /// `null`, `null or missing` (JSON Lines) or `empty` (CSV).
+        what: &'static str,
     },
     /// An empty or blank text (the tokenizer would make it `[CLS] [SEP]`).
-    #[error("{path}: row {row}: `text` is empty or only whitespace; a labelled review needs text: remove the row or fix the export", path = path.display())]
+    #[error("{path}: {place}: `{column}` is empty or only whitespace; a labelled example needs text: remove the row or fix the export",
+            path = path.display(), place = unit.at(*row))]
     EmptyText {
         /// The file.
         path: PathBuf,
-        /// Row within the file (0-based).
+        /// The text column.
+        column: String,
+        /// The row (parquet, from 0) or line (CSV, JSON Lines, from 1).
         row: usize,
+        /// How `row` counts.
+        unit: RowUnit,
     },
     /// A file with no rows.
     #[error("{path}: the file is empty: it holds 0 rows, and every data file must hold labelled rows", path = path.display())]
@@ -119,14 +177,16 @@ pub enum DataError {
         path: PathBuf,
     },
     /// A label that is not one of the class ids some file declares.
-    #[error("{path}: row {row}: label {label} is not a class id: {declared_by} declares {n} classes, ids 0..{last} = {names}",
-            path = path.display(), declared_by = declared_by.display(), n = names.len(),
+    #[error("{path}: {place}: label {label} is not a class id: {declared_by} declares {n} classes, ids 0..{last} = {names}",
+            path = path.display(), place = unit.at(*row), declared_by = declared_by.display(), n = names.len(),
             last = names.len().saturating_sub(1), names = abbreviate(names))]
     LabelOutOfRange {
         /// The file.
         path: PathBuf,
-        /// Row within the file (0-based).
+        /// The row (parquet, from 0) or line (CSV, JSON Lines, from 1).
         row: usize,
+        /// How `row` counts.
+        unit: RowUnit,
         /// The label value.
         label: i128,
         /// The class names.
@@ -134,29 +194,72 @@ pub enum DataError {
         /// The file whose `huggingface` metadata declares them.
         declared_by: PathBuf,
     },
+    /// A string label that is not one of the class names some file declares.
+    #[error("{path}: {place}: label {label:?} is not one of the {n} class names {declared_by} declares: {names}",
+            path = path.display(), place = unit.at(*row), declared_by = declared_by.display(), n = names.len(),
+            names = abbreviate(names))]
+    UnknownLabel {
+        /// The file.
+        path: PathBuf,
+        /// The row (parquet, from 0) or line (CSV, JSON Lines, from 1).
+        row: usize,
+        /// How `row` counts.
+        unit: RowUnit,
+        /// The label as written.
+        label: String,
+        /// The class names.
+        names: Vec<String>,
+        /// The file whose `huggingface` metadata declares them.
+        declared_by: PathBuf,
+    },
     /// Without declared class names: a label that cannot be a class id.
-    #[error("{path}: row {row}: label {label} is not a class id: without ClassLabel names in the files' `huggingface` metadata, labels must be class ids 0..k-1 with k at most {max}; {FIX_LABELS}",
-            path = path.display(), max = bertlab_run::MAX_CLASSES)]
+    #[error("{path}: {place}: label {label} is not a class id: without ClassLabel names in the files' `huggingface` metadata, labels must be class ids 0..k-1 with k at most {max}; {FIX_LABELS}",
+            path = path.display(), place = unit.at(*row), max = bertlab_run::MAX_CLASSES)]
     NotAClassId {
         /// The file.
         path: PathBuf,
-        /// Row within the file (0-based).
+        /// The row (parquet, from 0) or line (CSV, JSON Lines, from 1).
         row: usize,
+        /// How `row` counts.
+        unit: RowUnit,
         /// The label value.
         label: i128,
     },
     /// Without declared class names: labels that skip class ids.
-    #[error("{path}: row {row}: label {label} implies classes 0 to {label}, but no row has label {missing}; without ClassLabel names in the files' `huggingface` metadata, labels must be 0..k-1 with every class present (else the missing classes train as classes no row has); {FIX_LABELS}",
-            path = path.display(), missing = abbreviate(missing))]
+    #[error("{path}: {place}: label {label} implies classes 0 to {label}, but no row has label {missing}; without ClassLabel names in the files' `huggingface` metadata, labels must be 0..k-1 with every class present (else the missing classes train as classes no row has); {FIX_LABELS}",
+            path = path.display(), place = unit.at(*row), missing = abbreviate(missing))]
     MissingClasses {
         /// The file.
         path: PathBuf,
-        /// Row within the file (0-based): the first with a label above a missing class.
+        /// The first row with a label above a missing class (parquet, from 0; text files: its
+        /// line, from 1).
         row: usize,
+        /// How `row` counts.
+        unit: RowUnit,
         /// The label value.
         label: i128,
         /// Class ids below `label` that no row has.
         missing: Vec<u32>,
+    },
+    /// Integer labels in one file, string labels in another, and no declared names to tie them.
+    #[error("{ints} holds integer labels but {strings} holds string labels; the files of one dataset label their rows alike: class ids 0..k-1 everywhere, or class names everywhere",
+            ints = ints.display(), strings = strings.display())]
+    MixedLabelTypes {
+        /// A file with integer labels.
+        ints: PathBuf,
+        /// A file with string labels.
+        strings: PathBuf,
+    },
+    /// More distinct string labels than classes bertlab trains.
+    #[error("`{column}` holds {count} distinct labels (the first in {path}), above the limit of {max} classes; is `{column}` the class column? Choose it with --label-column",
+            path = path.display(), max = bertlab_run::MAX_CLASSES)]
+    TooManyClasses {
+        /// The label column.
+        column: String,
+        /// How many distinct labels it holds.
+        count: usize,
+        /// The first file read.
+        path: PathBuf,
     },
     /// The train and test files disagree about the class names.
     #[error("{a} declares classes [{an}] but {b} declares [{bn}]", a = a.display(), b = b.display(), an = a_names.join(", "), bn = b_names.join(", "))]
@@ -176,13 +279,40 @@ pub enum DataError {
         /// What is empty.
         what: String,
     },
-    /// The dataset directory lacks the expected parquet files.
-    #[error("{dir}: no `{pattern}` file (expected the Hub layout `<config>/train-*.parquet` and `<config>/test-*.parquet`, e.g. shared/data/hf-imdb)", dir = dir.display())]
+    /// A dataset directory or Hub repository without data files in a layout bertlab knows.
+    #[error("{place}: no data files in a layout bertlab knows: expected `data/{{split}}-*.parquet`, `<config>/{{split}}-*.parquet` (IMDB: `plain_text/train-*.parquet`), `{{split}}-*.parquet`, or `<config>/{{split}}/*.parquet` (a Hub `refs/convert/parquet` branch), with split train, validation (or valid, val, dev) or test; .csv, .tsv and .jsonl files are found the same way; {found}",
+            found = if found.is_empty() { "it holds no files".to_string() } else { format!("it holds {}", abbreviate(found)) })]
     NoParquetFiles {
-        /// The directory searched.
-        dir: PathBuf,
-        /// The pattern that matched nothing.
-        pattern: String,
+        /// The directory or repository searched.
+        place: String,
+        /// The files that are there.
+        found: Vec<String>,
+    },
+    /// Data files found, but not one set of them: several configs, an unknown config, two
+    /// spellings of one split, two formats.
+    #[error("{place}: {message}")]
+    Layout {
+        /// The directory or repository searched.
+        place: String,
+        /// What is ambiguous or missing, and what to do.
+        message: String,
+    },
+    /// A split the dataset does not have.
+    #[error("{place}: no `{split}` split (splits found: {found})", found = found.join(", "))]
+    NoSplit {
+        /// The directory, repository or file.
+        place: String,
+        /// The split asked for.
+        split: Split,
+        /// The splits there are.
+        found: Vec<String>,
+    },
+    /// `--splits given` on a dataset without a test split.
+    #[error("the dataset has no test split (its splits: {found}); `--splits given` tests on the dataset's own test split: use `--splits notebook` (`splits = \"notebook\"`) to split all its rows 70/10/20, or add a test split",
+            found = found.join(", "))]
+    NoTestSplit {
+        /// The splits there are.
+        found: Vec<&'static str>,
     },
     /// A fraction outside (0, 1] (or (0, 1) for `train_size`/`test_size`).
     #[error("{name} = {value} is out of range: it must be a fraction in (0, 1]")]
@@ -198,11 +328,42 @@ pub enum DataError {
         /// Why.
         what: String,
     },
+    /// A class with too few rows for a stratified split.
+    #[error("cannot split {rows}: class {class:?} has {count} row(s) there, and a stratified split needs at least 2 of every class; add rows of that class, use a larger --subset, or remove the class")]
+    ClassTooSmall {
+        /// The rows being split, e.g. `the train split to a subset of 0.1`.
+        rows: String,
+        /// The class name.
+        class: String,
+        /// Its rows among those being split.
+        count: usize,
+    },
+    /// `--splits given` with a class that only the validation or test split holds.
+    #[error("class {class:?} has no rows in the train split but {count} in the {split} split: a model cannot learn it from the train split; use `--splits notebook` (`splits = \"notebook\"`) to split all rows together, or add train rows of it")]
+    ClassNotInTrain {
+        /// The class name.
+        class: String,
+        /// `validation` or `test`.
+        split: &'static str,
+        /// Its rows there.
+        count: usize,
+    },
+    /// Column options that cannot work.
+    #[error("{0}")]
+    BadOptions(String),
     /// A Hub file could not be resolved.
     #[error(transparent)]
     Hub(#[from] bertlab_hub::HubError),
-    /// A `--source` that is neither `hub`, a Hub id nor a directory.
-    #[error("--source {0:?}: expected `hub` (stanfordnlp/imdb), `hub:ORG/NAME[@REVISION]`, or a directory holding plain_text/*.parquet")]
+    /// A parquet file could not be written.
+    #[error("{path}: cannot write parquet: {message}", path = path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the parquet writer or the file system said.
+        message: String,
+    },
+    /// A `--source` that is neither `hub`, a Hub id nor a path.
+    #[error("--source {0:?}: expected `hub` (stanfordnlp/imdb), `hub:ORG/NAME[@REVISION]`, a directory of data files (e.g. holding plain_text/*.parquet), or one .parquet, .csv, .tsv or .jsonl file")]
     BadSource(String),
 }
 
@@ -227,21 +388,37 @@ fn abbreviate<T: fmt::Display>(items: &[T]) -> String {
     }
 }
 
-/// One of the dataset's two labelled splits on the Hub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// One of a dataset's labelled splits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Split {
     /// `train` (24,998 IMDB rows in the shared copy).
     Train,
+    /// `validation`; files named `valid`, `val` or `dev` are this split too.
+    Validation,
     /// `test` (24,996 IMDB rows in the shared copy).
     Test,
 }
 
 impl Split {
-    /// `train` or `test`.
+    /// Every split, in the order [`DatasetSplits::joined`] joins them.
+    pub const ALL: [Split; 3] = [Split::Train, Split::Validation, Split::Test];
+
+    /// `train`, `validation` or `test`.
     pub fn name(self) -> &'static str {
         match self {
             Split::Train => "train",
+            Split::Validation => "validation",
             Split::Test => "test",
+        }
+    }
+
+    /// The split a file or folder of this name holds (`dev` → validation), if it is one.
+    pub fn from_name(name: &str) -> Option<Split> {
+        match name {
+            "train" => Some(Split::Train),
+            "validation" | "valid" | "val" | "dev" => Some(Split::Validation),
+            "test" => Some(Split::Test),
+            _ => None,
         }
     }
 }
@@ -255,11 +432,9 @@ impl fmt::Display for Split {
 impl FromStr for Split {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "train" => Ok(Split::Train),
-            "test" => Ok(Split::Test),
-            other => Err(format!("split {other:?}: expected `train` or `test`")),
-        }
+        Split::from_name(s).ok_or_else(|| {
+            format!("split {s:?}: expected `train`, `validation` (or `valid`, `val`, `dev`) or `test`")
+        })
     }
 }
 
@@ -318,44 +493,176 @@ pub fn class_counts(labels: &[u32], num_classes: usize) -> Vec<usize> {
     counts
 }
 
-/// Where the labelled reviews come from.
+/// How rows are read from a dataset's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataOptions {
+    /// The column (CSV header field, JSON key) holding the texts; default `text`.
+    pub text_column: String,
+    /// The column holding the labels, class ids or class names; default `label`.
+    pub label_column: String,
+    /// A Hub dataset's (or directory's) config, the folder of its files, when it has several;
+    /// `default` is the config of the `data/` folder (or of files at the top).
+    pub config: Option<String>,
+}
+
+impl Default for DataOptions {
+    fn default() -> Self {
+        DataOptions { text_column: "text".into(), label_column: "label".into(), config: None }
+    }
+}
+
+impl DataOptions {
+    fn check(&self) -> Result<(), DataError> {
+        for (flag, column) in [("--text-column", &self.text_column), ("--label-column", &self.label_column)] {
+            if column.trim().is_empty() {
+                return Err(DataError::BadOptions(format!(
+                    "{flag} is empty: name a column of the data files"
+                )));
+            }
+        }
+        if self.text_column == self.label_column {
+            return Err(DataError::BadOptions(format!(
+                "--text-column and --label-column are both `{}`: the texts and the labels are two columns",
+                self.text_column
+            )));
+        }
+        if self.config.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(DataError::BadOptions(
+                "--config is empty: name a config (a folder of the dataset's files), or leave it out".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A dataset's own splits; all share one `class_names`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DatasetSplits {
+    /// The `train` split.
+    pub train: LabeledTexts,
+    /// The `validation` split (files named `validation`, `valid`, `val` or `dev`), if any.
+    pub validation: Option<LabeledTexts>,
+    /// The `test` split, if any.
+    pub test: Option<LabeledTexts>,
+}
+
+impl DatasetSplits {
+    /// The class names, index = class id (the same in every split).
+    pub fn class_names(&self) -> &[String] {
+        &self.train.class_names
+    }
+
+    /// One split, if the dataset has it.
+    pub fn split(&self, split: Split) -> Option<&LabeledTexts> {
+        match split {
+            Split::Train => Some(&self.train),
+            Split::Validation => self.validation.as_ref(),
+            Split::Test => self.test.as_ref(),
+        }
+    }
+
+    /// The splits the dataset has, in joining order.
+    pub fn present(&self) -> Vec<Split> {
+        Split::ALL.into_iter().filter(|&s| self.split(s).is_some()).collect()
+    }
+
+    /// Rows in all splits.
+    pub fn len(&self) -> usize {
+        self.present().into_iter().filter_map(|s| self.split(s)).map(LabeledTexts::len).sum()
+    }
+
+    /// True when no split holds a row.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The positions of `split`'s rows in [`DatasetSplits::joined`], if the dataset has it.
+    pub fn rows_of(&self, split: Split) -> Option<std::ops::Range<usize>> {
+        let mut start = 0;
+        for s in Split::ALL {
+            let Some(part) = self.split(s) else { continue };
+            if s == split {
+                return Some(start..start + part.len());
+            }
+            start += part.len();
+        }
+        None
+    }
+
+    /// The labels of [`DatasetSplits::joined`], without copying the texts.
+    pub fn joined_labels(&self) -> Vec<u32> {
+        self.present()
+            .into_iter()
+            .filter_map(|s| self.split(s))
+            .flat_map(|p| p.labels.iter().copied())
+            .collect()
+    }
+
+    /// train, then validation, then test rows, joined (the notebook's table: IMDB's
+    /// train+test), with the source files of all of them in that order.
+    pub fn joined(&self) -> LabeledTexts {
+        self.clone().into_joined()
+    }
+
+    /// [`DatasetSplits::joined`] without copying the texts.
+    pub fn into_joined(self) -> LabeledTexts {
+        let DatasetSplits { train, validation, test } = self;
+        let mut all = train;
+        for part in [validation, test].into_iter().flatten() {
+            all.texts.extend(part.texts);
+            all.labels.extend(part.labels);
+            all.sources.extend(part.sources);
+        }
+        all
+    }
+}
+
+/// Where the labelled texts come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatasetSource {
-    /// A Hub dataset in the parquet layout, downloaded into the HF cache.
+    /// A Hub dataset, its data files found through its file list and downloaded into the HF
+    /// cache.
     Hub {
         /// Dataset id, e.g. `stanfordnlp/imdb`.
         id: String,
-        /// Config folder holding the parquet files, e.g. `plain_text`.
-        config: String,
-        /// Pinned revision.
+        /// Branch, tag or commit, e.g. `main` or `refs/convert/parquet`.
         revision: String,
     },
-    /// A directory in the Hub layout: `<dir>/plain_text/{train,test}-*.parquet` (or the parquet
-    /// files directly in `<dir>`).
+    /// A directory of data files in a Hub layout, e.g. `<dir>/plain_text/{train,test}-*.parquet`
+    /// or `<dir>/data/train-*.parquet`.
     LocalDir(PathBuf),
+    /// One parquet, CSV, TSV or JSON Lines file: its rows are the `train` split.
+    LocalFile(PathBuf),
 }
 
 impl Default for DatasetSource {
     fn default() -> Self {
-        DatasetSource::Hub {
-            id: IMDB_DATASET_ID.into(),
-            config: IMDB_CONFIG.into(),
-            revision: IMDB_REVISION.into(),
-        }
+        DatasetSource::Hub { id: IMDB_DATASET_ID.into(), revision: IMDB_REVISION.into() }
     }
 }
 
 impl fmt::Display for DatasetSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DatasetSource::Hub { id, revision, .. } => write!(f, "hub:{id}@{revision}"),
-            DatasetSource::LocalDir(dir) => write!(f, "{}", dir.display()),
+            DatasetSource::Hub { id, revision } => write!(f, "hub:{id}@{revision}"),
+            DatasetSource::LocalDir(path) | DatasetSource::LocalFile(path) => write!(f, "{}", path.display()),
         }
     }
 }
 
+/// The split files a source resolved to.
+struct Located {
+    /// The directory, repository or file, for messages.
+    place: String,
+    /// The names of the splits found.
+    found: Vec<String>,
+    /// Each split's files, in shard order.
+    splits: BTreeMap<Split, Vec<(PathBuf, Format)>>,
+}
+
 impl DatasetSource {
-    /// `hub` (the pinned IMDB), `hub:ORG/NAME[@REV]`, or a local directory.
+    /// `hub` (the pinned IMDB), `hub:ORG/NAME[@REV]`, a data file (an existing file, or a name
+    /// ending in `.parquet`, `.csv`, `.tsv`, `.jsonl`, `.json`), or else a directory.
     pub fn parse(spec: &str) -> Result<DatasetSource, DataError> {
         let spec = spec.trim();
         if spec.is_empty() {
@@ -370,180 +677,166 @@ impl DatasetSource {
                 None if rest == IMDB_DATASET_ID => (rest, IMDB_REVISION.to_string()),
                 None => (rest, "main".to_string()),
             };
-            if id.split('/').count() != 2 || id.split('/').any(str::is_empty) {
+            if id.split('/').count() != 2 || id.split('/').any(str::is_empty) || revision.is_empty() {
                 return Err(DataError::BadSource(spec.into()));
             }
-            return Ok(DatasetSource::Hub { id: id.into(), config: IMDB_CONFIG.into(), revision });
+            return Ok(DatasetSource::Hub { id: id.into(), revision });
         }
-        Ok(DatasetSource::LocalDir(PathBuf::from(spec)))
+        let path = PathBuf::from(spec);
+        let is_file = match std::fs::metadata(&path) {
+            Ok(meta) => !meta.is_dir(),
+            Err(_) => Format::of_path(&path).is_some(),
+        };
+        Ok(if is_file { DatasetSource::LocalFile(path) } else { DatasetSource::LocalDir(path) })
     }
 
-    /// Paths of the parquet files of `split`, in shard order (resolving or downloading them).
-    pub fn split_files(&self, split: Split, hub: &HubOptions) -> Result<Vec<PathBuf>, DataError> {
-        match self {
-            DatasetSource::Hub { id, config, revision } => {
-                let repo = RepoRef::hub(id.clone(), RepoKind::Dataset, revision.clone());
-                let file = format!("{config}/{}-00000-of-00001.parquet", split.name());
-                Ok(vec![repo.file(&file, hub)?])
+    /// Find the files of the `wanted` splits (downloading them from the Hub when needed).
+    fn locate(&self, config: Option<&str>, wanted: &[Split], hub: &HubOptions) -> Result<Located, DataError> {
+        let place = self.to_string();
+        let (layout, base) = match self {
+            DatasetSource::LocalFile(path) => {
+                if config.is_some() {
+                    return Err(DataError::BadOptions(format!(
+                        "--config chooses among the configs of a Hub dataset or a directory, but {} is \
+                         one file: leave --config out",
+                        path.display()
+                    )));
+                }
+                let format =
+                    Format::of_path(path).ok_or_else(|| DataError::UnknownFormat { path: path.clone() })?;
+                let mut splits = BTreeMap::new();
+                if wanted.contains(&Split::Train) {
+                    splits.insert(Split::Train, vec![(path.clone(), format)]);
+                }
+                return Ok(Located { place, found: vec![Split::Train.name().to_string()], splits });
             }
             DatasetSource::LocalDir(dir) => {
-                if !dir.is_dir() {
-                    return Err(DataError::io(
-                        dir,
-                        std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
-                    ));
-                }
-                let prefix = format!("{}-", split.name());
-                for candidate in [dir.join(IMDB_CONFIG), dir.to_path_buf()] {
-                    let Ok(entries) = std::fs::read_dir(&candidate) else { continue };
-                    let mut files: Vec<PathBuf> = entries
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| {
-                            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                            name.starts_with(&prefix) && name.ends_with(".parquet")
-                        })
-                        .collect();
-                    if !files.is_empty() {
-                        files.sort();
-                        return Ok(files);
-                    }
-                }
-                Err(DataError::NoParquetFiles {
-                    dir: dir.clone(),
-                    pattern: format!("{IMDB_CONFIG}/{prefix}*.parquet"),
-                })
+                let files = layout::walk_dir(dir)?;
+                (layout::discover(&files, config, &place)?, None)
             }
+            DatasetSource::Hub { id, revision } => {
+                let repo = RepoRef::hub(id.clone(), RepoKind::Dataset, revision.clone());
+                let files = match known_files(id, revision) {
+                    Some(files) => files,
+                    None => repo.list_files(hub)?,
+                };
+                (layout::discover(&files, config, &place)?, Some(repo))
+            }
+        };
+        let found = layout.splits.values().map(|(name, _)| name.clone()).collect();
+        let mut splits = BTreeMap::new();
+        for (split, (_, files)) in layout.splits {
+            if !wanted.contains(&split) {
+                continue;
+            }
+            let mut paths = Vec::with_capacity(files.len());
+            for file in files {
+                let path = match (&base, self) {
+                    (Some(repo), _) => repo.file(&file.rel, hub)?,
+                    (None, DatasetSource::LocalDir(dir)) => dir.join(&file.rel),
+                    (None, _) => unreachable!("only a directory or the Hub is searched"),
+                };
+                paths.push((path, file.format));
+            }
+            splits.insert(split, paths);
+        }
+        Ok(Located { place, found, splits })
+    }
+
+    /// Paths of the data files of `split`, in shard order (resolving or downloading them), with
+    /// the default [`DataOptions`].
+    pub fn split_files(&self, split: Split, hub: &HubOptions) -> Result<Vec<PathBuf>, DataError> {
+        let mut located = self.locate(None, &[split], hub)?;
+        match located.splits.remove(&split) {
+            Some(files) => Ok(files.into_iter().map(|(path, _)| path).collect()),
+            None => Err(DataError::NoSplit { place: located.place, split, found: located.found }),
         }
     }
 
-    /// One labelled split (all its shards, in order).
+    /// One labelled split (all its shards, in order), read alone with the default
+    /// [`DataOptions`]: without declared names, its class names come from its own labels
+    /// ([`DatasetSource::load_splits`] gives every split the names of all of them).
     pub fn load_split(&self, split: Split, hub: &HubOptions) -> Result<LabeledTexts, DataError> {
-        let files = self.split_files(split, hub)?;
-        load_files(&files)
+        let options = DataOptions::default();
+        let mut located = self.locate(None, &[split], hub)?;
+        let Some(files) = located.splits.remove(&split) else {
+            return Err(DataError::NoSplit { place: located.place, split, found: located.found });
+        };
+        let mut parts = rows::read_all(&files, &options)?;
+        Ok(rows::assemble(&mut parts, &[files.len()], &options)?.remove(0))
     }
 
-    /// Train rows then test rows, joined as the notebook does before splitting.
+    /// The dataset's train, validation and test splits, read with `options`. Class names are
+    /// the ones the files declare (`ClassLabel`), else the sorted distinct string labels of all
+    /// splits, else (integer labels) `"0"`…`"k-1"` with every class present in some split.
+    pub fn load_splits(&self, options: &DataOptions, hub: &HubOptions) -> Result<DatasetSplits, DataError> {
+        options.check()?;
+        let mut located = self.locate(options.config.as_deref(), &Split::ALL, hub)?;
+        if !located.splits.contains_key(&Split::Train) {
+            return Err(DataError::NoSplit {
+                place: located.place,
+                split: Split::Train,
+                found: located.found,
+            });
+        }
+        let present: Vec<Split> = located.splits.keys().copied().collect();
+        let files: Vec<Vec<(PathBuf, Format)>> =
+            present.iter().map(|s| located.splits.remove(s).expect("a key of the map")).collect();
+        let counts: Vec<usize> = files.iter().map(Vec::len).collect();
+        let all: Vec<(PathBuf, Format)> = files.into_iter().flatten().collect();
+        let mut parts = rows::read_all(&all, options)?;
+        let mut by_split = rows::assemble(&mut parts, &counts, options)?.into_iter();
+        let mut splits = DatasetSplits::default();
+        for split in present {
+            let data = by_split.next().expect("one LabeledTexts per split");
+            match split {
+                Split::Train => splits.train = data,
+                Split::Validation => splits.validation = Some(data),
+                Split::Test => splits.test = Some(data),
+            }
+        }
+        Ok(splits)
+    }
+
+    /// All rows, train then validation then test, joined as the notebook does before splitting
+    /// (`load_splits(&DataOptions::default(), hub)?.into_joined()`).
     pub fn load(&self, hub: &HubOptions) -> Result<LabeledTexts, DataError> {
-        let mut files = self.split_files(Split::Train, hub)?;
-        files.extend(self.split_files(Split::Test, hub)?);
-        load_files(&files)
+        Ok(self.load_splits(&DataOptions::default(), hub)?.into_joined())
     }
 }
 
-/// Read parquet files (in parallel) and join their rows in the order given.
+/// The data files of a Hub revision that cannot change, so that loading it needs no listing
+/// request and works offline from a cache holding only these files.
+fn known_files(id: &str, revision: &str) -> Option<Vec<String>> {
+    (id == IMDB_DATASET_ID && revision == IMDB_REVISION).then(|| {
+        ["test", "train", "unsupervised"]
+            .iter()
+            .map(|split| format!("{IMDB_CONFIG}/{split}-00000-of-00001.parquet"))
+            .collect()
+    })
+}
+
+/// Read parquet files of `text` and `label` columns (in parallel) and join their rows in the
+/// order given.
 ///
 /// Class names come from the `ClassLabel` feature of the files' `huggingface` metadata; files
 /// that declare names must agree, and every label of every file (declaring or not) must be an
 /// id of those classes. Where no file declares names, labels must be 0..k-1 with every class
 /// present and k at most [`bertlab_run::MAX_CLASSES`]; the names are then `"0"`, `"1"`, ….
+/// String labels are class names, sorted.
 pub fn load_files(files: &[PathBuf]) -> Result<LabeledTexts, DataError> {
-    // Decoding is CPU-bound (snappy + UTF-8 validation): one thread per file.
-    let parts: Vec<Result<parquet_io::ParquetRows, DataError>> = std::thread::scope(|s| {
-        let handles: Vec<_> =
-            files.iter().map(|f| s.spawn(move || parquet_io::read_labeled_parquet(f))).collect();
-        handles
-            .into_iter()
-            .zip(files)
-            .map(|(h, f)| {
-                // A reader that panics on a malformed file is a corrupt file to the user.
-                h.join().unwrap_or_else(|_| {
-                    Err(DataError::NotParquet {
-                        path: f.clone(),
-                        message: "the parquet reader failed on it (see the message above)".into(),
-                    })
-                })
-            })
-            .collect()
-    });
-    let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
-    if parts.is_empty() {
-        return Err(DataError::Empty { what: "the dataset (no files)".into() });
-    }
-    let class_names = match declared_class_names(&parts)? {
-        Some((names, declared_by)) => {
-            for part in &parts {
-                let n = names.len() as i128;
-                if let Some((row, &label)) =
-                    part.labels.iter().enumerate().find(|(_, &l)| !(0..n).contains(&l))
-                {
-                    return Err(DataError::LabelOutOfRange {
-                        path: part.source.path.clone(),
-                        row,
-                        label,
-                        names: names.clone(),
-                        declared_by: declared_by.to_path_buf(),
-                    });
-                }
-            }
-            names.clone()
-        }
-        None => undeclared_class_names(&parts)?,
-    };
-    let mut data = LabeledTexts { class_names, ..LabeledTexts::default() };
-    for part in parts {
-        data.texts.extend(part.texts);
-        // Every label was checked to lie in 0..class_names.len() ≤ MAX_CLASSES.
-        data.labels.extend(part.labels.iter().map(|&l| l as u32));
-        data.sources.push(part.source);
-    }
-    Ok(data)
+    let options = DataOptions::default();
+    let files: Vec<(PathBuf, Format)> = files.iter().map(|f| (f.clone(), Format::Parquet)).collect();
+    let mut parts = rows::read_all(&files, &options)?;
+    Ok(rows::assemble(&mut parts, &[files.len()], &options)?.remove(0))
 }
 
-/// The class names the files declare, and the first file declaring them; an error when two
-/// files declare different names.
-fn declared_class_names(
-    parts: &[parquet_io::ParquetRows],
-) -> Result<Option<(&Vec<String>, &Path)>, DataError> {
-    let mut declared: Option<(&Vec<String>, &Path)> = None;
-    for part in parts {
-        let Some(names) = &part.class_names else { continue };
-        match declared {
-            None => declared = Some((names, &part.source.path)),
-            Some((first, by)) if first != names => {
-                return Err(DataError::ClassNamesDiffer {
-                    a: by.to_path_buf(),
-                    a_names: first.clone(),
-                    b: part.source.path.clone(),
-                    b_names: names.clone(),
-                })
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(declared)
-}
-
-/// Class names `"0"`, `"1"`, … for files that declare none, after checking that the labels of
-/// all of them together are 0..k-1 with every class present.
-fn undeclared_class_names(parts: &[parquet_io::ParquetRows]) -> Result<Vec<String>, DataError> {
-    let max = bertlab_run::MAX_CLASSES as i128;
-    let mut present = Vec::new();
-    for part in parts {
-        for (row, &label) in part.labels.iter().enumerate() {
-            if !(0..max).contains(&label) {
-                return Err(DataError::NotAClassId { path: part.source.path.clone(), row, label });
-            }
-            let class = label as usize;
-            if class >= present.len() {
-                present.resize(class + 1, false);
-            }
-            present[class] = true;
-        }
-    }
-    let missing: Vec<u32> = (0..present.len()).filter(|&c| !present[c]).map(|c| c as u32).collect();
-    if let Some(&first_missing) = missing.first() {
-        let (part, row, label) = parts
-            .iter()
-            .find_map(|part| {
-                let (row, &label) =
-                    part.labels.iter().enumerate().find(|(_, &l)| l > i128::from(first_missing))?;
-                Some((part, row, label))
-            })
-            .expect("a class is missing below the largest label, which some row holds");
-        let missing = missing.into_iter().filter(|&c| i128::from(c) < label).collect();
-        return Err(DataError::MissingClasses { path: part.source.path.clone(), row, label, missing });
-    }
-    Ok((0..present.len()).map(|c| c.to_string()).collect())
+/// Write `data` as one parquet file in the Hub's format (`text`, `label` and the `ClassLabel`
+/// names in the `huggingface` schema metadata), atomically; [`load_files`] reads it back as is.
+/// Two such files, `<dir>/plain_text/train-00000-of-00001.parquet` and `test-…`, make a
+/// directory that `DatasetSource::LocalDir(dir)` loads, e.g. a small sample of IMDB.
+pub fn write_parquet(path: &Path, data: &LabeledTexts) -> Result<(), DataError> {
+    parquet_io::write_labeled_parquet(path, data)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! See `shared/SPLIT.md` for the algorithm; `crate::rng` supplies numpy's random stream.
 
 use crate::rng::Pcg64;
-use crate::DataError;
+use crate::{class_counts, DataError, DatasetSplits, Split, SplitMode};
 
 /// How big one side of a split is, as HF `train_test_split` takes it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,6 +62,24 @@ pub fn train_test_split(
     seed: u64,
     stratify: bool,
 ) -> Result<TrainTest, DataError> {
+    split_rows(labels, size, seed, stratify, None)
+}
+
+/// The class names of the labels, and what rows are being split: for errors that name the
+/// class by name, where the caller knows it.
+struct Naming<'a> {
+    class_names: &'a [String],
+    rows: String,
+}
+
+/// [`train_test_split`], naming the class at fault by `naming` when given.
+fn split_rows(
+    labels: &[u32],
+    size: SplitSize,
+    seed: u64,
+    stratify: bool,
+    naming: Option<&Naming>,
+) -> Result<TrainTest, DataError> {
     let n = labels.len();
     if n == 0 {
         return Err(DataError::Empty { what: "the rows to split".into() });
@@ -84,6 +102,14 @@ pub fn train_test_split(
     }
     let counts: Vec<u64> = class_rows.iter().map(|r| r.len() as u64).collect();
     if let Some((c, &count)) = counts.iter().enumerate().find(|(_, &k)| k < 2) {
+        if let Some(naming) = naming {
+            let id = classes[c] as usize;
+            return Err(DataError::ClassTooSmall {
+                rows: naming.rows.clone(),
+                class: naming.class_names.get(id).cloned().unwrap_or_else(|| id.to_string()),
+                count: count as usize,
+            });
+        }
         return Err(DataError::SplitTooSmall {
             what: format!(
                 "class {} has {count} row(s); a stratified split needs at least 2 of every class",
@@ -166,22 +192,139 @@ impl NotebookSplit {
     /// `a = pool.train_test_split(test_size=0.2)`, `b = a["train"].train_test_split(test_size=0.125)`;
     /// train = b.train, val = b.test, test = a.test. Each call starts a fresh `default_rng(seed)`.
     pub fn new(labels: &[u32], subset: f64, seed: u64) -> Result<NotebookSplit, DataError> {
-        if !(subset > 0.0 && subset <= 1.0) {
-            return Err(DataError::BadFraction { name: "subset", value: subset });
-        }
+        NotebookSplit::named(labels, subset, seed, None)
+    }
+
+    /// [`NotebookSplit::new`], naming a class with too few rows by its name.
+    fn named(
+        labels: &[u32],
+        subset: f64,
+        seed: u64,
+        class_names: Option<&[String]>,
+    ) -> Result<NotebookSplit, DataError> {
+        check_subset(subset)?;
+        let naming = |rows: String| class_names.map(|class_names| Naming { class_names, rows });
         let pool: Vec<usize> = if subset < 1.0 {
-            train_test_split(labels, SplitSize::TrainFraction(subset), seed, true)?.train
+            let naming = naming(format!("all rows to a subset of {subset}"));
+            split_rows(labels, SplitSize::TrainFraction(subset), seed, true, naming.as_ref())?.train
         } else {
             (0..labels.len()).collect()
         };
         let pick = |rows: &[usize]| -> Vec<u32> { rows.iter().map(|&r| labels[r]).collect() };
-        let a = train_test_split(&pick(&pool), SplitSize::TestFraction(0.2), seed, true)?;
+        let naming_a = naming("the pool 80/20 into train+validation and test".into());
+        let a = split_rows(&pick(&pool), SplitSize::TestFraction(0.2), seed, true, naming_a.as_ref())?;
         let a_train: Vec<usize> = a.train.iter().map(|&i| pool[i]).collect();
         let test: Vec<usize> = a.test.iter().map(|&i| pool[i]).collect();
-        let b = train_test_split(&pick(&a_train), SplitSize::TestFraction(0.125), seed, true)?;
+        let naming_b = naming("train+validation 87.5/12.5 into train and validation".into());
+        let b = split_rows(&pick(&a_train), SplitSize::TestFraction(0.125), seed, true, naming_b.as_ref())?;
         let train = b.train.iter().map(|&i| a_train[i]).collect();
         let val = b.test.iter().map(|&i| a_train[i]).collect();
         Ok(NotebookSplit { pool, train, val, test })
+    }
+}
+
+fn check_subset(subset: f64) -> Result<(), DataError> {
+    if !(subset > 0.0 && subset <= 1.0) {
+        return Err(DataError::BadFraction { name: "subset", value: subset });
+    }
+    Ok(())
+}
+
+/// The share of train+validation rows the notebook validates on (its 87.5/12.5 split), and
+/// the share of a train split carved into validation where a dataset has none.
+pub const CARVED_VALIDATION: f64 = 0.125;
+
+/// Which rows a run trains, validates and tests on, as positions in
+/// [`DatasetSplits::joined`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSplits {
+    /// The rows `subset` drew: from all rows ([`SplitMode::Notebook`]) or from the train split
+    /// ([`SplitMode::Given`]), in HF's order; every row of those at subset 1.0, in row order.
+    pub pool: Vec<usize>,
+    /// The rows trained on.
+    pub train: Vec<usize>,
+    /// The rows validated on after each epoch.
+    pub val: Vec<usize>,
+    /// The rows tested on.
+    pub test: Vec<usize>,
+}
+
+impl From<NotebookSplit> for RunSplits {
+    fn from(split: NotebookSplit) -> Self {
+        let NotebookSplit { pool, train, val, test } = split;
+        RunSplits { pool, train, val, test }
+    }
+}
+
+impl RunSplits {
+    /// The rows of a run on `splits`, the same on the same seed.
+    ///
+    /// - [`SplitMode::Notebook`]: [`NotebookSplit`] on all rows joined (for IMDB, the notebook's
+    ///   rows exactly).
+    /// - [`SplitMode::Given`]: the subset drawn stratified from the train split
+    ///   (`train_test_split(train_size=subset)`, skipped at 1.0); validation is the dataset's, or
+    ///   where it has none, carved from the drawn rows, stratified, with `test_size=0.125`; test
+    ///   is the whole test split (a dataset without one is an error).
+    pub fn new(
+        splits: &DatasetSplits,
+        mode: SplitMode,
+        subset: f64,
+        seed: u64,
+    ) -> Result<RunSplits, DataError> {
+        check_subset(subset)?;
+        let class_names = splits.class_names();
+        if mode == SplitMode::Notebook {
+            return NotebookSplit::named(&splits.joined_labels(), subset, seed, Some(class_names))
+                .map(Into::into);
+        }
+        let Some(test_rows) = splits.rows_of(Split::Test) else {
+            return Err(DataError::NoTestSplit {
+                found: splits.present().into_iter().map(Split::name).collect(),
+            });
+        };
+        let train_labels = &splits.train.labels;
+        let train_counts = class_counts(train_labels, class_names.len());
+        for (split, part) in [(Split::Validation, &splits.validation), (Split::Test, &splits.test)] {
+            let Some(part) = part else { continue };
+            let counts = class_counts(&part.labels, class_names.len());
+            if let Some(class) = (0..counts.len()).find(|&c| counts[c] > 0 && train_counts[c] == 0) {
+                return Err(DataError::ClassNotInTrain {
+                    class: class_names[class].clone(),
+                    split: split.name(),
+                    count: counts[class],
+                });
+            }
+        }
+        let naming = |rows: String| Naming { class_names, rows };
+        let pool: Vec<usize> = if subset < 1.0 {
+            let naming = naming(format!("the train split to a subset of {subset}"));
+            split_rows(train_labels, SplitSize::TrainFraction(subset), seed, true, Some(&naming))?.train
+        } else {
+            (0..train_labels.len()).collect()
+        };
+        let (train, val) = match splits.rows_of(Split::Validation) {
+            Some(val) => (pool.clone(), val.collect()),
+            None => {
+                let labels: Vec<u32> = pool.iter().map(|&r| train_labels[r]).collect();
+                let naming = naming(format!(
+                    "the train rows {}/{} into train and validation (the dataset has no validation split)",
+                    100.0 * (1.0 - CARVED_VALIDATION),
+                    100.0 * CARVED_VALIDATION
+                ));
+                let carved = split_rows(
+                    &labels,
+                    SplitSize::TestFraction(CARVED_VALIDATION),
+                    seed,
+                    true,
+                    Some(&naming),
+                )?;
+                (
+                    carved.train.iter().map(|&i| pool[i]).collect(),
+                    carved.test.iter().map(|&i| pool[i]).collect(),
+                )
+            }
+        };
+        Ok(RunSplits { pool, train, val, test: test_rows.collect() })
     }
 }
 

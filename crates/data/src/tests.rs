@@ -201,7 +201,7 @@ fn paths_that_are_not_regular_files_are_refused_without_blocking() {
     assert_eq!(
         msg,
         format!(
-            "{}: is a directory, not a regular file; a dataset is read from parquet files",
+            "{}: is a directory, not a regular file; a dataset is read from parquet, CSV or JSON Lines files",
             test.display()
         )
     );
@@ -213,7 +213,7 @@ fn paths_that_are_not_regular_files_are_refused_without_blocking() {
         let c_path = std::ffi::CString::new(test.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0, "mkfifo");
         let (_, msg) = load_error(dir.path());
-        assert!(msg.ends_with("test-00000-of-00001.parquet: is a FIFO (named pipe), not a regular file; a dataset is read from parquet files"), "{msg}");
+        assert!(msg.ends_with("test-00000-of-00001.parquet: is a FIFO (named pipe), not a regular file; a dataset is read from parquet, CSV or JSON Lines files"), "{msg}");
         std::fs::remove_file(&test).unwrap();
 
         std::os::unix::fs::symlink(dir.path().join("gone.parquet"), &test).unwrap();
@@ -318,21 +318,65 @@ fn empty_and_blank_texts_are_named_with_their_row() {
 }
 
 #[test]
-fn string_labels_are_refused_with_what_to_do() {
+fn string_labels_are_class_names_declared_or_sorted() {
     let dir = good_dir(2, 2);
+    // Where a file declares names, string labels of any file must be among them.
     write_parquet(
         &dir.path().join(TRAIN),
-        vec![("text", texts(&["a", "b"])), ("label", texts(&["neg", "pos"]))],
+        vec![("text", texts(&["a", "b"])), ("label", texts(&["pos", "neg"]))],
         None,
     );
-    let (_, msg) = load_error(dir.path());
-    assert!(
-        msg.contains(
-            "column `label` must be an integer, found Utf8; string and float labels are not supported: \
-             store class ids 0..k-1, with their names as a ClassLabel feature"
-        ),
-        "{msg}"
+    let data = load_dir(dir.path()).unwrap();
+    assert_eq!(
+        (data.class_names.as_slice(), &data.labels[..2]),
+        (&["neg".to_string(), "pos".into()][..], &[1, 0][..])
     );
+    write_parquet(
+        &dir.path().join(TRAIN),
+        vec![("text", texts(&["a", "b", "c"])), ("label", texts(&["pos", "neg", "Pos"]))],
+        None,
+    );
+    let (err, msg) = load_error(dir.path());
+    assert!(matches!(err, DataError::UnknownLabel { row: 2, .. }), "{msg}");
+    assert_eq!(
+        msg,
+        format!(
+            "{}: row 2: label \"Pos\" is not one of the 2 class names {} declares: neg, pos",
+            dir.path().join(TRAIN).display(),
+            dir.path().join(TEST).display()
+        )
+    );
+    // Without declared names, integer labels in one file and strings in another do not mix.
+    write_labels(dir.path(), TEST, &[0, 1], None);
+    let (err, msg) = load_error(dir.path());
+    assert!(matches!(err, DataError::MixedLabelTypes { .. }), "{msg}");
+    assert_eq!(
+        msg,
+        format!(
+            "{} holds integer labels but {} holds string labels; the files of one dataset label their \
+             rows alike: class ids 0..k-1 everywhere, or class names everywhere",
+            dir.path().join(TEST).display(),
+            dir.path().join(TRAIN).display()
+        )
+    );
+    // Strings everywhere: the sorted distinct labels of all files.
+    write_parquet(
+        &dir.path().join(TEST),
+        vec![("text", texts(&["d", "e"])), ("label", texts(&["meh", "neg"]))],
+        None,
+    );
+    let data = load_dir(dir.path()).unwrap();
+    assert_eq!(data.class_names, ["Pos", "meh", "neg", "pos"]);
+    assert_eq!(data.labels, [3, 2, 0, 1, 2]);
+    // An empty string is no label.
+    write_parquet(
+        &dir.path().join(TEST),
+        vec![("text", texts(&["d", "e"])), ("label", texts(&["meh", " "]))],
+        None,
+    );
+    let (err, msg) = load_error(dir.path());
+    assert!(matches!(err, DataError::NullValue { row: 1, .. }), "{msg}");
+    assert!(msg.ends_with("test-00000-of-00001.parquet: row 1: `label` is empty; every row needs a text and a label: remove the row or fix the export"), "{msg}");
 }
 
 #[test]
@@ -463,7 +507,13 @@ fn missing_and_mistyped_columns_are_named() {
     let floats: ArrayRef = Arc::new(Float64Array::from(vec![0.0, 1.0]));
     write_parquet(&path, vec![("text", texts(&["a", "b"])), ("label", floats)], Some(HF_META));
     let err = load_dir(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("column `label` must be an integer, found Float64"), "{err}");
+    assert!(
+        err.contains(
+            "column `label` must be an integer or a string, found Float64; labels are class ids 0..k-1 \
+             or class names (float labels are regression targets, which bertlab does not train)"
+        ),
+        "{err}"
+    );
 
     write_parquet(&path, vec![("text", labels(&[1, 2])), ("label", labels(&[0, 1]))], Some(HF_META));
     let err = load_dir(dir.path()).unwrap_err().to_string();
@@ -506,7 +556,7 @@ fn source_parsing() {
     assert_eq!(DatasetSource::parse("hub").unwrap(), DatasetSource::default());
     assert_eq!(
         DatasetSource::parse("hub:org/data@v1").unwrap(),
-        DatasetSource::Hub { id: "org/data".into(), config: "plain_text".into(), revision: "v1".into() }
+        DatasetSource::Hub { id: "org/data".into(), revision: "v1".into() }
     );
     assert!(matches!(DatasetSource::parse("../shared/data/hf-imdb").unwrap(), DatasetSource::LocalDir(_)));
     assert!(DatasetSource::parse("hub:nodash").unwrap_err().to_string().contains("--source"));

@@ -1,5 +1,5 @@
 //! The enumerated settings of a run (precision, truncation, optimizer, schedule, padding,
-//! restore policy): one spelling each for TOML, flags, records and reports.
+//! restore policy, splits): one spelling each for TOML, flags, records and reports.
 //!
 //! Each is written once with [`choice_enum!`]: its names (the first is the canonical one, the
 //! others are accepted aliases), parsing (case-insensitive), display, and serde as that name.
@@ -227,6 +227,19 @@ choice_enum! {
     }
 }
 
+choice_enum! {
+    /// Which rows a run trains, validates and tests on.
+    pub enum SplitMode {
+        /// The notebook's recipe on all of a dataset's rows joined (train, then validation, then
+        /// test): a stratified subset, then 80/20 and 87.5/12.5 stratified splits.
+        #[default]
+        Notebook = "notebook",
+        /// The dataset's own splits: the subset drawn stratified from train, validation carved
+        /// from it (12.5 %, stratified) when the dataset has none, test as given.
+        Given = "given",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +259,11 @@ mod tests {
         assert!(e.contains("\"sgd\" is not one of adam, adamw"), "{e}");
         assert_eq!(Schedule::default(), Schedule::Constant);
         assert_eq!(Padding::default(), Padding::Bucket);
+        assert_eq!(SplitMode::default(), SplitMode::Notebook);
+        assert_eq!("Given".parse::<SplitMode>(), Ok(SplitMode::Given));
+        assert_eq!(serde_json::to_string(&SplitMode::Notebook).unwrap(), "\"notebook\"");
+        let e = "random".parse::<SplitMode>().unwrap_err().to_string();
+        assert_eq!(e, "\"random\" is not one of notebook, given");
         for t in Truncation::ALL {
             assert_eq!(Truncation::from_code(t.code()), Some(t));
             assert_eq!(t.to_string().parse::<Truncation>(), Ok(t));
