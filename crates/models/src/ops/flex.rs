@@ -11,6 +11,7 @@ use super::{DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormState,
 
 /// A contiguous f32 tensor (copied only when it is a strided view).
 fn contiguous(t: FlexTensor) -> FlexTensor {
+    cpu::retain_freed_memory();
     assert_eq!(t.dtype(), DType::F32, "the fused Flex kernels take f32 tensors (the router checks)");
     if t.as_slice::<f32>().is_some() {
         t
