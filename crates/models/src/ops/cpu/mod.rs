@@ -3,8 +3,9 @@
 //! Everything here is deterministic run to run: work is split into fixed-size chunks (never by
 //! thread count), reductions keep a fixed lane layout and order, and the dropout mask is a
 //! counter-based hash of (seed, element index), so neither rayon's scheduling nor the CPU's SIMD
-//! level changes a bit of the result (mul and add are never contracted into FMAs, so the AVX-512,
-//! AVX2 and scalar builds of a loop compute the same roundings).
+//! level changes a bit of the result (a plain `a * b + c` is never contracted into an FMA, and an
+//! explicit `mul_add` rounds once everywhere, so the AVX-512, AVX2 and scalar builds of a loop
+//! compute the same roundings).
 
 pub(crate) mod attention;
 pub(crate) mod linear;
@@ -182,26 +183,30 @@ fn finish_sum(acc: [f32; LANES], rest: impl Iterator<Item = f32>) -> f32 {
 }
 
 /// `eˣ` to within 1e-7 relative (Cody–Waite reduction, degree-6 polynomial), exactly 0 below
-/// −87 — where f32 softmax inputs such as masked scores (`f32::MIN − max`) land. Branch-free,
-/// so loops over it vectorise.
+/// −87 — where f32 softmax inputs such as masked scores (`f32::MIN − max`) land. Branch-free
+/// and without float→int casts (Rust's saturating `as i32` does not vectorise), so loops over
+/// it vectorise. `mul_add` is one rounding on every CPU (hardware FMA, or libm's exact `fmaf`
+/// on the baseline build), so every SIMD level computes the same bits.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5·2²³ rounds to the nearest integer in the default rounding mode.
+    // Adding 1.5·2²³ rounds to the nearest integer n (default rounding mode) and leaves n in
+    // the low mantissa bits: bits(t) = 0x4B40_0000 + n.
     const ROUND: f32 = 12_582_912.0;
     let xc = x.clamp(-87.0, 88.0);
-    let n = (xc * LOG2E + ROUND) - ROUND;
-    let r = xc - n * LN2_HI - n * LN2_LO;
+    let t = xc.mul_add(LOG2E, ROUND);
+    let n = t - ROUND;
+    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, xc));
     let mut p = 1.987_569_2e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 0.5);
+    let y = (p * r).mul_add(r, r) + 1.0;
+    let two_n = f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23);
     if x < -87.0 {
         0.0
     } else {
@@ -214,18 +219,18 @@ pub(crate) fn exp(x: f32) -> f32 {
 #[inline(always)]
 pub(crate) fn erfc(z: f32) -> f32 {
     let a = z.abs();
-    let t = 1.0 / (1.0 + 0.5 * a);
+    let t = 1.0 / 0.5f32.mul_add(a, 1.0);
     let mut p = 0.170_872_77f32;
-    p = p * t - 0.822_152_23;
-    p = p * t + 1.488_515_9;
-    p = p * t - 1.135_204;
-    p = p * t + 0.278_868_07;
-    p = p * t - 0.186_288_06;
-    p = p * t + 0.096_784_18;
-    p = p * t + 0.374_091_96;
-    p = p * t + 1.000_023_7;
-    p = p * t - 1.265_512_2;
-    let r = t * exp(p - a * a);
+    p = p.mul_add(t, -0.822_152_23);
+    p = p.mul_add(t, 1.488_515_9);
+    p = p.mul_add(t, -1.135_204);
+    p = p.mul_add(t, 0.278_868_07);
+    p = p.mul_add(t, -0.186_288_06);
+    p = p.mul_add(t, 0.096_784_18);
+    p = p.mul_add(t, 0.374_091_96);
+    p = p.mul_add(t, 1.000_023_7);
+    p = p.mul_add(t, -1.265_512_2);
+    let r = t * exp(a.mul_add(-a, p));
     if z < 0.0 {
         2.0 - r
     } else {
