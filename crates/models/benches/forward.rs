@@ -1,5 +1,6 @@
 //! Forward-pass throughput of all-MiniLM-L6-v2 (6 layers, 384 wide) at batch 32 × 128 tokens
-//! on the CPU with 2 threads: Burn's Flex backend (fused and explicit attention, f32) against
+//! on the CPU with 2 threads: Burn's Flex backend (the fused ops, and the reference path with the
+//! backend's fused or the explicit attention, f32) against
 //! PyTorch (`transformers`, eval, `no_grad`, `torch.set_num_threads(2)`) in the same run.
 //!
 //! ```text
@@ -7,15 +8,15 @@
 //! BERTLAB_BENCH_ITERS=10 cargo bench -p bertlab-models --bench forward
 //! ```
 //!
-//! Needs ../shared (or BERTLAB_SHARED); the PyTorch row is skipped when `python3` with torch
-//! and transformers is not available.
+//! Needs ../shared (or BERTLAB_SHARED); the PyTorch row is skipped when BENCH_PYTHON (default
+//! `python3`) lacks torch or transformers.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use bertlab_hub::{HubOptions, RepoRef};
-use bertlab_models::{load_encoder, AttentionKernel, Encoder, Precision};
+use bertlab_models::{load_encoder, AttentionKernel, Encoder, Kernels, Precision};
 use burn::backend::Flex;
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -82,13 +83,14 @@ struct Torch {
 impl Torch {
     /// Start the process and run its warm-up forward; `Err` says why PyTorch is skipped.
     fn start(model: &std::path::Path, ids: &[i64]) -> Result<Torch, String> {
-        let mut child = Command::new("python3")
+        let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| "python3".to_string());
+        let mut child = Command::new(&python)
             .args(["-c", TORCH_SCRIPT])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("python3 not runnable: {e}"))?;
+            .map_err(|e| format!("{python} not runnable: {e}"))?;
         let request = serde_json::json!({
             "model": model, "ids": ids, "batch": BATCH, "seq": SEQ, "threads": THREADS,
         });
@@ -101,7 +103,7 @@ impl Torch {
             let mut stderr = String::new();
             let _ = child.stderr.take().map(|mut e| std::io::Read::read_to_string(&mut e, &mut stderr));
             let _ = child.wait();
-            return Err(format!("python3 failed: {}", stderr.lines().last().unwrap_or("no output")));
+            return Err(format!("{python} failed: {}", stderr.lines().last().unwrap_or("no output")));
         };
         let what = format!(
             "PyTorch {} ({} attention)",
@@ -148,10 +150,12 @@ fn main() {
             .expect("loading all-MiniLM-L6-v2");
     let ids = input_ids();
 
-    let encoders: Vec<(String, Encoder<Flex>)> = [AttentionKernel::Fused, AttentionKernel::Explicit]
-        .into_iter()
-        .map(|k| (format!("burn-flex f32, {k:?} attention"), encoder.clone().with_attention_kernel(k)))
-        .collect();
+    let mut encoders: Vec<(String, Encoder<Flex>)> =
+        vec![("burn-flex f32, fused ops".to_string(), encoder.clone().with_kernels(Kernels::Fused))];
+    encoders.extend([AttentionKernel::Fused, AttentionKernel::Explicit].into_iter().map(|k| {
+        let reference = encoder.clone().with_kernels(Kernels::Reference).with_attention_kernel(k);
+        (format!("burn-flex f32, reference, {k:?} attention"), reference)
+    }));
     let mut torch = match Torch::start(&model, &ids) {
         Ok(torch) => Some(torch),
         Err(why) => {

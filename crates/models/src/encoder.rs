@@ -22,9 +22,12 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, FloatDType, Int, Tensor};
 
 use crate::config::{Activation, Architecture, ModelConfig};
+use crate::ops::{self, DropoutMask, Kernels, LinearActivation};
 use crate::precision::Precision;
 
-/// How self-attention is computed.
+/// How self-attention is computed on the reference path ([`Kernels::Reference`], f16/bf16, or a
+/// backend without a fused fast path; [`Kernels::Fused`] on Flex in f32 uses
+/// [`ops::attention`] whatever this says).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttentionKernel {
     /// [`AttentionKernel::Fused`] for inference, [`AttentionKernel::Explicit`] under autodiff
@@ -123,6 +126,7 @@ pub struct Embeddings<B: Backend> {
     /// Normalises the summed embeddings.
     pub layer_norm: LayerNorm<B>,
     dropout: Dropout,
+    layer_norm_eps: f64,
 }
 
 impl<B: Backend> Embeddings<B> {
@@ -135,11 +139,13 @@ impl<B: Backend> Embeddings<B> {
                 .then(|| EmbeddingConfig::new(config.type_vocab_size, h).init(device)),
             layer_norm: LayerNormConfig::new(h).with_epsilon(config.layer_norm_eps).init(device),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+            layer_norm_eps: config.layer_norm_eps,
         }
     }
 
-    /// `input_ids [batch, seq]` → `[batch, seq, hidden]` f32.
-    fn forward(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    /// `input_ids [batch, seq]` → `[batch, seq, hidden]` f32; `fused`: LayerNorm and dropout
+    /// through [`ops`].
+    fn forward(&self, input_ids: Tensor<B, 2, Int>, fused: bool) -> Tensor<B, 3> {
         let [_, seq] = input_ids.dims();
         let max_positions = self.position_embeddings.weight.lazy_shape().dims::<2>()[0];
         assert!(
@@ -156,7 +162,21 @@ impl<B: Backend> Embeddings<B> {
         }
         // Positions 0..seq, the same for every row (padding does not shift them).
         x = x + self.position_embeddings.weight.val().narrow(0, 0, seq).unsqueeze::<3>(); // + [1, seq, hidden]
-        self.dropout.forward(self.layer_norm.forward(x))
+        if !fused {
+            return self.dropout.forward(self.layer_norm.forward(x));
+        }
+        let [batch, seq, hidden] = x.dims();
+        let device = x.device();
+        let (gamma, beta) = norm_params(&self.layer_norm);
+        let x = ops::residual_layer_norm(
+            x.reshape([batch * seq, hidden]),
+            None,
+            gamma,
+            beta,
+            self.layer_norm_eps,
+            None,
+        );
+        ops::dropout(x, DropoutMask::draw::<B>(self.dropout.prob, &device)).reshape([batch, seq, hidden])
     }
 }
 
@@ -184,6 +204,27 @@ pub struct EncoderLayer<B: Backend> {
     output_dropout: Dropout,
     heads: usize,
     activation: Activation,
+    layer_norm_eps: f64,
+}
+
+/// γ and β of a LayerNorm (β = 0 when it has none).
+fn norm_params<B: Backend>(norm: &LayerNorm<B>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let gamma = norm.gamma.val();
+    let beta = match &norm.beta {
+        Some(beta) => beta.val(),
+        None => gamma.zeros_like(),
+    };
+    (gamma, beta)
+}
+
+/// Weight and bias of a linear layer (a zero bias when it has none).
+fn linear_params<B: Backend>(layer: &Linear<B>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    let weight = layer.weight.val();
+    let bias = match &layer.bias {
+        Some(bias) => bias.val(),
+        None => Tensor::zeros([weight.dims()[1]], &weight.device()),
+    };
+    (weight, bias)
 }
 
 impl<B: Backend> EncoderLayer<B> {
@@ -210,7 +251,59 @@ impl<B: Backend> EncoderLayer<B> {
             output_dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
             heads: config.num_attention_heads,
             activation: config.hidden_act,
+            layer_norm_eps: config.layer_norm_eps,
         }
+    }
+
+    /// The layer on the [`ops`] seam (f32): Q, K and V in one product with the concatenated
+    /// weights, attention straight from that `[batch, seq, 3·hidden]` projection, bias + GELU
+    /// in the intermediate product, dropout + residual + LayerNorm in one op. `padding
+    /// [batch, seq]` is true on padded tokens.
+    fn forward_fused(&self, x: Tensor<B, 3>, padding: &Tensor<B, 2, Bool>) -> Tensor<B, 3> {
+        let [batch, seq, hidden] = x.dims();
+        let device = x.device();
+        let rows = batch * seq;
+        let flat = x.reshape([rows, hidden]);
+
+        let [(wq, bq), (wk, bk), (wv, bv)] = [&self.query, &self.key, &self.value].map(linear_params);
+        let qkv_weight = Tensor::cat(vec![wq, wk, wv], 1); // [hidden, 3·hidden]
+        let qkv_bias = Tensor::cat(vec![bq, bk, bv], 0);
+        let qkv = ops::linear(flat.clone(), qkv_weight, qkv_bias, LinearActivation::Identity);
+        let context = ops::attention(
+            qkv.reshape([batch, seq, 3 * hidden]),
+            padding.clone(),
+            self.heads,
+            DropoutMask::draw::<B>(self.attention_probs_dropout.prob, &device),
+        );
+        let (w, b) = linear_params(&self.attention_output);
+        let attended = ops::linear(context.reshape([rows, hidden]), w, b, LinearActivation::Identity);
+        let (gamma, beta) = norm_params(&self.attention_norm);
+        let x = ops::residual_layer_norm(
+            flat,
+            Some(attended),
+            gamma,
+            beta,
+            self.layer_norm_eps,
+            DropoutMask::draw::<B>(self.attention_output_dropout.prob, &device),
+        );
+
+        let (w, b) = linear_params(&self.intermediate);
+        let inner = match self.activation {
+            Activation::Gelu => ops::linear(x.clone(), w, b, LinearActivation::Gelu),
+            other => activate(other, ops::linear(x.clone(), w, b, LinearActivation::Identity)),
+        }; // [rows, intermediate]
+        let (w, b) = linear_params(&self.output);
+        let out = ops::linear(inner, w, b, LinearActivation::Identity);
+        let (gamma, beta) = norm_params(&self.output_norm);
+        let y = ops::residual_layer_norm(
+            x,
+            Some(out),
+            gamma,
+            beta,
+            self.layer_norm_eps,
+            DropoutMask::draw::<B>(self.output_dropout.prob, &device),
+        );
+        y.reshape([batch, seq, hidden])
     }
 
     /// `[batch, seq, hidden]` f32 → `[batch, seq, hidden]` f32; `mask` `[batch, heads, seq, seq]`
@@ -296,6 +389,7 @@ pub struct Backbone<B: Backend> {
     pub pooler: Option<Linear<B>>,
     heads: usize,
     kernel: AttentionKernel,
+    kernels: Kernels,
 }
 
 impl<B: Backend> Backbone<B> {
@@ -308,11 +402,16 @@ impl<B: Backend> Backbone<B> {
                 .then(|| LinearConfig::new(config.hidden_size, config.hidden_size).init(device)),
             heads: config.num_attention_heads,
             kernel: AttentionKernel::Auto,
+            kernels: Kernels::Fused,
         }
     }
 
     pub(crate) fn set_kernel(&mut self, kernel: AttentionKernel) {
         self.kernel = kernel;
+    }
+
+    pub(crate) fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
     }
 
     /// `input_ids`, `attention_mask` `[batch, seq]` → last hidden state `[batch, seq, hidden]` f32.
@@ -327,14 +426,23 @@ impl<B: Backend> Backbone<B> {
             attention_mask.dims(),
             "input_ids and attention_mask must have the same [batch, seq] shape"
         );
+        let dtype = crate::precision::float_dtype(precision);
+        let use_ops = self.kernels == Kernels::Fused && dtype == FloatDType::F32 && ops::has_fast_path::<B>();
+        if use_ops {
+            let padding = attention_mask.equal_elem(0);
+            let mut x = self.embeddings.forward(input_ids, true);
+            for layer in &self.layers {
+                x = layer.forward_fused(x, &padding);
+            }
+            return x;
+        }
         let fused = match self.kernel {
             AttentionKernel::Auto => !B::ad_enabled(&input_ids.device()),
             AttentionKernel::Fused => true,
             AttentionKernel::Explicit => false,
         };
         let mask = padding_mask(attention_mask, self.heads);
-        let dtype = crate::precision::float_dtype(precision);
-        let mut x = self.embeddings.forward(input_ids);
+        let mut x = self.embeddings.forward(input_ids, false);
         for layer in &self.layers {
             x = layer.forward(x, &mask, dtype, fused);
         }

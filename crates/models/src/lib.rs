@@ -7,6 +7,7 @@ mod distilbert;
 mod encoder;
 mod error;
 mod model;
+pub mod ops;
 mod precision;
 mod weights;
 
@@ -16,5 +17,6 @@ pub use error::ModelError;
 pub use model::{
     export_classifier, load_classifier, load_encoder, Encoder, EncoderOutput, TextClassifier, TOKENIZER_FILES,
 };
+pub use ops::Kernels;
 pub use precision::{float_dtype, Precision};
 pub use weights::LoadReport;

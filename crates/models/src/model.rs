@@ -13,6 +13,7 @@ use burn::tensor::{FloatDType, Int, Tensor};
 use crate::config::{Architecture, ModelConfig};
 use crate::encoder::{cls, linear, AttentionKernel, Backbone};
 use crate::error::ModelError;
+use crate::ops::Kernels;
 use crate::precision::Precision;
 use crate::weights::{visit_linear, Collector, LoadReport, Loader, ParamVisitor, Scope, WeightFile};
 use crate::{bert, distilbert};
@@ -137,6 +138,12 @@ impl<B: Backend> TextClassifier<B> {
     /// Choose the attention implementation (default [`AttentionKernel::Auto`]).
     pub fn with_attention_kernel(mut self, kernel: AttentionKernel) -> Self {
         self.backbone.set_kernel(kernel);
+        self
+    }
+
+    /// Choose the fused ops or Burn's plain decomposition (default [`Kernels::Fused`]).
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.backbone.set_kernels(kernels);
         self
     }
 }
@@ -331,6 +338,12 @@ impl<B: Backend> Encoder<B> {
     /// Choose the attention implementation (default [`AttentionKernel::Auto`]).
     pub fn with_attention_kernel(mut self, kernel: AttentionKernel) -> Self {
         self.backbone.set_kernel(kernel);
+        self
+    }
+
+    /// Choose the fused ops or Burn's plain decomposition (default [`Kernels::Fused`]).
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.backbone.set_kernels(kernels);
         self
     }
 }

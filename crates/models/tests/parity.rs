@@ -1,11 +1,11 @@
 //! f32 eval-mode parity with `transformers` (PyTorch) on the shared fixtures: max abs error
-//! ≤ 1e-4. Each check runs on Flex (fused attention) and on Autodiff<Flex> with the model in
-//! eval mode through an explicit kernel choice, so both attention paths are held to the fixtures.
+//! ≤ 1e-4. Each check runs the fused ops (`Kernels::Fused`, the default) and the reference
+//! model with each explicit attention choice, so every path is held to the fixtures.
 
 mod common;
 
 use bertlab_hub::{HubOptions, RepoRef};
-use bertlab_models::{load_classifier, load_encoder, mean_pool, AttentionKernel, Precision};
+use bertlab_models::{load_classifier, load_encoder, mean_pool, AttentionKernel, Kernels, Precision};
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
@@ -17,18 +17,23 @@ fn hub() -> HubOptions {
     HubOptions::default()
 }
 
-/// Encoder outputs of a fixture against its expected.json.
+/// Encoder outputs of a fixture against its expected.json, fused and reference.
 fn check_encoder<B: Backend>(name: &str, kernel: AttentionKernel) {
+    check_encoder_with::<B>(name, kernel, Kernels::Fused);
+    check_encoder_with::<B>(name, kernel, Kernels::Reference);
+}
+
+fn check_encoder_with<B: Backend>(name: &str, kernel: AttentionKernel, kernels: Kernels) {
     let Some(dir) = fixture(name) else { return };
     let expected = read_json(&dir.join("expected.json"));
     let device = B::Device::default();
     let (encoder, _, _) = load_encoder::<B>(&RepoRef::Local(dir), &hub(), &device).unwrap();
-    let encoder = encoder.with_attention_kernel(kernel);
+    let encoder = encoder.with_attention_kernel(kernel).with_kernels(kernels);
     let ids = int_matrix::<B>(&expected["input_ids"], &device);
     let mask = int_matrix::<B>(&expected["attention_mask"], &device);
     let out = encoder.forward(ids, mask, Precision::F32);
     let err = max_abs_diff(&values(out.last_hidden_state), &flat_f32(&expected["last_hidden_state"]));
-    eprintln!("{name} last_hidden_state ({kernel:?}): max abs error {err:.2e}");
+    eprintln!("{name} last_hidden_state ({kernels:?}, {kernel:?}): max abs error {err:.2e}");
     assert!(err <= TOLERANCE, "{name} last_hidden_state ({kernel:?}): max abs error {err}");
     match expected.get("pooler_output") {
         Some(pooled) => {
@@ -41,6 +46,11 @@ fn check_encoder<B: Backend>(name: &str, kernel: AttentionKernel) {
 }
 
 fn check_classifier<B: Backend>(name: &str, kernel: AttentionKernel) {
+    check_classifier_with::<B>(name, kernel, Kernels::Fused);
+    check_classifier_with::<B>(name, kernel, Kernels::Reference);
+}
+
+fn check_classifier_with<B: Backend>(name: &str, kernel: AttentionKernel, kernels: Kernels) {
     let Some(dir) = fixture(name) else { return };
     let expected = read_json(&dir.join("expected.json"));
     let device = B::Device::default();
@@ -49,13 +59,13 @@ fn check_classifier<B: Backend>(name: &str, kernel: AttentionKernel) {
     assert!(report.initialised.is_empty(), "{name}: {report:?}");
     assert!(report.ignored.is_empty(), "{name}: {report:?}");
     assert_eq!(config.num_labels(), 2);
-    let model = model.with_attention_kernel(kernel);
+    let model = model.with_attention_kernel(kernel).with_kernels(kernels);
     let ids = int_matrix::<B>(&expected["input_ids"], &device);
     let mask = int_matrix::<B>(&expected["attention_mask"], &device);
     let logits = model.forward(ids, mask, Precision::F32);
     assert_eq!(logits.dims(), [3, 2]);
     let err = max_abs_diff(&values(logits), &flat_f32(&expected["logits"]));
-    eprintln!("{name} logits ({kernel:?}): max abs error {err:.2e}");
+    eprintln!("{name} logits ({kernels:?}, {kernel:?}): max abs error {err:.2e}");
     assert!(err <= TOLERANCE, "{name} logits ({kernel:?}): max abs error {err}");
 }
 
@@ -124,16 +134,18 @@ fn minilm_cls_and_mean_pooled_match_transformers() {
     assert_eq!(report.ignored, ["embeddings.position_ids"], "only the buffer is unused");
     let ids = int_matrix::<Flex>(&expected["input_ids"], &device);
     let mask = int_matrix::<Flex>(&expected["attention_mask"], &device);
-    let out = encoder.forward(ids, mask.clone(), Precision::F32);
-    assert!(out.pooler_output.is_some(), "MiniLM ships pooler weights");
-    let cls = values(bertlab_models::cls(out.last_hidden_state.clone()));
-    let err = max_abs_diff(&cls, &flat_f32(&expected["cls_hidden"]));
-    eprintln!("minilm cls_hidden: max abs error {err:.2e}");
-    assert!(err <= TOLERANCE, "cls_hidden: max abs error {err}");
-    let mean = values(mean_pool(out.last_hidden_state, mask));
-    let err = max_abs_diff(&mean, &flat_f32(&expected["mean_pooled"]));
-    eprintln!("minilm mean_pooled: max abs error {err:.2e}");
-    assert!(err <= TOLERANCE, "mean_pooled: max abs error {err}");
+    for kernels in [Kernels::Fused, Kernels::Reference] {
+        let out = encoder.clone().with_kernels(kernels).forward(ids.clone(), mask.clone(), Precision::F32);
+        assert!(out.pooler_output.is_some(), "MiniLM ships pooler weights");
+        let cls = values(bertlab_models::cls(out.last_hidden_state.clone()));
+        let err = max_abs_diff(&cls, &flat_f32(&expected["cls_hidden"]));
+        eprintln!("minilm cls_hidden ({kernels:?}): max abs error {err:.2e}");
+        assert!(err <= TOLERANCE, "cls_hidden ({kernels:?}): max abs error {err}");
+        let mean = values(mean_pool(out.last_hidden_state, mask.clone()));
+        let err = max_abs_diff(&mean, &flat_f32(&expected["mean_pooled"]));
+        eprintln!("minilm mean_pooled ({kernels:?}): max abs error {err:.2e}");
+        assert!(err <= TOLERANCE, "mean_pooled ({kernels:?}): max abs error {err}");
+    }
 }
 
 /// f16 and bf16 matmuls stay close to f32 (their rounding, not a bug, sets the bound).

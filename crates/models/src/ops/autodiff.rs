@@ -1,0 +1,229 @@
+//! [`FusedOps`] for `Autodiff<B>`: one graph node per op, whose backward step is `B`'s
+//! backward kernel ([`FusedKernels`]). Each op keeps only what its backward kernel reads, and
+//! nothing when no input is tracked.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::Autodiff;
+use burn::tensor::ops::{BoolTensor, FloatTensor};
+
+use super::{DropoutMask, FusedKernels, FusedOps, LayerNormState, LinearActivation};
+
+fn register<B: FusedKernels>(grads: &mut Gradients, node: Option<NodeId>, grad: Option<FloatTensor<B>>) {
+    if let (Some(node), Some(grad)) = (node, grad) {
+        grads.register::<B>(node, grad);
+    }
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<B: FusedKernels> Backward<B, 3> for LinearBackward {
+    /// Input, weight, pre-activation (GELU only), activation.
+    type State = (FloatTensor<B>, FloatTensor<B>, Option<FloatTensor<B>>, LinearActivation);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node, w_node, b_node] = ops.parents.map(|n| n.map(|n| n.id));
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, w, pre, activation) = ops.state;
+        let needs = [x_node.is_some(), w_node.is_some(), b_node.is_some()];
+        let [dx, dw, db] = B::linear_backward(grad, x, w, pre, activation, needs);
+        register::<B>(grads, x_node, dx);
+        register::<B>(grads, w_node, dw);
+        register::<B>(grads, b_node, db);
+    }
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: FusedKernels> Backward<B, 1> for AttentionBackward {
+    /// QKV, probabilities, padding mask, heads, dropout.
+    type State = (FloatTensor<B>, FloatTensor<B>, BoolTensor<B>, usize, Option<DropoutMask>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [qkv_node] = ops.parents.map(|n| n.map(|n| n.id));
+        let grad = grads.consume::<B>(&ops.node);
+        let (qkv, probs, padding, heads, dropout) = ops.state;
+        if qkv_node.is_some() {
+            let d_qkv = B::attention_backward(grad, qkv, probs, padding, heads, dropout);
+            register::<B>(grads, qkv_node, Some(d_qkv));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ResidualLayerNormBackward;
+
+impl<B: FusedKernels> Backward<B, 4> for ResidualLayerNormBackward {
+    /// Saved rows, γ, the branch's dropout.
+    type State = (LayerNormState<B>, FloatTensor<B>, Option<DropoutMask>);
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [res_node, branch_node, gamma_node, beta_node] = ops.parents.map(|n| n.map(|n| n.id));
+        let grad = grads.consume::<B>(&ops.node);
+        let (state, gamma, dropout) = ops.state;
+        let g = B::layer_norm_backward(grad, state, gamma, dropout, branch_node.is_some());
+        register::<B>(grads, res_node, Some(g.residual));
+        register::<B>(grads, branch_node, g.branch);
+        register::<B>(grads, gamma_node, Some(g.gamma));
+        register::<B>(grads, beta_node, Some(g.beta));
+    }
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl<B: FusedKernels> Backward<B, 3> for LayerNormBackward {
+    /// Saved rows, γ.
+    type State = (LayerNormState<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node, gamma_node, beta_node] = ops.parents.map(|n| n.map(|n| n.id));
+        let grad = grads.consume::<B>(&ops.node);
+        let (state, gamma) = ops.state;
+        let g = B::layer_norm_backward(grad, state, gamma, None, false);
+        register::<B>(grads, x_node, Some(g.residual));
+        register::<B>(grads, gamma_node, Some(g.gamma));
+        register::<B>(grads, beta_node, Some(g.beta));
+    }
+}
+
+#[derive(Debug)]
+struct DropoutBackward;
+
+impl<B: FusedKernels> Backward<B, 1> for DropoutBackward {
+    type State = DropoutMask;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node] = ops.parents.map(|n| n.map(|n| n.id));
+        let grad = grads.consume::<B>(&ops.node);
+        register::<B>(grads, x_node, x_node.map(|_| B::dropout_apply(grad, ops.state)));
+    }
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl<B: FusedKernels> Backward<B, 1> for GeluBackward {
+    /// The input.
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node] = ops.parents.map(|n| n.map(|n| n.id));
+        let grad = grads.consume::<B>(&ops.node);
+        register::<B>(grads, x_node, x_node.map(|_| B::erf_gelu_backward(grad, ops.state)));
+    }
+}
+
+impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        activation: LinearActivation,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node.clone(), weight.node.clone(), bias.node.clone()];
+        match LinearBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let keep_pre = activation != LinearActivation::Identity;
+                let (y, pre) = B::linear_forward(
+                    x.primitive.clone(),
+                    weight.primitive.clone(),
+                    bias.primitive,
+                    activation,
+                    keep_pre,
+                );
+                prep.finish((x.primitive, weight.primitive, pre, activation), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(
+                B::linear_forward(x.primitive, weight.primitive, bias.primitive, activation, false).0,
+            ),
+        }
+    }
+
+    fn fused_attention(
+        qkv: FloatTensor<Self>,
+        key_padding: BoolTensor<Self>,
+        heads: usize,
+        dropout: Option<DropoutMask>,
+    ) -> FloatTensor<Self> {
+        match AttentionBackward.prepare::<C>([qkv.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (ctx, probs) =
+                    B::attention_forward(qkv.primitive.clone(), key_padding.clone(), heads, dropout, true);
+                let probs = probs.expect("attention_forward keeps the probabilities when asked to");
+                prep.finish((qkv.primitive, probs, key_padding, heads, dropout), ctx)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::attention_forward(qkv.primitive, key_padding, heads, dropout, false).0)
+            }
+        }
+    }
+
+    fn fused_residual_layer_norm(
+        residual: FloatTensor<Self>,
+        branch: Option<FloatTensor<Self>>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        dropout: Option<DropoutMask>,
+    ) -> FloatTensor<Self> {
+        let forward = |keep: bool, residual: FloatTensor<Self>, branch: Option<FloatTensor<Self>>| {
+            B::layer_norm_forward(
+                residual.primitive,
+                branch.map(|b| b.primitive),
+                gamma.primitive.clone(),
+                beta.primitive.clone(),
+                epsilon,
+                dropout,
+                keep,
+            )
+        };
+        match branch {
+            Some(branch) => {
+                let nodes =
+                    [residual.node.clone(), branch.node.clone(), gamma.node.clone(), beta.node.clone()];
+                match ResidualLayerNormBackward.prepare::<C>(nodes).compute_bound().stateful() {
+                    OpsKind::Tracked(prep) => {
+                        let (y, state) = forward(true, residual, Some(branch));
+                        let state = state.expect("layer_norm_forward keeps its state when asked to");
+                        prep.finish((state, gamma.primitive.clone(), dropout), y)
+                    }
+                    OpsKind::UnTracked(prep) => prep.finish(forward(false, residual, Some(branch)).0),
+                }
+            }
+            None => {
+                let nodes = [residual.node.clone(), gamma.node.clone(), beta.node.clone()];
+                match LayerNormBackward.prepare::<C>(nodes).compute_bound().stateful() {
+                    OpsKind::Tracked(prep) => {
+                        let (y, state) = forward(true, residual, None);
+                        let state = state.expect("layer_norm_forward keeps its state when asked to");
+                        prep.finish((state, gamma.primitive.clone()), y)
+                    }
+                    OpsKind::UnTracked(prep) => prep.finish(forward(false, residual, None).0),
+                }
+            }
+        }
+    }
+
+    fn fused_dropout(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {
+        match DropoutBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(mask, B::dropout_apply(x.primitive, mask)),
+            OpsKind::UnTracked(prep) => prep.finish(B::dropout_apply(x.primitive, mask)),
+        }
+    }
+
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match GeluBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::erf_gelu_forward(x.primitive.clone());
+                prep.finish(x.primitive, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::erf_gelu_forward(x.primitive)),
+        }
+    }
+}
