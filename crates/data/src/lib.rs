@@ -136,6 +136,14 @@ pub enum DataError {
     /// A Hub file could not be resolved.
     #[error(transparent)]
     Hub(#[from] bertlab_hub::HubError),
+    /// A parquet file could not be written.
+    #[error("{path}: cannot write parquet: {message}", path = path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the parquet writer or the file system said.
+        message: String,
+    },
     /// A `--source` that is neither `hub`, a Hub id nor a directory.
     #[error("--source {0:?}: expected `hub` (stanfordnlp/imdb), `hub:ORG/NAME[@REVISION]`, or a directory holding plain_text/*.parquet")]
     BadSource(String),
@@ -344,6 +352,14 @@ impl DatasetSource {
         files.extend(self.split_files(Split::Test, hub)?);
         load_files(&files)
     }
+}
+
+/// Write `data` as one parquet file in the Hub's format (`text`, `label` and the `ClassLabel`
+/// names in the `huggingface` schema metadata), atomically; [`load_files`] reads it back as is.
+/// Two such files, `<dir>/plain_text/train-00000-of-00001.parquet` and `test-…`, make a
+/// directory that `DatasetSource::LocalDir(dir)` loads, e.g. a small sample of IMDB.
+pub fn write_parquet(path: &Path, data: &LabeledTexts) -> Result<(), DataError> {
+    parquet_io::write_labeled_parquet(path, data)
 }
 
 /// Read parquet files (in parallel) and join their rows in the order given.

@@ -1,13 +1,18 @@
-//! Reading one parquet file of `text`/`label` rows, as HF `datasets` writes them.
+//! Reading and writing one parquet file of `text`/`label` rows, as HF `datasets` writes them.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
-use arrow_array::{Array, RecordBatch};
-use arrow_schema::DataType;
+use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
 
-use crate::DataError;
+use crate::{DataError, LabeledTexts};
 
 /// The rows of one parquet file plus the class names its schema metadata declares.
 #[derive(Debug, Default)]
@@ -128,4 +133,37 @@ fn class_names_from_hf_metadata(meta: &str) -> Result<Option<Vec<String>>, Strin
         .map(|n| n.as_str().map(str::to_owned).ok_or_else(|| format!("ClassLabel name {n} is not a string")))
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
+}
+
+/// Write `data` to `path` (atomically) with a `text` string column, an int64 `label` column and
+/// the `huggingface` schema metadata declaring the class names, so that the reader above (and HF
+/// `datasets`) gets the same rows and `ClassLabel` names back.
+pub(crate) fn write_labeled_parquet(path: &Path, data: &LabeledTexts) -> Result<(), DataError> {
+    let failed = |message: String| DataError::Write { path: path.to_path_buf(), message };
+    let features = serde_json::json!({
+        "info": {"features": {
+            "text": {"dtype": "string", "_type": "Value"},
+            "label": {"names": data.class_names, "_type": "ClassLabel"},
+        }}
+    });
+    let metadata = HashMap::from([("huggingface".to_string(), features.to_string())]);
+    let schema = Arc::new(Schema::new_with_metadata(
+        vec![Field::new("text", DataType::Utf8, false), Field::new("label", DataType::Int64, false)],
+        metadata,
+    ));
+    let texts = StringArray::from_iter_values(data.texts.iter());
+    let labels = Int64Array::from_iter_values(data.labels.iter().map(|&l| i64::from(l)));
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(texts), Arc::new(labels)])
+        .map_err(|e| failed(e.to_string()))?;
+    // Snappy, as the Hub's parquet conversion writes (and the only codec this build reads).
+    let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let mut bytes = Vec::new();
+    let mut writer =
+        ArrowWriter::try_new(&mut bytes, schema, Some(properties)).map_err(|e| failed(e.to_string()))?;
+    writer.write(&batch).map_err(|e| failed(e.to_string()))?;
+    writer.close().map_err(|e| failed(e.to_string()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    }
+    bertlab_hub::write_atomic(path, &bytes).map_err(|e| DataError::io(path, e))
 }
