@@ -30,7 +30,7 @@ pub struct PredictArgs {
     /// The build's device by default (the CPU, or GPU 0 in a CUDA build); cuda:N picks a GPU.
     #[arg(long, default_value = "default")]
     device: String,
-    /// Print JSON lines: {"text", "label", "probability", "probabilities"}.
+    /// Print JSON lines: {"text", "label", "probability", "probabilities", "logits"}.
     #[arg(long)]
     json: bool,
 }
@@ -63,6 +63,7 @@ pub fn run(args: PredictArgs, global: &crate::Global) -> anyhow::Result<()> {
                 "label": name,
                 "probability": probs[label],
                 "probabilities": probs,
+                "logits": &logits[i * k..(i + 1) * k],
             });
             println!("{line}");
         } else {
