@@ -1,49 +1,65 @@
 #!/usr/bin/env bash
-# device-check.sh — the CUDA path's checks and benchmarks, in one run of under 8 minutes
-# (issue 7). Run it on a machine with an NVIDIA GPU and no network (torch and transformers
-# installed, nothing else) from the repository root, after scripts/device-prepare.sh has put
-# the release binary and the small inputs into .device/ here and that folder was carried over:
+# device-check.sh — the CUDA path's checks and benchmarks, in one run of at most 6 minutes
+# (issues 7 and 13), so that a fix and a rerun fit in 15 minutes of GPU time. Run it on a
+# machine with an NVIDIA GPU and no network (torch and transformers installed, nothing else)
+# from the repository root, after scripts/device-prepare.sh has put the release binary and the
+# small inputs into .device/ here and that folder was carried over:
 #
 #   bash scripts/device-check.sh
 #
-# 1. parity    — CUDA f32 logits and hidden states vs the transformers fixtures (≤ 1e-3), one
-#                AdamW step vs PyTorch's, f16/bf16 vs f32 (max abs and relative error), on the
-#                fixtures and on randomly initialised DistilBERT-base and BERT-base;
-# 2. numerics  — 200 AdamW steps on fixed IMDB batches with a randomly initialised
-#                DistilBERT-base in f32, f16 and bf16: largest gap between the loss curves and
-#                the f16 steps lost to overflow (none allowed after the first 10);
-# 3. throughput — training seq/s of randomly initialised DistilBERT-base and BERT-base at
-#                max_len 128/256/512 with the notebook's batches (32/16/8), fixed padding and
-#                bucketed (the IMDB sample's real lengths), f16 and bf16; the same batches in
-#                PyTorch (scripts/torch_bench.py: transformers, autocast + GradScaler, AdamW);
-#                one table with seq/s, the bertlab/PyTorch ratio and MFU.
-# They run in the order 1, 3, 2 (the table first), then the alternative build's f16 rows
-# (without fusion and autotuning, when .device/bertlab-alt.gz is there), a profiled run that
-# times the phases of a step, and one that reads the logits back every step; the budget cuts the stages that come
-# last, and numerics stops early with a summary of the steps done.
+# Stages, in order of value (the time budget cuts the last ones first):
+# 1. parity     — CUDA f32 logits and hidden states vs the transformers fixtures (≤ 1e-3), one
+#                 AdamW step vs PyTorch's, f16/bf16 vs f32 (max abs and relative error), on the
+#                 fixtures and on randomly initialised DistilBERT-base and BERT-base;
+# 2. end-to-end — the real commands (scripts/device_e2e.py): transformers makes a randomly
+#                 initialised DistilBERT-base snapshot (the carried vocabulary), `bertlab train`
+#                 fine-tunes it 1 epoch on a carried IMDB sample (524 reviews, max_len 256) in
+#                 f16 and in bf16, the train-split loss must fall, `bertlab eval` and `bertlab
+#                 predict` run on best/, whose logits transformers must reproduce; a batch of
+#                 65536 at max_len 512 must hit CUDA out-of-memory and exit 3;
+# 3. throughput — training seq/s of randomly initialised DistilBERT-base (max_len 128 and 512,
+#                 f16 and bf16) and BERT-base (512, bf16) with the notebook's batches (32 at 128,
+#                 8 at 512), fixed padding; the same batches in PyTorch (scripts/torch_bench.py:
+#                 transformers, autocast + GradScaler, AdamW); one table with seq/s, the
+#                 bertlab/PyTorch ratio and MFU;
+# 4. numerics   — up to 200 AdamW steps on fixed IMDB batches with a randomly initialised
+#                 DistilBERT-base in f32, f16 and bf16: largest gap between the loss curves and
+#                 the f16 steps lost to overflow (none allowed after the first 10); it stops
+#                 early, with a summary of the steps done, when the budget runs short;
+# 5. then, while time is left: the alternative build's f16 rows (without fusion and
+#    autotuning, when .device/bertlab-alt.gz is there), a profiled run that times the phases of
+#    a step, and one that reads the logits back every step.
+# Estimated GPU wall time on an H100/H200 (none measured yet; kernel compilation and
+# autotuning dominate, not the maths): unpack + env 10 s, parity 45 s, end-to-end 135 s
+# (snapshot 12, loss before 12, f16 55, bf16 45, out-of-memory 10), throughput 110 s
+# (DistilBERT f16 30 + bf16 30, BERT-base 20, PyTorch 30), numerics what is left (~60 s), so
+# the default 360 s budget usually ends inside numerics and cuts the stages after it.
 #
 # Without nvidia-smi (or with DEVICE_CHECK_MODE=cpu) it runs the same stages on the CPU build
 # with the tiny fixture models and a few steps, to test the script itself; the GPU-only parts
-# (CUDA, peak FLOP/s, the base-size models) are skipped.
+# (CUDA, peak FLOP/s, the base-size models, out-of-memory) are skipped. The end-to-end stage
+# needs python3 with torch and transformers, and skips with a printed reason without them.
 #
 # Everything printed also goes to $OUT/device-check.txt (or .device/results/ when OUT is unset),
-# with the JSON lines of each stage next to it and the table in table.md (7 files at most).
+# with the JSON lines of each stage next to it and the table in table.md (8 files at most).
 #
 # Inputs (first found): BERTLAB_BIN | .device/bertlab.gz (GPU mode) |
 # $CARGO_TARGET_DIR/release/bertlab | target/release/bertlab; BERTLAB_FIXTURES |
 # .device/fixtures | ../shared/fixtures; BERTLAB_IDS | .device/imdb-ids.json (made from
-# ../shared when missing).
-# Knobs: DEVICE_CHECK_QUICK=1 (fewest steps), DEVICE_CHECK_BUDGET_S (default 450: stages are cut
-# to fit), DEVICE_CHECK_STEPS (timed throughput steps, default 15 on GPU),
+# ../shared when missing); BERTLAB_SAMPLE | .device/imdb-sample (made from ../shared when
+# missing); BERTLAB_TOKENIZER | .device/tokenizer | the fixtures' tiny-distilbert.
+# Knobs: DEVICE_CHECK_QUICK=1 (fewest steps), DEVICE_CHECK_BUDGET_S (default 360: stages are cut
+# to fit), DEVICE_CHECK_STEPS (timed throughput steps, default 10 on GPU),
 # DEVICE_CHECK_NUMERICS_STEPS (default 200 on GPU), DEVICE_CHECK_SKIP (comma list of parity,
-# numerics, throughput, torch, alt, profile), DEVICE_CHECK_TORCH=0 (no PyTorch rows),
+# e2e, numerics, throughput, torch, alt, profile), DEVICE_CHECK_TORCH=0 (no PyTorch rows),
+# DEVICE_CHECK_PADDING (throughput paddings; default fixed on GPU, fixed,bucket on CPU),
 # BERTLAB_ALT_BIN | .device/bertlab-alt.gz (a second build whose f16 rows join the table).
 set -uo pipefail # no -e: a failed stage is reported and the next one runs
 
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
 STARTED=$(date +%s)
-BUDGET=${DEVICE_CHECK_BUDGET_S:-450}
+BUDGET=${DEVICE_CHECK_BUDGET_S:-360}
 QUICK=${DEVICE_CHECK_QUICK:-0}
 SKIP=",${DEVICE_CHECK_SKIP:-},"
 TORCH=${DEVICE_CHECK_TORCH:-1}
@@ -115,6 +131,22 @@ for d in "${BERTLAB_FIXTURES:-}" "$ROOT/.device/fixtures" "$SHARED/fixtures"; do
     fi
 done
 IDS=$(first_file "${BERTLAB_IDS:-}" "$ROOT/.device/imdb-ids.json") && IDS=$(realpath "$IDS") || IDS=""
+# The end-to-end stage's IMDB sample (`bertlab data sample`) and the vocabulary of its snapshot.
+SAMPLE=""
+for d in "${BERTLAB_SAMPLE:-}" "$ROOT/.device/imdb-sample"; do
+    if [[ -n "$d" && -d "$d/plain_text" ]]; then
+        SAMPLE=$(realpath "$d")
+        break
+    fi
+done
+TOKENIZER=""
+for d in "${BERTLAB_TOKENIZER:-}" "$ROOT/.device/tokenizer" "${FIXTURES:+$FIXTURES/tiny-distilbert}" \
+    "$SHARED/fixtures/tiny-distilbert"; do
+    if [[ -n "$d" && -f "$d/vocab.txt" && -f "$d/tokenizer.json" ]]; then
+        TOKENIZER=$(realpath "$d")
+        break
+    fi
+done
 
 # STAGE NAME CAP JSONL CMD...: run CMD with a timeout of min(CAP, what is left of the budget),
 # show and log its output, and append its JSON lines to JSONL (unless JSONL is "-").
@@ -247,9 +279,11 @@ if grep -q 'UNSUPPORTED_PTX_VERSION\|Unable to load the PTX' "$WORK/stage.out"; 
 fi
 
 # Sizes per mode. GPU: the real models and the notebook's shapes. CPU: tiny models, few steps.
+# THROUGHPUT rows are MODEL|MAX_LENS|PRECISIONS: each is timed in bertlab, then in PyTorch on
+# the same batches, before the next row starts (so a budget cut leaves complete rows).
 if [[ $MODE == gpu ]]; then
-    MODELS=(distilbert bert)
-    LENS=128,256,512
+    THROUGHPUT=("distilbert|128,512|f16,bf16" "bert|512|bf16")
+    PADDING=${DEVICE_CHECK_PADDING:-fixed}
     BATCH=auto
     STEPS=${DEVICE_CHECK_STEPS:-10}
     WARMUP=2
@@ -266,7 +300,7 @@ else
         say "error: no fixtures (set BERTLAB_FIXTURES or put ../shared beside the repository)"
         exit 2
     fi
-    MODELS=("$FIXTURES/tiny-distilbert" "$FIXTURES/tiny-bert")
+    PADDING=${DEVICE_CHECK_PADDING:-fixed,bucket}
     BATCH=8
     WARMUP=1
     NUM_ARCH=$FIXTURES/tiny-distilbert
@@ -283,7 +317,11 @@ else
         # (the base-size models' f16/bf16 parity takes over a minute on a small CPU)
         PARITY_IDS=0
     fi
+    THROUGHPUT=("$FIXTURES/tiny-distilbert|$LENS|f16,bf16" "$FIXTURES/tiny-bert|$LENS|f16,bf16")
 fi
+FIRST_MODEL=${THROUGHPUT[0]%%|*}
+FIRST_LEN=${THROUGHPUT[0]#*|}
+FIRST_LEN=${FIRST_LEN%%[,|]*}
 
 if [[ -z "$IDS" && -d "$SHARED/data/hf-imdb" ]]; then
     IDS=$WORK/imdb-ids.json
@@ -325,26 +363,62 @@ if ! skipped parity; then
     fi
 fi
 
-# 2. throughput: bertlab and PyTorch on the same batch plans, model by model, so that a
-# budget cut still leaves complete rows.
 HAVE_TORCH=0
-if [[ $TORCH != 0 ]] && ! skipped torch && command -v python3 >/dev/null 2>&1 &&
-    python3 -c 'import torch, transformers' >/dev/null 2>&1; then
+if command -v python3 >/dev/null 2>&1 && python3 -c 'import torch, transformers' >/dev/null 2>&1; then
     HAVE_TORCH=1
 fi
+
+# 2. end-to-end: the commands a user runs, on a base-size model that transformers makes here.
+if ! skipped e2e; then
+    if [[ $HAVE_TORCH == 0 ]]; then
+        say "==> end-to-end: skipped (it needs python3 with torch and transformers)"
+        STATUS+=("end-to-end: skipped (no python3 with torch and transformers)")
+    elif [[ -z "$TOKENIZER" ]]; then
+        say "==> end-to-end: skipped (no vocabulary: .device/tokenizer or the fixtures' tiny-distilbert)"
+        STATUS+=("end-to-end: skipped (no vocabulary)")
+    else
+        if [[ -z "$SAMPLE" && -d "$SHARED/data/hf-imdb" ]]; then
+            SAMPLE=$WORK/imdb-sample
+            stage "make-sample" 60 - "$BIN" data sample --source "$SHARED/data/hf-imdb" --subset 0.04 \
+                --seed 42 --out "$SAMPLE"
+        fi
+        if [[ -z "$SAMPLE" || ! -d "$SAMPLE/plain_text" ]]; then
+            say "==> end-to-end: skipped (no IMDB sample: .device/imdb-sample)"
+            STATUS+=("end-to-end: skipped (no IMDB sample)")
+        else
+            # The script stops starting steps 10 s before the stage's limit, to print its summary.
+            cap=150
+            left=$(($(remaining) - 3))
+            limit=$((cap < left ? cap : left))
+            stage "end-to-end" "$cap" "$RESULTS/e2e.jsonl" python3 "$ROOT/scripts/device_e2e.py" --bin "$BIN" \
+                --sample "$SAMPLE" --tokenizer "$TOKENIZER" --work "$WORK/e2e" --mode "$MODE" \
+                --max-seconds "$((limit > 20 ? limit - 10 : 10))"
+        fi
+    fi
+fi
+
+# 3. throughput: bertlab and PyTorch on the same batch plans, row by row, so that a budget cut
+# still leaves complete rows.
+if [[ $TORCH == 0 ]] || skipped torch; then
+    HAVE_TORCH=0
+fi
 if ! skipped throughput; then
-    common=(--ids-file "$IDS" --max-len "$LENS" --batch "$BATCH" --padding fixed,bucket
-        --steps "$STEPS" --warmup "$WARMUP")
-    stage "plan" 60 - "$BIN" bench train-throughput "${common[@]}" --plan-out "$PLAN" --plan-only
-    for model in "${MODELS[@]}"; do
+    common=(--ids-file "$IDS" --batch "$BATCH" --padding "$PADDING" --steps "$STEPS" --warmup "$WARMUP")
+    for row in "${THROUGHPUT[@]}"; do
+        IFS='|' read -r model lens precisions <<<"$row"
         label=$(basename "$model")
-        for precision in f16 bf16; do
-            stage "throughput $label $precision" 100 "$BERTLAB_JSONL" \
-                "$BIN" bench train-throughput "${common[@]}" --arch "$model" --precision "$precision"
+        plan=$WORK/plan-$label.jsonl
+        stage "plan $label" 30 - "$BIN" bench train-throughput "${common[@]}" --max-len "$lens" \
+            --plan-out "$plan" --plan-only
+        # (rows share plans: the results keep each once)
+        [[ -f "$plan" ]] && cat "$plan" >>"$PLAN" && sort -u -o "$PLAN" "$PLAN"
+        for precision in ${precisions//,/ }; do
+            stage "throughput $label $precision" 100 "$BERTLAB_JSONL" "$BIN" bench train-throughput \
+                "${common[@]}" --max-len "$lens" --arch "$model" --precision "$precision"
         done
         if [[ $HAVE_TORCH == 1 ]]; then
             stage "torch $label" 100 "$TORCH_JSONL" python3 "$ROOT/scripts/torch_bench.py" \
-                --plan "$PLAN" --ids-file "$IDS" --arch "$model" --precision f16,bf16
+                --plan "$plan" --ids-file "$IDS" --arch "$model" --precision "$precisions"
         fi
     done
     if [[ $HAVE_TORCH == 0 ]]; then
@@ -354,7 +428,7 @@ if ! skipped throughput; then
     print_table
 fi
 
-# 3. numerics (after the table: its 3 × 200 steps stop early, with a summary of the steps done,
+# 4. numerics (after the table: its 3 × 200 steps stop early, with a summary of the steps done,
 # when the budget runs short).
 if ! skipped numerics; then
     left=$(($(remaining) - 10))
@@ -363,26 +437,25 @@ if ! skipped numerics; then
         --ids-file "$IDS" --steps "$NUM_STEPS" "${NUM_ARGS[@]}" --max-seconds "$((cap > 20 ? cap - 15 : 5))"
 fi
 
-# The alternative build on the f16 rows (same plans, same seeds), then the table again.
+# The alternative build on the first row's f16 (same plans, same seeds), then the table again.
 if [[ -n "$ALT_BIN" ]] && ! skipped throughput && ! skipped alt; then
-    for model in "${MODELS[@]}"; do
-        stage "throughput $(basename "$model") f16 (alternative build)" 100 "$BERTLAB_JSONL" \
-            "$ALT_BIN" bench train-throughput "${common[@]}" --arch "$model" --precision f16
-    done
+    IFS='|' read -r model lens _ <<<"${THROUGHPUT[0]}"
+    stage "throughput $(basename "$model") f16 (alternative build)" 100 "$BERTLAB_JSONL" \
+        "$ALT_BIN" bench train-throughput "${common[@]}" --max-len "$lens" --arch "$model" --precision f16
     print_table
 fi
 
 # Where a step's time goes (the device is synced between phases, so this run is slower).
 if [[ -n "$IDS" ]] && ! skipped profile && ! skipped throughput; then
-    stage "profile ${MODELS[0]##*/} f16" 60 - "$BIN" bench train-throughput --ids-file "$IDS" \
-        --max-len "${LENS%%,*}" --batch "$BATCH" --padding fixed --steps "$STEPS" --warmup "$WARMUP" \
-        --arch "${MODELS[0]}" --precision f16 --profile
+    stage "profile ${FIRST_MODEL##*/} f16" 60 - "$BIN" bench train-throughput --ids-file "$IDS" \
+        --max-len "$FIRST_LEN" --batch "$BATCH" --padding fixed --steps "$STEPS" --warmup "$WARMUP" \
+        --arch "$FIRST_MODEL" --precision f16 --profile
     # The same steps with each step's logits read back before its optimizer step (as the
     # trainer did before it read them in groups): what a per-step device→host sync costs;
     # compare seq_per_s with the table's fixed rows (bf16 has no loss-scale sync either).
-    stage "eager readback ${MODELS[0]##*/}" 60 - "$BIN" bench train-throughput --ids-file "$IDS" \
-        --max-len "${LENS%%,*}" --batch "$BATCH" --padding fixed --steps "$STEPS" --warmup "$WARMUP" \
-        --arch "${MODELS[0]}" --precision f16,bf16 --eager-readback
+    stage "eager readback ${FIRST_MODEL##*/}" 60 - "$BIN" bench train-throughput --ids-file "$IDS" \
+        --max-len "$FIRST_LEN" --batch "$BATCH" --padding fixed --steps "$STEPS" --warmup "$WARMUP" \
+        --arch "$FIRST_MODEL" --precision f16,bf16 --eager-readback
 fi
 
 say ""
@@ -396,6 +469,10 @@ if [[ -f "$RESULTS/parity.jsonl" ]]; then
     failed=$(grep -c '"pass":false' "$RESULTS/parity.jsonl")
     say "  parity checks: $pass passed, $failed failed"
     ((failed > 0)) && fail=1
+fi
+if [[ -f "$RESULTS/e2e.jsonl" ]]; then
+    # (the stage itself fails when a check fails)
+    say "  end-to-end: $(grep '"e2e-summary"' "$RESULTS/e2e.jsonl" || echo 'no summary')"
 fi
 if [[ -f "$RESULTS/numerics.jsonl" ]]; then
     # (the stage itself fails when a curve drifts or f16 loses late steps)

@@ -10,6 +10,11 @@
 #                             what those two are worth, and a fallback if fusion misbehaves
 #   .device/fixtures/tiny-*/  config.json, model.safetensors, expected.json (, adamw_step.json)
 #   .device/imdb-ids.json     1024 IMDB train reviews tokenized (bert-base-uncased vocabulary)
+#   .device/imdb-sample/      1999 IMDB reviews (the pool of --subset 0.04 --seed 42) in the Hub
+#                             parquet layout, which `bertlab train --source` reads: the
+#                             end-to-end stage trains on 524 of them
+#   .device/tokenizer/        the bert-base-uncased vocabulary and tokenizer files (from the
+#                             fixtures) of the end-to-end stage's DistilBERT-base snapshot
 #   .device/ptx-shim.so       scripts/ptx_version_shim.c, preloaded by device-check.sh when the
 #                             machine's NVRTC is newer than its driver
 #   .device/build-info.json   how the binaries were built
@@ -78,6 +83,11 @@ done
 # shows that the CUDA build starts on a machine without CUDA.
 "$NEW/bertlab" bench make-ids --source "$SHARED/data/hf-imdb" --model "$SHARED/models/all-MiniLM-L6-v2" \
     --rows 1024 --max-len 512 --seed 0 --out "$NEW/imdb-ids.json"
+"$NEW/bertlab" data sample --source "$SHARED/data/hf-imdb" --subset 0.04 --seed 42 --out "$NEW/imdb-sample"
+mkdir -p "$NEW/tokenizer"
+for file in tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json; do
+    cp "$SHARED/fixtures/tiny-distilbert/$file" "$NEW/tokenizer/"
+done
 if "$NEW/bertlab" bench env >/dev/null 2>"$NEW/env.txt"; then
     echo "    note: bench env found a GPU here"
 else
@@ -119,7 +129,8 @@ total=$((repo_bytes + dev_bytes))
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 echo
 echo "==> .device/: $(mib "$dev_bytes") (binaries $(mib "$(cat "$DEV"/bertlab*.gz | wc -c)") gzipped," \
-    "fixtures $(mib "$(du -sb "$DEV/fixtures" | cut -f1)"), ids $(mib "$(stat -c %s "$DEV/imdb-ids.json")"))"
+    "fixtures $(mib "$(du -sb "$DEV/fixtures" | cut -f1)"), ids $(mib "$(stat -c %s "$DEV/imdb-ids.json")")," \
+    "IMDB sample $(mib "$(du -sb "$DEV/imdb-sample" | cut -f1)"), tokenizer $(mib "$(du -sb "$DEV/tokenizer" | cut -f1)"))"
 echo "    repository files: $(mib "$repo_bytes"); total carried: $(mib "$total") of 64 MiB"
 if ((total > LIMIT)); then
     echo "error: over the 64 MiB the device tool carries" >&2
@@ -130,9 +141,12 @@ cat <<EOF
 ==> on the GPU machine (the device tool's \`run\`), in one go:
     command:   bash scripts/device-check.sh
     carry:     [".device"]
-    timeout_s: 540
-    (kind: leave it out — one H100 or H200; the script reads the GPU's name for the MFU peak.)
+    timeout_s: 420
+    (kind: leave it out — one H100 or H200; the script reads the GPU's name for the MFU peak.
+    It ends within its 360 s budget, cutting the last stages, so a fix and a rerun fit in the
+    15 minutes of device time.)
     Results come back under \$OUT: device-check.txt (everything printed), table.md,
-    parity.jsonl, numerics.jsonl, throughput-bertlab.jsonl, throughput-torch.jsonl, plan.jsonl.
+    parity.jsonl, e2e.jsonl, numerics.jsonl, throughput-bertlab.jsonl, throughput-torch.jsonl,
+    plan.jsonl.
     Here, the same script runs on the CPU build:  DEVICE_CHECK_QUICK=1 bash scripts/device-check.sh
 EOF

@@ -1,7 +1,9 @@
 //! `bertlab data`: look at the dataset and its splits.
 
+use std::path::PathBuf;
+
 use anyhow::Context;
-use bertlab_data::{class_counts, DatasetSource, NotebookSplit};
+use bertlab_data::{class_counts, write_parquet, DatasetSource, NotebookSplit, Split, IMDB_CONFIG};
 use clap::{Args, Subcommand};
 
 /// `bertlab data …`
@@ -22,6 +24,16 @@ enum DataCommand {
         /// Print JSON: {"pool": N, "train": [...], "val": [...], "test": [...]}.
         #[arg(long)]
         json: bool,
+    },
+    /// Write the pool of a subset (the rows `--subset F --seed S` trains, validates and tests
+    /// on) as a small dataset in the Hub layout: OUT/plain_text/{train,test}-00000-of-00001.parquet,
+    /// each row in the file of the split it came from. `--source OUT --subset 1` then splits it.
+    Sample {
+        #[command(flatten)]
+        split: SplitArgs,
+        /// Output directory (created; its two parquet files are replaced).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -70,7 +82,36 @@ pub fn run(args: DataArgs, global: &crate::Global) -> anyhow::Result<()> {
             });
             println!("{out}");
         }
+        DataCommand::Sample { split: s, out } => write_sample(&s, &out, global)?,
     }
+    Ok(())
+}
+
+fn write_sample(s: &SplitArgs, out: &std::path::Path, global: &crate::Global) -> anyhow::Result<()> {
+    let (data, split) = load_and_split(s, global)?;
+    // Row ids index the train rows, then the test rows: the first `train_rows` are train rows.
+    let source = DatasetSource::parse(&s.source)?;
+    let train_rows = source.load_split(Split::Train, &global.hub())?.len();
+    let mut pool = split.pool.clone();
+    pool.sort_unstable();
+    let (from_train, from_test) = pool.split_at(pool.partition_point(|&row| row < train_rows));
+    for (name, rows) in [(Split::Train, from_train), (Split::Test, from_test)] {
+        let path = out.join(IMDB_CONFIG).join(format!("{}-00000-of-00001.parquet", name.name()));
+        write_parquet(&path, &data.select(rows))
+            .with_context(|| format!("writing --out {}", out.display()))?;
+    }
+    let pooled = data.select(&pool);
+    println!(
+        "{}: {} rows ({} from train, {} from test; per class {:?}) of {} — the pool at --subset {} --seed {}",
+        out.display(),
+        pool.len(),
+        from_train.len(),
+        from_test.len(),
+        pooled.class_counts(),
+        data.len(),
+        s.subset,
+        s.seed
+    );
     Ok(())
 }
 

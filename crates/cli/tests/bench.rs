@@ -213,6 +213,12 @@ fn device_check_script_runs_in_quick_cpu_mode() {
     assert!(stdout.contains(" failed") && stdout.contains("passed, 0 failed"), "{stdout}");
     assert!(stdout.contains("| tiny-distilbert | 64 | 8 | fixed | f16 |"), "{stdout}");
     assert!(!stdout.contains("FAILED") && !stdout.contains("TIMED OUT"), "{stdout}");
+    // The end-to-end stage runs where python3 has torch and transformers, else says why it skips.
+    assert!(
+        stdout.contains("==> end-to-end (limit")
+            || stdout.contains("==> end-to-end: skipped (it needs python3"),
+        "{stdout}"
+    );
     // Everything printed is in the results file, and the device tool brings back 8 files at most.
     let log = std::fs::read_to_string(out_dir.join("device-check.txt")).unwrap();
     assert!(log.contains("==> summary") && log.contains("\"bench\":\"numerics-summary\""));

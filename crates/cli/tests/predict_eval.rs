@@ -1,5 +1,5 @@
-//! `bertlab predict` and `bertlab eval` on the shared fine-tuned tiny classifier: probabilities
-//! against HF transformers' logits, metrics consistent with the split, and a plain encoder refused.
+//! `bertlab predict` and `bertlab eval` on the shared fine-tuned tiny classifier: logits and
+//! probabilities against HF transformers' logits, metrics consistent with the split, and a plain encoder refused.
 
 use std::process::{Command, Output};
 
@@ -46,6 +46,11 @@ fn predict_matches_transformers_probabilities() {
             line["probabilities"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-5, "text {i}: {got:?} vs transformers {want:?}");
+        }
+        let raw: Vec<f64> = line["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(raw.len(), logits.len(), "{line}");
+        for (g, w) in raw.iter().zip(&logits) {
+            assert!((g - w).abs() < 1e-5, "text {i}: logits {raw:?} vs transformers {logits:?}");
         }
         let best = if want[0] >= want[1] { 0 } else { 1 };
         assert_eq!(line["probability"].as_f64().unwrap(), got[best], "text {i}");

@@ -571,3 +571,29 @@ fn offline_hub_source_says_which_file_is_missing() {
     assert!(err.contains("plain_text/train-00000-of-00001.parquet"), "{err}");
     assert!(err.contains("stanfordnlp/imdb") && err.contains(IMDB_REVISION), "{err}");
 }
+
+#[test]
+fn written_parquet_reads_back_with_rows_and_class_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = LabeledTexts {
+        texts: vec!["a film".into(), "ünïcode, \"quotes\" and\nnewlines".into(), " x ".into()],
+        labels: vec![1, 0, 2],
+        class_names: vec!["neg".into(), "pos".into(), "mixed".into()],
+        ..LabeledTexts::default()
+    };
+    let path = dir.path().join("plain_text/train-00000-of-00001.parquet");
+    crate::write_parquet(&path, &data).unwrap();
+    let back = load_files(std::slice::from_ref(&path)).unwrap();
+    assert_eq!(back.texts, data.texts);
+    assert_eq!(back.labels, data.labels);
+    assert_eq!(back.class_names, data.class_names);
+    // The `ClassLabel` names bound the labels: a label outside them is refused on reading.
+    let bad = LabeledTexts { labels: vec![1, 0, 3], ..data };
+    crate::write_parquet(&path, &bad).unwrap();
+    let err = load_files(&[path]).unwrap_err().to_string();
+    assert!(err.contains("row 2") && err.contains("label 3"), "{err}");
+    // A directory in the way of the file is named.
+    let blocked = dir.path().join("plain_text");
+    let err = crate::write_parquet(&blocked, &back).unwrap_err().to_string();
+    assert!(err.contains("plain_text"), "{err}");
+}

@@ -202,19 +202,6 @@ choice_enum! {
 }
 
 choice_enum! {
-    /// Which rows a run trains, validates and tests on.
-    pub enum SplitMode {
-        /// The notebook's: every labelled row of the dataset joined (IMDB's train and test), a
-        /// stratified subset, then 70/10/20 train/validation/test, as HF `train_test_split`.
-        #[default]
-        Notebook = "notebook",
-        /// The dataset's own train/validation/test splits: the subset drawn stratified from
-        /// train, a missing validation split carved from train, the whole test split.
-        Given = "given",
-    }
-}
-
-choice_enum! {
     /// When the weights of the best epoch (minimum validation loss) replace the last ones.
     pub enum RestoreBest {
         /// At the end of every run (bertlab's default): the model tested and exported is always

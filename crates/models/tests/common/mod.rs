@@ -45,6 +45,7 @@ pub fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
 }
 
+#[allow(unused_imports)] // not every test file compares numbers
 pub use bertlab_run::metrics::max_abs_diff;
 
 pub fn labels(names: &[&str]) -> Vec<String> {

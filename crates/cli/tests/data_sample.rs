@@ -1,0 +1,69 @@
+//! `bertlab data sample`: a subset's pool written as a small dataset in the Hub layout, which
+//! `--source` reads back as the same rows (scripts/device-prepare.sh carries one to the GPU).
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+mod common;
+use common::{shared, BIN};
+
+fn bertlab(args: &[&str]) -> Output {
+    let out = Command::new(BIN).args(args).env("HF_HUB_OFFLINE", "1").output().expect("run bertlab");
+    assert!(
+        out.status.success(),
+        "bertlab {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn a_sample_holds_the_pool_of_its_subset() {
+    let Some(shared) = shared() else { return };
+    let source = shared.join("data/hf-imdb");
+    let source = source.to_str().unwrap();
+    let dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("data-sample-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().unwrap();
+    let written = stdout(&bertlab(&["data", "sample", "--source", source, "--subset", "0.01", "--out", out]));
+    assert!(written.contains("499 rows") && written.contains("[250, 249]"), "{written}");
+    for split in ["train", "test"] {
+        assert!(dir.join(format!("plain_text/{split}-00000-of-00001.parquet")).is_file(), "{split}");
+    }
+
+    // The whole sample is the pool: its own split at subset 1 has the sizes of the subset's.
+    let summary = stdout(&bertlab(&["data", "summary", "--source", out, "--subset", "1"]));
+    assert!(summary.contains("Pool after SUBSET_FRAC=1: 499 (of 499)"), "{summary}");
+    assert!(summary.contains("Classes: neg, pos"), "{summary}");
+    let whole = stdout(&bertlab(&["data", "summary", "--source", source, "--subset", "0.01"]));
+    let sizes = |s: &str| s.lines().find(|l| l.starts_with("Train:")).unwrap().to_string();
+    assert_eq!(sizes(&summary), sizes(&whole));
+
+    // Same rows: the pool's rows of the whole dataset, in row order, train rows first.
+    let split: Value = serde_json::from_str(&stdout(&bertlab(&[
+        "data", "split", "--source", source, "--subset", "0.01", "--json",
+    ])))
+    .unwrap();
+    let mut pool: Vec<usize> = ["train", "val", "test"]
+        .iter()
+        .flat_map(|k| split[*k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize))
+        .collect();
+    pool.sort_unstable();
+    let hub = bertlab_data::HubOptions::default();
+    let all = bertlab_data::DatasetSource::LocalDir(shared.join("data/hf-imdb")).load(&hub).unwrap();
+    let sample = bertlab_data::DatasetSource::LocalDir(dir.clone()).load(&hub).unwrap();
+    let want = all.select(&pool);
+    assert_eq!(sample.texts, want.texts);
+    assert_eq!(sample.labels, want.labels);
+    assert_eq!(sample.class_names, want.class_names);
+    let again = stdout(&bertlab(&["data", "sample", "--source", out, "--subset", "1", "--out", out]));
+    assert!(again.contains("499 rows"), "a sample of the whole sample rewrites it: {again}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
