@@ -346,3 +346,85 @@ fn a_report_over_damaged_records_names_them_and_reports_the_rest() {
     );
     assert!(out.join("report.md").is_file());
 }
+
+#[test]
+fn a_broken_model_snapshot_is_refused_by_every_command_naming_file_and_key() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = shared.join("fixtures/tiny-distilbert-classifier");
+    let data = shared.join("data/hf-imdb");
+    let snapshot = |name: &str, edit: &dyn Fn(&Path)| {
+        let model = tmp.path().join(name);
+        copy_dir(&fixture, &model);
+        edit(&model);
+        model
+    };
+    let edit_json = |path: &Path, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        f(&mut json);
+        std::fs::write(path, serde_json::to_string(&json).unwrap()).unwrap();
+    };
+    // Each command that loads a model: train, eval, predict.
+    let every_command = |model: &Path, needles: &[&str]| {
+        let m = model.to_str().unwrap();
+        let out = tmp.path().join(format!("out-{}", model.file_name().unwrap().to_str().unwrap()));
+        let d = data.to_str().unwrap();
+        let o = out.to_str().unwrap();
+        let train_args = [
+            "train",
+            "--model",
+            m,
+            "--source",
+            d,
+            "--subset",
+            "0.02",
+            "--max-len",
+            "32",
+            "--quiet",
+            "--out",
+            o,
+        ];
+        let mut train = cmd(bertlab(), &train_args);
+        train.env("HF_HUB_OFFLINE", "1");
+        fails(&run_with_limit(train, Duration::from_secs(120)), 1, needles);
+        assert!(!out.join("record.json").exists());
+        let eval =
+            cmd(bertlab(), &["eval", "--model", m, "--source", data.to_str().unwrap(), "--subset", "0.01"]);
+        fails(&run_with_limit(eval, Duration::from_secs(120)), 1, needles);
+        let predict = cmd(bertlab(), &["predict", "--model", m, "A fine film."]);
+        fails(&run_with_limit(predict, Duration::from_secs(120)), 1, needles);
+    };
+
+    // Class ids that `transformers` would silently merge ("0" and "00" are both int 0).
+    let merged = snapshot("merged-ids", &|m| {
+        edit_json(&m.join("config.json"), &|j| {
+            j["id2label"] = serde_json::json!({"0": "neg", "00": "pos"});
+            j["label2id"] = serde_json::json!({"neg": 0, "pos": 0});
+        })
+    });
+    let config = merged.join("config.json").display().to_string();
+    every_command(&merged, &[&config, "`id2label`", "\"0\" and \"00\""]);
+
+    // A class count nothing could hold: refused before anything is sized by it.
+    let huge = snapshot("huge-head", &|m| {
+        edit_json(&m.join("config.json"), &|j| {
+            j["num_labels"] = 1_000_000_000_000u64.into();
+            j.as_object_mut().unwrap().remove("id2label");
+            j.as_object_mut().unwrap().remove("label2id");
+        })
+    });
+    let config = huge.join("config.json").display().to_string();
+    every_command(&huge, &[&config, "`num_labels`", "1000000000000"]);
+
+    // A tokenizer whose ids run past the model's embedding table (another model's tokenizer).
+    let foreign = snapshot("foreign-tokenizer", &|m| {
+        edit_json(&m.join("tokenizer.json"), &|j| {
+            j["model"]["vocab"]["zzzforeign"] = 30_522.into();
+        });
+        let mut vocab = std::fs::read_to_string(m.join("vocab.txt")).unwrap();
+        vocab.push_str("zzzforeign\n");
+        std::fs::write(m.join("vocab.txt"), vocab).unwrap();
+    });
+    every_command(&foreign, &["tokenizer", "30522", "vocab_size 30522", "does not belong to this model"]);
+}

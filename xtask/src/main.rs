@@ -471,7 +471,7 @@ mod tests {
     #[test]
     fn every_pipeline_file_loads_and_plans() {
         let lib = library();
-        assert_eq!(lib.names(), vec!["all", "problem1", "problem2", "problem3", "smoke"]);
+        assert_eq!(lib.names(), vec!["all", "news", "problem1", "problem2", "problem3", "smoke"]);
         let dir = std::env::temp_dir().join(format!("xtask-plan-{}", std::process::id()));
         let store = ResultsStore::new(&dir);
         for name in lib.names() {

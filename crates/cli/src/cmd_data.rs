@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use bertlab_data::{class_counts, write_parquet, DatasetSource, NotebookSplit, Split, IMDB_CONFIG};
+use bertlab_data::{
+    class_counts, write_parquet, DataOptions, DatasetSource, DatasetSplits, RunSplits, IMDB_CONFIG,
+};
+use bertlab_run::SplitMode;
 use clap::{Args, Subcommand};
 
 /// `bertlab data …`
@@ -17,7 +20,8 @@ pub struct DataArgs {
 enum DataCommand {
     /// Pool, train, validation and test sizes with per-class counts (the notebook's summary).
     Summary(SplitArgs),
-    /// The row ids of each split (row ids index train rows then test rows).
+    /// The row ids of each split (row ids index train rows, then validation rows, then test
+    /// rows).
     Split {
         #[command(flatten)]
         split: SplitArgs,
@@ -26,8 +30,9 @@ enum DataCommand {
         json: bool,
     },
     /// Write the pool of a subset (the rows `--subset F --seed S` trains, validates and tests
-    /// on) as a small dataset in the Hub layout: OUT/plain_text/{train,test}-00000-of-00001.parquet,
-    /// each row in the file of the split it came from. `--source OUT --subset 1` then splits it.
+    /// on) as a small dataset in the Hub layout: OUT/plain_text/{split}-00000-of-00001.parquet
+    /// with `text` and `label` columns, each row in the file of the split it came from.
+    /// `--source OUT --subset 1` then splits it.
     Sample {
         #[command(flatten)]
         split: SplitArgs,
@@ -39,10 +44,23 @@ enum DataCommand {
 
 #[derive(Args)]
 struct SplitArgs {
-    /// `hub` (stanfordnlp/imdb at the pinned parquet revision), `hub:ORG/NAME[@REV]`, or a
-    /// directory holding plain_text/{train,test}-*.parquet (e.g. ../shared/data/hf-imdb).
+    /// `hub` (stanfordnlp/imdb at the pinned parquet revision), `hub:ORG/NAME[@REV]`, a
+    /// directory of data files (e.g. ../shared/data/hf-imdb), or one .parquet, .csv, .tsv or
+    /// .jsonl file.
     #[arg(long, default_value = "hub")]
     source: String,
+    /// The column holding the texts.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// The column holding the labels (class ids or names).
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    /// The dataset's config, where it has several.
+    #[arg(long)]
+    config: Option<String>,
+    /// notebook (every split joined, the notebook's recipe) or given (the dataset's own splits).
+    #[arg(long, default_value_t = SplitMode::Notebook)]
+    splits: SplitMode,
     /// Fraction of the whole dataset to use, in (0, 1] (stratified).
     #[arg(long, default_value_t = 1.0)]
     subset: f64,
@@ -55,7 +73,8 @@ struct SplitArgs {
 pub fn run(args: DataArgs, global: &crate::Global) -> anyhow::Result<()> {
     match args.command {
         DataCommand::Summary(s) => {
-            let (data, split) = load_and_split(&s, global)?;
+            let (splits, split) = load_and_split(&s, global)?;
+            let data = splits.joined();
             let counts = |rows: &[usize]| {
                 let labels: Vec<u32> = rows.iter().map(|&r| data.labels[r]).collect();
                 format!("({}, {:?})", rows.len(), class_counts(&labels, data.class_names.len()))
@@ -88,26 +107,37 @@ pub fn run(args: DataArgs, global: &crate::Global) -> anyhow::Result<()> {
 }
 
 fn write_sample(s: &SplitArgs, out: &std::path::Path, global: &crate::Global) -> anyhow::Result<()> {
-    let (data, split) = load_and_split(s, global)?;
-    // Row ids index the train rows, then the test rows: the first `train_rows` are train rows.
-    let source = DatasetSource::parse(&s.source)?;
-    let train_rows = source.load_split(Split::Train, &global.hub())?.len();
+    let (splits, split) = load_and_split(s, global)?;
+    // Row ids index the train rows, then the validation rows, then the test rows.
     let mut pool = split.pool.clone();
-    pool.sort_unstable();
-    let (from_train, from_test) = pool.split_at(pool.partition_point(|&row| row < train_rows));
-    for (name, rows) in [(Split::Train, from_train), (Split::Test, from_test)] {
-        let path = out.join(IMDB_CONFIG).join(format!("{}-00000-of-00001.parquet", name.name()));
-        write_parquet(&path, &data.select(rows))
-            .with_context(|| format!("writing --out {}", out.display()))?;
+    // Given splits draw the pool from train alone: validation and test rows are all used.
+    if s.splits == SplitMode::Given {
+        pool.extend(split.val.iter().chain(&split.test).copied());
+        pool.sort_unstable();
+        pool.dedup();
     }
-    let pooled = data.select(&pool);
+    pool.sort_unstable();
+    let data = splits.joined();
+    let mut start = 0;
+    let mut written = Vec::new();
+    for name in splits.present() {
+        let len = splits.split(name).map_or(0, |p| p.len());
+        let rows: Vec<usize> = pool.iter().copied().filter(|&r| (start..start + len).contains(&r)).collect();
+        start += len;
+        if rows.is_empty() {
+            continue;
+        }
+        let path = out.join(IMDB_CONFIG).join(format!("{}-00000-of-00001.parquet", name.name()));
+        write_parquet(&path, &data.select(&rows))
+            .with_context(|| format!("writing --out {}", out.display()))?;
+        written.push(format!("{} from {}", rows.len(), name.name()));
+    }
     println!(
-        "{}: {} rows ({} from train, {} from test; per class {:?}) of {} — the pool at --subset {} --seed {}",
+        "{}: {} rows ({}; per class {:?}) of {} — the pool at --subset {} --seed {}",
         out.display(),
         pool.len(),
-        from_train.len(),
-        from_test.len(),
-        pooled.class_counts(),
+        written.join(", "),
+        data.select(&pool).class_counts(),
         data.len(),
         s.subset,
         s.seed
@@ -115,17 +145,21 @@ fn write_sample(s: &SplitArgs, out: &std::path::Path, global: &crate::Global) ->
     Ok(())
 }
 
-fn load_and_split(
-    s: &SplitArgs,
-    global: &crate::Global,
-) -> anyhow::Result<(bertlab_data::LabeledTexts, NotebookSplit)> {
+fn load_and_split(s: &SplitArgs, global: &crate::Global) -> anyhow::Result<(DatasetSplits, RunSplits)> {
     // Check the cheap flag before reading 40 MB of parquet.
     if !(s.subset > 0.0 && s.subset <= 1.0) {
         crate::usage!("--subset {}: must be a fraction in (0, 1]", s.subset);
     }
     let source = DatasetSource::parse(&s.source)?;
-    let data = source.load(&global.hub()).with_context(|| format!("loading --source {source}"))?;
-    let split = NotebookSplit::new(&data.labels, s.subset, s.seed)
-        .with_context(|| format!("splitting {source} at --subset {} --seed {}", s.subset, s.seed))?;
-    Ok((data, split))
+    let options = DataOptions {
+        text_column: s.text_column.clone(),
+        label_column: s.label_column.clone(),
+        config: s.config.clone(),
+    };
+    let splits =
+        source.load_splits(&options, &global.hub()).with_context(|| format!("loading --source {source}"))?;
+    let split = RunSplits::new(&splits, s.splits, s.subset, s.seed).with_context(|| {
+        format!("splitting {source} at --splits {} --subset {} --seed {}", s.splits, s.subset, s.seed)
+    })?;
+    Ok((splits, split))
 }

@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use bertlab_data::{DatasetSource, NotebookSplit, Split};
+use bertlab_data::{DataOptions, DatasetSource, RunSplits};
 use bertlab_models::Precision;
-use bertlab_run::align_labels;
+use bertlab_run::{align_labels, SplitMode};
 use bertlab_tokenize::Truncation;
 use bertlab_train::predict::{metrics_from_logits, predict_logits};
 use bertlab_train::{EvalSettings, Padding, RunRecord};
@@ -17,13 +17,15 @@ use crate::fine_tuned::{check_finite_logits, load_fine_tuned, FineTuned};
 /// Which rows to evaluate on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum EvalSplit {
-    /// The notebook's test split (20 % of the pool) at --subset/--seed.
+    /// The run's test split at --splits/--subset/--seed (notebook: 20 % of the pool; given:
+    /// the dataset's test split).
     Test,
-    /// The notebook's validation split (10 % of the pool).
+    /// The run's validation split (notebook: 10 % of the pool).
     Val,
-    /// The notebook's training split.
+    /// The run's training split.
     Train,
     /// The dataset's own `test` split, whole (25,000 IMDB reviews).
+    #[value(alias = "dataset-test")]
     HubTest,
 }
 
@@ -33,9 +35,23 @@ pub struct EvalArgs {
     /// Fine-tuned model directory (config.json, model.safetensors, tokenizer files), e.g. runs/x/best.
     #[arg(long)]
     model: String,
-    /// Data: `hub`, `hub:ORG/NAME[@REV]`, or a directory with plain_text/*.parquet.
-    #[arg(long, default_value = "hub")]
-    source: String,
+    /// Data: `hub` (IMDB), `hub:ORG/NAME[@REV]`, a directory of data files, or one .parquet,
+    /// .csv, .tsv or .jsonl file (default: the run's, from `<model>/../record.json`, else `hub`).
+    #[arg(long)]
+    source: Option<String>,
+    /// The column holding the texts (default: the run's, else `text`).
+    #[arg(long)]
+    text_column: Option<String>,
+    /// The column holding the labels, class ids or names (default: the run's, else `label`).
+    #[arg(long)]
+    label_column: Option<String>,
+    /// The dataset's config, where it has several (default: the run's).
+    #[arg(long)]
+    config: Option<String>,
+    /// notebook (all rows joined, the notebook's recipe) or given (the dataset's own splits)
+    /// (default: the run's, else notebook).
+    #[arg(long)]
+    splits: Option<SplitMode>,
     /// Rows to evaluate on.
     #[arg(long, value_enum, default_value_t = EvalSplit::Test)]
     split: EvalSplit,
@@ -80,6 +96,22 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
     let seed = args.seed.or(from_run.map(|s| s.seed)).unwrap_or(42);
     let max_len = args.max_len.or(from_run.map(|s| s.max_len)).unwrap_or(128);
     let truncation = args.truncation.or(from_run.map(|s| s.truncation)).unwrap_or_default();
+    let split_mode = args.splits.or(from_run.map(|s| s.splits)).unwrap_or_default();
+    let source_spec =
+        args.source.clone().or(from_run.map(|s| s.source.clone())).unwrap_or_else(|| "hub".into());
+    let data_options = DataOptions {
+        text_column: args
+            .text_column
+            .clone()
+            .or(from_run.map(|s| s.text_column.clone()))
+            .unwrap_or_else(|| "text".into()),
+        label_column: args
+            .label_column
+            .clone()
+            .or(from_run.map(|s| s.label_column.clone()))
+            .unwrap_or_else(|| "label".into()),
+        config: args.config.clone().or(from_run.and_then(|s| s.dataset_config.clone())),
+    };
     if !(subset > 0.0 && subset <= 1.0) {
         crate::usage!("--subset {subset}: must be a fraction in (0, 1]");
     }
@@ -93,17 +125,23 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
     let device = device(&args.device)?;
     let FineTuned { model, config, tokenizer } = load_fine_tuned(&args.model, &hub, &device)?;
 
-    let source = DatasetSource::parse(&args.source)?;
+    let source = DatasetSource::parse(&source_spec)?;
+    let splits =
+        source.load_splits(&data_options, &hub).with_context(|| format!("loading --source {source}"))?;
     let (texts, labels, class_names) = match args.split {
         EvalSplit::HubTest => {
-            let data =
-                source.load_split(Split::Test, &hub).with_context(|| format!("loading --source {source}"))?;
+            let Some(data) = splits.test else {
+                anyhow::bail!(
+                    "--source {source} has no test split: evaluate with --split test, val or train"
+                );
+            };
             (data.texts, data.labels, data.class_names)
         }
         split => {
-            let data = source.load(&hub).with_context(|| format!("loading --source {source}"))?;
-            let s = NotebookSplit::new(&data.labels, subset, seed)
-                .with_context(|| format!("splitting at --subset {subset} --seed {seed}"))?;
+            let s = RunSplits::new(&splits, split_mode, subset, seed).with_context(|| {
+                format!("splitting at --splits {split_mode} --subset {subset} --seed {seed}")
+            })?;
+            let data = splits.into_joined();
             let rows = match split {
                 EvalSplit::Train => &s.train,
                 EvalSplit::Val => &s.val,
@@ -137,7 +175,7 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&metrics)?);
     } else {
         println!(
-            "{} on {:?} ({} rows, max_len {max_len}, subset {subset}, seed {seed}):",
+            "{} on {:?} of {source} ({} rows, {split_mode} splits, max_len {max_len}, subset {subset}, seed {seed}):",
             args.model, args.split, metrics.n
         );
         let loss = metrics.loss.map_or("n/a".into(), |l| format!("{l:.4}"));

@@ -15,7 +15,8 @@ pub use config::{check_tokenizer_fits, Activation, Architecture, ModelConfig};
 pub use encoder::{cls, mean_pool, AttentionKernel, Backbone, Embeddings, EncoderLayer};
 pub use error::ModelError;
 pub use model::{
-    export_classifier, load_classifier, load_encoder, Encoder, EncoderOutput, TextClassifier, TOKENIZER_FILES,
+    export_classifier, has_classifier_head, load_classifier, load_encoder, Encoder, EncoderOutput,
+    TextClassifier, TOKENIZER_FILES,
 };
 pub use ops::Kernels;
 pub use precision::{float_dtype, Precision};

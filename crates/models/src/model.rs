@@ -172,6 +172,29 @@ pub fn load_classifier<B: Backend>(
     Ok((model, config, report))
 }
 
+/// Whether the snapshot's `model.safetensors` holds a classification head (`classifier.weight`,
+/// as a fine-tuned `…ForSequenceClassification` saves it), read from the file's header alone:
+/// a fine-tuned head keeps its classes, a pre-trained checkpoint gets a head sized from the data.
+pub fn has_classifier_head(repo: &RepoRef, hub: &HubOptions) -> Result<bool, ModelError> {
+    use std::io::Read;
+    let path = repo.file("model.safetensors", hub)?;
+    let bad = |message: String| ModelError::Safetensors { path: path.clone(), message };
+    let io = |source| ModelError::Io { path: path.clone(), source };
+    let mut file = std::fs::File::open(&path).map_err(io)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| bad("shorter than its 8-byte header length".into()))?;
+    let len = u64::from_le_bytes(len);
+    // safetensors' own limit on the header.
+    if len > 100_000_000 {
+        return Err(bad(format!("a header of {len} bytes is over the format's limit of 100 MB")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).map_err(|_| bad(format!("truncated inside its {len}-byte header")))?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("its header is not a JSON object: {e}")))?;
+    Ok(header.contains_key("classifier.weight"))
+}
+
 /// Write `model` as a `transformers` snapshot in `out_dir`: `config.json` (from `config`, with
 /// `architectures`, `model_type`, `num_labels`, `id2label`, `label2id`), `model.safetensors`
 /// (f32, `transformers` key names with the `bert.`/`distilbert.` prefix), and the tokenizer

@@ -6,13 +6,16 @@ use crate::fit::{fit, Resume};
 use crate::predict::{evaluate, EvalSettings};
 use crate::progress::ProgressMode;
 use crate::readback::logits_to_vec;
-use bertlab_data::{DataError, DatasetSource, NotebookSplit};
+use bertlab_data::{DataError, DataOptions, DatasetSource, RunSplits};
 use bertlab_hub::{HubOptions, RepoKind, RepoRef};
-use bertlab_models::{export_classifier, load_classifier, ModelConfig, ModelError, Precision};
+use bertlab_models::{
+    export_classifier, has_classifier_head, load_classifier, ModelConfig, ModelError, Precision,
+};
 use bertlab_run::format::hms;
 use bertlab_run::record::peak_rss_bytes;
 use bertlab_run::{
-    DataSummary, Environment, InvalidSetting, RunRecord, RunSpec, RunStatus, FAILED_RECORD_FILE, RECORD_FILE,
+    align_labels, ClassCounts, DataSummary, Environment, InvalidSetting, LabelAlignment, RunRecord, RunSpec,
+    RunStatus, FAILED_RECORD_FILE, RECORD_FILE,
 };
 use bertlab_tokenize::{EncodedTexts, TokenCache, TokenizeError, WordPieceTokenizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -89,6 +92,17 @@ pub enum TrainError {
         limit: usize,
         /// The model.
         model: String,
+    },
+    /// The checkpoint's classification head was trained on other classes than the data's.
+    #[error(
+        "--model {model} already has a classification head, for other classes than the data's: {message}; \
+         fine-tune from the pre-trained checkpoint it came from instead"
+    )]
+    HeadClasses {
+        /// The model.
+        model: String,
+        /// How the classes differ.
+        message: String,
     },
     /// A split has no rows.
     #[error("the {split} split is empty at --subset {subset}: raise --subset")]
@@ -382,16 +396,43 @@ fn run_inner<B: AutodiffBackend>(
         }
     };
 
-    // Data: the notebook's joined train+test table and its stratified splits.
+    // Data: the dataset's splits, then the run's rows (the notebook's recipe on all of them
+    // joined, or the dataset's own splits), as positions in the joined table.
     let t = Instant::now();
     let source = DatasetSource::parse(&spec.source)?;
-    let data = source.load(&hub)?;
-    let split = NotebookSplit::new(&data.labels, spec.subset, spec.seed)?;
+    let data_options = DataOptions {
+        text_column: spec.text_column.clone(),
+        label_column: spec.label_column.clone(),
+        config: spec.dataset_config.clone(),
+    };
+    let splits = source.load_splits(&data_options, &hub)?;
+    let split = RunSplits::new(&splits, spec.splits, spec.subset, spec.seed)?;
+    let mut data = splits.into_joined();
     for (name, rows) in [("train", &split.train), ("val", &split.val), ("test", &split.test)] {
         if rows.is_empty() {
             return Err(TrainError::EmptySplit { split: name, subset: spec.subset });
         }
     }
+    record.timings.data_seconds = t.elapsed().as_secs_f64();
+
+    // Classes: a checkpoint that already has a classification head keeps its classes, matched
+    // to the data's by name; one without gets a head sized from the data.
+    let repo = RepoRef::parse(&spec.model, RepoKind::Model);
+    let model_config = ModelConfig::from_file(&repo.file("config.json", &hub).map_err(ModelError::from)?)?;
+    let head = head_classes(&repo, &hub, &model_config, &data.class_names)?;
+    if let Some(note) = head.alignment.as_ref().and_then(|a| a.note(&head.names, &data.class_names)) {
+        say(format!("note: {note}"));
+    }
+    if let Some(LabelAlignment::ByName(map)) = &head.alignment {
+        for label in &mut data.labels {
+            *label = map[*label as usize];
+        }
+        data.class_names = head.names;
+    }
+    let count = |rows: &[usize]| {
+        let labels: Vec<u32> = rows.iter().map(|&r| data.labels[r]).collect();
+        bertlab_data::class_counts(&labels, data.class_names.len())
+    };
     record.data = DataSummary {
         source: source.to_string(),
         total_rows: data.len(),
@@ -401,25 +442,35 @@ fn run_inner<B: AutodiffBackend>(
         test: split.test.len(),
         class_names: data.class_names.clone(),
         files: data.sources.clone(),
+        class_counts: ClassCounts {
+            train: count(&split.train),
+            val: count(&split.val),
+            test: count(&split.test),
+        },
         ..DataSummary::default()
     };
-    record.timings.data_seconds = t.elapsed().as_secs_f64();
     say(format!(
-        "Train: {}  Val: {}  Test: {}  (pool {} of {})",
+        "Train: {}  Val: {}  Test: {}  (pool {} of {}; {} splits; {} classes)",
         split.train.len(),
         split.val.len(),
         split.test.len(),
         split.pool.len(),
-        data.len()
+        data.len(),
+        spec.splits,
+        data.class_names.len()
     ));
+    if let Some(imbalance) = record.data.class_counts.train_imbalance().filter(|&r| r >= 1.5) {
+        say(format!(
+            "note: the classes are imbalanced ({imbalance:.1}:1 largest to smallest in train): \
+             compare macro-F1 with accuracy"
+        ));
+    }
 
     // Tokens.
     let t = Instant::now();
-    let repo = RepoRef::parse(&spec.model, RepoKind::Model);
     let tokenizer = WordPieceTokenizer::from_repo(&repo, &hub)?;
     // Before the whole dataset is tokenized: a tokenizer whose ids the model has no embedding for
     // would only fail (or, on a GPU, read garbage) at the first batch.
-    let model_config = ModelConfig::from_file(&repo.file("config.json", &hub).map_err(ModelError::from)?)?;
     bertlab_models::check_tokenizer_fits(&model_config, tokenizer.id_bound(), tokenizer.source())?;
     let encode = |rows: &[usize]| -> Result<EncodedTexts, TokenizeError> {
         let texts: Vec<&str> = rows.iter().map(|&r| data.texts[r].as_str()).collect();
@@ -502,6 +553,35 @@ fn run_inner<B: AutodiffBackend>(
         record.best_dir = Some(best_dir);
     }
     Ok(())
+}
+
+/// The classes a run trains on.
+struct HeadClasses {
+    /// Class names in the order of the model's outputs.
+    names: Vec<String>,
+    /// How the data's labels map onto a head the checkpoint already has (`None`: it has none).
+    alignment: Option<LabelAlignment>,
+}
+
+/// A checkpoint with its own classification head (a fine-tuned model) keeps its classes: the
+/// data's must be the same, matched by name (or by position where one side has only generic
+/// names). A checkpoint without one gets a head of the data's classes.
+fn head_classes(
+    repo: &RepoRef,
+    hub: &HubOptions,
+    config: &ModelConfig,
+    data: &[String],
+) -> Result<HeadClasses, TrainError> {
+    if !has_classifier_head(repo, hub)? {
+        return Ok(HeadClasses { names: data.to_vec(), alignment: None });
+    }
+    match align_labels(&config.labels, data) {
+        Ok(LabelAlignment::ByName(map)) => {
+            Ok(HeadClasses { names: config.labels.clone(), alignment: Some(LabelAlignment::ByName(map)) })
+        }
+        Ok(alignment) => Ok(HeadClasses { names: data.to_vec(), alignment: Some(alignment) }),
+        Err(message) => Err(TrainError::HeadClasses { model: repo.display_name(), message }),
+    }
 }
 
 /// The checkpoint in `resume` was written by this very run: the same settings and the same
