@@ -73,11 +73,14 @@ fn run_bertlab(model: &Path, source: &Path, subset: f64, seed: u64, out: &Path) 
         .expect("run bertlab train");
     let wall = started.elapsed().as_secs_f64();
     assert!(status.success(), "bertlab train failed ({status})");
-    let record: Value = serde_json::from_str(&std::fs::read_to_string(out.join("record.json")).unwrap()).unwrap();
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("record.json")).unwrap()).unwrap();
     let t = &record["timings"];
     Phases {
         wall,
-        prepare: number(t, &["data_seconds"]) + number(t, &["tokenize_seconds"]) + number(t, &["model_load_seconds"]),
+        prepare: number(t, &["data_seconds"])
+            + number(t, &["tokenize_seconds"])
+            + number(t, &["model_load_seconds"]),
         train: number(&record, &["epochs", "0", "train_seconds"]),
         val: number(&record, &["epochs", "0", "val_seconds"]),
         test: number(t, &["test_seconds"]),
