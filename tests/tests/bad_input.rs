@@ -281,6 +281,48 @@ fn a_model_whose_classes_differ_from_the_data_is_refused_or_matched_by_name() {
     // Other classes: refused, naming both lists.
     let other = eval(&relabel("topics", serde_json::json!({"0": "sports", "1": "world"})));
     fails(&other, 1, &["sports, world", "neg, pos"]);
+
+    // Fine-tuning a model that already has a head: it keeps its classes, matched to the data's
+    // by name, or is refused when they are other classes.
+    let train = |model: &Path, out: &Path| {
+        let args = [
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--source",
+            data.to_str().unwrap(),
+            "--subset",
+            "0.01",
+            "--max-len",
+            "16",
+            "--epochs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        let mut c = cmd(bertlab(), &args);
+        c.env("HF_HUB_OFFLINE", "1");
+        run_with_limit(c, Duration::from_secs(120))
+    };
+    let out = tmp.path().join("train-topics");
+    let model = tmp.path().join("topics");
+    fails(
+        &train(&model, &out),
+        1,
+        &[model.to_str().unwrap(), "already has a classification head", "sports, world"],
+    );
+    assert!(!out.join("record.json").exists());
+    let out = tmp.path().join("train-swapped");
+    let trained = train(&tmp.path().join("swapped"), &out);
+    let stderr = String::from_utf8_lossy(&trained.stderr);
+    assert!(trained.status.success(), "{stderr}");
+    assert!(stderr.contains("matched by name"), "{stderr}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("record.json")).unwrap()).unwrap();
+    assert_eq!(record["data"]["class_names"], serde_json::json!(["pos", "neg"]), "the head's order");
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("best/config.json")).unwrap()).unwrap();
+    assert_eq!(exported["id2label"], serde_json::json!({"0": "pos", "1": "neg"}));
 }
 
 #[test]
