@@ -104,3 +104,104 @@ fn a_model_without_a_trained_head_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a fine-tuned classifier") && err.contains("tiny-bert"), "{err}");
 }
+
+/// transformers' probabilities of `TEXTS` under the fixture (softmax of its logits).
+fn expected_probabilities(model: &std::path::Path) -> Vec<Vec<f64>> {
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("expected.json")).unwrap()).unwrap();
+    (0..TEXTS.len())
+        .map(|i| {
+            let logits: Vec<f64> =
+                expected["logits"][i].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = logits.iter().map(|l| (l - max).exp()).sum();
+            logits.iter().map(|l| (l - max).exp() / z).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn predict_file_reads_stdin_lines_and_jsonl_and_writes_jsonl_and_csv() {
+    use std::io::Write;
+    let Some(shared) = shared() else { return };
+    let model = shared.join("fixtures/tiny-bert-classifier");
+    let want = expected_probabilities(&model);
+    let close = |got: &[f64], i: usize| {
+        assert_eq!(got.len(), 2);
+        for (g, w) in got.iter().zip(&want[i]) {
+            assert!((g - w).abs() < 1e-5, "text {i}: {got:?} vs transformers {:?}", want[i]);
+        }
+    };
+
+    // One text per line on standard input (a blank line skipped), JSON Lines on standard output.
+    let mut child = Command::new(BIN)
+        .args(["predict", "--model", model.to_str().unwrap(), "--max-len", "16", "--file", "-"])
+        .env("HF_HUB_OFFLINE", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = format!("{}\n\n{}\n{}\n", TEXTS[0], TEXTS[1], TEXTS[2]);
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = stdout_ok(&out, "predict --file -");
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["row"], i + 1, "{line}");
+        let p = &line["probabilities"];
+        close(&[p["LABEL_0"].as_f64().unwrap(), p["LABEL_1"].as_f64().unwrap()], i);
+        let best = if want[i][0] >= want[i][1] { "LABEL_0" } else { "LABEL_1" };
+        assert_eq!(line["label"], best, "{line}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("3 texts classified") && stderr.contains("texts/s"), "{stderr}");
+
+    // JSON Lines with the texts under another key, to a CSV file.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("reviews.jsonl");
+    let rows: String =
+        TEXTS.iter().map(|t| format!("{}\n", serde_json::json!({"id": 7, "review": t}))).collect();
+    std::fs::write(&input, rows).unwrap();
+    let output = dir.path().join("labels.csv");
+    let args = [
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--max-len",
+        "16",
+        "--file",
+        input.to_str().unwrap(),
+        "--text-column",
+        "review",
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    stdout_ok(&bertlab(&args), "predict --file reviews.jsonl");
+    let csv = std::fs::read_to_string(&output).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("row,label,probability,p:LABEL_0,p:LABEL_1"), "{csv}");
+    let body: Vec<&str> = lines.collect();
+    assert_eq!(body.len(), 3, "{csv}");
+    for (i, line) in body.iter().enumerate() {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields[0], (i + 1).to_string());
+        let probs: Vec<f64> = fields[3..].iter().map(|v| v.parse().unwrap()).collect();
+        close(&probs, i);
+    }
+    // A key that is not there: the error names the file, the line and the key.
+    let args = [
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--file",
+        input.to_str().unwrap(),
+        "--text-column",
+        "text",
+    ];
+    let out = bertlab(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reviews.jsonl") && err.contains("text"), "{err}");
+}
