@@ -2,7 +2,9 @@
 
 use crate::{Backend, Context};
 use anyhow::Result;
-use bertlab_pipeline::estimate::{estimate_run, FoundShape, RunEstimate, Throughput, IMDB_ROWS};
+use bertlab_pipeline::estimate::{
+    estimate_run, FoundShape, KnownRows, RunEstimate, SplitSizes, Throughput, IMDB_ROWS,
+};
 use bertlab_pipeline::plan::{subset_text, StagePlan};
 use bertlab_pipeline::{PlannedRun, Planner, StageKey};
 use bertlab_run::format::{format_count, format_duration, format_lr, format_number};
@@ -19,10 +21,18 @@ pub struct PlanView {
     pub estimates: Vec<RunEstimate>,
 }
 
-/// Estimate one run, resolving its model to find the model's shape.
+/// Estimate one run, resolving its model to find the model's shape; its rows are the ones its
+/// record counted, IMDB's, or unknown (then IMDB's stand in, and the plan says so).
 pub fn estimate(ctx: &Context, run: &PlannedRun) -> RunEstimate {
     let model = ctx.resolver.resolve("model", &run.model).unwrap_or_else(|_| run.model.clone());
-    estimate_run(run, &FoundShape::for_reference(&model).shape, IMDB_ROWS)
+    let recorded = match ctx.store.record(run) {
+        Ok(Some(r)) if r.data.train > 0 => {
+            let d = &r.data;
+            Some(SplitSizes { pool: d.pool, train: d.train, val: d.val, test: d.test })
+        }
+        _ => None,
+    };
+    estimate_run(run, &FoundShape::for_reference(&model).shape, KnownRows::of(run, recorded))
 }
 
 /// Plans of every stage, assumed where a dependency has no records yet.
@@ -154,13 +164,31 @@ pub fn print_plan(ctx: &Context, planner: &Planner<'_>, fresh: bool) -> Result<(
                 st.lr.map_or("-".into(), format_lr),
                 st.batch.map_or("-".into(), |b| b.to_string()),
                 subset_text(run.subset_fraction, run.pool).trim_start_matches("subset "),
-                format!("{}/{}/{}", e.rows.train, e.rows.val, e.rows.test),
-                format_count(e.padded_tokens),
-                format!("≈{}", format_duration(rate.seconds(e.flops))),
+                match e.known {
+                    KnownRows::Unknown => "?".to_string(),
+                    _ => format!("{}/{}/{}", e.rows.train, e.rows.val, e.rows.test),
+                },
+                format!(
+                    "{}{}",
+                    format_count(e.padded_tokens),
+                    if e.known == KnownRows::Unknown { "*" } else { "" }
+                ),
+                format!(
+                    "≈{}{}",
+                    format_duration(rate.seconds(e.flops)),
+                    if e.known == KnownRows::Unknown { "*" } else { "" }
+                ),
             );
         }
     }
     let (n, tokens, flops, assumed) = remaining(ctx, &views);
+    if views.iter().flat_map(|v| &v.estimates).any(|e| e.known == KnownRows::Unknown) {
+        println!(
+            "\n* rows not known before the data is read (a dataset other than IMDB, or its own splits): \
+             tokens and times assume IMDB's {} rows under the notebook's recipe",
+            format_count(IMDB_ROWS as f64)
+        );
+    }
     println!(
         "\nTo run: {n} run{} · {} padded tokens · {} FLOP · ≈ {}{} at {} FLOP/s ({}; every epoch counted, early stopping ignored)",
         if n == 1 { "" } else { "s" },
@@ -179,9 +207,10 @@ pub fn warn_cpu(ctx: &Context, planner: &Planner<'_>) -> Result<()> {
     let views = plan_all(ctx, planner)?;
     let rate = throughput(ctx);
     let (n, tokens, flops, assumed) = remaining(ctx, &views);
+    let rows_assumed = views.iter().flat_map(|v| &v.estimates).any(|e| e.known == KnownRows::Unknown);
     eprintln!(
         "warning: no NVIDIA GPU visible (`nvidia-smi -L` lists none): training on the CPU.\n\
-         warning: {n} run{} to do, {} padded tokens, {} FLOP: ≈ {}{} at {} FLOP/s ({}).\n\
+         warning: {n} run{} to do, {} padded tokens, {} FLOP: ≈ {}{} at {} FLOP/s ({}{}).\n\
          warning: shrink the data with --subset, or use a machine with a GPU (--backend cuda).",
         if n == 1 { "" } else { "s" },
         format_count(tokens),
@@ -189,7 +218,8 @@ pub fn warn_cpu(ctx: &Context, planner: &Planner<'_>) -> Result<()> {
         if assumed { "up to " } else { "" },
         format_duration(rate.seconds(flops)),
         format_count(rate.flops_per_s),
-        rate.origin
+        rate.origin,
+        if rows_assumed { "; rows not known before the data is read: IMDB's assumed" } else { "" }
     );
     Ok(())
 }

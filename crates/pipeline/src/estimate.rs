@@ -2,7 +2,7 @@
 //! the time they take at a measured (from existing records) or assumed throughput.
 
 use crate::plan::PlannedRun;
-use bertlab_run::{ModelShape, Padding, RunRecord};
+use bertlab_run::{ModelShape, Padding, RunRecord, SplitMode};
 use std::path::Path;
 
 /// Rows of the joined IMDB dataset (train + test) in the Hub's `stanfordnlp/imdb`.
@@ -152,6 +152,8 @@ fn hf_cache_config(id: &str) -> Option<std::path::PathBuf> {
 pub struct RunEstimate {
     /// Split sizes.
     pub rows: SplitSizes,
+    /// Where the sizes come from.
+    pub known: KnownRows,
     /// Mean padded length of a training sequence.
     pub padded_len: f64,
     /// Padded tokens of one training epoch.
@@ -162,11 +164,53 @@ pub struct RunEstimate {
     pub flops: f64,
 }
 
-/// Estimate `run` (all its epochs, no early stop) on a `total_rows` dataset.
-pub fn estimate_run(run: &PlannedRun, shape: &ModelShape, total_rows: usize) -> RunEstimate {
+/// The rows a run will use, as far as a plan can know them before the data is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnownRows {
+    /// Counted: from the run's own record.
+    Recorded(SplitSizes),
+    /// Computed: IMDB (whose size is known) under the notebook's recipe.
+    Imdb,
+    /// Not known until the data is read (another dataset, or its own splits): the estimate uses
+    /// IMDB's sizes in their place, and says so.
+    Unknown,
+}
+
+impl KnownRows {
+    /// What a plan knows of `run`'s rows, given its record's sizes where it has one.
+    pub fn of(run: &PlannedRun, recorded: Option<SplitSizes>) -> KnownRows {
+        if let Some(rows) = recorded {
+            return KnownRows::Recorded(rows);
+        }
+        let s = run.settings.to_spec();
+        if s.splits == SplitMode::Notebook && is_imdb_reference(&s.source) {
+            KnownRows::Imdb
+        } else {
+            KnownRows::Unknown
+        }
+    }
+
+    /// The sizes an estimate uses for a run at `subset`.
+    pub fn sizes(self, subset: f64) -> SplitSizes {
+        match self {
+            KnownRows::Recorded(rows) => rows,
+            KnownRows::Imdb | KnownRows::Unknown => split_sizes(IMDB_ROWS, subset),
+        }
+    }
+}
+
+/// `hub` or `hub:stanfordnlp/imdb[@…]`: a data reference that names IMDB (a local directory may
+/// hold it too, but a plan cannot tell without reading it).
+fn is_imdb_reference(source: &str) -> bool {
+    source == "hub"
+        || source.strip_prefix("hub:").is_some_and(|id| id.split('@').next() == Some("stanfordnlp/imdb"))
+}
+
+/// Estimate `run` (all its epochs, no early stop) on the rows `known` gives.
+pub fn estimate_run(run: &PlannedRun, shape: &ModelShape, known: KnownRows) -> RunEstimate {
     // Unset settings take the run spec's defaults, as the run itself will.
     let s = run.settings.to_spec();
-    let rows = split_sizes(total_rows, s.subset);
+    let rows = known.sizes(s.subset);
     let epochs = s.epochs as f64;
     let padded_len = padded_len(s.max_len, s.padding, s.pad_multiple);
     let fwd = shape.forward_flops(padded_len);
@@ -174,6 +218,7 @@ pub fn estimate_run(run: &PlannedRun, shape: &ModelShape, total_rows: usize) -> 
     let eval_tokens = (rows.val as f64 * epochs + rows.test as f64) * padded_len;
     RunEstimate {
         rows,
+        known,
         padded_len,
         train_padded_tokens_per_epoch: per_epoch,
         padded_tokens: per_epoch * epochs + eval_tokens,
@@ -289,6 +334,19 @@ mod tests {
             split_sizes(49_994, 0.25),
             SplitSizes { pool: 12_498, train: 8_748, val: 1_250, test: 2_500 }
         );
+    }
+
+    #[test]
+    fn only_imdb_references_have_known_sizes() {
+        assert!(is_imdb_reference("hub"));
+        assert!(is_imdb_reference("hub:stanfordnlp/imdb"));
+        assert!(is_imdb_reference("hub:stanfordnlp/imdb@e6281661ce1c48d982bc483cf8a173c1bbeb5d31"));
+        assert!(!is_imdb_reference("hub:fancyzhx/ag_news"));
+        assert!(!is_imdb_reference("hub:stanfordnlp/imdb-x"));
+        assert!(!is_imdb_reference("../shared/data/hf-imdb"));
+        let recorded = SplitSizes { pool: 160, train: 112, val: 16, test: 32 };
+        assert_eq!(KnownRows::Recorded(recorded).sizes(0.5), recorded);
+        assert_eq!(KnownRows::Unknown.sizes(0.25), split_sizes(IMDB_ROWS, 0.25));
     }
 
     #[test]
