@@ -198,7 +198,7 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
         for row in &metrics.confusion {
             println!("  {row:?}");
         }
-        println!("{:.1} reviews/s", metrics.n as f64 / seconds);
+        println!("{:.1} texts/s", metrics.n as f64 / seconds);
     }
     Ok(())
 }
