@@ -3,9 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use bertlab_data::{
-    class_counts, write_parquet, DataOptions, DatasetSource, DatasetSplits, RunSplits, IMDB_CONFIG,
-};
+use bertlab_data::{write_parquet, DataOptions, DatasetSource, DatasetSplits, RunSplits, IMDB_CONFIG};
 use bertlab_run::SplitMode;
 use clap::{Args, Subcommand};
 
@@ -75,10 +73,7 @@ pub fn run(args: DataArgs, global: &crate::Global) -> anyhow::Result<()> {
         DataCommand::Summary(s) => {
             let (splits, split) = load_and_split(&s, global)?;
             let data = splits.joined();
-            let counts = |rows: &[usize]| {
-                let labels: Vec<u32> = rows.iter().map(|&r| data.labels[r]).collect();
-                format!("({}, {:?})", rows.len(), class_counts(&labels, data.class_names.len()))
-            };
+            let counts = |rows: &[usize]| format!("({}, {:?})", rows.len(), data.class_counts_of(rows));
             println!("Pool after SUBSET_FRAC={}: {} (of {})", s.subset, split.pool.len(), data.len());
             println!(
                 "Train: {}  Val: {}  Test: {}",
@@ -113,10 +108,10 @@ fn write_sample(s: &SplitArgs, out: &std::path::Path, global: &crate::Global) ->
     // Given splits draw the pool from train alone: validation and test rows are all used.
     if s.splits == SplitMode::Given {
         pool.extend(split.val.iter().chain(&split.test).copied());
-        pool.sort_unstable();
-        pool.dedup();
     }
     pool.sort_unstable();
+    // A validation split carved from the pool is in it twice.
+    pool.dedup();
     let data = splits.joined();
     let mut start = 0;
     let mut written = Vec::new();
@@ -137,7 +132,7 @@ fn write_sample(s: &SplitArgs, out: &std::path::Path, global: &crate::Global) ->
         out.display(),
         pool.len(),
         written.join(", "),
-        data.select(&pool).class_counts(),
+        data.class_counts_of(&pool),
         data.len(),
         s.subset,
         s.seed

@@ -111,6 +111,12 @@ impl LabeledTexts {
         class_counts(&self.labels, self.class_names.len())
     }
 
+    /// Rows per class among `rows` (row ids into `self`), index = class id.
+    pub fn class_counts_of(&self, rows: &[usize]) -> Vec<usize> {
+        let labels: Vec<u32> = rows.iter().map(|&r| self.labels[r]).collect();
+        class_counts(&labels, self.class_names.len())
+    }
+
     /// The rows `rows` (row ids into `self`), in that order (same sources).
     pub fn select(&self, rows: &[usize]) -> LabeledTexts {
         LabeledTexts {

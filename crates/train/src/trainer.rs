@@ -429,10 +429,6 @@ fn run_inner<B: AutodiffBackend>(
         }
         data.class_names = head.names;
     }
-    let count = |rows: &[usize]| {
-        let labels: Vec<u32> = rows.iter().map(|&r| data.labels[r]).collect();
-        bertlab_data::class_counts(&labels, data.class_names.len())
-    };
     record.data = DataSummary {
         source: source.to_string(),
         total_rows: data.len(),
@@ -443,9 +439,9 @@ fn run_inner<B: AutodiffBackend>(
         class_names: data.class_names.clone(),
         files: data.sources.clone(),
         class_counts: ClassCounts {
-            train: count(&split.train),
-            val: count(&split.val),
-            test: count(&split.test),
+            train: data.class_counts_of(&split.train),
+            val: data.class_counts_of(&split.val),
+            test: data.class_counts_of(&split.test),
         },
         ..DataSummary::default()
     };
