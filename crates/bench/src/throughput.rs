@@ -13,8 +13,8 @@ use bertlab_train::metrics::cross_entropy_rows;
 use bertlab_train::optim::AdamSettings;
 use bertlab_train::predict::logits_to_vec;
 use bertlab_train::{
-    check_precision, is_out_of_memory, LengthBuckets, LrSchedule, Padding, PendingLogits, PhaseTimes,
-    Schedule, TrainStep,
+    check_precision, is_out_of_memory, FaultWatch, LengthBuckets, LrSchedule, Padding, PendingLogits,
+    PhaseTimes, Schedule, TrainStep,
 };
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Args;
@@ -331,6 +331,8 @@ pub(crate) fn run<B: AutodiffBackend>(args: ThroughputArgs, rt: &Runtime<B>) -> 
             .unwrap_or_default();
         eprintln!("bench: panic: {}", text.lines().next().unwrap_or(""));
     }));
+    // (after the printer above, which it keeps: it records the device threads' panics)
+    bertlab_train::device_fault::install_panic_hook();
     for choice in &args.arch {
         for &precision in &args.precision {
             if let Err(e) = check_precision::<B::InnerBackend>(&device, precision) {
@@ -380,6 +382,7 @@ fn throughput_one<B: AutodiffBackend>(
     let rows: usize = timed.iter().map(|b| b.rows.len()).sum();
     let distinct: BTreeSet<usize> = timed.iter().map(|b| b.len).collect();
     let started = Instant::now();
+    let faults = FaultWatch::start();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let o = PassOptions {
             precision,
@@ -393,6 +396,12 @@ fn throughput_one<B: AutodiffBackend>(
             args.profile.then(|| run_plan::<B>(c, plan, ids, PassOptions { profile: true, ..o }, device));
         (pass, profile)
     }));
+    // A panic of the backend's device thread (CUDA out of memory) leaves timings of work done
+    // on lost buffers: report it as the measurement's error, as a panic of this thread is.
+    let outcome = match (outcome, faults.fault()) {
+        (_, Some(fault)) => Err(Box::new(fault.message) as Box<dyn std::any::Any + Send>),
+        (outcome, None) => outcome,
+    };
     let (pass, profile) = match outcome {
         Ok(r) => r,
         Err(panic) => {

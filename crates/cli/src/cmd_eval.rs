@@ -167,7 +167,9 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
         pad_id: tokenizer.pad_id(),
     };
     let started = std::time::Instant::now();
-    let logits = predict_logits(&model, &encoded, &settings, &device);
+    // (a failed allocation on the GPU's device thread would leave garbage logits)
+    let logits =
+        bertlab_train::device_fault::watched(|| predict_logits(&model, &encoded, &settings, &device))?;
     check_finite_logits(&logits, config.num_labels(), &args.model)?;
     let metrics = metrics_from_logits(&logits, &labels, config.num_labels());
     let seconds = started.elapsed().as_secs_f64();

@@ -128,7 +128,8 @@ fn classify(
         pad_id: tokenizer.pad_id(),
     };
     let k = config.num_labels();
-    let logits = predict_logits(model, &encoded, &settings, device);
+    // (a failed allocation on the GPU's device thread would leave garbage logits)
+    let logits = bertlab_train::device_fault::watched(|| predict_logits(model, &encoded, &settings, device))?;
     check_finite_logits(&logits, k, &args.model)?;
     let probabilities = softmax_rows(&logits, k);
     let predicted = argmax_rows(&logits, k);

@@ -66,7 +66,9 @@ pub fn run(args: TrainArgs, global: &crate::Global) -> anyhow::Result<()> {
         return Ok(());
     }
     let device = device(&spec.device)?;
-    quiet_out_of_memory_panics();
+    // Out-of-memory panics become a one-line error (exit code 3), also those of the backend's
+    // device thread, which only this hook sees: don't print their backtraces.
+    bertlab_train::device_fault::install_panic_hook();
     let options = TrainOptions {
         backend_name: BACKEND_NAME.into(),
         progress: if args.quiet { ProgressMode::Quiet } else { ProgressMode::Auto },
@@ -88,21 +90,4 @@ pub fn run(args: TrainArgs, global: &crate::Global) -> anyhow::Result<()> {
         spec.out.join("record.json").display()
     );
     Ok(())
-}
-
-/// The backend reports CUDA out-of-memory by panicking with a long message and backtrace; the
-/// trainer turns that panic into a one-line error, so don't let the default hook print it too.
-fn quiet_out_of_memory_panics() {
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        if !bertlab_train::is_out_of_memory(&message) {
-            default_hook(info);
-        }
-    }));
 }

@@ -3,6 +3,7 @@
 
 use crate::batching::{padding_stats, BatchArrays, LengthBuckets};
 use crate::checkpoint::{self, CheckpointState};
+use crate::device_fault::FaultWatch;
 use crate::early_stopping::EarlyStopping;
 use crate::metrics::{argmax_rows, cross_entropy_rows};
 use crate::optim::AdamSettings;
@@ -11,7 +12,7 @@ use crate::progress::{EpochProgress, ProgressMode};
 use crate::readback::PendingLogits;
 use crate::schedule::LrSchedule;
 use crate::step::TrainStep;
-use crate::trainer::{Encoded, TrainError};
+use crate::trainer::{fault_error, Encoded, TrainError};
 use bertlab_data::rng::Pcg64;
 use bertlab_models::TextClassifier;
 use bertlab_run::format::hms;
@@ -106,6 +107,7 @@ pub(crate) fn fit<B: AutodiffBackend>(
     let mut last_epoch = first_epoch.saturating_sub(1);
     let mut consecutive_skips = 0u64;
     let fit_started = Instant::now();
+    let faults = FaultWatch::start();
 
     for epoch in first_epoch..spec.epochs {
         last_epoch = epoch;
@@ -161,10 +163,18 @@ pub(crate) fn fit<B: AutodiffBackend>(
             }
             if pending.due() {
                 tally.read(&mut pending, &mut bar, num_classes, dynamic_scale, epoch)?;
+                // After a read, the device has run the steps so far: stop at a backend
+                // thread's panic (CUDA out of memory) rather than train on lost buffers.
+                if let Some(fault) = faults.fault() {
+                    return Err(fault_error(spec, &fault));
+                }
             }
         }
         tally.read(&mut pending, &mut bar, num_classes, dynamic_scale, epoch)?;
         B::sync(device).ok();
+        if let Some(fault) = faults.fault() {
+            return Err(fault_error(spec, &fault));
+        }
         let train_seconds = started.elapsed().as_secs_f64();
         let TrainTally { loss_sum, correct, seen, non_finite } = tally;
         // Half the epoch's steps lost to overflow (after the grace steps) is no training.
@@ -188,6 +198,9 @@ pub(crate) fn fit<B: AutodiffBackend>(
         let val = metrics_from_logits(&val_logits, &enc.val_labels, num_classes);
         let val_seconds = started.elapsed().as_secs_f64();
         let val_loss = val.loss.unwrap_or(f64::NAN);
+        if let Some(fault) = faults.fault() {
+            return Err(fault_error(spec, &fault));
+        }
         if !val_loss.is_finite() {
             return Err(TrainError::NonFiniteValidation { epoch: epoch + 1, value: val_loss });
         }

@@ -3,6 +3,7 @@
 
 pub mod batching;
 pub mod checkpoint;
+pub mod device_fault;
 pub mod early_stopping;
 pub mod loss_scale;
 pub use bertlab_run::metrics;
@@ -20,6 +21,7 @@ pub use bertlab_run::{
     record, ClassificationMetrics, ConfusionMatrix, InvalidSetting, Precision, RunOverrides, RunRecord,
     RunSpec, RunStatus, SpecError, SCHEMA_VERSION,
 };
+pub use device_fault::{DeviceFault, FaultWatch};
 pub use early_stopping::{val_acc_at_min_val_loss, EarlyStopping, RestoreBest};
 pub use loss_scale::{DynamicLossScaler, ScaleDecision};
 pub use optim::{Adam, AdamSettings, OptimizerKind};

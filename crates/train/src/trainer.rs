@@ -2,6 +2,7 @@
 //! restore best → test → `record.json` and `best/`.
 
 use crate::checkpoint::{self, CheckpointError, CheckpointState};
+use crate::device_fault::{DeviceFault, FaultWatch};
 use crate::fit::{fit, Resume};
 use crate::predict::{evaluate, EvalSettings};
 use crate::progress::ProgressMode;
@@ -124,6 +125,20 @@ pub enum TrainError {
     /// The backend panicked.
     #[error("the training crashed: {0}")]
     Panic(String),
+    /// A thread of the backend (a GPU's device thread) panicked: what the run computed after
+    /// that is not to be trusted.
+    #[error(
+        "the backend's thread {thread} failed ({count} panic(s)): {message}; the run's numbers after it are \
+         not valid"
+    )]
+    DeviceFault {
+        /// The thread's name.
+        thread: String,
+        /// The first line of its panic.
+        message: String,
+        /// Panics of backend threads during the run.
+        count: u64,
+    },
     /// A checkpoint to resume from cannot be used.
     #[error("{0}; to start the run over, pass --fresh")]
     Checkpoint(#[from] CheckpointError),
@@ -257,6 +272,28 @@ pub fn is_out_of_memory(message: &str) -> bool {
         || m.contains("out-of-memory")
         || m.contains("outofmemory")
         || m.contains("memory allocation of")
+        // CubeCL's CUDA allocator (`can't allocate buffer of size: …`), on its device thread
+        || m.contains("can't allocate buffer")
+}
+
+/// The error for a panic of a backend thread during the run `spec`: out of memory (exit code
+/// 3, which the orchestrator retries with half the batch) or a device fault.
+pub(crate) fn fault_error(spec: &RunSpec, fault: &DeviceFault) -> TrainError {
+    if fault.is_out_of_memory() {
+        TrainError::OutOfMemory {
+            batch: spec.batch,
+            max_len: spec.max_len,
+            half: (spec.batch / 2).max(1),
+            accum2: spec.accum * 2,
+            detail: fault.first_line(),
+        }
+    } else {
+        TrainError::DeviceFault {
+            thread: fault.thread.clone(),
+            message: fault.first_line(),
+            count: fault.count,
+        }
+    }
 }
 
 /// Train, validate, test and export one run described by `spec` on `device`.
@@ -304,6 +341,7 @@ pub fn train<B: AutodiffBackend>(
     );
     let mut record = RunRecord::new(spec.clone(), environment);
     let started = Instant::now();
+    let faults = FaultWatch::start();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_inner::<B>(spec, device, options, &mut record, resume)
     }));
@@ -331,6 +369,12 @@ pub fn train<B: AutodiffBackend>(
                 Err(TrainError::Panic(message))
             }
         }
+    };
+    // A panic of a backend thread (CUDA out of memory on CubeCL's device thread) overrides
+    // whatever the run went on to compute or report (NaN losses, "diverged").
+    let outcome = match faults.fault() {
+        Some(fault) => Err(fault_error(spec, &fault)),
+        None => outcome,
     };
     record.timings.total_seconds = started.elapsed().as_secs_f64();
     record.peak_rss_bytes = peak_rss_bytes();
@@ -624,6 +668,21 @@ mod tests {
         assert!(is_out_of_memory("An out-of-memory error happened during launch\nCaused by: ..."));
         assert!(is_out_of_memory("CUDA_ERROR_OUT_OF_MEMORY: out of memory"));
         assert!(!is_out_of_memory("shape mismatch"));
+        // What CubeCL's CUDA device thread panicked with on the H200 (issue 13).
+        let device_oom =
+            "called `Result::unwrap()` on an `Err` value: can't allocate buffer of size: 37527470080";
+        assert!(is_out_of_memory(device_oom));
+        let spec = RunSpec { batch: 65536, max_len: 512, accum: 1, ..RunSpec::default() };
+        let fault = DeviceFault { thread: "DSD-0-0".into(), message: device_oom.into(), count: 2733 };
+        let e = fault_error(&spec, &fault);
+        assert!(matches!(e, TrainError::OutOfMemory { batch: 65536, half: 32768, accum2: 2, .. }), "{e:?}");
+        assert!(e.to_string().contains("out of memory at --batch 65536 --max-len 512"), "{e}");
+        let other = DeviceFault { thread: "DSD-0-0".into(), message: "index out of bounds".into(), count: 1 };
+        let e = fault_error(&spec, &other);
+        assert!(
+            matches!(e, TrainError::DeviceFault { .. }) && !e.to_string().contains("out of memory"),
+            "{e}"
+        );
         let e = TrainError::OutOfMemory { batch: 32, max_len: 512, half: 16, accum2: 2, detail: "x".into() };
         let msg = e.to_string();
         assert!(
