@@ -48,6 +48,7 @@ mod chosen {
     /// Parse `--device` (`cuda`, `cuda:N`, or `N`) after checking the CUDA libraries load.
     pub fn device(spec: &str) -> anyhow::Result<burn::backend::cuda::CudaDevice> {
         preflight()?;
+        crate::kernel_cache::configure();
         let index = match spec.trim() {
             "" | "cuda" | "gpu" | "default" => 0,
             s => s
@@ -71,6 +72,7 @@ mod chosen {
     /// `integrated` / `integrated:N`, or `cpu` (a software adapter such as Mesa's lavapipe).
     pub fn device(spec: &str) -> anyhow::Result<burn::backend::wgpu::WgpuDevice> {
         use burn::backend::wgpu::WgpuDevice;
+        crate::kernel_cache::configure();
         let spec = spec.trim();
         let index = |s: &str| {
             s.parse::<usize>().map_err(|_| {

@@ -10,6 +10,7 @@ mod cmd_predict;
 mod cmd_tokenize;
 mod cmd_train;
 mod fine_tuned;
+mod kernel_cache;
 
 use clap::{Parser, Subcommand};
 

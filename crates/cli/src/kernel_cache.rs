@@ -1,0 +1,88 @@
+//! Where the GPU builds keep the kernels CubeCL compiles, so that the next process loads them
+//! instead of compiling them again.
+//!
+//! CubeCL compiles each GPU kernel at first use (CUDA: NVRTC to PTX, about 1 s a kernel on the
+//! H200 of issue 13) and, unless its configuration names a cache, again in every process. One
+//! `bertlab train` of DistilBERT compiles a few hundred kernels, and `cargo xtask all` starts a
+//! process per run: on the H200 the end-to-end stage compiled 231 kernels in its 108 s, and the
+//! next process, with the cache, 16 in 8 s (BENCHMARKS.md). So the GPU builds turn CubeCL's
+//! PTX cache on, in `~/.cache/bertlab/kernels` (or `$XDG_CACHE_HOME/bertlab/kernels`), unless
+//! `BERTLAB_KERNEL_CACHE` says otherwise (a folder, or `off`) or a `cubecl.toml` (or a
+//! `[cubecl]` section of `burn.toml`) in the working directory or above it names a cache of its
+//! own. Everything else of that file, and CubeCL's environment variables, still apply.
+//! (Autotuning results are CubeCL's own cache: `target/` inside a Cargo project, else
+//! `~/.cache/cubecl`.)
+
+use std::path::PathBuf;
+
+/// The kernel cache folder for this environment: `BERTLAB_KERNEL_CACHE` (`off`, `0` or
+/// `none` for no cache), else `$XDG_CACHE_HOME/bertlab/kernels`, else
+/// `$HOME/.cache/bertlab/kernels`; `None` when off or no home is known.
+#[cfg_attr(not(any(feature = "cuda-unfused", feature = "wgpu")), allow(dead_code))] // (CPU build)
+pub fn cache_dir(var: Option<&str>, xdg_cache_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
+    let nonempty = |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty()).map(PathBuf::from);
+    match var.map(str::trim) {
+        Some("off" | "0" | "none") => None,
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => nonempty(xdg_cache_home)
+            .or_else(|| nonempty(home).map(|h| h.join(".cache")))
+            .map(|c| c.join("bertlab").join("kernels")),
+    }
+}
+
+/// Give CubeCL its configuration with the kernel cache (see the module docs), once, before
+/// the first device is made. Does nothing when CubeCL's configuration was already read.
+#[cfg(any(feature = "cuda-unfused", feature = "wgpu"))]
+pub fn configure() {
+    use burn::cubecl::config::{cache::CacheConfig, CubeClRuntimeConfig, RuntimeConfig};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if CubeClRuntimeConfig::storage().lock().is_some() {
+            return; // (set() would panic)
+        }
+        let mut config = CubeClRuntimeConfig::from_current_dir();
+        if config.compilation.cache.is_none() {
+            let var = std::env::var("BERTLAB_KERNEL_CACHE").ok();
+            let xdg = std::env::var("XDG_CACHE_HOME").ok();
+            let home = std::env::var("HOME").ok();
+            if let Some(dir) = cache_dir(var.as_deref(), xdg.as_deref(), home.as_deref()) {
+                match usable(&dir) {
+                    Ok(()) => config.compilation.cache = Some(CacheConfig::File(dir)),
+                    // A cache is a speed-up only: run without one rather than fail.
+                    Err(e) => tracing::warn!(
+                        "kernel cache {} is not usable ({e}); compiling kernels without one \
+                         (set BERTLAB_KERNEL_CACHE to another folder, or to off)",
+                        dir.display()
+                    ),
+                }
+            }
+        }
+        CubeClRuntimeConfig::set(config.override_from_env());
+    });
+}
+
+/// Create `dir` if needed: CubeCL's cache gives up (after waiting on its lock file) when the
+/// folder is missing.
+#[cfg(any(feature = "cuda-unfused", feature = "wgpu"))]
+fn usable(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn cache_dir_follows_the_variable_then_xdg_then_home() {
+        let p = |s: &str| Some(Path::new(s).to_path_buf());
+        assert_eq!(cache_dir(None, None, Some("/home/u")), p("/home/u/.cache/bertlab/kernels"));
+        assert_eq!(cache_dir(None, Some("/xdg"), Some("/home/u")), p("/xdg/bertlab/kernels"));
+        assert_eq!(cache_dir(Some(""), Some(" "), Some("/home/u")), p("/home/u/.cache/bertlab/kernels"));
+        assert_eq!(cache_dir(Some("/fast/kernels"), Some("/xdg"), Some("/home/u")), p("/fast/kernels"));
+        for off in ["off", "0", "none", " off "] {
+            assert_eq!(cache_dir(Some(off), Some("/xdg"), Some("/home/u")), None);
+        }
+        assert_eq!(cache_dir(None, None, None), None);
+    }
+}
