@@ -159,7 +159,7 @@ def run_one(name, cfg, plan, ids, precision, device, torch, transformers):
         "padded_tokens_per_s": round(padded_tokens / seconds, 1),
         "real_tokens": real_tokens, "padded_tokens": padded_tokens,
         "attn_sq_tokens": attn_sq_tokens, "layers": layers, "hidden": hidden,
-        "matmul_params": n, "train_tflops": round(flops / seconds / 1e12, 3),
+        "matmul_params": n, "train_flops": float(flops), "train_tflops": round(flops / seconds / 1e12, 3),
         "skipped_steps": skipped, "last_loss": round(last_loss, 5),
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
     }

@@ -70,7 +70,11 @@ fn key_of(v: &Value) -> Key {
 /// Achieved TFLOP/s of a record: the training FLOPs of its timed batches (bertlab's count,
 /// bertlab_run::ModelShape, which scripts/torch_bench.py takes from the plan) over its time.
 fn record_tflops(v: &Value) -> Option<f64> {
-    Some(v["train_flops"].as_f64()? / v["seconds"].as_f64()? / 1e12)
+    match (v["train_flops"].as_f64(), v["seconds"].as_f64()) {
+        (Some(flops), Some(seconds)) => Some(flops / seconds / 1e12),
+        // (torch_bench.py before it wrote train_flops: its rounded rate)
+        _ => v["train_tflops"].as_f64(),
+    }
 }
 
 pub(crate) fn run(args: TableArgs) -> anyhow::Result<()> {
@@ -179,5 +183,17 @@ mod tests {
         assert_eq!(peak_tflops("NVIDIA H100 PCIe"), Some(756.0));
         assert_eq!(peak_tflops("NVIDIA H200"), Some(989.0));
         assert_eq!(peak_tflops("Tesla T4"), None);
+    }
+
+    #[test]
+    fn achieved_tflops_of_both_kinds_of_record() {
+        // Rows of the H200 run (BENCHMARKS.md): bertlab's and, from before torch_bench.py wrote
+        // train_flops, PyTorch's with only its rounded rate.
+        let ours =
+            serde_json::json!({"train_flops": 10872013455360.0, "seconds": 0.7373, "train_tflops": 14.746});
+        let torch = serde_json::json!({"seconds": 0.1669, "train_tflops": 65.156});
+        assert!((record_tflops(&ours).unwrap() - 14.7457).abs() < 1e-3);
+        assert_eq!(record_tflops(&torch), Some(65.156));
+        assert_eq!(record_tflops(&serde_json::json!({"seconds": 1.0})), None);
     }
 }
