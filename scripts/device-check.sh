@@ -26,14 +26,15 @@
 #                 DistilBERT-base in f32, f16 and bf16: largest gap between the loss curves and
 #                 the f16 steps lost to overflow (none allowed after the first 10); it stops
 #                 early, with a summary of the steps done, when the budget runs short;
-# 5. then, while time is left: the alternative build's f16 rows (without fusion and
-#    autotuning, when .device/bertlab-alt.gz is there), a profiled run that times the phases of
-#    a step, and one that reads the logits back every step.
-# Estimated GPU wall time on an H100/H200 (none measured yet; kernel compilation and
-# autotuning dominate, not the maths): unpack + env 10 s, parity 45 s, end-to-end 135 s
-# (snapshot 12, loss before 12, f16 55, bf16 45, out-of-memory 10), throughput 110 s
-# (DistilBERT f16 30 + bf16 30, BERT-base 20, PyTorch 30), numerics what is left (~60 s), so
-# the default 360 s budget usually ends inside numerics and cuts the stages after it.
+# 5. then, while time is left: a profiled run that times the phases of a step, one that reads
+#    the logits back every step, and the other build's env probe and f16 rows (see
+#    DEVICE_CHECK_PRIMARY below).
+# Measured on an H200 (2026-11-30, BENCHMARKS.md), unfused build first: env 2 s, parity 28 s,
+# end-to-end 108 s, throughput with PyTorch 52 s, numerics 29 s; then the fused build's env
+# probe 30 s and its first f16 row, which did not finish within 94 s (its autotuning compiles
+# about 1 s a kernel), so the default 360 s budget cuts the stages after that. Each stage
+# prints how many kernels CubeCL compiled in it (its compilation log): on a bare machine that,
+# not the maths, is most of a stage's time.
 #
 # Without nvidia-smi (or with DEVICE_CHECK_MODE=cpu) it runs the same stages on the CPU build
 # with the tiny fixture models and a few steps, to test the script itself; the GPU-only parts
@@ -53,7 +54,9 @@
 # DEVICE_CHECK_NUMERICS_STEPS (default 200 on GPU), DEVICE_CHECK_SKIP (comma list of parity,
 # e2e, numerics, throughput, torch, alt, profile), DEVICE_CHECK_TORCH=0 (no PyTorch rows),
 # DEVICE_CHECK_PADDING (throughput paddings; default fixed on GPU, fixed,bucket on CPU),
-# BERTLAB_ALT_BIN | .device/bertlab-alt.gz (a second build whose f16 rows join the table).
+# DEVICE_CHECK_PRIMARY (unfused | fused: which CUDA build runs the stages, default unfused),
+# BERTLAB_ALT_BIN (with BERTLAB_BIN or on the CPU: a second build run last, like the other
+# CUDA build).
 set -uo pipefail # no -e: a failed stage is reported and the next one runs
 
 cd "$(dirname "$0")/.." || exit 2
@@ -101,26 +104,49 @@ first_file() {
 unpack() {
     gzip -dc "$1" >"$2" && chmod +x "$2"
 }
+# Two CUDA builds travel: .device/bertlab.gz (--features cuda: fusion and autotuning, what users
+# build) and .device/bertlab-alt.gz (--features cuda-unfused: neither). DEVICE_CHECK_PRIMARY
+# says which one runs the stages (default unfused); the other runs last, while time is left:
+# its env probe and the first row's f16 throughput. Why unfused first: on the H200 (issue 13)
+# the fused build's autotuning compiled every matmul candidate with NVRTC on first use, about
+# 1 s a kernel (its env probe, two 2x2 matmuls, compiled 26 kernels in 30 s against 6 in 2 s),
+# so on a bare machine none of its stages ended inside its limit.
+PRIMARY=${DEVICE_CHECK_PRIMARY:-unfused}
+if [[ $PRIMARY != unfused && $PRIMARY != fused ]]; then
+    say "error: DEVICE_CHECK_PRIMARY must be unfused or fused, not '$PRIMARY'"
+    exit 2
+fi
+BIN_LABEL=given
+ALT_BIN=""
+ALT_LABEL="second"
 if [[ -n "${BERTLAB_BIN:-}" ]]; then
     BIN=$(first_file "$BERTLAB_BIN") || BIN=""
+    [[ -n "${BERTLAB_ALT_BIN:-}" ]] && ALT_BIN=$(realpath "$BERTLAB_ALT_BIN")
 elif [[ $MODE == gpu && -f "$ROOT/.device/bertlab.gz" ]]; then
-    unpack "$ROOT/.device/bertlab.gz" "$WORK/bertlab" && BIN=$WORK/bertlab
+    unpack "$ROOT/.device/bertlab.gz" "$WORK/bertlab-fused" && BIN=$WORK/bertlab-fused
+    BIN_LABEL=fused
+    if [[ -f "$ROOT/.device/bertlab-alt.gz" ]] &&
+        unpack "$ROOT/.device/bertlab-alt.gz" "$WORK/bertlab-unfused"; then
+        ALT_BIN=$WORK/bertlab-unfused
+        ALT_LABEL=unfused
+        if [[ $PRIMARY == unfused ]]; then
+            ALT_BIN=$BIN
+            ALT_LABEL=fused
+            BIN=$WORK/bertlab-unfused
+            BIN_LABEL=unfused
+        fi
+    fi
 else
     BIN=$(first_file "${CARGO_TARGET_DIR:-/tmp/bertlab-target}/release/bertlab" \
         "$ROOT/target/release/bertlab") || BIN=""
+    BIN_LABEL=cpu
+    [[ -n "${BERTLAB_ALT_BIN:-}" ]] && ALT_BIN=$(realpath "$BERTLAB_ALT_BIN")
 fi
 if [[ -z "$BIN" ]]; then
     say "error: no bertlab binary (run scripts/device-prepare.sh, or set BERTLAB_BIN)"
     exit 2
 fi
 BIN=$(realpath "$BIN")
-# The alternative build (--features cuda-unfused: no fusion, no autotune), on the f16 rows.
-ALT_BIN=""
-if [[ -n "${BERTLAB_ALT_BIN:-}" ]]; then
-    ALT_BIN=$(realpath "$BERTLAB_ALT_BIN")
-elif [[ $MODE == gpu && -f "$ROOT/.device/bertlab-alt.gz" ]]; then
-    unpack "$ROOT/.device/bertlab-alt.gz" "$WORK/bertlab-alt" && ALT_BIN=$WORK/bertlab-alt
-fi
 SHARED=${BERTLAB_SHARED:-$ROOT/../shared}
 [[ -d "$SHARED" ]] && SHARED=$(cd "$SHARED" && pwd)
 FIXTURES=""
@@ -148,6 +174,15 @@ for d in "${BERTLAB_TOKENIZER:-}" "$ROOT/.device/tokenizer" "${FIXTURES:+$FIXTUR
     fi
 done
 
+# Kernels CubeCL has compiled so far in this run (its compilation log, see cubecl.toml below).
+compiled_kernels() {
+    if [[ -f "$WORK/compile.log" ]]; then
+        grep -c '^\[Compiling kernel\]' "$WORK/compile.log" || true
+    else
+        echo 0
+    fi
+}
+
 # STAGE NAME CAP JSONL CMD...: run CMD with a timeout of min(CAP, what is left of the budget),
 # show and log its output, and append its JSON lines to JSONL (unless JSONL is "-").
 STATUS=()
@@ -165,7 +200,8 @@ stage() {
     say ""
     say "==> $name (limit ${limit}s)"
     say "\$ $*"
-    local t0=$SECONDS rc
+    local t0=$SECONDS rc compiled_before
+    compiled_before=$(compiled_kernels)
     # From $WORK, where cubecl.toml is (CubeCL reads it from the working directory).
     (cd "$WORK" && timeout --kill-after=10 "$limit" "$@") >"$WORK/stage.out" 2>&1
     rc=$?
@@ -174,6 +210,7 @@ stage() {
         grep '^{' "$WORK/stage.out" >>"$jsonl"
     fi
     local took=$((SECONDS - t0))
+    say "    ($name: $(($(compiled_kernels) - compiled_before)) kernels compiled in ${took}s)"
     if ((rc == 0)); then
         STATUS+=("$name: ok (${took}s)")
     elif ((rc == 124 || rc == 137)); then
@@ -187,7 +224,7 @@ stage() {
 }
 
 say "bertlab device check — mode $MODE$([[ $QUICK == 1 ]] && echo ', quick'), $(date -u '+%Y-%m-%dT%H:%M:%SZ')"
-say "binary:   $BIN ($(du -h "$BIN" | cut -f1))${ALT_BIN:+; alternative build: $ALT_BIN}"
+say "binary:   $BIN ($BIN_LABEL, $(du -h "$BIN" | cut -f1))${ALT_BIN:+; last, while time is left: $ALT_BIN ($ALT_LABEL)}"
 say "fixtures: ${FIXTURES:-none}"
 if [[ -f "$ROOT/.device/build-info.json" ]]; then
     say "build:    $(cat "$ROOT/.device/build-info.json")"
@@ -238,7 +275,7 @@ if [[ $MODE == gpu ]]; then
             export CUDA_PATH=$(dirname "$(dirname "$header")")
         fi
     fi
-    builtins=$(find ${LD_LIBRARY_PATH//:/ } /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64 -maxdepth 1 -name 'libnvrtc-builtins.so.*.*' 2>/dev/null | head -1)
+    builtins=$(find $(tr : " " <<<"${LD_LIBRARY_PATH:-}") /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64 -maxdepth 1 -name 'libnvrtc-builtins.so.*.*' 2>/dev/null | head -1)
     NVRTC_VERSION=$(basename "${builtins:-none}" | grep -o '[0-9]*\.[0-9]*$' || true)
     say "nvrtc:    ${NVRTC_VERSION:-version unknown} (LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}); CUDA_PATH=${CUDA_PATH:-unset}"
     if [[ -n "$NVRTC_VERSION" && -n "$DRIVER_CUDA" ]] &&
@@ -264,14 +301,14 @@ fi
 cat >"$WORK/cubecl.toml" <<EOF
 [compilation]
 cache = { file = "$WORK/cubecl-cache" }
+# One line per kernel compiled with NVRTC (not per one loaded from the cache above): the
+# stages report how many they compiled, the cost that dominates a first run.
+logger = { file = "$WORK/compile.log", level = "basic" }
 EOF
 if [[ $TORCH != 0 ]] && command -v python3 >/dev/null 2>&1; then
     say "python:   $(python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)' 2>&1 | tail -1)"
 fi
 stage "env" 60 - "$BIN" bench env
-if [[ -n "$ALT_BIN" ]]; then
-    stage "env (alternative build)" 60 - "$ALT_BIN" bench env
-fi
 if grep -q 'UNSUPPORTED_PTX_VERSION\|Unable to load the PTX' "$WORK/stage.out"; then
     say "hint: the driver refused the PTX that NVRTC made: put an NVRTC no newer than the driver's CUDA"
     say "      (nvidia-smi's 'CUDA Version') first on LD_LIBRARY_PATH, or build .device/ptx-shim.so"
@@ -437,14 +474,6 @@ if ! skipped numerics; then
         --ids-file "$IDS" --steps "$NUM_STEPS" "${NUM_ARGS[@]}" --max-seconds "$((cap > 20 ? cap - 15 : 5))"
 fi
 
-# The alternative build on the first row's f16 (same plans, same seeds), then the table again.
-if [[ -n "$ALT_BIN" ]] && ! skipped throughput && ! skipped alt; then
-    IFS='|' read -r model lens _ <<<"${THROUGHPUT[0]}"
-    stage "throughput $(basename "$model") f16 (alternative build)" 100 "$BERTLAB_JSONL" \
-        "$ALT_BIN" bench train-throughput "${common[@]}" --max-len "$lens" --arch "$model" --precision f16
-    print_table
-fi
-
 # Where a step's time goes (the device is synced between phases, so this run is slower).
 if [[ -n "$IDS" ]] && ! skipped profile && ! skipped throughput; then
     stage "profile ${FIRST_MODEL##*/} f16" 60 - "$BIN" bench train-throughput --ids-file "$IDS" \
@@ -456,6 +485,18 @@ if [[ -n "$IDS" ]] && ! skipped profile && ! skipped throughput; then
     stage "eager readback ${FIRST_MODEL##*/}" 60 - "$BIN" bench train-throughput --ids-file "$IDS" \
         --max-len "$FIRST_LEN" --batch "$BATCH" --padding fixed --steps "$STEPS" --warmup "$WARMUP" \
         --arch "$FIRST_MODEL" --precision f16,bf16 --eager-readback
+fi
+
+# Last, while time is left: the other build's env probe and its f16 rows of the first model
+# (same plans, same seeds), then the table again.
+if [[ -n "$ALT_BIN" ]] && ! skipped alt; then
+    stage "env ($ALT_LABEL build)" 60 - "$ALT_BIN" bench env
+    if ! skipped throughput; then
+        IFS='|' read -r model lens _ <<<"${THROUGHPUT[0]}"
+        stage "throughput $(basename "$model") f16 ($ALT_LABEL build)" 100 "$BERTLAB_JSONL" \
+            "$ALT_BIN" bench train-throughput "${common[@]}" --max-len "$lens" --arch "$model" --precision f16
+        print_table
+    fi
 fi
 
 say ""
