@@ -7,18 +7,18 @@
 //! card read back NaN losses and was reported as a diverged run, with thousands of backtraces.
 //!
 //! A panic hook ([`install_panic_hook`]) records every panic of the process; a
-//! [`FaultWatch`] started before a piece of work reports the first panic of another thread
-//! since then, so that the work fails with the backend's own message instead of numbers
+//! [`FaultWatch`] started before a piece of work reports a panic of another thread since
+//! then (the out-of-memory one, when there is one), so that the work fails with the backend's own message instead of numbers
 //! computed on garbage.
 
 use std::panic::PanicHookInfo;
 use std::sync::{Mutex, Once};
 use std::thread::ThreadId;
 
-/// How many panic messages the log keeps, and how many of other threads' panics are printed:
-/// one failed allocation is followed by a panic for every kernel that touches the lost buffer.
-const KEPT: usize = 16;
-const PRINTED: u64 = 3;
+/// How many distinct panic messages the log keeps (one failed allocation is followed by a
+/// panic, with the same message, for every kernel that touches the lost buffer: thousands of
+/// panics, a few messages).
+const DISTINCT: usize = 64;
 
 /// A panic on a thread other than the one that started the [`FaultWatch`].
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +27,7 @@ pub struct DeviceFault {
     pub thread: String,
     /// The panic's message.
     pub message: String,
-    /// Panics of other threads since the watch started, this one included.
+    /// Panics of threads other than the watching one since the watch started.
     pub count: u64,
 }
 
@@ -52,8 +52,8 @@ impl std::fmt::Display for DeviceFault {
 
 impl std::error::Error for DeviceFault {}
 
-/// Run `work` on this thread, then fail with the first panic another thread (the backend's
-/// device thread) had meanwhile: its results were computed on lost buffers.
+/// Run `work` on this thread, then fail with a panic another thread (the backend's device
+/// thread) had meanwhile: its results were computed on lost buffers.
 pub fn watched<T>(work: impl FnOnce() -> T) -> Result<T, DeviceFault> {
     let watch = FaultWatch::start();
     let out = work();
@@ -63,24 +63,66 @@ pub fn watched<T>(work: impl FnOnce() -> T) -> Result<T, DeviceFault> {
     }
 }
 
+/// One distinct panic: a thread name and its message, with the indices of its first and latest
+/// occurrence and the thread of the latest.
 struct Recorded {
-    index: u64,
+    first: u64,
+    last: u64,
     thread: ThreadId,
     name: String,
     message: String,
 }
 
-#[derive(Default)]
 struct PanicLog {
     /// Panics recorded since the hook was installed.
     total: u64,
-    /// Panics of threads not named `main` that were not out of memory (printing is capped).
-    foreign_printed: u64,
-    /// The most recent panics (at most [`KEPT`]).
-    kept: Vec<Recorded>,
+    /// Panics so far per thread (to tell a watch's own panics from the others').
+    per_thread: Vec<(ThreadId, u64)>,
+    /// Distinct panics (at most [`DISTINCT`]).
+    distinct: Vec<Recorded>,
 }
 
-static LOG: Mutex<PanicLog> = Mutex::new(PanicLog { total: 0, foreign_printed: 0, kept: Vec::new() });
+impl PanicLog {
+    fn of_thread(&self, thread: ThreadId) -> u64 {
+        self.per_thread.iter().find(|(t, _)| *t == thread).map_or(0, |(_, n)| *n)
+    }
+
+    /// Record a panic; true when no thread of this name had panicked with this message before.
+    fn record(&mut self, thread: ThreadId, name: &str, message: &str) -> bool {
+        self.total += 1;
+        let index = self.total;
+        match self.per_thread.iter_mut().find(|(t, _)| *t == thread) {
+            Some((_, n)) => *n += 1,
+            None => self.per_thread.push((thread, 1)),
+        }
+        // (by thread name: a pool's threads, or CubeCL's device thread, repeat one message)
+        if let Some(r) = self.distinct.iter_mut().find(|r| r.name == name && r.message == message) {
+            r.last = index;
+            r.thread = thread;
+            return false;
+        }
+        if self.distinct.len() == DISTINCT {
+            // The one seen longest ago makes room; out-of-memory ones last, they explain the rest.
+            let oldest = (0..self.distinct.len())
+                .min_by_key(|&i| {
+                    let r = &self.distinct[i];
+                    (crate::trainer::is_out_of_memory(&r.message), r.last)
+                })
+                .expect("full");
+            self.distinct.remove(oldest);
+        }
+        self.distinct.push(Recorded {
+            first: index,
+            last: index,
+            thread,
+            name: name.to_string(),
+            message: message.to_string(),
+        });
+        true
+    }
+}
+
+static LOG: Mutex<PanicLog> = Mutex::new(PanicLog { total: 0, per_thread: Vec::new(), distinct: Vec::new() });
 static INSTALL: Once = Once::new();
 
 fn payload_text(info: &PanicHookInfo<'_>) -> String {
@@ -96,8 +138,8 @@ fn payload_text(info: &PanicHookInfo<'_>) -> String {
 /// still decides how a panic is printed). Install your own hook first, then this one.
 ///
 /// Printing: out-of-memory panics are not printed (the error that reports them says it in one
-/// line); of the other panics on threads that are not `main`, the first three are printed
-/// and the rest only counted.
+/// line), and a panic is printed only the first time a thread of its name has its message
+/// (CubeCL's device thread repeats one for every kernel that touches a lost buffer).
 pub fn install_panic_hook() {
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
@@ -107,25 +149,8 @@ pub fn install_panic_hook() {
             let name = current.name().unwrap_or("unnamed").to_string();
             let print = {
                 let mut log = LOG.lock().unwrap_or_else(|e| e.into_inner());
-                log.total += 1;
-                let index = log.total;
-                if log.kept.len() == KEPT {
-                    log.kept.remove(0);
-                }
-                log.kept.push(Recorded {
-                    index,
-                    thread: current.id(),
-                    name: name.clone(),
-                    message: message.clone(),
-                });
-                if crate::trainer::is_out_of_memory(&message) {
-                    false
-                } else if name != "main" {
-                    log.foreign_printed += 1;
-                    log.foreign_printed <= PRINTED
-                } else {
-                    true
-                }
+                let new = log.record(current.id(), &name, &message);
+                new && !crate::trainer::is_out_of_memory(&message)
             };
             if print {
                 previous(info);
@@ -138,6 +163,7 @@ pub fn install_panic_hook() {
 #[derive(Debug, Clone)]
 pub struct FaultWatch {
     after: u64,
+    own_before: u64,
     thread: ThreadId,
 }
 
@@ -145,23 +171,36 @@ impl FaultWatch {
     /// Install the hook if needed and start watching, from the calling thread.
     pub fn start() -> FaultWatch {
         install_panic_hook();
-        let after = LOG.lock().unwrap_or_else(|e| e.into_inner()).total;
-        FaultWatch { after, thread: std::thread::current().id() }
+        let thread = std::thread::current().id();
+        let log = LOG.lock().unwrap_or_else(|e| e.into_inner());
+        FaultWatch { after: log.total, own_before: log.of_thread(thread), thread }
     }
 
-    /// The first panic of another thread since the watch started: its out-of-memory one if
-    /// any of the kept panics is one (a failed allocation is followed by panics of the work
-    /// that needed it, whose messages say less), else the first.
+    /// A panic of another thread since the watch started: an out-of-memory one if there is
+    /// one (a failed allocation is followed by panics of the work that needed the buffer, whose
+    /// messages say less), else the earliest.
     pub fn fault(&self) -> Option<DeviceFault> {
         let log = LOG.lock().unwrap_or_else(|e| e.into_inner());
+        let own = log.of_thread(self.thread) - self.own_before;
+        let count = log.total - self.after - own;
+        if count == 0 {
+            return None;
+        }
         let foreign: Vec<&Recorded> =
-            log.kept.iter().filter(|r| r.index > self.after && r.thread != self.thread).collect();
-        let count = foreign.len() as u64;
+            log.distinct.iter().filter(|r| r.last > self.after && r.thread != self.thread).collect();
         let chosen = foreign
             .iter()
             .find(|r| crate::trainer::is_out_of_memory(&r.message))
-            .or_else(|| foreign.first())?;
-        Some(DeviceFault { thread: chosen.name.clone(), message: chosen.message.clone(), count })
+            .or_else(|| foreign.iter().min_by_key(|r| r.first));
+        Some(match chosen {
+            Some(r) => DeviceFault { thread: r.name.clone(), message: r.message.clone(), count },
+            // (its message made room for newer ones)
+            None => DeviceFault {
+                thread: "unknown".into(),
+                message: "a backend thread panicked; its message was not kept".into(),
+                count,
+            },
+        })
     }
 }
 
@@ -169,7 +208,8 @@ impl FaultWatch {
 mod tests {
     use super::*;
 
-    fn panic_on_thread(name: &str, message: &'static str) {
+    fn panic_on_thread(name: &str, message: impl Into<String>) {
+        let message = message.into();
         let handle =
             std::thread::Builder::new().name(name.into()).spawn(move || panic!("{message}")).unwrap();
         assert!(handle.join().is_err());
@@ -189,11 +229,15 @@ mod tests {
             "DSD-0-0",
             "called `Result::unwrap()` on an `Err` value: can't allocate buffer of size: 37527470080",
         );
-        panic_on_thread("DSD-0-0", "couldn't find resource for that handle: Memory page 0 doesn't exist");
+        // As on the H200: the failed allocation, then one panic per kernel that touches the
+        // lost buffer (more than the log keeps messages, were they distinct).
+        for _ in 0..100 {
+            panic_on_thread("DSD-0-0", "couldn't find resource for that handle: Memory page 0 doesn't exist");
+        }
         let fault = watch.fault().expect("a fault");
         assert!(fault.is_out_of_memory(), "{fault:?}");
         assert_eq!(fault.thread, "DSD-0-0");
-        assert_eq!(fault.count, 2);
+        assert_eq!(fault.count, 101);
         assert_eq!(
             fault.first_line(),
             "called `Result::unwrap()` on an `Err` value: can't allocate buffer of size: 37527470080"
@@ -201,7 +245,7 @@ mod tests {
 
         assert_eq!(
             fault.to_string(),
-            "out of memory on the device: thread DSD-0-0 panicked (2 panic(s)): called `Result::unwrap()` on an \
+            "out of memory on the device: thread DSD-0-0 panicked (101 panic(s)): called `Result::unwrap()` on an \
              `Err` value: can't allocate buffer of size: 37527470080"
         );
         assert_eq!(watched(|| 7), Ok(7));
@@ -213,5 +257,17 @@ mod tests {
         let fault = later.fault().expect("a fault");
         assert!(!fault.is_out_of_memory());
         assert_eq!((fault.message.as_str(), fault.count), ("index out of bounds", 1));
+
+        // More distinct messages than the log keeps: the oldest make room, the count stays exact.
+        let crowded = FaultWatch::start();
+        for i in 0..DISTINCT + 5 {
+            panic_on_thread("worker", format!("distinct panic {i}"));
+        }
+        assert!(LOG.lock().unwrap().distinct.len() <= DISTINCT);
+        let fault = crowded.fault().expect("a fault");
+        assert!(fault.message.starts_with("distinct panic "), "{fault:?}");
+        assert_eq!(fault.count, DISTINCT as u64 + 5);
+        // The failed allocation, seen before any of them, is still kept.
+        assert!(LOG.lock().unwrap().distinct.iter().any(|r| r.message.contains("can't allocate buffer")));
     }
 }
