@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::bail;
 use bertlab_data::rng::Pcg64;
 use bertlab_models::{ModelConfig, Precision};
+use bertlab_train::device_fault::panic_text;
 use bertlab_train::metrics::cross_entropy_rows;
 use bertlab_train::optim::AdamSettings;
 use bertlab_train::predict::logits_to_vec;
@@ -23,7 +24,7 @@ use serde_json::{json, Value};
 
 use crate::ids::IdsFile;
 use crate::models::{random_classifier, ModelChoice};
-use crate::{emit, panic_text, round, sync, write_atomic, Runtime};
+use crate::{emit, round, sync, write_atomic, Runtime};
 
 /// Rows per batch: a number, or the notebook's sizes for the max_len.
 #[derive(Debug, Clone, Copy)]
@@ -323,12 +324,7 @@ pub(crate) fn run<B: AutodiffBackend>(args: ThroughputArgs, rt: &Runtime<B>) -> 
     // A failed measurement (out of memory, a backend panic) is reported as a JSON line and
     // the next one runs: print panics as one line, not with a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        let text = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let text = panic_text(info.payload());
         eprintln!("bench: panic: {}", text.lines().next().unwrap_or(""));
     }));
     // (after the printer above, which it keeps: it records the device threads' panics)
@@ -405,7 +401,7 @@ fn throughput_one<B: AutodiffBackend>(
     let (pass, profile) = match outcome {
         Ok(r) => r,
         Err(panic) => {
-            let text = panic_text(&panic);
+            let text = panic_text(&*panic);
             record["error"] = json!(text.lines().next().unwrap_or("").chars().take(300).collect::<String>());
             record["out_of_memory"] = json!(is_out_of_memory(&text));
             return record;

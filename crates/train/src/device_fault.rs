@@ -11,7 +11,6 @@
 //! then (the out-of-memory one, when there is one), so that the work fails with the backend's own message instead of numbers
 //! computed on garbage.
 
-use std::panic::PanicHookInfo;
 use std::sync::{Mutex, Once};
 use std::thread::ThreadId;
 
@@ -125,13 +124,14 @@ impl PanicLog {
 static LOG: Mutex<PanicLog> = Mutex::new(PanicLog { total: 0, per_thread: Vec::new(), distinct: Vec::new() });
 static INSTALL: Once = Once::new();
 
-fn payload_text(info: &PanicHookInfo<'_>) -> String {
-    let payload = info.payload();
+/// The text of a panic's payload (`panic!` gives a `&str` or a `String`): the one reading of
+/// it for the hook here, the trainer's `catch_unwind` and the benchmarks'.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Install the recording hook once per process, in front of the hook installed before it (which
@@ -144,7 +144,7 @@ pub fn install_panic_hook() {
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let message = payload_text(info);
+            let message = panic_text(info.payload());
             let current = std::thread::current();
             let name = current.name().unwrap_or("unnamed").to_string();
             let print = {

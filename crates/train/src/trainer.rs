@@ -2,7 +2,7 @@
 //! restore best → test → `record.json` and `best/`.
 
 use crate::checkpoint::{self, CheckpointError, CheckpointState};
-use crate::device_fault::{DeviceFault, FaultWatch};
+use crate::device_fault::{panic_text, DeviceFault, FaultWatch};
 use crate::fit::{fit, Resume};
 use crate::predict::{evaluate, EvalSettings};
 use crate::progress::ProgressMode;
@@ -254,15 +254,8 @@ pub fn check_precision<B: Backend>(device: &B::Device, precision: Precision) -> 
     match probe {
         Ok(v) if v == [1.75, -9.0, 1.125, 8.5] => Ok(()),
         Ok(v) => Err(unsupported(format!("a {dtype:?} matmul probe returned {v:?}"))),
-        Err(p) => Err(unsupported(format!("a {dtype:?} matmul probe panicked: {}", panic_message(&p)))),
+        Err(p) => Err(unsupported(format!("a {dtype:?} matmul probe panicked: {}", panic_text(&*p)))),
     }
-}
-
-fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// True for the messages CUDA/CubeCL and allocators give when memory runs out.
@@ -348,7 +341,7 @@ pub fn train<B: AutodiffBackend>(
     let outcome = match outcome {
         Ok(result) => result,
         Err(panic) => {
-            let message = panic_message(&panic);
+            let message = panic_text(&*panic);
             if is_out_of_memory(&message) {
                 let detail = message
                     .lines()
