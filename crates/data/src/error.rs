@@ -1,10 +1,10 @@
 //! Every way loading or splitting a dataset can fail, each naming the file, row, column or
 //! flag at fault.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::Split;
+use bertlab_run::format::abbreviate;
 
 /// Where a row lies in its file, as the user finds it: parquet rows are counted from 0 (as
 /// `pyarrow` and `datasets` index them), CSV and JSON Lines rows by the line they start on
@@ -351,16 +351,5 @@ const FIX_LABELS: &str = "renumber the labels 0..k-1, or declare the class names
 impl DataError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         DataError::Io { path: path.to_path_buf(), source }
-    }
-}
-
-/// At most eight items of a list, then how many there are in all.
-pub(crate) fn abbreviate<T: fmt::Display>(items: &[T]) -> String {
-    const SHOWN: usize = 8;
-    let head: Vec<String> = items.iter().take(SHOWN).map(ToString::to_string).collect();
-    if items.len() > SHOWN {
-        format!("{}, … ({} in all)", head.join(", "), items.len())
-    } else {
-        head.join(", ")
     }
 }

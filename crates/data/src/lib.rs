@@ -19,8 +19,8 @@ use rows::Format;
 
 pub use bertlab_hub::HubOptions;
 use bertlab_hub::{RepoKind, RepoRef};
+use bertlab_run::format::abbreviate;
 pub use bertlab_run::SplitMode;
-use error::abbreviate;
 pub use error::{DataError, RowUnit};
 pub use source::FileIdentity;
 pub use split::{train_test_split, NotebookSplit, RunSplits, SplitSize, TrainTest};

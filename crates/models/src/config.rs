@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde_json::{Map, Value};
 
 use crate::error::ModelError;
+use bertlab_run::format::abbreviate;
 
 /// The encoder families bertlab implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -364,17 +365,6 @@ fn parse_class_id(key: &str) -> Result<u64, &'static str> {
         return Err("is not a class id; ids are the integers 0, 1, 2, … written as strings");
     }
     key.parse().map_err(|_| "is too large to be a class id")
-}
-
-/// At most eight items of a list, then how many there are in all.
-fn abbreviate<T: fmt::Display>(items: &[T]) -> String {
-    const SHOWN: usize = 8;
-    let head: Vec<String> = items.iter().take(SHOWN).map(ToString::to_string).collect();
-    if items.len() > SHOWN {
-        format!("{}, … ({} in all)", head.join(", "), items.len())
-    } else {
-        head.join(", ")
-    }
 }
 
 /// The largest value a size key may take, and why: checked when the config is read, before

@@ -71,6 +71,18 @@ pub fn format_count(x: f64) -> String {
     }
 }
 
+/// At most eight items of a list, then how many there are in all: how an error names the
+/// files, keys or labels it found.
+pub fn abbreviate<T: std::fmt::Display>(items: &[T]) -> String {
+    const SHOWN: usize = 8;
+    let head: Vec<String> = items.iter().take(SHOWN).map(ToString::to_string).collect();
+    if items.len() > SHOWN {
+        format!("{}, … ({} in all)", head.join(", "), items.len())
+    } else {
+        head.join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
