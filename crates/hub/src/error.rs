@@ -130,7 +130,7 @@ pub struct FailedRequest {
     /// redirected to).
     pub url: String,
     /// What happened, e.g. `HTTP 404 Not Found (EntryNotFound: Entry not found)` or
-    /// `no answer within 60 s (read timeout); gave up after 5 attempts`.
+    /// `no answer within 10 s (read timeout); gave up after 4 attempts`.
     pub reason: String,
     /// What to do about it.
     pub advice: String,
