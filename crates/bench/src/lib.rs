@@ -9,6 +9,7 @@ mod env;
 mod ids;
 mod models;
 mod numerics;
+mod numerics_inspect;
 mod parity;
 mod table;
 mod throughput;

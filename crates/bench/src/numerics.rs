@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use bertlab_models::Precision;
+use bertlab_models::{export_classifier, Precision};
 use bertlab_train::metrics::cross_entropy_rows;
 use bertlab_train::optim::AdamSettings;
 use bertlab_train::predict::logits_to_vec;
@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::ids::IdsFile;
 use crate::models::{random_classifier, ModelChoice};
+use crate::numerics_inspect as inspect;
 use crate::throughput::PlanBatch;
 use crate::{emit, round, sync, Runtime};
 
@@ -63,6 +64,87 @@ pub(crate) struct NumericsArgs {
     /// cpu, or cuda / cuda:N in a CUDA build.
     #[arg(long, default_value = "default")]
     device: String,
+    /// Before these steps, compare each half precision's gradient with f32's at the f32 run's
+    /// weights, per parameter, and each run's Adam moments with the f32 run's
+    /// (`numerics-inspect` lines).
+    #[arg(long, value_delimiter = ',')]
+    inspect_at: Vec<usize>,
+    /// Write the initial model to DIR/init and, with `--inspect-at N`, the f32 run's weights
+    /// before step N to DIR/step-N, as transformers snapshots (`scripts/torch_numerics.py`
+    /// replays them in PyTorch).
+    #[arg(long)]
+    export_dir: Option<PathBuf>,
+    /// Also train a second f32 run on the same batches with each batch's rows in reverse order:
+    /// the same mathematics, other rounding. Its gap to f32 (`f32-rows-reversed`) is how far
+    /// rounding alone moves the curve on these weights, the floor any precision's gap is read
+    /// against; it is reported, not judged.
+    #[arg(long)]
+    control: bool,
+}
+
+/// `--inspect-at`: the per-parameter comparison before `step`, and the f32 weights exported.
+fn inspect_step<B: AutodiffBackend>(
+    args: &NumericsArgs,
+    step: usize,
+    runs: &[NumericsRun<B>],
+    arrays: &bertlab_train::BatchArrays,
+    labels: &[u32],
+    config: &bertlab_models::ModelConfig,
+    device: &B::Device,
+) -> anyhow::Result<()> {
+    let reference =
+        runs.iter().find(|r| r.precision == Precision::F32 && !r.reverse_rows).context("no f32 run")?;
+    let model = reference.trainer.model();
+    if let Some(dir) = &args.export_dir {
+        let out = dir.join(format!("step-{step}"));
+        export_classifier(model, config, &out, None)
+            .with_context(|| format!("{}: cannot export the f32 weights", out.display()))?;
+    }
+    let reference_grads = inspect::gradient(model, arrays, labels, Precision::F32, device);
+    let reference_moments = reference.trainer.optimizer().moments(model);
+    for run in runs.iter().filter(|r| r.precision != Precision::F32) {
+        let grads = inspect::gradient(model, arrays, labels, run.precision, device);
+        let moments = run.trainer.optimizer().moments(run.trainer.model());
+        inspect::inspect(
+            step,
+            run.precision,
+            &reference_grads,
+            &grads,
+            &reference_moments,
+            &moments,
+            &args.arch.name,
+        );
+        // The half run's own weights: is its forward (the loss it reports) or its gradient
+        // off there, or has it just gone elsewhere?
+        let own = run.trainer.model();
+        let loss = |p| inspect::loss(own, arrays, labels, p, device, config.num_labels());
+        let (own32, own_half) = (
+            inspect::gradient(own, arrays, labels, Precision::F32, device),
+            inspect::gradient(own, arrays, labels, run.precision, device),
+        );
+        inspect::own_weights(
+            step,
+            run.precision,
+            loss(Precision::F32),
+            loss(run.precision),
+            &own32,
+            &own_half,
+        );
+        if let Some(dir) = &args.export_dir {
+            let out = dir.join(format!("step-{step}-{}", run.precision.as_str()));
+            export_classifier(own, config, &out, None)
+                .with_context(|| format!("{}: cannot export the {} weights", out.display(), run.precision))?;
+        }
+    }
+    Ok(())
+}
+
+/// Mean |gap| to the reference over the first and the second half of the steps.
+fn mean_abs_gap_by_half(losses: &[f64], reference: &[f64]) -> [f64; 2] {
+    let gaps: Vec<f64> = losses.iter().zip(reference).map(|(a, b)| (a - b).abs()).collect();
+    let half = gaps.len() / 2;
+    let mean = |xs: &[f64]| round(xs.iter().sum::<f64>() / xs.len().max(1) as f64, 6);
+    [mean(&gaps[..half]), mean(&gaps[half..])]
 }
 
 /// Moving average over `window` steps (shorter at the start).
@@ -80,8 +162,15 @@ struct Curve {
     skipped: Vec<usize>,
 }
 
+/// The label of the `--control` run.
+const CONTROL: &str = "f32-rows-reversed";
+
 /// One precision's training in `bench numerics`.
 struct NumericsRun<B: AutodiffBackend> {
+    /// The precision's name, or [`CONTROL`].
+    label: &'static str,
+    /// Feed each batch's rows in reverse order (the control).
+    reverse_rows: bool,
     precision: Precision,
     trainer: TrainStep<B>,
     curve: Curve,
@@ -112,11 +201,22 @@ pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> an
         .map(|b| PlanBatch { len: args.max_len, rows: (b * args.batch..(b + 1) * args.batch).collect() })
         .collect();
     let model0 = random_classifier::<B>(&config, args.seed, &device);
+    if let Some(dir) = &args.export_dir {
+        export_classifier(&model0, &config, &dir.join("init"), None)
+            .with_context(|| format!("{}: cannot export the initial model", dir.display()))?;
+    }
     let schedule = LrSchedule::new(Schedule::Constant, args.lr, args.steps as u64, 0.0);
     let mut runs: Vec<NumericsRun<B>> = Vec::new();
-    for &precision in &args.precision {
+    let mut wanted: Vec<(&'static str, Precision, bool)> =
+        args.precision.iter().map(|&p| (p.as_str(), p, false)).collect();
+    if args.control {
+        wanted.push((CONTROL, Precision::F32, true));
+    }
+    for (label, precision, reverse_rows) in wanted {
         match check_precision::<B::InnerBackend>(&device, precision) {
             Ok(()) => runs.push(NumericsRun {
+                label,
+                reverse_rows,
                 precision,
                 trainer: TrainStep::new(
                     model0.clone(),
@@ -142,12 +242,20 @@ pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> an
             eprintln!("numerics: stopping after {step} of {} steps (--max-seconds)", args.steps);
             break;
         }
-        let (arrays, labels) = ids.pack(&batches[step % batches.len()], args.max_len);
+        let batch = &batches[step % batches.len()];
+        let (arrays, labels) = ids.pack(batch, args.max_len);
+        let reversed = PlanBatch { len: batch.len, rows: batch.rows.iter().rev().copied().collect() };
+        let (reversed_arrays, reversed_labels) = ids.pack(&reversed, args.max_len);
+        if args.inspect_at.contains(&step) {
+            inspect_step(&args, step, &runs, &arrays, &labels, &config, &device)?;
+        }
         for run in &mut runs {
+            let (arrays, labels) =
+                if run.reverse_rows { (&reversed_arrays, &reversed_labels) } else { (&arrays, &labels) };
             let t = Instant::now();
-            let outcome = run.trainer.step(&[(&arrays, &labels)], &device, None);
+            let outcome = run.trainer.step(&[(arrays, labels)], &device, None);
             let logits: Vec<f32> = outcome.logits.into_iter().flat_map(logits_to_vec).collect();
-            let loss = cross_entropy_rows(&logits, &labels, config.num_labels()).iter().sum::<f64>()
+            let loss = cross_entropy_rows(&logits, labels, config.num_labels()).iter().sum::<f64>()
                 / labels.len() as f64;
             run.curve.losses.push(loss);
             if outcome.skipped {
@@ -166,7 +274,7 @@ pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> an
         let n = run.curve.losses.len();
         let tail = &run.curve.losses[n.saturating_sub(10)..];
         emit(json!({
-            "bench": "numerics", "model": args.arch.name, "precision": run.precision.as_str(),
+            "bench": "numerics", "model": args.arch.name, "precision": run.label,
             "steps": steps_done, "batch": args.batch, "max_len": args.max_len, "lr": args.lr,
             "seconds": round(run.seconds, 3),
             "seq_per_s": round((steps_done * args.batch) as f64 / run.seconds.max(1e-9), 2),
@@ -175,7 +283,7 @@ pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> an
             "skipped_steps": run.curve.skipped, "final_loss_scale": run.trainer.scaler().scale(),
             "losses": run.curve.losses.iter().map(|&l| round(l, 6)).collect::<Vec<_>>(),
         }));
-        curves.insert(run.precision.as_str(), run.curve);
+        curves.insert(run.label, run.curve);
     }
     let reference = curves.get("f32").context("the f32 run did not happen")?;
     let smoothed_ref = smooth(&reference.losses, 10);
@@ -197,7 +305,7 @@ pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> an
             });
         let late_skips = curve.skipped.iter().filter(|&&s| s >= args.grace_steps).count();
         let pass = smoothed_gap <= args.gap_tolerance && late_skips == 0;
-        if !pass {
+        if !pass && *name != CONTROL {
             failures.push(format!(
                 "{name}: smoothed gap {smoothed_gap:.4} (tolerance {}), {late_skips} step(s) skipped after step {}",
                 args.gap_tolerance, args.grace_steps
@@ -208,6 +316,8 @@ pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> an
             json!({
                 "max_gap": round(max_gap, 6), "max_gap_step": at, "smoothed_max_gap": round(smoothed_gap, 6),
                 "skipped": curve.skipped.len(), "skipped_after_grace": late_skips, "pass": pass,
+                "mean_abs_gap_by_half": mean_abs_gap_by_half(&curve.losses, &reference.losses),
+                "control": *name == CONTROL,
             }),
         );
     }

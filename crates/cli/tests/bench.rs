@@ -120,6 +120,52 @@ fn numerics_throughput_and_table_on_a_tiny_model() {
     let summary = lines.iter().find(|v| v["bench"] == "numerics-summary").unwrap();
     assert_eq!(summary["pass"], true, "{summary}");
     assert!(summary["precisions"]["bf16"]["max_gap"].as_f64().unwrap() > 0.0);
+    // The control (f32, each batch's rows reversed) and the inspection of step 5: per-parameter
+    // gradients at the f32 run's weights, the weights exported for scripts/torch_numerics.py.
+    let export = dir.join("export");
+    let out = bench(
+        &[
+            &args[..],
+            &["--batches", "3", "--control", "--inspect-at", "5", "--export-dir", export.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    ok(&out, "numerics --control --inspect-at");
+    let lines = json_lines(&out);
+    let summary = lines.iter().find(|v| v["bench"] == "numerics-summary").unwrap();
+    let control = &summary["precisions"]["f32-rows-reversed"];
+    assert_eq!(control["control"], true, "{summary}");
+    // Same mathematics, other rounding: the f32 curves agree to rounding on a tiny model.
+    let gap = control["smoothed_max_gap"].as_f64().unwrap();
+    assert!(gap < 1e-3, "{control}");
+    let worst = |precision: &str| -> f64 {
+        let s = lines
+            .iter()
+            .find(|v| v["bench"] == "numerics-inspect-summary" && v["precision"] == precision)
+            .unwrap_or_else(|| panic!("no {precision} inspection: {lines:#?}"));
+        assert_eq!(s["step"], 5);
+        // key.bias has no true gradient (softmax ignores a shift shared by all keys): its
+        // relative error is rounding noise over ~0.
+        s["by_kind"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| !k["kind"].as_str().unwrap().ends_with("key.bias"))
+            .map(|k| k["max_rel_l2"].as_f64().unwrap())
+            .fold(0.0, |m: f64, x| if x.is_nan() { f64::INFINITY } else { m.max(x) })
+    };
+    let (f16, bf16) = (worst("f16"), worst("bf16"));
+    assert!(f16 > 0.0 && f16 < 5e-3, "f16 gradient error at the f32 weights: {f16}");
+    assert!(
+        f16 * 5.0 < bf16,
+        "f16 (11-bit mantissa) must be well under bf16's (8-bit) error: {f16} vs {bf16}"
+    );
+    for sub in ["init", "step-5", "step-5-f16"] {
+        for file in ["config.json", "model.safetensors"] {
+            assert!(export.join(sub).join(file).is_file(), "{sub}/{file} exported");
+        }
+    }
+
     // A zero gap tolerance must fail (bf16 rounding moves the curve).
     let strict =
         bench(&[&args[..], &["--batches", "3", "--precision", "f32,bf16", "--gap-tolerance", "0"]].concat());
