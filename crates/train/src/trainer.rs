@@ -232,16 +232,14 @@ pub struct TrainOptions {
 /// Fail early, with a clear error, when `precision` is half and the backend cannot compute in
 /// it: it reports no support, or a tiny cast round trip panics or returns wrong values.
 pub fn check_precision<B: Backend>(device: &B::Device, precision: Precision) -> Result<(), TrainError> {
-    let (dtype, float_dtype, spec) = match precision {
-        Precision::F32 => return Ok(()),
-        Precision::F16 => (DType::F16, FloatDType::F16, precision),
-        Precision::BF16 => (DType::BF16, FloatDType::BF16, precision),
-    };
-    let unsupported = |detail: String| TrainError::UnsupportedPrecision {
-        precision: spec,
-        backend: B::name(device),
-        detail,
-    };
+    if precision == Precision::F32 {
+        return Ok(());
+    }
+    // The one mapping of a precision to Burn's dtypes.
+    let float_dtype = bertlab_models::float_dtype(precision);
+    let dtype = DType::from(float_dtype);
+    let unsupported =
+        |detail: String| TrainError::UnsupportedPrecision { precision, backend: B::name(device), detail };
     if !B::supports_dtype(device, dtype) {
         return Err(unsupported(format!("the backend reports no {dtype:?} support")));
     }
