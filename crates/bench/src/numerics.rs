@@ -112,6 +112,7 @@ fn inspect_step<B: AutodiffBackend>(
             &grads,
             &reference_moments,
             &moments,
+            reference.trainer.optimizer().settings(),
             &args.arch.name,
         );
         // The half run's own weights: is its forward (the loss it reports) or its gradient
@@ -244,14 +245,21 @@ pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> an
         }
         let batch = &batches[step % batches.len()];
         let (arrays, labels) = ids.pack(batch, args.max_len);
-        let reversed = PlanBatch { len: batch.len, rows: batch.rows.iter().rev().copied().collect() };
-        let (reversed_arrays, reversed_labels) = ids.pack(&reversed, args.max_len);
+        // The control's batch: the same rows in reverse order, packed only when asked for.
+        let reversed = args.control.then(|| {
+            ids.pack(
+                &PlanBatch { len: batch.len, rows: batch.rows.iter().rev().copied().collect() },
+                args.max_len,
+            )
+        });
         if args.inspect_at.contains(&step) {
             inspect_step(&args, step, &runs, &arrays, &labels, &config, &device)?;
         }
         for run in &mut runs {
-            let (arrays, labels) =
-                if run.reverse_rows { (&reversed_arrays, &reversed_labels) } else { (&arrays, &labels) };
+            let (arrays, labels) = match &reversed {
+                Some((arrays, labels)) if run.reverse_rows => (arrays, labels),
+                _ => (&arrays, &labels),
+            };
             let t = Instant::now();
             let outcome = run.trainer.step(&[(arrays, labels)], &device, None);
             let logits: Vec<f32> = outcome.logits.into_iter().flat_map(logits_to_vec).collect();

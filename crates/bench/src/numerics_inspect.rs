@@ -4,7 +4,7 @@
 
 use bertlab_models::{Kernels, Precision, TextClassifier};
 use bertlab_train::optim::MomentState;
-use bertlab_train::{forward_backward, BatchArrays, DynamicLossScaler};
+use bertlab_train::{forward_backward, AdamSettings, BatchArrays, DynamicLossScaler};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
@@ -118,18 +118,17 @@ pub(crate) fn rel_l2(a: &[f64], b: &[f64]) -> (f64, f64) {
     (rel, norm)
 }
 
-/// The Adam update direction `m̂/(√v̂ + ε)` of optimizer step `t` (1-based) from `moments`
-/// (none: the first step) with gradient `g`, HF AdamW's β and ε, without the learning rate.
-pub(crate) fn adam_update(moments: Option<&MomentState>, g: &[f64], t: usize) -> Vec<f64> {
-    let s = bertlab_train::AdamSettings::hf_adamw(0.0);
-    let (b1, b2) = (s.beta1, s.beta2);
-    let (c1, c2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
+/// The Adam update of optimizer step `t` (1-based) at learning rate 1 from `moments` (none: the
+/// first step) with gradient `g`, weight decay left out: the optimizer's own factors
+/// ([`AdamSettings::update_factors`]), in f64.
+pub(crate) fn adam_update(s: &AdamSettings, moments: Option<&MomentState>, g: &[f64], t: u64) -> Vec<f64> {
+    let (step_size, sqrt_v_scale) = s.update_factors(1.0, t);
     (0..g.len())
         .map(|i| {
             let (m0, v0) = moments.map_or((0.0, 0.0), |m| (f64::from(m.first[i]), f64::from(m.second[i])));
-            let m = b1 * m0 + (1.0 - b1) * g[i];
-            let v = b2 * v0 + (1.0 - b2) * g[i] * g[i];
-            (m / c1) / ((v / c2).sqrt() + s.epsilon)
+            let m = s.beta1 * m0 + (1.0 - s.beta1) * g[i];
+            let v = s.beta2 * v0 + (1.0 - s.beta2) * g[i] * g[i];
+            step_size * m / (v.sqrt() * sqrt_v_scale + s.epsilon)
         })
         .collect()
 }
@@ -189,6 +188,7 @@ pub(crate) fn inspect(
     half_grads: &[(String, Vec<f64>)],
     reference_moments: &[MomentState],
     half_moments: &[MomentState],
+    optimizer: &AdamSettings,
     model: &str,
 ) {
     let mut kinds: std::collections::BTreeMap<String, KindStats> = Default::default();
@@ -198,11 +198,12 @@ pub(crate) fn inspect(
         // The step's Adam update from the f32 run's moments, with either gradient: what the
         // optimizer would do with the half-precision gradient instead of the f32 one.
         let from = reference_moments.iter().find(|r| &r.path == name);
-        let (u32_, u_half) = (adam_update(from, g32, step + 1), adam_update(from, g, step + 1));
+        let t = step as u64 + 1;
+        let (u32_, u_half) = (adam_update(optimizer, from, g32, t), adam_update(optimizer, from, g, t));
         let (update_rel, _) = rel_l2(&u_half, &u32_);
         let flipped = sign_flips(&u_half, &u32_);
-        let moments = reference_moments.iter().zip(half_moments).find(|(r, _)| &r.path == name);
-        let (m_rel, v_rel) = moments.map_or((f64::NAN, f64::NAN), |(r, h)| {
+        let half = half_moments.iter().find(|h| &h.path == name);
+        let (m_rel, v_rel) = from.zip(half).map_or((f64::NAN, f64::NAN), |(r, h)| {
             let f = |xs: &[f32]| xs.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
             let sqrt = |xs: &[f32]| xs.iter().map(|&x| f64::from(x).sqrt()).collect::<Vec<_>>();
             (rel_l2(&f(&h.first), &f(&r.first)).0, rel_l2(&sqrt(&h.second), &sqrt(&r.second)).0)
@@ -255,7 +256,7 @@ mod tests {
         assert!(worst(1.0, f64::NAN).is_nan() && worst(f64::NAN, 0.0).is_nan());
         assert_eq!(worst(1.0, 2.0), 2.0);
         // The first Adam step moves by ±1 (bias-corrected m/√v) whatever the gradient's size.
-        let u = adam_update(None, &[1e-3, -2.0, 0.0], 1);
+        let u = adam_update(&AdamSettings::hf_adamw(0.01), None, &[1e-3, -2.0, 0.0], 1);
         assert!((u[0] - 1.0).abs() < 1e-4 && (u[1] + 1.0).abs() < 1e-8 && u[2] == 0.0, "{u:?}");
         assert_eq!(sign_flips(&[1.0, -1.0, 0.0], &[1.0, 1.0, 1.0]), 1.0 / 3.0);
     }

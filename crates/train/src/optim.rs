@@ -77,6 +77,18 @@ impl AdamSettings {
         }
     }
 
+    /// `(step_size, sqrt_v_scale)` of optimizer step `t` (1-based) at learning rate `lr`: the
+    /// update is `step_size · m / (√v · sqrt_v_scale + ε)`, with ε where [`EpsilonForm`] puts it.
+    pub fn update_factors(&self, lr: f64, t: u64) -> (f64, f64) {
+        let t = t as i32;
+        let bias1 = 1.0 - self.beta1.powi(t);
+        let bias2 = 1.0 - self.beta2.powi(t);
+        match self.epsilon_form {
+            EpsilonForm::BiasCorrected => (lr / bias1, 1.0 / bias2.sqrt()),
+            EpsilonForm::Hat => (lr * bias2.sqrt() / bias1, 1.0),
+        }
+    }
+
     /// The settings of `kind`; `weight_decay` overrides the recipe's default when given.
     pub fn for_kind(kind: OptimizerKind, weight_decay: Option<f64>) -> AdamSettings {
         match kind {
@@ -142,14 +154,7 @@ impl<B: AutodiffBackend> Adam<B> {
     ) -> M {
         self.steps += 1;
         let s = self.settings;
-        let t = self.steps as i32;
-        let bias1 = 1.0 - s.beta1.powi(t);
-        let bias2 = 1.0 - s.beta2.powi(t);
-        // update = step_size · m / (√v · sqrt_v_scale + ε)
-        let (step_size, sqrt_v_scale) = match s.epsilon_form {
-            EpsilonForm::BiasCorrected => (lr / bias1, 1.0 / bias2.sqrt()),
-            EpsilonForm::Hat => (lr * bias2.sqrt() / bias1, 1.0),
-        };
+        let (step_size, sqrt_v_scale) = s.update_factors(lr, self.steps);
         let mut mapper = AdamMapper::<B> {
             first: &mut self.first_moments,
             second: &mut self.second_moments,
