@@ -319,7 +319,7 @@ impl Context {
     pub fn run_inputs(&self, run: &PlannedRun) -> Result<(String, Option<String>)> {
         let model = self.resolver.resolve(&format!("model role {}", run.role), &run.model)?;
         let source = match &run.settings.source {
-            Some(s) => Some(self.resolver.resolve("source", s)?),
+            Some(s) => Some(self.resolver.resolve_source("source", s)?),
             None => None,
         };
         Ok((model, source))
@@ -373,7 +373,12 @@ fn pipeline(name: &str, args: RunArgs) -> Result<bool> {
         }
     }
     if let Some(source) = &ctx.options.source {
-        ctx.resolver.resolve("--source", source)?;
+        ctx.resolver.resolve_source("--source", source)?;
+    }
+    for stage in &ctx.stages {
+        if let Some(source) = &stage.defaults.source {
+            ctx.resolver.resolve_source(&format!("source of {}", stage.key.label()), source)?;
+        }
     }
 
     if args.dry_run {

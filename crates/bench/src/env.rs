@@ -1,6 +1,7 @@
 //! `bench env`: the backend, device and half precisions of this build.
 
 use bertlab_models::Precision;
+use bertlab_run::DeviceSetting;
 use bertlab_train::check_precision;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Args;
@@ -10,13 +11,12 @@ use crate::{emit, Runtime};
 
 #[derive(Args)]
 pub(crate) struct EnvArgs {
-    /// cpu, or cuda / cuda:N in a CUDA build.
-    #[arg(long, default_value = "default")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceSetting,
 }
 
 pub(crate) fn run<B: AutodiffBackend>(args: EnvArgs, rt: &Runtime<B>) -> anyhow::Result<()> {
-    let device = (rt.device)(&args.device)?;
+    let device = (rt.device)(&args.device.name())?;
     let backend_type = std::any::type_name::<B::InnerBackend>();
     let probe = |p: Precision| match check_precision::<B::InnerBackend>(&device, p) {
         Ok(()) => json!(true),

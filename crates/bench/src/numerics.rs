@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use bertlab_models::{export_classifier, Precision};
+use bertlab_run::DeviceSetting;
 use bertlab_train::metrics::cross_entropy_rows;
 use bertlab_train::optim::AdamSettings;
 use bertlab_train::predict::logits_to_vec;
@@ -61,9 +62,8 @@ pub(crate) struct NumericsArgs {
     /// summary then covers the steps done.
     #[arg(long)]
     max_seconds: Option<f64>,
-    /// cpu, or cuda / cuda:N in a CUDA build.
-    #[arg(long, default_value = "default")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceSetting,
     /// Before these steps, compare each half precision's gradient with f32's at the f32 run's
     /// weights, per parameter, and each run's Adam moments with the f32 run's
     /// (`numerics-inspect` lines).
@@ -192,7 +192,7 @@ pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> an
             ids.ids.len()
         );
     }
-    let device = (rt.device)(&args.device)?;
+    let device = (rt.device)(&args.device.name())?;
     let mut config = args.arch.config.clone();
     // Dropout off: the curves then differ by rounding alone, not by different masks.
     config.hidden_dropout_prob = 0.0;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use bertlab_hub::{HubOptions, RepoRef};
 use bertlab_models::{load_classifier, load_encoder, AttentionKernel, Precision};
+use bertlab_run::DeviceSetting;
 use bertlab_train::metrics::cross_entropy_rows;
 use bertlab_train::optim::{AdamSettings, DecayPolicy, EpsilonForm};
 use bertlab_train::predict::{batch_tensors, logits_to_vec};
@@ -37,9 +38,8 @@ pub(crate) struct ParityArgs {
     /// on the first 8 rows of this ids file at 128 tokens.
     #[arg(long)]
     ids_file: Option<PathBuf>,
-    /// cpu, or cuda / cuda:N in a CUDA build.
-    #[arg(long, default_value = "default")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceSetting,
 }
 
 /// Errors of `got` against `want`.
@@ -165,7 +165,7 @@ const KERNELS: [(AttentionKernel, &str); 2] =
     [(AttentionKernel::Fused, "fused"), (AttentionKernel::Explicit, "explicit")];
 
 pub(crate) fn run<B: AutodiffBackend>(args: ParityArgs, rt: &Runtime<B>) -> anyhow::Result<()> {
-    let device = (rt.device)(&args.device)?;
+    let device = (rt.device)(&args.device.name())?;
     let hub = rt.hub.clone();
     let mut run = ParityRun { failures: Vec::new() };
     let mut halves = Vec::new();

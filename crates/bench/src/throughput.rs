@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::bail;
 use bertlab_data::rng::Pcg64;
 use bertlab_models::{ModelConfig, Precision};
+use bertlab_run::DeviceSetting;
 use bertlab_train::device_fault::panic_text;
 use bertlab_train::metrics::cross_entropy_rows;
 use bertlab_train::optim::AdamSettings;
@@ -196,9 +197,8 @@ pub(crate) struct ThroughputArgs {
     /// Only write the plans: no model, no device.
     #[arg(long, requires = "plan_out")]
     plan_only: bool,
-    /// cpu, or cuda / cuda:N in a CUDA build.
-    #[arg(long, default_value = "default")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceSetting,
 }
 
 /// What one pass over a plan measured.
@@ -320,7 +320,7 @@ pub(crate) fn run<B: AutodiffBackend>(args: ThroughputArgs, rt: &Runtime<B>) -> 
     if args.plan_only {
         return Ok(());
     }
-    let device = (rt.device)(&args.device)?;
+    let device = (rt.device)(&args.device.name())?;
     // A failed measurement (out of memory, a backend panic) is reported as a JSON line and
     // the next one runs: print panics as one line, not with a backtrace.
     std::panic::set_hook(Box::new(|info| {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use bertlab_data::{write_parquet, DataOptions, DatasetSource, DatasetSplits, RunSplits, IMDB_CONFIG};
-use bertlab_run::SplitMode;
+use bertlab_run::{DataSelection, RunSpec, SplitMode};
 use clap::{Args, Subcommand};
 
 /// `bertlab data …`
@@ -40,41 +40,22 @@ enum DataCommand {
     },
 }
 
+/// Which dataset, and which split recipe (`bertlab train`'s defaults: `hub`, `text`/`label`,
+/// notebook splits of the whole dataset, seed 42).
 #[derive(Args)]
 struct SplitArgs {
-    /// `hub` (stanfordnlp/imdb at the pinned parquet revision), `hub:ORG/NAME[@REV]`, a
-    /// directory of data files (e.g. ../shared/data/hf-imdb), or one .parquet, .csv, .tsv or
-    /// .jsonl file.
-    #[arg(long, default_value = "hub")]
-    source: String,
-    /// The column holding the texts.
-    #[arg(long, default_value = "text")]
-    text_column: String,
-    /// The column holding the labels (class ids or names).
-    #[arg(long, default_value = "label")]
-    label_column: String,
-    /// The dataset's config, where it has several.
-    #[arg(long)]
-    config: Option<String>,
-    /// notebook (every split joined, the notebook's recipe) or given (the dataset's own splits).
-    #[arg(long, default_value_t = SplitMode::Notebook)]
-    splits: SplitMode,
-    /// Fraction of the whole dataset to use, in (0, 1] (stratified).
-    #[arg(long, default_value_t = 1.0)]
-    subset: f64,
-    /// Seed of the splits (numpy default_rng, as HF datasets).
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    data: DataSelection,
 }
 
 /// Run `bertlab data`.
 pub fn run(args: DataArgs, global: &crate::Global) -> anyhow::Result<()> {
     match args.command {
         DataCommand::Summary(s) => {
-            let (splits, split) = load_and_split(&s, global)?;
+            let (splits, split, spec) = load_and_split(&s, global)?;
             let data = splits.joined();
             let counts = |rows: &[usize]| format!("({}, {:?})", rows.len(), data.class_counts_of(rows));
-            println!("Pool after SUBSET_FRAC={}: {} (of {})", s.subset, split.pool.len(), data.len());
+            println!("Pool after SUBSET_FRAC={}: {} (of {})", spec.subset, split.pool.len(), data.len());
             println!(
                 "Train: {}  Val: {}  Test: {}",
                 counts(&split.train),
@@ -84,7 +65,7 @@ pub fn run(args: DataArgs, global: &crate::Global) -> anyhow::Result<()> {
             println!("Classes: {}", data.class_names.join(", "));
         }
         DataCommand::Split { split: s, json } => {
-            let (_, split) = load_and_split(&s, global)?;
+            let (_, split, _) = load_and_split(&s, global)?;
             if !json {
                 anyhow::bail!("`bertlab data split` prints JSON only: add --json");
             }
@@ -102,11 +83,11 @@ pub fn run(args: DataArgs, global: &crate::Global) -> anyhow::Result<()> {
 }
 
 fn write_sample(s: &SplitArgs, out: &std::path::Path, global: &crate::Global) -> anyhow::Result<()> {
-    let (splits, split) = load_and_split(s, global)?;
+    let (splits, split, spec) = load_and_split(s, global)?;
     // Row ids index the train rows, then the validation rows, then the test rows.
     let mut pool = split.pool.clone();
     // Given splits draw the pool from train alone: validation and test rows are all used.
-    if s.splits == SplitMode::Given {
+    if spec.splits == SplitMode::Given {
         pool.extend(split.val.iter().chain(&split.test).copied());
     }
     pool.sort_unstable();
@@ -134,27 +115,27 @@ fn write_sample(s: &SplitArgs, out: &std::path::Path, global: &crate::Global) ->
         written.join(", "),
         data.class_counts_of(&pool),
         data.len(),
-        s.subset,
-        s.seed
+        spec.subset,
+        spec.seed
     );
     Ok(())
 }
 
-fn load_and_split(s: &SplitArgs, global: &crate::Global) -> anyhow::Result<(DatasetSplits, RunSplits)> {
-    // Check the cheap flag before reading 40 MB of parquet.
-    if !(s.subset > 0.0 && s.subset <= 1.0) {
-        crate::usage!("--subset {}: must be a fraction in (0, 1]", s.subset);
-    }
-    let source = DatasetSource::parse(&s.source)?;
-    let options = DataOptions {
-        text_column: s.text_column.clone(),
-        label_column: s.label_column.clone(),
-        config: s.config.clone(),
-    };
-    let splits =
-        source.load_splits(&options, &global.hub()).with_context(|| format!("loading --source {source}"))?;
-    let split = RunSplits::new(&splits, s.splits, s.subset, s.seed).with_context(|| {
-        format!("splitting {source} at --splits {} --subset {} --seed {}", s.splits, s.subset, s.seed)
+fn load_and_split(
+    s: &SplitArgs,
+    global: &crate::Global,
+) -> anyhow::Result<(DatasetSplits, RunSplits, RunSpec)> {
+    // Check the cheap flags before reading 40 MB of parquet.
+    let spec = s.data.resolve(None).map_err(crate::invalid_flag)?;
+    let source = DatasetSource::parse(&spec.source)?;
+    let splits = source
+        .load_splits(&DataOptions::of_spec(&spec), &global.hub())
+        .with_context(|| format!("loading --source {source}"))?;
+    let split = RunSplits::new(&splits, spec.splits, spec.subset, spec.seed).with_context(|| {
+        format!(
+            "splitting {source} at --splits {} --subset {} --seed {}",
+            spec.splits, spec.subset, spec.seed
+        )
     })?;
-    Ok((splits, split))
+    Ok((splits, split, spec))
 }

@@ -4,15 +4,14 @@
 
 use anyhow::Context;
 use bertlab_hub::{RepoKind, RepoRef};
-use bertlab_models::{cls, load_encoder, mean_pool, Precision};
-use bertlab_tokenize::{Truncation, WordPieceTokenizer};
+use bertlab_models::{cls, load_encoder, mean_pool};
+use bertlab_run::{Inference, InferenceSettings};
+use bertlab_tokenize::WordPieceTokenizer;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
 
 use crate::backend::{device, Backend};
-
-/// Texts per forward pass: bounds memory for long lists of texts.
-const BATCH: usize = 32;
+use crate::fine_tuned::{recorded_run, resolve_inference};
 
 /// `bertlab encode …`
 #[derive(Args)]
@@ -21,21 +20,12 @@ pub struct EncodeArgs {
     /// distilbert/distilbert-base-uncased).
     #[arg(long)]
     model: String,
-    /// Maximum ids per text, [CLS] and [SEP] included.
-    #[arg(long, default_value_t = 128)]
-    max_len: usize,
-    /// Which tokens of a long text to keep: head, tail, or head-tail.
-    #[arg(long, default_value_t = Truncation::Head)]
-    truncation: Truncation,
     /// A text to encode (repeat the flag for several).
     #[arg(long = "text", value_name = "TEXT", required = true)]
     texts: Vec<String>,
-    /// Matmul precision: f32, f16 or bf16 (LayerNorm and softmax stay f32).
-    #[arg(long, default_value_t = Precision::F32)]
-    precision: Precision,
-    /// The build's device by default (the CPU, or GPU 0 in a CUDA build); cuda:N picks a GPU.
-    #[arg(long, default_value = "default")]
-    device: String,
+    /// --precision is the matmuls' (LayerNorm and softmax stay f32).
+    #[command(flatten)]
+    inference: InferenceSettings,
     /// Print JSON: {"model", "max_len", "precision", "embeddings": [{"text", "input_ids",
     /// "cls_hidden", "mean_pooled", "pooler_output"?}, …]} in the order the texts were given.
     #[arg(long)]
@@ -59,10 +49,12 @@ fn rows(t: Tensor<Backend, 2>) -> anyhow::Result<Vec<Vec<f32>>> {
     Ok(values.chunks(width).map(<[f32]>::to_vec).collect())
 }
 
-/// Tokenize and encode the texts of `args`.
-fn embed(args: &EncodeArgs, global: &crate::Global) -> anyhow::Result<Vec<TextEmbedding>> {
+/// Tokenize and encode the texts of `args`, with the settings they ran with.
+fn embed(args: &EncodeArgs, global: &crate::Global) -> anyhow::Result<(Vec<TextEmbedding>, Inference)> {
+    let run = recorded_run(&args.model);
+    args.inference.resolve(run.as_ref(), usize::MAX).map_err(crate::invalid_flag)?;
     let hub = global.hub();
-    let device = device(&args.device)?;
+    let device = device(&args.inference.compute.device.name())?;
     let repo = RepoRef::parse(&args.model, RepoKind::Model);
     let (encoder, config, _) = load_encoder::<Backend>(&repo, &hub, &device)
         .with_context(|| format!("loading the encoder of --model {}", args.model))?;
@@ -71,15 +63,15 @@ fn embed(args: &EncodeArgs, global: &crate::Global) -> anyhow::Result<Vec<TextEm
         .with_max_positions(config.max_position_embeddings);
     bertlab_models::check_tokenizer_fits(&config, tokenizer.id_bound(), tokenizer.source())
         .with_context(|| format!("--model {}", args.model))?;
-    tokenizer.check_max_len(args.max_len).context("--max-len")?;
+    let inference = resolve_inference(&args.inference, run.as_ref(), &tokenizer, &args.model)?;
+    let Inference { max_len, truncation, batch, precision, .. } = inference.clone();
     let pad = i64::from(tokenizer.pad_id());
 
     let mut out = Vec::with_capacity(args.texts.len());
-    for texts in args.texts.chunks(BATCH) {
-        let ids: Vec<Vec<u32>> = texts
-            .iter()
-            .map(|t| tokenizer.encode(t, args.max_len, args.truncation))
-            .collect::<Result<_, _>>()?;
+    // Batches bound memory for long lists of texts.
+    for texts in args.texts.chunks(batch) {
+        let ids: Vec<Vec<u32>> =
+            texts.iter().map(|t| tokenizer.encode(t, max_len, truncation)).collect::<Result<_, _>>()?;
         // Pad to the longest text of the batch; padded positions are masked out.
         let seq = ids.iter().map(Vec::len).max().unwrap_or(2);
         let mut flat_ids = Vec::with_capacity(texts.len() * seq);
@@ -92,7 +84,7 @@ fn embed(args: &EncodeArgs, global: &crate::Global) -> anyhow::Result<Vec<TextEm
         let shape = [texts.len(), seq];
         let input_ids = Tensor::<Backend, 2, Int>::from_data(TensorData::new(flat_ids, shape), &device);
         let mask = Tensor::<Backend, 2, Int>::from_data(TensorData::new(flat_mask, shape), &device);
-        let output = encoder.forward(input_ids, mask.clone(), args.precision);
+        let output = encoder.forward(input_ids, mask.clone(), precision);
         let cls_rows = rows(cls(output.last_hidden_state.clone()))?;
         let mean_rows = rows(mean_pool(output.last_hidden_state, mask))?;
         let pooler_rows = output.pooler_output.map(rows).transpose()?;
@@ -108,7 +100,7 @@ fn embed(args: &EncodeArgs, global: &crate::Global) -> anyhow::Result<Vec<TextEm
             });
         }
     }
-    Ok(out)
+    Ok((out, inference))
 }
 
 fn preview(values: &[f32]) -> String {
@@ -119,14 +111,14 @@ fn preview(values: &[f32]) -> String {
 
 /// Run `bertlab encode`.
 pub fn run(args: EncodeArgs, global: &crate::Global) -> anyhow::Result<()> {
-    let embeddings = embed(&args, global)?;
+    let (embeddings, inference) = embed(&args, global)?;
     if args.json {
         println!(
             "{}",
             serde_json::json!({
                 "model": args.model,
-                "max_len": args.max_len,
-                "precision": args.precision.to_string(),
+                "max_len": inference.max_len,
+                "precision": inference.precision.to_string(),
                 "embeddings": embeddings,
             })
         );
@@ -148,6 +140,7 @@ pub fn run(args: EncodeArgs, global: &crate::Global) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bertlab_run::{ComputeSettings, DeviceSetting, Precision, TokenSettings, Truncation};
 
     fn max_abs_diff(a: &[f32], b: &serde_json::Value) -> f32 {
         let b: Vec<f32> = b.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
@@ -166,19 +159,26 @@ mod tests {
         let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
         let args = EncodeArgs {
             model: shared.join("models/all-MiniLM-L6-v2").display().to_string(),
-            max_len: expected["max_length"].as_u64().unwrap() as usize,
-            truncation: Truncation::Head,
             texts: expected["texts"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|t| t.as_str().unwrap().to_string())
                 .collect(),
-            precision: Precision::F32,
-            device: "cpu".into(),
+            inference: InferenceSettings {
+                tokens: TokenSettings {
+                    max_len: Some(expected["max_length"].as_u64().unwrap() as usize),
+                    truncation: Some(Truncation::Head),
+                },
+                compute: ComputeSettings {
+                    precision: Some(Precision::F32),
+                    device: DeviceSetting { name: Some("cpu".into()) },
+                    ..Default::default()
+                },
+            },
             json: true,
         };
-        let embeddings = embed(&args, &crate::Global { offline: true }).unwrap();
+        let (embeddings, _) = embed(&args, &crate::Global { offline: true }).unwrap();
         assert_eq!(embeddings.len(), 4);
         for (i, e) in embeddings.iter().enumerate() {
             let mask = expected["attention_mask"][i].as_array().unwrap();

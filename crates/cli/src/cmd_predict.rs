@@ -2,20 +2,20 @@
 //! texts given on the command line, or a file of them (one per line, or a CSV/JSONL column)
 //! classified in batches by length, written as JSONL or CSV.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Context;
-use bertlab_models::Precision;
-use bertlab_tokenize::{EncodedTexts, Truncation};
+use bertlab_data::{TextFormat, TextStream};
+use bertlab_run::{Inference, InferenceSettings};
+use bertlab_tokenize::EncodedTexts;
 use bertlab_train::metrics::{argmax_rows, softmax_rows};
 use bertlab_train::{predict_logits, EvalSettings, Padding};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::device;
-use crate::fine_tuned::{check_finite_logits, load_fine_tuned, FineTuned};
+use crate::fine_tuned::{check_finite_logits, load_fine_tuned, recorded_run, resolve_inference, FineTuned};
 
 /// How `--file` holds its texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -26,6 +26,16 @@ enum InputFormat {
     Csv,
     /// One JSON object per line; the texts are in `--text-column`.
     Jsonl,
+}
+
+impl From<InputFormat> for TextFormat {
+    fn from(format: InputFormat) -> TextFormat {
+        match format {
+            InputFormat::Lines => TextFormat::Lines,
+            InputFormat::Csv => TextFormat::Csv,
+            InputFormat::Jsonl => TextFormat::Jsonl,
+        }
+    }
 }
 
 /// How predictions are written.
@@ -62,21 +72,8 @@ pub struct PredictArgs {
     /// jsonl or csv (default: from --output's extension, else jsonl for --file).
     #[arg(long, value_enum)]
     format: Option<OutputFormat>,
-    /// Tokens per text, [CLS] and [SEP] included.
-    #[arg(long, default_value_t = 512)]
-    max_len: usize,
-    /// head, tail or head-tail.
-    #[arg(long, default_value_t = Truncation::Head)]
-    truncation: Truncation,
-    /// Texts per batch (batches group texts of similar length).
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
-    /// f32, f16 or bf16.
-    #[arg(long, default_value_t = Precision::F32)]
-    precision: Precision,
-    /// The build's device by default (the CPU, or GPU 0 in a CUDA build); cuda:N picks a GPU.
-    #[arg(long, default_value = "default")]
-    device: String,
+    #[command(flatten)]
+    inference: InferenceSettings,
     /// Print JSON lines for texts given on the command line: {"text", "label", "probability",
     /// "probabilities", "logits"}.
     #[arg(long)]
@@ -87,21 +84,34 @@ pub struct PredictArgs {
 /// so a file of any size streams through in bounded memory.
 const CHUNK: usize = 8192;
 
-/// Run `bertlab predict`.
+/// Run `bertlab predict`: every setting not given is the run's (when --model is a run's
+/// `best/`), else `bertlab train`'s default, and `max_len` the longest the model allows.
 pub fn run(args: PredictArgs, global: &crate::Global) -> anyhow::Result<()> {
-    if args.batch == 0 {
-        crate::usage!("--batch 0: must be at least 1");
-    }
-    if args.max_len < 3 {
-        crate::usage!("--max-len {}: must be at least 3", args.max_len);
-    }
+    let run = recorded_run(&args.model);
+    // Flags are checked before the model loads; max_len once the tokenizer says how long.
+    args.inference.resolve(run.as_ref(), usize::MAX).map_err(crate::invalid_flag)?;
     let hub = global.hub();
-    let device = device(&args.device)?;
+    let device = device(&args.inference.compute.device.name())?;
     let fine_tuned = load_fine_tuned(&args.model, &hub, &device)?;
+    let inference = resolve_inference(&args.inference, run.as_ref(), &fine_tuned.tokenizer, &args.model)?;
+    let predictor = Predictor {
+        model_name: &args.model,
+        fine_tuned: &fine_tuned,
+        inference: &inference,
+        device: &device,
+    };
     match &args.file {
-        None => predict_texts(&args, &fine_tuned, &device),
-        Some(file) => predict_file(&args, file, &fine_tuned, &device),
+        None => predict_texts(&args, &predictor),
+        Some(file) => predict_file(&args, file, &predictor),
     }
+}
+
+/// A loaded model and the settings it runs with.
+struct Predictor<'a> {
+    model_name: &'a str,
+    fine_tuned: &'a FineTuned,
+    inference: &'a Inference,
+    device: &'a crate::backend::Device,
 }
 
 /// Probabilities and predicted class of each text, in order.
@@ -111,39 +121,33 @@ struct Predictions {
     predicted: Vec<u32>,
 }
 
-fn classify(
-    args: &PredictArgs,
-    fine_tuned: &FineTuned,
-    texts: &[String],
-    device: &crate::backend::Device,
-) -> anyhow::Result<Predictions> {
-    let FineTuned { model, config, tokenizer } = fine_tuned;
-    let max_len = args.max_len.min(config.max_position_embeddings);
-    let encoded: EncodedTexts = tokenizer.encode_all(texts, max_len, args.truncation, false)?;
-    let settings = EvalSettings {
-        batch: args.batch,
-        padding: Padding::Bucket,
-        pad_multiple: 8,
-        precision: args.precision,
-        pad_id: tokenizer.pad_id(),
-    };
-    let k = config.num_labels();
-    // (a failed allocation on the GPU's device thread would leave garbage logits)
-    let logits = bertlab_train::device_fault::watched(|| predict_logits(model, &encoded, &settings, device))?;
-    check_finite_logits(&logits, k, &args.model)?;
-    let probabilities = softmax_rows(&logits, k);
-    let predicted = argmax_rows(&logits, k);
-    Ok(Predictions { logits, probabilities, predicted })
+impl Predictor<'_> {
+    fn classify(&self, texts: &[String]) -> anyhow::Result<Predictions> {
+        let FineTuned { model, config, tokenizer } = self.fine_tuned;
+        let Inference { max_len, truncation, batch, precision, .. } = *self.inference;
+        let encoded: EncodedTexts = tokenizer.encode_all(texts, max_len, truncation, false)?;
+        let settings = EvalSettings {
+            batch,
+            padding: Padding::Bucket,
+            pad_multiple: 8,
+            precision,
+            pad_id: tokenizer.pad_id(),
+        };
+        let k = config.num_labels();
+        // (a failed allocation on the GPU's device thread would leave garbage logits)
+        let logits =
+            bertlab_train::device_fault::watched(|| predict_logits(model, &encoded, &settings, self.device))?;
+        check_finite_logits(&logits, k, self.model_name)?;
+        let probabilities = softmax_rows(&logits, k);
+        let predicted = argmax_rows(&logits, k);
+        Ok(Predictions { logits, probabilities, predicted })
+    }
 }
 
-fn predict_texts(
-    args: &PredictArgs,
-    fine_tuned: &FineTuned,
-    device: &crate::backend::Device,
-) -> anyhow::Result<()> {
-    let labels = &fine_tuned.config.labels;
+fn predict_texts(args: &PredictArgs, predictor: &Predictor) -> anyhow::Result<()> {
+    let labels = &predictor.fine_tuned.config.labels;
     let k = labels.len();
-    let p = classify(args, fine_tuned, &args.texts, device)?;
+    let p = predictor.classify(&args.texts)?;
     let mut out = std::io::stdout().lock();
     for (i, text) in args.texts.iter().enumerate() {
         let label = p.predicted[i] as usize;
@@ -167,153 +171,16 @@ fn predict_texts(
     Ok(())
 }
 
-/// The format of `file` when not given: by extension; standard input is lines.
-fn input_format(args: &PredictArgs, file: &Path) -> InputFormat {
-    args.input_format.unwrap_or_else(|| match file.extension().and_then(|e| e.to_str()) {
-        Some("csv") => InputFormat::Csv,
-        Some("jsonl") | Some("ndjson") => InputFormat::Jsonl,
-        _ => InputFormat::Lines,
-    })
-}
-
-/// Reads a texts file chunk by chunk; errors name the file and the line.
-struct TextReader {
-    name: String,
-    format: InputFormat,
-    lines: Box<dyn BufRead>,
-    line_no: usize,
-    /// CSV: the text column's index (after the header).
-    csv_column: Option<usize>,
-}
-
-impl TextReader {
-    fn open(file: &Path, format: InputFormat, column: &str) -> anyhow::Result<TextReader> {
-        let (name, lines): (String, Box<dyn BufRead>) = if file == Path::new("-") {
-            ("standard input".into(), Box::new(std::io::BufReader::new(std::io::stdin())))
-        } else {
-            let f =
-                std::fs::File::open(file).with_context(|| format!("{}: cannot read it", file.display()))?;
-            if !f.metadata()?.is_file() {
-                anyhow::bail!("{}: is not a regular file", file.display());
-            }
-            (file.display().to_string(), Box::new(std::io::BufReader::new(f)))
-        };
-        let mut reader = TextReader { name, format, lines, line_no: 0, csv_column: None };
-        if format == InputFormat::Csv {
-            let header = reader
-                .next_line()?
-                .with_context(|| format!("{}: empty; a CSV file needs a header row", reader.name))?;
-            let fields = parse_csv_record(&header);
-            reader.csv_column = Some(fields.iter().position(|f| f == column).with_context(|| {
-                format!(
-                    "{}: no column `{column}` (columns: {}); name it with --text-column",
-                    reader.name,
-                    fields.join(", ")
-                )
-            })?);
-        }
-        Ok(reader)
-    }
-
-    fn next_line(&mut self) -> anyhow::Result<Option<String>> {
-        let mut line = String::new();
-        let n = self
-            .lines
-            .read_line(&mut line)
-            .with_context(|| format!("{}: line {}", self.name, self.line_no + 1))?;
-        if n == 0 {
-            return Ok(None);
-        }
-        self.line_no += 1;
-        Ok(Some(line.trim_end_matches(['\n', '\r']).to_string()))
-    }
-
-    /// Up to `n` texts (fewer at the end; none when the file is done).
-    fn chunk(&mut self, n: usize, column: &str) -> anyhow::Result<Vec<String>> {
-        let mut texts = Vec::with_capacity(n.min(CHUNK));
-        while texts.len() < n {
-            let Some(mut line) = self.next_line()? else { break };
-            match self.format {
-                InputFormat::Lines => {
-                    if !line.trim().is_empty() {
-                        texts.push(line);
-                    }
-                }
-                InputFormat::Jsonl => {
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    let value: serde_json::Value = serde_json::from_str(&line).with_context(|| {
-                        format!("{}: line {}: not a JSON object", self.name, self.line_no)
-                    })?;
-                    let text = value.get(column).and_then(|v| v.as_str()).with_context(|| {
-                        format!(
-                            "{}: line {}: no string `{column}` (name the column with --text-column)",
-                            self.name, self.line_no
-                        )
-                    })?;
-                    texts.push(text.to_string());
-                }
-                InputFormat::Csv => {
-                    // A quoted field may hold newlines: read on until the quotes balance.
-                    while line.matches('"').count() % 2 == 1 {
-                        let Some(more) = self.next_line()? else {
-                            anyhow::bail!(
-                                "{}: line {}: a quoted field is never closed",
-                                self.name,
-                                self.line_no
-                            )
-                        };
-                        line.push('\n');
-                        line.push_str(&more);
-                    }
-                    if line.is_empty() {
-                        continue;
-                    }
-                    let fields = parse_csv_record(&line);
-                    let at = self.csv_column.expect("the header was read");
-                    let text = fields.get(at).with_context(|| {
-                        format!(
-                            "{}: line {}: {} fields, no column {}",
-                            self.name,
-                            self.line_no,
-                            fields.len(),
-                            at + 1
-                        )
-                    })?;
-                    texts.push(text.clone());
-                }
-            }
-        }
-        Ok(texts)
-    }
-}
-
-/// The fields of one CSV record (RFC 4180 quoting).
-fn parse_csv_record(line: &str) -> Vec<String> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(line.as_bytes());
-    reader
-        .records()
-        .next()
-        .and_then(Result::ok)
-        .map(|r| r.iter().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
-fn predict_file(
-    args: &PredictArgs,
-    file: &Path,
-    fine_tuned: &FineTuned,
-    device: &crate::backend::Device,
-) -> anyhow::Result<()> {
-    let format = args.format.unwrap_or(
+fn predict_file(args: &PredictArgs, file: &Path, predictor: &Predictor) -> anyhow::Result<()> {
+    let output_format = args.format.unwrap_or(
         match args.output.as_ref().and_then(|o| o.extension()).and_then(|e| e.to_str()) {
             Some("csv") => OutputFormat::Csv,
             _ => OutputFormat::Jsonl,
         },
     );
-    let mut reader = TextReader::open(file, input_format(args, file), &args.text_column)?;
-    let labels = fine_tuned.config.labels.clone();
+    let format = args.input_format.map_or_else(|| TextFormat::of_path(file), TextFormat::from);
+    let mut reader = TextStream::open(file, format, &args.text_column)?;
+    let labels = predictor.fine_tuned.config.labels.clone();
     let k = labels.len();
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new_spinner().with_style(
@@ -326,18 +193,18 @@ fn predict_file(
     let started = Instant::now();
     let mut rows = 0usize;
     let mut write = |w: &mut dyn Write| -> anyhow::Result<()> {
-        let mut csv_out = (format == OutputFormat::Csv).then(|| csv::Writer::from_writer(Vec::new()));
+        let mut csv_out = (output_format == OutputFormat::Csv).then(|| csv::Writer::from_writer(Vec::new()));
         if let Some(c) = csv_out.as_mut() {
             let mut header = vec!["row".to_string(), "label".into(), "probability".into()];
             header.extend(labels.iter().map(|l| format!("p:{l}")));
             c.write_record(&header)?;
         }
         loop {
-            let texts = reader.chunk(CHUNK, &args.text_column)?;
+            let texts = reader.next_chunk(CHUNK)?;
             if texts.is_empty() {
                 break;
             }
-            let p = classify(args, fine_tuned, &texts, device)?;
+            let p = predictor.classify(&texts)?;
             for i in 0..texts.len() {
                 rows += 1;
                 let label = p.predicted[i] as usize;
@@ -391,9 +258,9 @@ fn predict_file(
     eprintln!(
         "{rows} texts classified in {seconds:.1} s: {:.1} texts/s (batch {}, max_len {}, {}){}",
         rows as f64 / seconds.max(1e-9),
-        args.batch,
-        args.max_len.min(fine_tuned.config.max_position_embeddings),
-        args.precision,
+        predictor.inference.batch,
+        predictor.inference.max_len,
+        predictor.inference.precision,
         args.output.as_ref().map(|o| format!(" → {}", o.display())).unwrap_or_default()
     );
     Ok(())

@@ -4,8 +4,11 @@
 use anyhow::Context;
 use bertlab_data::{DatasetSource, LabeledTexts, Split};
 use bertlab_hub::{HubOptions, RepoKind, RepoRef};
+use bertlab_run::{Inference, InferenceSettings, TokenSettings};
 use bertlab_tokenize::{LengthStats, Truncation, WordPieceTokenizer};
 use clap::{Args, Subcommand};
+
+use crate::fine_tuned::{recorded_run, resolve_inference};
 
 /// `bertlab tokenize …`
 #[derive(Args)]
@@ -30,12 +33,8 @@ struct EncodeArgs {
     /// (e.g. distilbert/distilbert-base-uncased, ../shared/models/all-MiniLM-L6-v2).
     #[arg(long, required = true)]
     model: Option<String>,
-    /// Maximum ids per text, [CLS] and [SEP] included.
-    #[arg(long, default_value_t = 512)]
-    max_len: usize,
-    /// Which tokens of a long text to keep: head, tail, or head-tail (first 1/4 + last 3/4).
-    #[arg(long, default_value_t = Truncation::Head)]
-    truncation: Truncation,
+    #[command(flatten)]
+    tokens: TokenSettings,
     /// A text to tokenize (repeat the flag for several).
     #[arg(long = "text", value_name = "TEXT", required_unless_present = "source", conflicts_with = "source")]
     texts: Vec<String>,
@@ -108,11 +107,23 @@ fn load_texts(source: &str, split: Option<Split>, hub: &HubOptions) -> anyhow::R
     data.with_context(|| format!("loading the {what} of --source {source}"))
 }
 
-/// The tokenizer and the packed ids of the texts `args` names, in order.
-fn encode_rows(args: &EncodeArgs, hub: &HubOptions) -> anyhow::Result<(WordPieceTokenizer, Vec<Vec<u32>>)> {
+/// The max_len and truncation texts were packed with.
+#[derive(Debug)]
+struct Tokens {
+    max_len: usize,
+    truncation: Truncation,
+}
+
+/// The tokenizer, the packed ids of the texts `args` names, in order, and how they were packed.
+fn encode_rows(
+    args: &EncodeArgs,
+    hub: &HubOptions,
+) -> anyhow::Result<(WordPieceTokenizer, Vec<Vec<u32>>, Tokens)> {
     let model = args.model.as_deref().context("--model is required")?;
     let tokenizer = load_tokenizer(model, hub)?;
-    tokenizer.check_max_len(args.max_len).context("--max-len")?;
+    let settings = InferenceSettings { tokens: args.tokens.clone(), ..Default::default() };
+    let Inference { max_len, truncation, .. } =
+        resolve_inference(&settings, recorded_run(model).as_ref(), &tokenizer, model)?;
     let texts: Vec<String> = match (&args.source, args.split) {
         (Some(source), Some(split)) => {
             let data = load_texts(source, Some(split), hub)?;
@@ -130,13 +141,13 @@ fn encode_rows(args: &EncodeArgs, hub: &HubOptions) -> anyhow::Result<(WordPiece
         }
         _ => args.texts.clone(),
     };
-    let encoded = tokenizer.encode_all(&texts, args.max_len, args.truncation, false)?;
+    let encoded = tokenizer.encode_all(&texts, max_len, truncation, false)?;
     let ids = (0..encoded.len()).map(|i| encoded.ids(i)).collect();
-    Ok((tokenizer, ids))
+    Ok((tokenizer, ids, Tokens { max_len, truncation }))
 }
 
 fn run_encode(args: EncodeArgs, global: &crate::Global) -> anyhow::Result<()> {
-    let (tokenizer, ids) = encode_rows(&args, &global.hub())?;
+    let (tokenizer, ids, packed) = encode_rows(&args, &global.hub())?;
     if args.json {
         println!("{}", serde_json::json!({ "ids": ids }));
         return Ok(());
@@ -148,7 +159,7 @@ fn run_encode(args: EncodeArgs, global: &crate::Global) -> anyhow::Result<()> {
         };
         let tokens: Vec<String> =
             row.iter().map(|&id| tokenizer.id_to_token(id).unwrap_or_else(|| format!("<{id}>"))).collect();
-        println!("{label}: {} ids (max_len {}, {})", row.len(), args.max_len, args.truncation);
+        println!("{label}: {} ids (max_len {}, {})", row.len(), packed.max_len, packed.truncation);
         println!("  ids:    {}", row.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
         println!("  tokens: {}", tokens.join(" "));
     }
@@ -225,7 +236,11 @@ mod tests {
     #[test]
     fn flags_parse_and_conflict_as_documented() {
         let a = encode_args(&["--model", "m", "--text", "a", "--text", "b", "--truncation", "head-tail"]);
-        assert_eq!((a.texts.len(), a.truncation, a.max_len), (2, Truncation::HeadTail, 512));
+        // No --max-len: the model's longest, found when it loads (512 for MiniLM, below).
+        assert_eq!(
+            (a.texts.len(), a.tokens.truncation, a.tokens.max_len),
+            (2, Some(Truncation::HeadTail), None)
+        );
         let a =
             encode_args(&["--model", "m", "--source", "s", "--split", "test", "--rows", "7,132", "--json"]);
         assert_eq!((a.rows, a.split, a.json), (vec![7, 132], Some(Split::Test), true));
@@ -248,18 +263,19 @@ mod tests {
         let model = shared.join("models/all-MiniLM-L6-v2");
         let model = model.to_str().unwrap();
         let hub = HubOptions::default();
-        let (_, ids) = encode_rows(
+        let (_, ids, tokens) = encode_rows(
             &encode_args(&["--model", model, "--text", "This movie was great!", "--text", ""]),
             &hub,
         )
         .unwrap();
         assert_eq!(ids, vec![vec![101, 2023, 3185, 2001, 2307, 999, 102], vec![101, 102]]);
+        assert_eq!((tokens.max_len, tokens.truncation), (512, Truncation::Head));
         // Test rows 7 and 132 at 12, as python transformers tokenizes them.
         let data = shared.join("data/hf-imdb");
         let args =
             ["--model", model, "--max-len", "12", "--source", data.to_str().unwrap(), "--split", "test"];
         let rows = encode_args(&[&args[..], &["--rows", "7,132"]].concat());
-        let (_, ids) = encode_rows(&rows, &hub).unwrap();
+        let (_, ids, _) = encode_rows(&rows, &hub).unwrap();
         assert_eq!(ids[0], [101, 2108, 1037, 2146, 1011, 2051, 5470, 1997, 2887, 2143, 1010, 102]);
         assert_eq!(ids[1], [101, 2034, 1997, 2035, 1010, 1045, 2428, 2064, 1005, 1056, 3305, 102]);
         let err = encode_rows(&encode_args(&[&args[..], &["--rows", "24996"]].concat()), &hub).unwrap_err();

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use bertlab_hub::{HubOptions, RepoKind, RepoRef};
 use bertlab_models::{load_classifier, ModelConfig, TextClassifier};
+use bertlab_run::{Inference, InferenceSettings, RunRecord, RunSpec};
 use bertlab_tokenize::WordPieceTokenizer;
 use burn::tensor::backend::BackendTypes;
 
@@ -55,4 +56,32 @@ pub fn check_finite_logits(logits: &[f32], num_labels: usize, model: &str) -> an
         );
     }
     Ok(())
+}
+
+/// The spec of the run that exported `model`, when it is a run's `best/` with the run's
+/// `record.json` beside it; `None` for any other model (a Hub id, a directory of other origin).
+pub fn recorded_run(model: &str) -> Option<RunSpec> {
+    let record = bertlab_run::inference::record_beside(std::path::Path::new(model))?;
+    RunRecord::read(&record).ok().map(|r| r.spec)
+}
+
+/// The longest `max_len` the tokenizer allows (the model's positions and the tokenizer's own
+/// `model_max_length`), or BERT's 512 when neither says.
+pub fn longest_max_len(tokenizer: &WordPieceTokenizer) -> usize {
+    tokenizer.max_len_limit().map_or(512, |(n, _)| n)
+}
+
+/// The settings `model` runs with: the flags, else its run's (`run`), else the defaults, with
+/// `max_len` checked against the model's bound before any text is tokenized.
+pub fn resolve_inference(
+    settings: &InferenceSettings,
+    run: Option<&RunSpec>,
+    tokenizer: &WordPieceTokenizer,
+    model: &str,
+) -> anyhow::Result<Inference> {
+    let inference = settings.resolve(run, longest_max_len(tokenizer)).map_err(crate::invalid_flag)?;
+    tokenizer
+        .check_max_len(inference.max_len)
+        .map_err(|e| crate::UsageError(format!("--max-len: {e} (--model {model})")))?;
+    Ok(inference)
 }

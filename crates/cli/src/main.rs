@@ -56,6 +56,12 @@ macro_rules! usage {
 }
 pub(crate) use usage;
 
+/// A [`UsageError`] for a setting that cannot be used, worded with its flag (`--batch 0: must be
+/// at least 1`).
+pub fn invalid_flag(e: bertlab_run::InvalidSetting) -> anyhow::Error {
+    anyhow::Error::new(UsageError(format!("{} {}: {}", e.flag(), e.value, e.why)))
+}
+
 /// Options shared by every subcommand.
 pub struct Global {
     /// Offline mode requested on the command line or through HF_HUB_OFFLINE.

@@ -340,8 +340,8 @@ pub enum DataError {
         message: String,
     },
     /// A `--source` that is neither `hub`, a Hub id nor a path.
-    #[error("--source {0:?}: expected `hub` (stanfordnlp/imdb), `hub:ORG/NAME[@REVISION]`, a directory of data files (e.g. holding plain_text/*.parquet), or one .parquet, .csv, .tsv or .jsonl file")]
-    BadSource(String),
+    #[error(transparent)]
+    BadSource(#[from] bertlab_run::BadSource),
 }
 
 /// What to do about labels that are not class ids 0..k-1.

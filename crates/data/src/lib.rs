@@ -9,6 +9,7 @@ mod rows;
 mod source;
 pub mod split;
 mod text_io;
+mod text_stream;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,13 +21,13 @@ use rows::Format;
 pub use bertlab_hub::HubOptions;
 use bertlab_hub::{RepoKind, RepoRef};
 use bertlab_run::format::abbreviate;
-pub use bertlab_run::SplitMode;
+pub use bertlab_run::{SourceRef, SplitMode};
 pub use error::{DataError, RowUnit};
 pub use source::FileIdentity;
 pub use split::{train_test_split, NotebookSplit, RunSplits, SplitSize, TrainTest};
+pub use text_stream::{TextFormat, TextStream};
 
-/// The Hub dataset the notebook loads with `load_dataset("imdb")`.
-pub const IMDB_DATASET_ID: &str = "stanfordnlp/imdb";
+pub use bertlab_run::IMDB_DATASET_ID;
 /// The dataset config whose parquet files hold the labelled reviews.
 pub const IMDB_CONFIG: &str = "plain_text";
 /// Pinned revision: "Convert dataset to Parquet", the first commit with the parquet layout.
@@ -162,6 +163,15 @@ impl Default for DataOptions {
 }
 
 impl DataOptions {
+    /// The options a run's settings give (its columns and dataset config).
+    pub fn of_spec(spec: &bertlab_run::RunSpec) -> DataOptions {
+        DataOptions {
+            text_column: spec.text_column.clone(),
+            label_column: spec.label_column.clone(),
+            config: spec.dataset_config.clone(),
+        }
+    }
+
     fn check(&self) -> Result<(), DataError> {
         for (flag, column) in [("--text-column", &self.text_column), ("--label-column", &self.label_column)] {
             if column.trim().is_empty() {
@@ -314,30 +324,26 @@ impl DatasetSource {
     /// `hub` (the pinned IMDB), `hub:ORG/NAME[@REV]`, a data file (an existing file, or a name
     /// ending in `.parquet`, `.csv`, `.tsv`, `.jsonl`, `.json`), or else a directory.
     pub fn parse(spec: &str) -> Result<DatasetSource, DataError> {
-        let spec = spec.trim();
-        if spec.is_empty() {
-            return Err(DataError::BadSource(spec.into()));
-        }
-        if spec == "hub" || spec == IMDB_DATASET_ID || spec == "imdb" {
-            return Ok(DatasetSource::default());
-        }
-        if let Some(rest) = spec.strip_prefix("hub:") {
-            let (id, revision) = match rest.split_once('@') {
-                Some((id, rev)) => (id, rev.to_string()),
-                None if rest == IMDB_DATASET_ID => (rest, IMDB_REVISION.to_string()),
-                None => (rest, "main".to_string()),
-            };
-            if id.split('/').count() != 2 || id.split('/').any(str::is_empty) || revision.is_empty() {
-                return Err(DataError::BadSource(spec.into()));
+        Ok(match SourceRef::parse(spec)? {
+            SourceRef::Imdb => DatasetSource::default(),
+            SourceRef::Hub { id, revision } => {
+                let revision = revision.unwrap_or_else(|| {
+                    if id == IMDB_DATASET_ID { IMDB_REVISION } else { "main" }.to_string()
+                });
+                DatasetSource::Hub { id, revision }
             }
-            return Ok(DatasetSource::Hub { id: id.into(), revision });
-        }
-        let path = PathBuf::from(spec);
-        let is_file = match std::fs::metadata(&path) {
-            Ok(meta) => !meta.is_dir(),
-            Err(_) => Format::of_path(&path).is_some(),
-        };
-        Ok(if is_file { DatasetSource::LocalFile(path) } else { DatasetSource::LocalDir(path) })
+            SourceRef::Path(path) => {
+                let is_file = match std::fs::metadata(&path) {
+                    Ok(meta) => !meta.is_dir(),
+                    Err(_) => Format::of_path(&path).is_some(),
+                };
+                if is_file {
+                    DatasetSource::LocalFile(path)
+                } else {
+                    DatasetSource::LocalDir(path)
+                }
+            }
+        })
     }
 
     /// Find the files of the `wanted` splits (downloading them from the Hub when needed).

@@ -101,7 +101,7 @@ pub(crate) fn read_csv(path: &Path, delimiter: u8, options: &DataOptions) -> Res
     Ok(FileRows { texts, labels, class_names: None, source, lines: Some(lines) })
 }
 
-fn csv_error(path: &Path, format: &str, error: csv::Error) -> DataError {
+pub(crate) fn csv_error(path: &Path, format: &str, error: csv::Error) -> DataError {
     let line = error.position().map_or(1, |p| p.line() as usize);
     let text = error.to_string();
     match error.into_kind() {

@@ -1,6 +1,7 @@
 //! [`Resolver`]: model and data references of a pipeline made into something `bertlab` opens.
 
 use crate::error::PipelineError;
+use bertlab_run::SourceRef;
 use std::path::{Path, PathBuf};
 
 /// Turns references in pipelines into something `bertlab` can open: `shared:REL` and
@@ -62,6 +63,30 @@ impl Resolver {
         }
         Ok(text)
     }
+
+    /// Resolve a data reference (`--source`, a spec's `source`) and check it names data before
+    /// any run starts: `hub`, `hub:ORG/NAME[@REV]` as [`SourceRef`] reads them, else a path that
+    /// exists. (A model reference may be a Hub id of one word; a data reference that is not
+    /// `hub…` can only be a path.)
+    pub fn resolve_source(&self, what: &str, value: &str) -> Result<String, PipelineError> {
+        let resolved = self.resolve(what, value)?;
+        let err =
+            |message: String| PipelineError::Reference { what: what.into(), value: value.into(), message };
+        match SourceRef::parse(&resolved).map_err(|e| err(e.to_string()))? {
+            SourceRef::Path(path) => {
+                let path = if path.is_absolute() { path } else { self.base_dir.join(path) };
+                if !path.exists() {
+                    return Err(err(format!(
+                        "{} does not exist; a data source is `hub`, `hub:ORG/NAME[@REVISION]`, or a \
+                         directory or file of data",
+                        path.display()
+                    )));
+                }
+                Ok(resolved)
+            }
+            SourceRef::Imdb | SourceRef::Hub { .. } => Ok(resolved),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -98,5 +123,20 @@ mod tests {
         let none = Resolver { shared_dir: None, base_dir: PathBuf::from("/") };
         assert!(none.resolve("source", "shared:data").unwrap_err().to_string().contains("BERTLAB_SHARED"));
         assert!(none.resolve("model", "./missing/dir").unwrap_err().to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn a_source_that_names_no_data_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("reviews.csv"), "text,label\nok,1\n").unwrap();
+        let r = Resolver { shared_dir: None, base_dir: dir.path().to_path_buf() };
+        assert_eq!(r.resolve_source("--source", "hub").unwrap(), "hub");
+        assert_eq!(r.resolve_source("--source", "hub:org/set@v1").unwrap(), "hub:org/set@v1");
+        assert!(r.resolve_source("--source", "reviews.csv").unwrap().ends_with("reviews.csv"));
+        // A typo of `imdb`: one word, no slash, which `resolve` alone passes as a Hub id.
+        let e = r.resolve_source("--source", "imbd").unwrap_err().to_string();
+        assert!(e.starts_with("--source = \"imbd\"") && e.contains("does not exist"), "{e}");
+        let e = r.resolve_source("source", "hub:stanfordnlp").unwrap_err().to_string();
+        assert!(e.contains("hub:ORG/NAME[@REVISION]"), "{e}");
     }
 }
