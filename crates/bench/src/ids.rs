@@ -82,7 +82,8 @@ impl IdsFile {
     }
 
     pub(crate) fn pack(&self, batch: &PlanBatch, max_len: usize) -> (BatchArrays, Vec<u32>) {
-        let b = bertlab_train::Batch { rows: batch.rows.clone(), padded_len: batch.len };
+        // The plan's batches are what PyTorch runs too: no filler rows.
+        let b = bertlab_train::Batch { rows: batch.rows.clone(), padded_len: batch.len, filler: 0 };
         let arrays = BatchArrays::pack(&b, self.pad_id, |r, out| self.row_into(r, max_len, out));
         let labels = batch.rows.iter().map(|&r| self.labels[r]).collect();
         (arrays, labels)

@@ -8,6 +8,13 @@
 //! batch have similar lengths. The padded length is rounded up to a multiple of `pad_multiple`
 //! (8 by default) to keep the number of distinct tensor shapes small (kernels and autotune
 //! caches are per shape).
+//!
+//! For the same reason, when a split has more than one batch its last, partial batch is filled
+//! to the batch size with filler rows ([`Batch::filler`]: copies of the batch's first row) that
+//! count for nothing: the training loss and the logits read back cover the real rows only, so
+//! loss, gradients and metrics are those of the real rows, while the device sees one more batch
+//! of the usual shape instead of a new, smaller one (a new shape costs a GPU build kernel
+//! compilation and autotuning).
 
 use bertlab_data::rng::Pcg64;
 
@@ -16,13 +23,24 @@ pub const POOL_BATCHES: usize = 100;
 
 pub use bertlab_run::{Padding, PaddingStats};
 
-/// One batch: row ids (indices into the split's encoded rows) and the length it is padded to.
+/// One batch: row ids (indices into the split's encoded rows), the length it is padded to, and
+/// how many filler rows follow the real ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     /// Row ids, in the order they go into the batch tensor.
     pub rows: Vec<usize>,
     /// Sequence length of the batch tensor.
     pub padded_len: usize,
+    /// Rows after `rows` that fill a partial batch to the batch size: copies of its first row,
+    /// outside the loss and the outputs.
+    pub filler: usize,
+}
+
+impl Batch {
+    /// The batch tensor's shape, `[rows + filler, padded_len]`.
+    pub fn shape(&self) -> [usize; 2] {
+        [self.rows.len() + self.filler, self.padded_len]
+    }
 }
 
 /// Builds the batches of a split from its token lengths.
@@ -56,9 +74,12 @@ impl LengthBuckets {
         }
     }
 
+    /// The batch of `rows`, of a split with `lengths`: filled to the batch size when the split
+    /// has more than one batch (a split that fits one batch has one shape anyway).
     fn batch(&self, rows: Vec<usize>, lengths: &[usize]) -> Batch {
         let longest = rows.iter().map(|&r| lengths[r]).max().unwrap_or(0);
-        Batch { padded_len: self.padded_len(longest), rows }
+        let filler = if lengths.len() > self.batch_size { self.batch_size - rows.len() } else { 0 };
+        Batch { padded_len: self.padded_len(longest), rows, filler }
     }
 
     /// The training batches of one epoch; every row appears exactly once. Randomness comes only
@@ -95,12 +116,14 @@ impl LengthBuckets {
     }
 }
 
-/// Count the real and padded tokens of `batches` (rows of `lengths` tokens).
+/// Count the real and padded tokens of `batches` (rows of `lengths` tokens); filler rows are
+/// padding.
 pub fn padding_stats(batches: &[Batch], lengths: &[usize]) -> PaddingStats {
     let mut s = PaddingStats::default();
     for b in batches {
         s.real_tokens += b.rows.iter().map(|&r| lengths[r] as u64).sum::<u64>();
-        s.padded_tokens += (b.rows.len() * b.padded_len) as u64;
+        let [rows, len] = b.shape();
+        s.padded_tokens += (rows * len) as u64;
     }
     s
 }
@@ -120,12 +143,18 @@ pub struct BatchArrays {
 
 impl BatchArrays {
     /// Pack the rows of `batch`: `fill(row, out)` appends a row's ids to `out` (at most
-    /// `batch.padded_len` of them), e.g. `|r, out| encoded.extend_row_into(r, out)`.
+    /// `batch.padded_len` of them), e.g. `|r, out| encoded.extend_row_into(r, out)`. Filler
+    /// rows repeat the first row: a real sequence, so no row is wholly masked (whose attention
+    /// softmax would have nothing to normalise).
     pub fn pack(batch: &Batch, pad_id: u32, mut fill: impl FnMut(usize, &mut Vec<i64>)) -> BatchArrays {
         let len = batch.padded_len;
-        let mut input_ids = Vec::with_capacity(batch.rows.len() * len);
-        let mut attention_mask = Vec::with_capacity(batch.rows.len() * len);
-        for &row in &batch.rows {
+        let [total, _] = batch.shape();
+        let mut input_ids = Vec::with_capacity(total * len);
+        let mut attention_mask = Vec::with_capacity(total * len);
+        let filler_rows = batch.rows.first().into_iter().flat_map(|&r| std::iter::repeat_n(r, batch.filler));
+        let mut packed = 0;
+        for row in batch.rows.iter().copied().chain(filler_rows) {
+            packed += 1;
             let start = input_ids.len();
             fill(row, &mut input_ids);
             let n = input_ids.len() - start;
@@ -134,7 +163,7 @@ impl BatchArrays {
             attention_mask.extend(std::iter::repeat_n(1i64, n));
             attention_mask.extend(std::iter::repeat_n(0i64, len - n));
         }
-        BatchArrays { input_ids, attention_mask, rows: batch.rows.len(), len }
+        BatchArrays { input_ids, attention_mask, rows: packed, len }
     }
 }
 
@@ -201,7 +230,8 @@ mod tests {
         let bucket =
             padding_stats(&LengthBuckets::new(16, Padding::Bucket, 8, 128).epoch(&lens, &mut rng), &lens);
         assert_eq!(fixed.real_tokens, bucket.real_tokens);
-        assert_eq!(fixed.padded_tokens, 5000 * 128);
+        // Every row padded to 128, and the last batch filled to 16 rows (5008 = 313 × 16).
+        assert_eq!(fixed.padded_tokens, 5008 * 128);
         // Uniform lengths 3..=128 (mean ≈ 65.5): fixed pads ~2×, bucketing only to the next multiple of 8.
         assert!(fixed.padding_factor() > 1.9);
         assert!(bucket.padding_factor() < 1.1, "{}", bucket.padding_factor());
@@ -212,17 +242,38 @@ mod tests {
         let lb = LengthBuckets::new(2, Padding::Bucket, 64, 100);
         let lens = [3, 65, 100, 9];
         let b = lb.sequential(&lens);
-        assert_eq!(b[0], Batch { rows: vec![2, 1], padded_len: 100 });
-        assert_eq!(b[1], Batch { rows: vec![3, 0], padded_len: 64 });
+        assert_eq!(b[0], Batch { rows: vec![2, 1], padded_len: 100, filler: 0 });
+        assert_eq!(b[1], Batch { rows: vec![3, 0], padded_len: 64, filler: 0 });
     }
 
     #[test]
     fn pack_pads_and_masks() {
-        let batch = Batch { rows: vec![1, 0], padded_len: 4 };
+        let batch = Batch { rows: vec![1, 0], padded_len: 4, filler: 0 };
         let rows: Vec<Vec<u32>> = vec![vec![101, 7, 102], vec![101, 102]];
         let a = BatchArrays::pack(&batch, 0, |r, out| out.extend(rows[r].iter().map(|&id| id as i64)));
         assert_eq!(a.input_ids, vec![101, 102, 0, 0, 101, 7, 102, 0]);
         assert_eq!(a.attention_mask, vec![1, 1, 0, 0, 1, 1, 1, 0]);
         assert_eq!((a.rows, a.len), (2, 4));
+        // Two filler rows: copies of the first row.
+        let filled = Batch { filler: 2, ..batch };
+        let a = BatchArrays::pack(&filled, 0, |r, out| out.extend(rows[r].iter().map(|&id| id as i64)));
+        assert_eq!(a.input_ids, vec![101, 102, 0, 0, 101, 7, 102, 0, 101, 102, 0, 0, 101, 102, 0, 0]);
+        assert_eq!(a.attention_mask, vec![1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 0, 0]);
+        assert_eq!((a.rows, a.len), (4, 4));
+    }
+
+    #[test]
+    fn only_a_split_of_several_batches_fills_its_last_one() {
+        let lens = lengths(37, 4);
+        for padding in [Padding::Fixed, Padding::Bucket] {
+            let lb = LengthBuckets::new(16, padding, 8, 128);
+            for batches in [lb.epoch(&lens, &mut Pcg64::new(1)), lb.sequential(&lens)] {
+                assert_each_row_once(&batches, lens.len());
+                assert!(batches.iter().all(|b| b.shape()[0] == 16), "{batches:?}");
+                assert_eq!(batches.iter().map(|b| b.filler).sum::<usize>(), 48 - 37);
+            }
+            let one = lb.sequential(&lens[..5]);
+            assert_eq!((one.len(), one[0].filler, one[0].shape()[0]), (1, 0, 5));
+        }
     }
 }

@@ -62,7 +62,10 @@ pub fn predict_logits<B: Backend>(
     for batch in buckets.sequential(&lengths) {
         let arrays = BatchArrays::pack(&batch, settings.pad_id, |r, ids| encoded.extend_row_into(r, ids));
         let (ids, mask) = batch_tensors::<B>(&arrays, device);
-        pending.push(model.forward(ids, mask, settings.precision), batch.rows);
+        let logits = model.forward(ids, mask, settings.precision);
+        // Filler rows (after the real ones) are computed for the shape's sake and dropped.
+        let logits = if batch.filler > 0 { logits.slice([0..batch.rows.len()]) } else { logits };
+        pending.push(logits, batch.rows);
         if pending.due() {
             scatter(&mut pending);
         }

@@ -194,8 +194,9 @@ pub fn weighted_cross_entropy<B: Backend>(
     log_softmax(logits, 1).gather(1, targets).sum().mul_scalar(-weight)
 }
 
-/// Forward and backward of one micro-batch: gradients of `weight × Σ cross-entropy`, and the
-/// batch's logits (`[rows, classes]`, f32), still on the device.
+/// Forward and backward of one micro-batch: gradients of `weight × Σ cross-entropy` over its
+/// labelled rows, and their logits (`[labels, classes]`, f32), still on the device. Rows of
+/// `arrays` past the labels are filler ([`crate::Batch::filler`]) and count for nothing.
 ///
 /// Nothing here waits for the device: read the logits when they are needed, preferably many
 /// batches at once ([`crate::PendingLogits`]), so that the host keeps queueing work.
@@ -234,6 +235,10 @@ fn forward_backward_timed<B: AutodiffBackend>(
     phase(t, |p| &mut p.upload);
     let t = Instant::now();
     let logits = model.forward(ids, mask, precision); // [batch, classes], f32
+                                                      // Rows after the labelled ones are filler (a partial batch filled to the batch size): out
+                                                      // of the loss, so out of the gradients, and out of the logits read back.
+    assert!(labels.len() <= arrays.rows, "{} labels for a batch of {} rows", labels.len(), arrays.rows);
+    let logits = if labels.len() < arrays.rows { logits.slice([0..labels.len()]) } else { logits };
     phase(t, |p| &mut p.forward);
     let kept = logits.clone().detach().inner();
     let t = Instant::now();

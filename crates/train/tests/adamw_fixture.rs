@@ -4,9 +4,10 @@
 
 use bertlab_hub::{HubOptions, RepoKind, RepoRef};
 use bertlab_models::{load_classifier, Precision, TextClassifier};
+use bertlab_tokenize::{EncodedTexts, Truncation};
 use bertlab_train::optim::{AdamSettings, DecayPolicy, EpsilonForm};
-use bertlab_train::predict::logits_to_vec;
-use bertlab_train::{forward_backward, Adam, BatchArrays};
+use bertlab_train::predict::{logits_to_vec, metrics_from_logits, predict_logits};
+use bertlab_train::{forward_backward, Adam, Batch, BatchArrays, EvalSettings, Padding};
 use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -160,4 +161,72 @@ fn accumulated_micro_batches_equal_the_full_batch_gradient() {
     let accumulated = acc.grads();
     let diff = max_grad_diff(&model, &full, &accumulated);
     assert!(diff < 1e-7, "accumulated gradient differs from the full batch's by {diff}");
+}
+
+/// Rows of the fixture's batch as token ids (its mask's ones).
+fn fixture_rows(arrays: &BatchArrays) -> Vec<Vec<u32>> {
+    (0..arrays.rows)
+        .map(|r| {
+            let span = r * arrays.len..(r + 1) * arrays.len;
+            span.filter(|&i| arrays.attention_mask[i] == 1).map(|i| arrays.input_ids[i] as u32).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn filler_rows_change_no_loss_gradient_or_logit() {
+    let Some(Fixture { model, arrays, labels, .. }) = fixture() else { return };
+    let device = Default::default();
+    let rows = fixture_rows(&arrays);
+    let fill = |r: usize, out: &mut Vec<i64>| out.extend(rows[r].iter().map(|&id| i64::from(id)));
+    let batch = Batch { rows: vec![0, 1, 2], padded_len: arrays.len, filler: 0 };
+    let plain = BatchArrays::pack(&batch, 0, fill);
+    // A partial batch of 3 filled to 8 rows, as the last batch of a split is.
+    let filled = BatchArrays::pack(&Batch { filler: 5, ..batch }, 0, fill);
+    assert_eq!((plain.rows, filled.rows), (3, 8));
+    let weight = 1.0 / 3.0;
+    let (g_plain, l_plain) = forward_backward(&model, &plain, &labels, weight, Precision::F32, &device);
+    let (g_filled, l_filled) = forward_backward(&model, &filled, &labels, weight, Precision::F32, &device);
+    let (l_plain, l_filled) = (logits_to_vec(l_plain), logits_to_vec(l_filled));
+    assert_eq!(l_filled.len(), 3 * 2, "only the real rows' logits come back");
+    let diff = bertlab_run::metrics::max_abs_diff(&l_plain, &l_filled);
+    assert!(diff <= 1e-6, "logits differ by {diff}: {l_plain:?} vs {l_filled:?}");
+    let loss =
+        |l: &[f32]| bertlab_train::metrics::cross_entropy_rows(l, &labels, 2).iter().sum::<f64>() / 3.0;
+    assert!((loss(&l_plain) - loss(&l_filled)).abs() <= 1e-7);
+    let diff = max_grad_diff(&model, &g_plain, &g_filled);
+    assert!(diff <= 1e-6, "gradients with filler rows differ by {diff}");
+}
+
+#[test]
+fn evaluation_with_a_filled_last_batch_gives_the_same_metrics() {
+    let Some(Fixture { model, arrays, labels, .. }) = fixture() else { return };
+    let device = Default::default();
+    let model = model.valid();
+    // 7 texts: the fixture's 3 rows and shortened copies, in batches of 4 (the second, of 3
+    // rows, filled to 4) and in one batch of 8 (no filler: one batch).
+    let mut rows = fixture_rows(&arrays);
+    for r in 0..4 {
+        let mut row = rows[r % 3].clone();
+        row.truncate(row.len() - 1 - r.min(row.len() - 3));
+        row.push(*rows[r % 3].last().unwrap());
+        rows.push(row);
+    }
+    let labels: Vec<u32> = (0..7).map(|i| labels[i % 3]).collect();
+    let encoded = EncodedTexts::from_rows(&rows, 30_522, arrays.len, Truncation::Head);
+    let settings = |batch| EvalSettings {
+        batch,
+        padding: Padding::Bucket,
+        pad_multiple: 8,
+        precision: Precision::F32,
+        pad_id: 0,
+    };
+    let filled = predict_logits(&model, &encoded, &settings(4), &device);
+    let whole = predict_logits(&model, &encoded, &settings(8), &device);
+    assert_eq!(filled.len(), 7 * 2);
+    let diff = bertlab_run::metrics::max_abs_diff(&filled, &whole);
+    assert!(diff <= 1e-6, "logits differ by {diff}");
+    let (a, b) = (metrics_from_logits(&filled, &labels, 2), metrics_from_logits(&whole, &labels, 2));
+    assert_eq!((a.accuracy, a.confusion.clone()), (b.accuracy, b.confusion.clone()));
+    assert!((a.loss.unwrap() - b.loss.unwrap()).abs() <= 1e-7);
 }
