@@ -56,7 +56,7 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
 
     let device = device(&args.inference.compute.device.name())?;
     let FineTuned { model, config, tokenizer } = load_fine_tuned(&args.model, &hub, &device)?;
-    let Inference { max_len, truncation, batch, precision, .. } =
+    let Inference { max_len, truncation, batch, precision, pad_multiple, .. } =
         resolve_inference(&args.inference, run.as_ref(), &tokenizer, &args.model)?;
 
     let source = DatasetSource::parse(&data.source)?;
@@ -93,13 +93,8 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
     }
     let labels: Vec<u32> = labels.iter().map(|&l| alignment.model_label(l)).collect();
     let encoded = tokenizer.encode_all(&texts, max_len, truncation, !args.json)?;
-    let settings = EvalSettings {
-        batch,
-        padding: Padding::Bucket,
-        pad_multiple: 8,
-        precision,
-        pad_id: tokenizer.pad_id(),
-    };
+    let settings =
+        EvalSettings { batch, padding: Padding::Bucket, pad_multiple, precision, pad_id: tokenizer.pad_id() };
     let started = std::time::Instant::now();
     // (a failed allocation on the GPU's device thread would leave garbage logits)
     let logits =

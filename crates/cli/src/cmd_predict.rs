@@ -124,12 +124,12 @@ struct Predictions {
 impl Predictor<'_> {
     fn classify(&self, texts: &[String]) -> anyhow::Result<Predictions> {
         let FineTuned { model, config, tokenizer } = self.fine_tuned;
-        let Inference { max_len, truncation, batch, precision, .. } = *self.inference;
+        let Inference { max_len, truncation, batch, precision, pad_multiple, .. } = *self.inference;
         let encoded: EncodedTexts = tokenizer.encode_all(texts, max_len, truncation, false)?;
         let settings = EvalSettings {
             batch,
             padding: Padding::Bucket,
-            pad_multiple: 8,
+            pad_multiple,
             precision,
             pad_id: tokenizer.pad_id(),
         };

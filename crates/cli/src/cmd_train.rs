@@ -23,6 +23,10 @@ pub struct TrainArgs {
     /// Print the resolved spec as TOML and exit.
     #[arg(long)]
     print_spec: bool,
+    /// Print the batch shapes the run will feed the model (`rows × length`, training and
+    /// evaluation; a GPU build compiles and tunes kernels per shape) and exit.
+    #[arg(long)]
+    dry_run: bool,
     /// Discard the checkpoint of an interrupted run in --out and start over (by default an
     /// interrupted run resumes after its last finished epoch).
     #[arg(long)]
@@ -63,6 +67,25 @@ pub fn run(args: TrainArgs, global: &crate::Global) -> anyhow::Result<()> {
             Ok(toml) => print!("{toml}"),
             Err(e) => crate::usage!("{} {}: {}", e.flag(), e.value, e.why),
         }
+        return Ok(());
+    }
+    if args.dry_run {
+        let shapes = spec.planned_shapes();
+        let text: Vec<String> = shapes.iter().map(|[rows, len]| format!("{rows}×{len}")).collect();
+        println!(
+            "{}: at most {} batch shapes (rows × length): {} — training batch {}, evaluation batch {}, \
+             lengths padded to {}",
+            spec.out.display(),
+            shapes.len(),
+            text.join(" "),
+            spec.batch,
+            spec.eval_batch_size(),
+            match spec.padding {
+                bertlab_run::Padding::Fixed => format!("max_len {}", spec.max_len),
+                bertlab_run::Padding::Bucket =>
+                    format!("multiples of {} up to max_len {}", spec.pad_multiple, spec.max_len),
+            }
+        );
         return Ok(());
     }
     let device = device(&spec.device)?;

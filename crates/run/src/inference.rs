@@ -47,8 +47,8 @@ impl DeviceSetting {
 #[derive(Debug, Clone, Default, PartialEq)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct ComputeSettings {
-    /// Texts per batch; batches group texts of similar length (default: the run's eval_batch,
-    /// else 64).
+    /// Texts per batch; batches group texts of similar length (default: the run's evaluation
+    /// batch, else 32).
     #[cfg_attr(feature = "clap", arg(long))]
     pub batch: Option<usize>,
     /// f32, f16 or bf16 (default: the run's, else f32).
@@ -115,6 +115,9 @@ pub struct Inference {
     pub precision: Precision,
     /// The device, as given (`default`, `cpu`, `cuda:1`, …).
     pub device: String,
+    /// Bucketed lengths are rounded up to a multiple of this: the run's (its shapes), else the
+    /// default. Not a flag: it changes no output.
+    pub pad_multiple: usize,
 }
 
 impl TokenSettings {
@@ -181,9 +184,10 @@ impl InferenceSettings {
         Ok(Inference {
             max_len: spec.max_len,
             truncation: spec.truncation,
-            batch: spec.eval_batch,
+            batch: spec.eval_batch_size(),
             precision: spec.precision,
             device: spec.device,
+            pad_multiple: spec.pad_multiple,
         })
     }
 }
@@ -220,7 +224,7 @@ mod tests {
         let run = RunSpec {
             max_len: 256,
             truncation: Truncation::HeadTail,
-            eval_batch: 16,
+            eval_batch: Some(16),
             precision: Precision::BF16,
             device: "cuda:3".into(),
             ..RunSpec::default()
@@ -235,12 +239,13 @@ mod tests {
                 truncation: Truncation::HeadTail,
                 batch: 16,
                 precision: Precision::BF16,
-                device: "default".into()
+                device: "default".into(),
+                pad_multiple: 32,
             }
         );
         // Without a run: the model's longest max_len, RunSpec's other defaults.
         let plain = none.resolve(None, 512).unwrap();
-        assert_eq!((plain.max_len, plain.truncation, plain.batch), (512, Truncation::Head, 64));
+        assert_eq!((plain.max_len, plain.truncation, plain.batch), (512, Truncation::Head, 32));
         assert_eq!((plain.precision, plain.device.as_str()), (Precision::F32, "default"));
         let flags = InferenceSettings {
             tokens: TokenSettings { max_len: Some(64), truncation: Some(Truncation::Tail) },
@@ -258,7 +263,8 @@ mod tests {
                 truncation: Truncation::Tail,
                 batch: 8,
                 precision: Precision::F16,
-                device: "cpu".into()
+                device: "cpu".into(),
+                pad_multiple: 32,
             }
         );
     }

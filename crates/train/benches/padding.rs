@@ -36,7 +36,7 @@ fn main() {
                 let batches =
                     LengthBuckets::new(batch, padding, 8, max_len).epoch(&lengths, &mut Pcg64::new(42));
                 let quadratic: u64 =
-                    batches.iter().map(|b| (b.rows.len() * b.padded_len * b.padded_len) as u64).sum();
+                    batches.iter().map(|b| (b.shape()[0] * b.padded_len * b.padded_len) as u64).sum();
                 (padding_stats(&batches, &lengths), quadratic)
             };
             let (fixed, fixed_q) = stats(Padding::Fixed);
@@ -70,8 +70,7 @@ fn main() {
         for multiple in [1usize, 8, 16, 32, 64] {
             let batches = LengthBuckets::new(batch, Padding::Bucket, multiple, max_len)
                 .epoch(&lengths, &mut Pcg64::new(42));
-            let shapes: std::collections::BTreeSet<(usize, usize)> =
-                batches.iter().map(|b| (b.rows.len(), b.padded_len)).collect();
+            let shapes: std::collections::BTreeSet<[usize; 2]> = batches.iter().map(|b| b.shape()).collect();
             let stats = padding_stats(&batches, &lengths);
             println!(
                 "| {max_len} | {batch} | {multiple} | {} | {:.3} | {:.3} |",

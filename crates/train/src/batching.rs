@@ -6,8 +6,8 @@
 //! [`POOL_BATCHES`] batches, sorted by length inside each pool and cut into batches, and the
 //! batch order is shuffled again — so batches stay random across the epoch while rows inside a
 //! batch have similar lengths. The padded length is rounded up to a multiple of `pad_multiple`
-//! (8 by default) to keep the number of distinct tensor shapes small (kernels and autotune
-//! caches are per shape).
+//! (32 by default, `RunSpec::pad_multiple`) to keep the number of distinct tensor shapes small
+//! (kernels and autotune caches are per shape).
 //!
 //! For the same reason, when a split has more than one batch its last, partial batch is filled
 //! to the batch size with filler rows ([`Batch::filler`]: copies of the batch's first row) that
@@ -260,6 +260,21 @@ mod tests {
         assert_eq!(a.input_ids, vec![101, 102, 0, 0, 101, 7, 102, 0, 101, 102, 0, 0, 101, 102, 0, 0]);
         assert_eq!(a.attention_mask, vec![1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 0, 0]);
         assert_eq!((a.rows, a.len), (4, 4));
+    }
+
+    #[test]
+    fn padded_lengths_are_those_the_spec_plans() {
+        let lens = lengths(3_000, 5);
+        for (max_len, multiple) in [(128, 32), (100, 32), (128, 8), (512, 64)] {
+            let spec = bertlab_run::RunSpec { max_len, pad_multiple: multiple, ..Default::default() };
+            let planned = spec.padded_lengths();
+            let lens: Vec<usize> = lens.iter().map(|&l| l.min(max_len)).collect();
+            let lb = LengthBuckets::new(32, Padding::Bucket, multiple, max_len);
+            for b in lb.epoch(&lens, &mut Pcg64::new(3)).iter().chain(&lb.sequential(&lens)) {
+                assert!(planned.contains(&b.padded_len), "{} not in {planned:?}", b.padded_len);
+                assert!(spec.planned_shapes().contains(&b.shape()), "{:?}", b.shape());
+            }
+        }
     }
 
     #[test]

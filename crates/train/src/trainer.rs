@@ -542,7 +542,7 @@ fn run_inner<B: AutodiffBackend>(
 
     // Fit (the fit times itself: a resumed run adds the time of the epochs done before).
     let eval = EvalSettings {
-        batch: spec.eval_batch,
+        batch: spec.eval_batch_size(),
         padding: spec.padding,
         pad_multiple: spec.pad_multiple,
         precision,
