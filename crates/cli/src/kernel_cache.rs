@@ -10,8 +10,13 @@
 //! `BERTLAB_KERNEL_CACHE` says otherwise (a folder, or `off`) or a `cubecl.toml` (or a
 //! `[cubecl]` section of `burn.toml`) in the working directory or above it names a cache of its
 //! own. Everything else of that file, and CubeCL's environment variables, still apply.
-//! (Autotuning results are CubeCL's own cache: `target/` inside a Cargo project, else
-//! `~/.cache/cubecl`.)
+//!
+//! Autotuning results (which matmul and reduction kernel is fastest for each shape class, found
+//! by timing every candidate: minutes on a cold GPU) go beside them, in
+//! `~/.cache/bertlab/autotune` (`BERTLAB_AUTOTUNE_CACHE` a folder, or `off` for CubeCL's own
+//! place). CubeCL's default is the `target/` folder of whichever Cargo project the process
+//! stands in, else `~/.cache/cubecl`: a run started from another folder tuned everything again.
+//! A `cubecl.toml` whose `[autotune]` names a cache other than `target` keeps it.
 
 use std::path::PathBuf;
 
@@ -27,6 +32,17 @@ pub fn cache_dir(var: Option<&str>, xdg_cache_home: Option<&str>, home: Option<&
         _ => nonempty(xdg_cache_home)
             .or_else(|| nonempty(home).map(|h| h.join(".cache")))
             .map(|c| c.join("bertlab").join("kernels")),
+    }
+}
+
+/// The autotune cache folder: `BERTLAB_AUTOTUNE_CACHE` (`off`, `0` or `none`: CubeCL's own
+/// place), else `$XDG_CACHE_HOME/bertlab/autotune`, else `$HOME/.cache/bertlab/autotune`.
+#[cfg_attr(not(any(feature = "cuda-unfused", feature = "wgpu")), allow(dead_code))] // (CPU build)
+pub fn autotune_dir(var: Option<&str>, xdg_cache_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
+    let kernels = cache_dir(var, xdg_cache_home, home)?;
+    match var.map(str::trim) {
+        Some(dir) if !dir.is_empty() => Some(kernels),
+        _ => kernels.parent().map(|bertlab| bertlab.join("autotune")),
     }
 }
 
@@ -52,6 +68,21 @@ pub fn configure() {
                     Err(e) => tracing::warn!(
                         "kernel cache {} is not usable ({e}); compiling kernels without one \
                          (set BERTLAB_KERNEL_CACHE to another folder, or to off)",
+                        dir.display()
+                    ),
+                }
+            }
+        }
+        if matches!(config.autotune.cache, CacheConfig::Target) {
+            let var = std::env::var("BERTLAB_AUTOTUNE_CACHE").ok();
+            let xdg = std::env::var("XDG_CACHE_HOME").ok();
+            let home = std::env::var("HOME").ok();
+            if let Some(dir) = autotune_dir(var.as_deref(), xdg.as_deref(), home.as_deref()) {
+                match usable(&dir) {
+                    Ok(()) => config.autotune.cache = CacheConfig::File(dir),
+                    Err(e) => tracing::warn!(
+                        "autotune cache {} is not usable ({e}); using CubeCL's own (set \
+                         BERTLAB_AUTOTUNE_CACHE to another folder, or to off)",
                         dir.display()
                     ),
                 }
@@ -84,5 +115,15 @@ mod tests {
             assert_eq!(cache_dir(Some(off), Some("/xdg"), Some("/home/u")), None);
         }
         assert_eq!(cache_dir(None, None, None), None);
+    }
+
+    #[test]
+    fn autotune_results_sit_beside_the_kernels() {
+        let p = |s: &str| Some(Path::new(s).to_path_buf());
+        assert_eq!(autotune_dir(None, None, Some("/home/u")), p("/home/u/.cache/bertlab/autotune"));
+        assert_eq!(autotune_dir(None, Some("/xdg"), Some("/home/u")), p("/xdg/bertlab/autotune"));
+        assert_eq!(autotune_dir(Some("/fast/tuned"), Some("/xdg"), None), p("/fast/tuned"));
+        assert_eq!(autotune_dir(Some("off"), Some("/xdg"), Some("/home/u")), None);
+        assert_eq!(autotune_dir(None, None, None), None);
     }
 }
