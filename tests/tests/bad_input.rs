@@ -26,7 +26,7 @@ fn xtask() -> &'static Path {
 }
 
 fn shared() -> Option<PathBuf> {
-    let dir = bertlab_hub::shared_dir();
+    let dir = bertlab_test_support::shared_dir();
     if dir.is_none() {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
     }

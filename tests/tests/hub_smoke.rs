@@ -14,7 +14,7 @@ const IMDB_REVISION: &str = bertlab_data::IMDB_REVISION;
 
 #[test]
 fn smoke_pipeline_downloads_its_models_and_data_from_the_hub() {
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };

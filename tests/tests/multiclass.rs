@@ -147,7 +147,7 @@ fn numbers(v: &Value) -> Vec<u64> {
 
 #[test]
 fn four_topics_from_parquet_csv_and_jsonl_train_evaluate_predict_and_report() {
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         if std::env::var("BERTLAB_REQUIRE_SHARED").is_ok_and(|v| v == "1") {
             panic!("BERTLAB_REQUIRE_SHARED=1 but the shared fixtures were not found (set BERTLAB_SHARED)");
         }

@@ -151,7 +151,7 @@ fn check_outputs(out: &Path) -> Report {
 
 #[test]
 fn smoke_pipeline_reports_and_resumes_after_sigkill() {
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };

@@ -70,7 +70,7 @@ fn the_smoke_pipeline_submitted_to_slurm_equals_a_local_run() {
         eprintln!("skipping: {why}");
         return;
     }
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };

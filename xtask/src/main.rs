@@ -196,8 +196,12 @@ pub fn workspace_root() -> PathBuf {
     dir.parent().unwrap_or(dir).to_path_buf()
 }
 
-/// `$BERTLAB_SHARED`, else `../shared` beside the workspace.
-fn shared_dir() -> Option<PathBuf> {
+/// The folder that pipelines' `shared:REL` and `${BERTLAB_SHARED}` references name:
+/// `$BERTLAB_SHARED` (empty counts as unset), else `../shared` beside the workspace; `None` when
+/// it is not there, and a pipeline that uses such a reference is then refused by the resolver.
+/// A feature of `cargo xtask`, not the tests' fixture lookup (`bertlab_test_support::shared_dir`,
+/// which also has CI's `BERTLAB_REQUIRE_SHARED`): DESIGN.md, Layout.
+fn shared_reference_dir() -> Option<PathBuf> {
     let dir = match std::env::var_os("BERTLAB_SHARED") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => workspace_root().join("../shared"),
@@ -349,7 +353,7 @@ fn pipeline(name: &str, args: RunArgs) -> Result<bool> {
     let out = default_out(args.out.clone());
     let store = ResultsStore::new(&out);
     let cwd = std::env::current_dir().context("current directory")?;
-    let resolver = Resolver { shared_dir: shared_dir(), base_dir: cwd };
+    let resolver = Resolver { shared_dir: shared_reference_dir(), base_dir: cwd };
     let gpu_visible = build::gpu_visible();
     let for_slurm = args.emit == Some(Emit::Slurm) || args.submit;
     let backend = match (args.backend, for_slurm) {

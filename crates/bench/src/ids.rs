@@ -14,7 +14,6 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::throughput::PlanBatch;
 use crate::{emit, round, write_atomic, Runtime};
 
 /// A fixed sample of tokenized IMDB reviews (`bench make-ids`), truncated at `max_len` with
@@ -38,6 +37,15 @@ pub(crate) struct IdsFile {
 }
 
 pub(crate) const IDS_FORMAT: &str = "bertlab-bench-ids/1";
+
+/// Rows of the ids file and the length they are padded to: one batch of a throughput plan,
+/// which [`IdsFile::pack`] turns into arrays (it lives here, beside what it selects from, so
+/// that the benches that pack batches need only this file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PlanBatch {
+    pub(crate) len: usize,
+    pub(crate) rows: Vec<usize>,
+}
 
 impl IdsFile {
     pub(crate) fn read(path: &Path) -> anyhow::Result<IdsFile> {

@@ -16,10 +16,9 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde_json::json;
 
-use crate::ids::IdsFile;
+use crate::ids::{IdsFile, PlanBatch};
 use crate::models::{random_classifier, ModelChoice};
 use crate::numerics_inspect as inspect;
-use crate::throughput::PlanBatch;
 use crate::{emit, round, sync, Runtime};
 
 #[derive(Args)]

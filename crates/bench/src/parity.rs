@@ -16,9 +16,8 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::ids::IdsFile;
+use crate::ids::{IdsFile, PlanBatch};
 use crate::models::{random_classifier, ModelChoice};
-use crate::throughput::PlanBatch;
 use crate::{emit, Runtime};
 
 #[derive(Args)]

@@ -23,7 +23,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::ids::IdsFile;
+use crate::ids::{IdsFile, PlanBatch};
 use crate::models::{random_classifier, ModelChoice};
 use crate::{emit, round, sync, write_atomic, Runtime};
 
@@ -84,13 +84,6 @@ impl Plan {
         let attn_sq = timed.iter().map(|b| (b.rows.len() * b.len * b.len) as u64).sum();
         (padded, attn_sq)
     }
-}
-
-/// Rows of the ids file and the length they are padded to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct PlanBatch {
-    pub(crate) len: usize,
-    pub(crate) rows: Vec<usize>,
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -161,7 +161,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };

@@ -151,7 +151,7 @@ mod tests {
     /// mean-pooled embedding of transformers (max abs error ≤ 1e-4).
     #[test]
     fn minilm_embeddings_match_transformers() {
-        let Some(shared) = bertlab_hub::shared_dir() else {
+        let Some(shared) = bertlab_test_support::shared_dir() else {
             eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
             return;
         };

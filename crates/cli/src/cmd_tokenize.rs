@@ -256,7 +256,7 @@ mod tests {
 
     #[test]
     fn texts_and_dataset_rows_give_hf_ids() {
-        let Some(shared) = bertlab_hub::shared_dir() else {
+        let Some(shared) = bertlab_test_support::shared_dir() else {
             eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
             return;
         };

@@ -4,6 +4,7 @@
 mod error;
 mod layout;
 mod parquet_io;
+mod read;
 pub mod rng;
 mod rows;
 mod source;
@@ -418,7 +419,7 @@ impl DatasetSource {
         let Some(files) = located.splits.remove(&split) else {
             return Err(DataError::NoSplit { place: located.place, split, found: located.found });
         };
-        let mut parts = rows::read_all(&files, &options)?;
+        let mut parts = read::read_all(&files, &options)?;
         Ok(rows::assemble(&mut parts, &[files.len()], &options)?.remove(0))
     }
 
@@ -440,7 +441,7 @@ impl DatasetSource {
             present.iter().map(|s| located.splits.remove(s).expect("a key of the map")).collect();
         let counts: Vec<usize> = files.iter().map(Vec::len).collect();
         let all: Vec<(PathBuf, Format)> = files.into_iter().flatten().collect();
-        let mut parts = rows::read_all(&all, options)?;
+        let mut parts = read::read_all(&all, options)?;
         let mut by_split = rows::assemble(&mut parts, &counts, options)?.into_iter();
         let mut splits = DatasetSplits::default();
         for split in present {
@@ -483,7 +484,7 @@ fn known_files(id: &str, revision: &str) -> Option<Vec<String>> {
 pub fn load_files(files: &[PathBuf]) -> Result<LabeledTexts, DataError> {
     let options = DataOptions::default();
     let files: Vec<(PathBuf, Format)> = files.iter().map(|f| (f.clone(), Format::Parquet)).collect();
-    let mut parts = rows::read_all(&files, &options)?;
+    let mut parts = read::read_all(&files, &options)?;
     Ok(rows::assemble(&mut parts, &[files.len()], &options)?.remove(0))
 }
 

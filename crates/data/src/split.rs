@@ -334,7 +334,7 @@ mod tests {
     use serde_json::Value;
 
     fn shared_fixture(name: &str) -> Option<Value> {
-        let Some(dir) = bertlab_hub::shared_dir() else {
+        let Some(dir) = bertlab_test_support::shared_dir() else {
             eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
             return None;
         };
@@ -371,7 +371,7 @@ mod tests {
     #[test]
     fn imdb_notebook_splits_match_hf_datasets() {
         let Some(fixture) = shared_fixture("imdb-splits-seed42.json") else { return };
-        let dir = bertlab_hub::shared_dir().unwrap().join("data/hf-imdb");
+        let dir = bertlab_test_support::shared_dir().unwrap().join("data/hf-imdb");
         let data = crate::DatasetSource::LocalDir(dir).load(&Default::default()).unwrap();
         assert_eq!(data.len() as u64, fixture["rows"].as_u64().unwrap());
         let seed = fixture["seed"].as_u64().unwrap();

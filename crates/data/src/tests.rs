@@ -432,7 +432,7 @@ fn sources_identify_the_bytes_read() {
 
 #[test]
 fn shared_imdb_has_the_documented_rows() {
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };

@@ -797,7 +797,7 @@ fn written_parquet_reads_back_with_rows_and_class_names() {
 
 #[test]
 fn shared_imdb_through_load_splits_is_the_notebook_table() {
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };

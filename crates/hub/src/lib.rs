@@ -8,8 +8,9 @@ mod download;
 mod error;
 mod net;
 
-// Files written whole or not at all: one implementation, in bertlab-run.
-pub use bertlab_run::write_atomic;
+// Files written whole or not at all: one implementation, in bertlab-base. Re-exported because
+// bertlab-data and bertlab-tokenize write their caches through it by this name.
+pub use bertlab_base::write_atomic;
 pub use error::{FailedRequest, HubError};
 pub use net::NetworkSettings;
 
@@ -287,40 +288,6 @@ impl RepoRef {
             }
         }
     }
-}
-
-/// Resolve the `BERTLAB_SHARED` test-data folder (default `../shared` next to the workspace).
-///
-/// A relative `BERTLAB_SHARED` is taken from the current directory when it exists there, else
-/// from the workspace root: `cargo test` runs each crate's tests in the crate's own folder, so
-/// `BERTLAB_SHARED=../shared` set at the workspace root would otherwise silently skip them.
-/// Tests call this and skip, with a printed reason, when it returns `None` — except under
-/// `BERTLAB_REQUIRE_SHARED=1` (CI sets it), where a missing folder panics, so that no test can
-/// pass by skipping there.
-pub fn shared_dir() -> Option<PathBuf> {
-    // CARGO_MANIFEST_DIR of this crate is <workspace>/crates/hub.
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = match std::env::var_os("BERTLAB_SHARED") {
-        Some(d) => {
-            let d = PathBuf::from(d);
-            if d.is_relative() && !d.is_dir() {
-                workspace.join(d)
-            } else {
-                d
-            }
-        }
-        None => workspace.join("../shared"),
-    };
-    if dir.is_dir() {
-        return Some(dir.canonicalize().unwrap_or(dir));
-    }
-    if std::env::var("BERTLAB_REQUIRE_SHARED").is_ok_and(|v| v.trim() == "1") {
-        panic!(
-            "BERTLAB_REQUIRE_SHARED=1, but the shared test data is not at {} (set BERTLAB_SHARED to it)",
-            dir.display()
-        );
-    }
-    None
 }
 
 #[cfg(test)]

@@ -138,7 +138,7 @@ fn median(xs: &[f64]) -> f64 {
 
 fn main() {
     // `cargo bench` passes flags such as `--bench`; this harness takes none.
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };

@@ -25,7 +25,7 @@ fn best_and_median<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, Durat
 }
 
 fn main() {
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };

@@ -122,7 +122,7 @@ fn autodiff_model_is_in_training_mode_and_valid_is_eval_mode() {
 /// The real all-MiniLM-L6-v2: [CLS] hidden state and mask-weighted mean of its four texts.
 #[test]
 fn minilm_cls_and_mean_pooled_match_transformers() {
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };
@@ -151,7 +151,7 @@ fn minilm_cls_and_mean_pooled_match_transformers() {
 /// f16 and bf16 matmuls stay close to f32 (their rounding, not a bug, sets the bound).
 #[test]
 fn mixed_precision_stays_close_to_f32() {
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };

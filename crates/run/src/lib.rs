@@ -1,20 +1,20 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
-mod atomic;
 pub mod choices;
 pub mod classes;
 pub mod cost;
-pub mod format;
 pub mod identity;
 pub mod inference;
-pub mod lock;
 pub mod metrics;
 pub mod record;
 pub mod source_ref;
 pub mod spec;
 
-pub use atomic::{write_atomic, write_atomic_with};
+// Not the run schema, but every crate that speaks of runs writes files and numbers: the one
+// implementation lives in bertlab-base (which the Hub client uses without the run schema) and is
+// re-exported here under the names it had, so such crates need only this one.
+pub use bertlab_base::{format, lock, write_atomic, write_atomic_with};
 pub use choices::{
     OptimizerKind, Padding, Precision, RestoreBest, Schedule, SplitMode, Truncation, UnknownChoice,
 };

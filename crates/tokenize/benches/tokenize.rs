@@ -93,7 +93,7 @@ fn python(shared: &Path, repeats: usize) -> Result<serde_json::Value, String> {
 }
 
 fn main() {
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };

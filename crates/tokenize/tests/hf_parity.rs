@@ -7,7 +7,7 @@ use bertlab_tokenize::{Truncation, WordPieceTokenizer};
 use serde_json::Value;
 
 fn minilm_dir() -> Option<PathBuf> {
-    match bertlab_hub::shared_dir() {
+    match bertlab_test_support::shared_dir() {
         Some(d) => Some(d.join("models/all-MiniLM-L6-v2")),
         None => {
             eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");

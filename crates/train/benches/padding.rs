@@ -14,7 +14,7 @@ use bertlab_train::{padding_stats, LengthBuckets, Padding};
 use std::time::Instant;
 
 fn main() {
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };

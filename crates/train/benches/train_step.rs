@@ -129,7 +129,7 @@ fn bench_torch(
 }
 
 fn main() {
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };

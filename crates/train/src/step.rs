@@ -238,7 +238,7 @@ fn forward_backward_timed<B: AutodiffBackend>(
                                                       // Rows after the labelled ones are filler (a partial batch filled to the batch size): out
                                                       // of the loss, so out of the gradients, and out of the logits read back.
     assert!(labels.len() <= arrays.rows, "{} labels for a batch of {} rows", labels.len(), arrays.rows);
-    let logits = if labels.len() < arrays.rows { logits.slice([0..labels.len()]) } else { logits };
+    let logits = if labels.len() < arrays.rows { logits.narrow(0, 0, labels.len()) } else { logits };
     phase(t, |p| &mut p.forward);
     let kept = logits.clone().detach().inner();
     let t = Instant::now();

@@ -41,7 +41,7 @@ struct Fixture {
 }
 
 fn fixture() -> Option<Fixture> {
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return None;
     };

@@ -21,7 +21,7 @@ fn spec(shared: &Path, out: &Path) -> RunSpec {
         max_len: 64,
         lr: 1e-3,
         batch: 8,
-        eval_batch: 16,
+        eval_batch: Some(16),
         epochs: 2,
         optimizer: OptimizerKind::Adamw,
         out: out.to_path_buf(),
@@ -39,7 +39,7 @@ fn options() -> TrainOptions {
 
 #[test]
 fn tiny_model_trains_records_exports_and_repeats() {
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };
@@ -137,7 +137,7 @@ fn tiny_model_trains_records_exports_and_repeats() {
 
 #[test]
 fn fixed_padding_accumulation_clipping_schedule_and_half_precision() {
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };
@@ -177,7 +177,7 @@ fn fixed_padding_accumulation_clipping_schedule_and_half_precision() {
 
 #[test]
 fn diverging_f32_run_stops_with_epoch_and_step() {
-    let Some(shared) = bertlab_hub::shared_dir() else {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
         eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
         return;
     };

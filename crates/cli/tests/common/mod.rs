@@ -11,7 +11,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_bertlab");
 /// With `BERTLAB_REQUIRE_SHARED=1` (CI) a missing folder fails the test instead: a CI run that
 /// skipped every fixture test would pass while checking nothing.
 pub fn shared() -> Option<PathBuf> {
-    let dir = bertlab_hub::shared_dir();
+    let dir = bertlab_test_support::shared_dir();
     if dir.is_none() {
         if std::env::var("BERTLAB_REQUIRE_SHARED").is_ok_and(|v| v == "1") {
             panic!(

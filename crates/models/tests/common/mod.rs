@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// `../shared/fixtures/<name>`, or `None` (the caller skips) when the shared data is absent.
 pub fn fixture(name: &str) -> Option<PathBuf> {
-    match bertlab_hub::shared_dir() {
+    match bertlab_test_support::shared_dir() {
         Some(dir) => Some(dir.join("fixtures").join(name)),
         None => {
             eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");

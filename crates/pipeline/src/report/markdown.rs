@@ -1,10 +1,11 @@
 //! `report.md`: per problem a table of its runs, notes, the best run and its graded answer,
 //! confusion matrices, observations and plots.
 
+use super::cells::{fmt_acc, subset_cell};
 use super::observations::observations;
 use super::rows::{Axis, RunRow, StageReport};
 use super::{answer_line, plots, plural, RenderOptions, Report};
-use bertlab_run::format::{format_lr, format_number, hms, round_sig};
+use bertlab_run::format::{format_lr, format_number, hms};
 use bertlab_run::RunRecord;
 use std::fmt::Write;
 
@@ -85,24 +86,6 @@ fn environment_line(records: &[&RunRecord]) -> Option<String> {
     envs.sort();
     envs.dedup();
     (!envs.is_empty()).then(|| format!("Ran on: {}.", envs.join("; ")))
-}
-
-pub(crate) fn fmt_acc(v: Option<f64>) -> String {
-    v.map_or("–".into(), |v| format!("{v:.4}"))
-}
-
-pub(crate) fn subset_cell(row: &RunRow) -> String {
-    let (fraction, pool) = row.subset_parts();
-    if pool == 1.0 {
-        format_number(fraction)
-    } else {
-        format!(
-            "{} × {} = {}",
-            format_number(fraction),
-            format_number(pool),
-            format_number(round_sig(fraction * pool, 12))
-        )
-    }
 }
 
 fn batch_cell(row: &RunRow) -> String {

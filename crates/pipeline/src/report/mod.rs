@@ -1,6 +1,7 @@
 //! Reports derived from run records only: `report.md` (tables, confusion matrices, answers,
 //! observations), `results.csv` (one row per run) and SVG plots.
 
+mod cells;
 mod csv;
 mod markdown;
 mod observations;

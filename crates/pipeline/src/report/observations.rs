@@ -1,7 +1,7 @@
 //! Observations drawn from the records of a problem: context length, learning rate, data size,
 //! model size, early stopping.
 
-use super::markdown::fmt_acc;
+use super::cells::fmt_acc;
 use super::rows::{Axis, RunRow, StageReport};
 use super::RenderOptions;
 use bertlab_run::format::{format_lr, format_number, hms};

@@ -68,7 +68,7 @@ fn subtitle(stage: &StageReport) -> String {
         }
     }
     if !varying.contains(&Axis::Subset) {
-        parts.push(format!("subset {}", super::markdown::subset_cell(first)));
+        parts.push(format!("subset {}", super::cells::subset_cell(first)));
     }
     parts.join(" · ")
 }

@@ -1,0 +1,8 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod atomic;
+pub mod format;
+pub mod lock;
+
+pub use atomic::{write_atomic, write_atomic_with};
