@@ -453,7 +453,8 @@ fn run_inner<B: AutodiffBackend>(
     // Classes: a checkpoint that already has a classification head keeps its classes, matched
     // to the data's by name; one without gets a head sized from the data.
     let repo = RepoRef::parse(&spec.model, RepoKind::Model);
-    let model_config = ModelConfig::from_file(&repo.file("config.json", &hub).map_err(ModelError::from)?)?;
+    let model_config = ModelConfig::from_file(&repo.file("config.json", &hub).map_err(ModelError::from)?)
+        .map_err(ModelError::from)?;
     let head = head_classes(&repo, &hub, &model_config, &data.class_names)?;
     if let Some(note) = head.alignment.as_ref().and_then(|a| a.note(&head.names, &data.class_names)) {
         say(format!("note: {note}"));
@@ -502,7 +503,8 @@ fn run_inner<B: AutodiffBackend>(
     let tokenizer = WordPieceTokenizer::from_repo(&repo, &hub)?;
     // Before the whole dataset is tokenized: a tokenizer whose ids the model has no embedding for
     // would only fail (or, on a GPU, read garbage) at the first batch.
-    bertlab_models::check_tokenizer_fits(&model_config, tokenizer.id_bound(), tokenizer.source())?;
+    bertlab_models::check_tokenizer_fits(&model_config, tokenizer.id_bound(), tokenizer.source())
+        .map_err(ModelError::from)?;
     let encode = |rows: &[usize]| -> Result<EncodedTexts, TokenizeError> {
         let texts: Vec<&str> = rows.iter().map(|&r| data.texts[r].as_str()).collect();
         match &spec.cache_dir {
