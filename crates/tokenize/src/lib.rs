@@ -14,4 +14,4 @@ pub use encoded::{EncodedTexts, RowIds};
 pub use error::{Result, TokenizeError};
 pub use stats::LengthStats;
 pub use tokenizer::WordPieceTokenizer;
-pub use truncation::Truncation;
+pub use truncation::{kept_counts, pack_into, Truncation};

@@ -13,7 +13,7 @@ use tokenizers::{AddedToken, ModelWrapper, NormalizerWrapper, PreTokenizerWrappe
 use crate::encoded::{EncodedTexts, IdStore};
 use crate::error::{io_err, preview, Result, TokenizeError};
 use crate::fast::{FastWordPiece, Scratch};
-use crate::truncation::Truncation;
+use crate::truncation::{pack_into, Truncation};
 
 /// Texts per parallel work item: small enough to balance two threads over uneven review
 /// lengths, large enough that scratch buffers are reused many times.
@@ -377,7 +377,7 @@ impl WordPieceTokenizer {
         self.check_max_len(max_len)?;
         let tokens = self.word_pieces(text)?;
         let mut out = Vec::with_capacity(max_len.min(tokens.len() + 2));
-        truncation.pack_into(&tokens, self.cls_id, self.sep_id, max_len, &mut out);
+        pack_into(truncation, &tokens, self.cls_id, self.sep_id, max_len, &mut out);
         Ok(out)
     }
 
@@ -404,7 +404,7 @@ impl WordPieceTokenizer {
                     tokens.clear();
                     self.word_piece_into(text.as_ref(), chunk_index * CHUNK + j, &mut scratch, &mut tokens)?;
                     packed.clear();
-                    truncation.pack_into(&tokens, self.cls_id, self.sep_id, max_len, &mut packed);
+                    pack_into(truncation, &tokens, self.cls_id, self.sep_id, max_len, &mut packed);
                     ids.extend_from_u32(&packed);
                     lens.push(packed.len());
                 }
