@@ -4,7 +4,8 @@
 use anyhow::Context;
 use bertlab_data::{DatasetSource, LabeledTexts, Split};
 use bertlab_hub::{HubOptions, RepoKind, RepoRef};
-use bertlab_tokenize::{LengthStats, Truncation, WordPieceTokenizer};
+use bertlab_models::ConfigSizes;
+use bertlab_tokenize::{check_max_len, LengthStats, Truncation, WordPieceTokenizer};
 use clap::{Args, Subcommand};
 
 /// `bertlab tokenize …`
@@ -81,21 +82,18 @@ pub fn run(args: TokenizeArgs, global: &crate::Global) -> anyhow::Result<()> {
     }
 }
 
-/// The model's tokenizer, limited to its `max_position_embeddings` when config.json says.
-fn load_tokenizer(model: &str, hub: &HubOptions) -> anyhow::Result<WordPieceTokenizer> {
+/// The model's tokenizer, and the model's `max_position_embeddings` when its config.json says.
+fn load_tokenizer(model: &str, hub: &HubOptions) -> anyhow::Result<(WordPieceTokenizer, Option<usize>)> {
     let repo = RepoRef::parse(model, RepoKind::Model);
     let tokenizer = WordPieceTokenizer::from_repo(&repo, hub)
         .with_context(|| format!("loading the tokenizer of --model {model}"))?;
-    // config.json is optional here (a tokenizer-only directory is fine); when present, its
-    // position limit bounds --max-len.
-    let Ok(config) = repo.file("config.json", hub) else { return Ok(tokenizer) };
-    let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", config.display()))?;
-    Ok(match json.get("max_position_embeddings").and_then(|v| v.as_u64()) {
-        Some(n) => tokenizer.with_max_positions(n as usize),
-        None => tokenizer,
-    })
+    // config.json is optional here (a tokenizer-only directory is fine, and so is a model
+    // bertlab cannot build): the lenient reader takes its position limit when it has one.
+    let positions = match repo.file("config.json", hub) {
+        Ok(config) => ConfigSizes::from_file(&config)?.max_position_embeddings,
+        Err(_) => None,
+    };
+    Ok((tokenizer, positions))
 }
 
 fn load_texts(source: &str, split: Option<Split>, hub: &HubOptions) -> anyhow::Result<LabeledTexts> {
@@ -111,8 +109,8 @@ fn load_texts(source: &str, split: Option<Split>, hub: &HubOptions) -> anyhow::R
 /// The tokenizer and the packed ids of the texts `args` names, in order.
 fn encode_rows(args: &EncodeArgs, hub: &HubOptions) -> anyhow::Result<(WordPieceTokenizer, Vec<Vec<u32>>)> {
     let model = args.model.as_deref().context("--model is required")?;
-    let tokenizer = load_tokenizer(model, hub)?;
-    tokenizer.check_max_len(args.max_len).context("--max-len")?;
+    let (tokenizer, positions) = load_tokenizer(model, hub)?;
+    check_max_len(model, args.max_len, positions, tokenizer.model_max_length()).context("--max-len")?;
     let texts: Vec<String> = match (&args.source, args.split) {
         (Some(source), Some(split)) => {
             let data = load_texts(source, Some(split), hub)?;
@@ -157,7 +155,7 @@ fn run_encode(args: EncodeArgs, global: &crate::Global) -> anyhow::Result<()> {
 
 fn run_stats(args: StatsArgs, global: &crate::Global) -> anyhow::Result<()> {
     let hub = global.hub();
-    let tokenizer = load_tokenizer(&args.model, &hub)?;
+    let (tokenizer, _) = load_tokenizer(&args.model, &hub)?;
     let data = load_texts(&args.source, args.split, &hub)?;
     let lengths = tokenizer.token_lengths(&data.texts, true)?;
     let stats = LengthStats::from_lengths(&lengths).context("the dataset has no texts")?;
