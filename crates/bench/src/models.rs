@@ -69,12 +69,7 @@ impl ModelChoice {
 
 /// The cost shape of a classifier config, head included.
 pub(crate) fn shape_of(c: &ModelConfig) -> ModelShape {
-    ModelShape {
-        layers: c.num_hidden_layers,
-        hidden: c.hidden_size,
-        intermediate: c.intermediate_size,
-        head_classes: Some(c.num_labels()),
-    }
+    c.shape().with_head(c.num_labels())
 }
 
 /// Forces the lazy initialisation of every parameter, so that clones of the module share one

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use bertlab_models::{export_classifier, Precision};
 use bertlab_run::DeviceSetting;
+use bertlab_tokenize::check_max_len;
 use bertlab_train::metrics::cross_entropy_rows;
 use bertlab_train::optim::AdamSettings;
 use bertlab_train::predict::logits_to_vec;
@@ -183,6 +184,8 @@ pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> an
     }
     let ids = IdsFile::read(&args.ids_file)?;
     ids.check_max_len(args.max_len)?;
+    let positions = Some(args.arch.config.max_position_embeddings);
+    check_max_len(&args.arch.name, args.max_len, positions, None)?;
     if args.batch * args.batches > ids.ids.len() {
         bail!(
             "--batch {} × --batches {} rows, but the ids file has {}",

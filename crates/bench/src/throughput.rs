@@ -10,6 +10,7 @@ use anyhow::bail;
 use bertlab_data::rng::Pcg64;
 use bertlab_models::{ModelConfig, Precision};
 use bertlab_run::DeviceSetting;
+use bertlab_tokenize::check_max_len;
 use bertlab_train::device_fault::panic_text;
 use bertlab_train::metrics::cross_entropy_rows;
 use bertlab_train::optim::AdamSettings;
@@ -357,11 +358,10 @@ fn throughput_one<B: AutodiffBackend>(
         "padding": plan.padding.to_string(), "precision": precision.as_str(),
         "readback": if args.eager_readback { "eager" } else { "deferred" },
     });
-    if plan.max_len > c.max_position_embeddings {
-        record["error"] = json!(format!(
-            "max_len {} > max_position_embeddings {}",
-            plan.max_len, c.max_position_embeddings
-        ));
+    // The ids were tokenized already (the ids file's own bound is checked with the plan); what
+    // is left is the model's position table.
+    if let Err(e) = check_max_len(&choice.name, plan.max_len, Some(c.max_position_embeddings), None) {
+        record["error"] = json!(e.to_string());
         return record;
     }
     let timed = &plan.batches[plan.untimed..];

@@ -63,7 +63,7 @@ fn embed(args: &EncodeArgs, global: &crate::Global) -> anyhow::Result<(Vec<TextE
         .with_max_positions(config.max_position_embeddings);
     bertlab_models::check_tokenizer_fits(&config, tokenizer.id_bound(), tokenizer.source())
         .with_context(|| format!("--model {}", args.model))?;
-    let inference = resolve_inference(&args.inference, run.as_ref(), &tokenizer, &args.model)?;
+    let inference = resolve_inference(&args.inference, run.as_ref(), &tokenizer)?;
     let Inference { max_len, truncation, batch, precision, .. } = inference.clone();
     let pad = i64::from(tokenizer.pad_id());
 

@@ -57,7 +57,7 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
     let device = device(&args.inference.compute.device.name())?;
     let FineTuned { model, config, tokenizer } = load_fine_tuned(&args.model, &hub, &device)?;
     let Inference { max_len, truncation, batch, precision, pad_multiple, .. } =
-        resolve_inference(&args.inference, run.as_ref(), &tokenizer, &args.model)?;
+        resolve_inference(&args.inference, run.as_ref(), &tokenizer)?;
 
     let source = DatasetSource::parse(&data.source)?;
     let splits =

@@ -93,7 +93,7 @@ pub fn run(args: PredictArgs, global: &crate::Global) -> anyhow::Result<()> {
     let hub = global.hub();
     let device = device(&args.inference.compute.device.name())?;
     let fine_tuned = load_fine_tuned(&args.model, &hub, &device)?;
-    let inference = resolve_inference(&args.inference, run.as_ref(), &fine_tuned.tokenizer, &args.model)?;
+    let inference = resolve_inference(&args.inference, run.as_ref(), &fine_tuned.tokenizer)?;
     let predictor = Predictor {
         model_name: &args.model,
         fine_tuned: &fine_tuned,

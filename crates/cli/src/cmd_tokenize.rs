@@ -4,6 +4,7 @@
 use anyhow::Context;
 use bertlab_data::{DatasetSource, LabeledTexts, Split};
 use bertlab_hub::{HubOptions, RepoKind, RepoRef};
+use bertlab_models::ConfigSizes;
 use bertlab_run::{Inference, InferenceSettings, TokenSettings};
 use bertlab_tokenize::{LengthStats, Truncation, WordPieceTokenizer};
 use clap::{Args, Subcommand};
@@ -80,19 +81,19 @@ pub fn run(args: TokenizeArgs, global: &crate::Global) -> anyhow::Result<()> {
     }
 }
 
-/// The model's tokenizer, limited to its `max_position_embeddings` when config.json says.
+/// The model's tokenizer, limited to the model's `max_position_embeddings` when its config.json says.
 fn load_tokenizer(model: &str, hub: &HubOptions) -> anyhow::Result<WordPieceTokenizer> {
     let repo = RepoRef::parse(model, RepoKind::Model);
     let tokenizer = WordPieceTokenizer::from_repo(&repo, hub)
         .with_context(|| format!("loading the tokenizer of --model {model}"))?;
-    // config.json is optional here (a tokenizer-only directory is fine); when present, its
-    // position limit bounds --max-len.
-    let Ok(config) = repo.file("config.json", hub) else { return Ok(tokenizer) };
-    let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", config.display()))?;
-    Ok(match json.get("max_position_embeddings").and_then(|v| v.as_u64()) {
-        Some(n) => tokenizer.with_max_positions(n as usize),
+    // config.json is optional here (a tokenizer-only directory is fine, and so is a model
+    // bertlab cannot build): the lenient reader takes its position limit when it has one.
+    let positions = match repo.file("config.json", hub) {
+        Ok(config) => ConfigSizes::from_file(&config)?.max_position_embeddings,
+        Err(_) => None,
+    };
+    Ok(match positions {
+        Some(n) => tokenizer.with_max_positions(n),
         None => tokenizer,
     })
 }
@@ -123,7 +124,7 @@ fn encode_rows(
     let tokenizer = load_tokenizer(model, hub)?;
     let settings = InferenceSettings { tokens: args.tokens.clone(), ..Default::default() };
     let Inference { max_len, truncation, .. } =
-        resolve_inference(&settings, recorded_run(model).as_ref(), &tokenizer, model)?;
+        resolve_inference(&settings, recorded_run(model).as_ref(), &tokenizer)?;
     let texts: Vec<String> = match (&args.source, args.split) {
         (Some(source), Some(split)) => {
             let data = load_texts(source, Some(split), hub)?;

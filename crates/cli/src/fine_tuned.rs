@@ -77,11 +77,8 @@ pub fn resolve_inference(
     settings: &InferenceSettings,
     run: Option<&RunSpec>,
     tokenizer: &WordPieceTokenizer,
-    model: &str,
 ) -> anyhow::Result<Inference> {
     let inference = settings.resolve(run, longest_max_len(tokenizer)).map_err(crate::invalid_flag)?;
-    tokenizer
-        .check_max_len(inference.max_len)
-        .map_err(|e| crate::UsageError(format!("--max-len: {e} (--model {model})")))?;
+    tokenizer.check_max_len(inference.max_len).map_err(|e| crate::UsageError(format!("--max-len: {e}")))?;
     Ok(inference)
 }

@@ -21,9 +21,9 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, FloatDType, Int, Tensor};
 
-use crate::config::{Activation, Architecture, ModelConfig};
 use crate::ops::{self, DropoutMask, Kernels, LinearActivation};
 use crate::precision::Precision;
+use bertlab_model_config::{Activation, Architecture, ModelConfig};
 
 /// How self-attention is computed on the reference path ([`Kernels::Reference`], f16/bf16, or a
 /// backend without a fused fast path; [`Kernels::Fused`] on Flex in f32 uses

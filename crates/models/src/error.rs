@@ -26,24 +26,10 @@ pub enum ModelError {
         #[source]
         source: serde_json::Error,
     },
-    /// A `config.json` key is missing or has an unusable value.
-    #[error("{path}: key `{key}`: {message}")]
-    Config {
-        /// The config file (or the origin given to `ModelConfig::from_json`).
-        path: String,
-        /// The key at fault.
-        key: String,
-        /// What is wrong with it.
-        message: String,
-    },
-    /// `model_type` names an architecture bertlab does not implement.
-    #[error("{path}: unknown model_type {model_type:?}; bertlab implements \"bert\" and \"distilbert\"")]
-    UnknownModelType {
-        /// The config file.
-        path: String,
-        /// The value found.
-        model_type: String,
-    },
+    /// The model's `config.json` is unreadable, invalid or does not fit (its own error, which
+    /// names the file and the key).
+    #[error(transparent)]
+    Config(#[from] bertlab_model_config::ConfigError),
     /// The weights file is not a readable safetensors file.
     #[error("{path}: not a valid safetensors file: {message}", path = path.display())]
     Safetensors {
@@ -125,25 +111,6 @@ pub enum ModelError {
         first: f32,
         /// Its row-major index in the tensor.
         index: usize,
-    },
-    /// The tokenizer produces ids the model's embedding table has no row for.
-    #[error(
-        "{tokenizer}: the tokenizer's ids reach {max_id}, but {config} has vocab_size {vocab_size} \
-         (ids 0..{last}); the tokenizer does not belong to this model: use the tokenizer saved \
-         with the model, or a model whose vocabulary covers this tokenizer",
-        tokenizer = tokenizer.display(),
-        max_id = id_bound - 1,
-        last = vocab_size.saturating_sub(1)
-    )]
-    TokenizerDoesNotFit {
-        /// The tokenizer file (`tokenizer.json` or `vocab.txt`).
-        tokenizer: PathBuf,
-        /// One more than the largest id the tokenizer produces.
-        id_bound: usize,
-        /// The model's `config.json` (its origin).
-        config: String,
-        /// The model's `vocab_size`.
-        vocab_size: usize,
     },
     /// Writing a safetensors file failed.
     #[error("{path}: writing safetensors failed: {message}", path = path.display())]

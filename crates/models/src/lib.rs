@@ -2,7 +2,6 @@
 #![warn(missing_docs)]
 
 mod bert;
-mod config;
 mod distilbert;
 mod encoder;
 mod error;
@@ -11,7 +10,9 @@ pub mod ops;
 mod precision;
 mod weights;
 
-pub use config::{check_tokenizer_fits, Activation, Architecture, ModelConfig};
+pub use bertlab_model_config::{
+    check_tokenizer_fits, Activation, Architecture, ConfigError, ConfigSizes, ModelConfig,
+};
 pub use encoder::{cls, mean_pool, AttentionKernel, Backbone, Embeddings, EncoderLayer};
 pub use error::ModelError;
 pub use model::{

@@ -10,13 +10,13 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor};
 
-use crate::config::{Architecture, ModelConfig};
 use crate::encoder::{cls, linear, AttentionKernel, Backbone};
 use crate::error::ModelError;
 use crate::ops::Kernels;
 use crate::precision::Precision;
 use crate::weights::{visit_linear, Collector, LoadReport, Loader, ParamVisitor, Scope, WeightFile};
 use crate::{bert, distilbert};
+use bertlab_model_config::{Architecture, ConfigError, ModelConfig};
 
 /// Files of a tokenizer that [`export_classifier`] copies next to the weights when present.
 pub const TOKENIZER_FILES: [&str; 4] =
@@ -280,13 +280,15 @@ pub fn export_classifier<B: Backend>(
 
 /// The config written must describe the weights written.
 fn check_export_config(model: &ModelConfig, given: &ModelConfig) -> Result<(), ModelError> {
-    let mismatch = |key: &str, model_value: String, given_value: String| ModelError::Config {
-        path: given.origin().to_string(),
-        key: key.to_string(),
-        message: format!(
-            "is {given_value} in the config passed to export but {model_value} in the model; \
-             export with the model's config (TextClassifier::config)"
-        ),
+    let mismatch = |key: &str, model_value: String, given_value: String| {
+        ModelError::Config(ConfigError::Key {
+            path: given.origin().to_string(),
+            key: key.to_string(),
+            message: format!(
+                "is {given_value} in the config passed to export but {model_value} in the model; \
+                 export with the model's config (TextClassifier::config)"
+            ),
+        })
     };
     if model.architecture != given.architecture {
         return Err(mismatch("model_type", model.architecture.to_string(), given.architecture.to_string()));

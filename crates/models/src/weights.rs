@@ -22,8 +22,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use safetensors::Dtype;
 
-use crate::config::Architecture;
 use crate::error::ModelError;
+use bertlab_model_config::Architecture;
 
 /// What loading did besides reading the tensors the model needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use bertlab_hub::{HubOptions, RepoRef};
 use bertlab_models::{
-    export_classifier, load_classifier, load_encoder, ModelError, Precision, TextClassifier,
+    export_classifier, load_classifier, load_encoder, ConfigError, ModelError, Precision, TextClassifier,
 };
 use burn::backend::Flex;
 use common::*;
@@ -389,7 +389,7 @@ fn unknown_model_type_is_an_error() {
             .map(|_| ())
             .unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, ModelError::UnknownModelType { .. }), "{msg}");
+    assert!(matches!(err, ModelError::Config(ConfigError::UnknownModelType { .. })), "{msg}");
     assert!(msg.contains("roberta") && msg.contains("config.json"), "{msg}");
 }
 

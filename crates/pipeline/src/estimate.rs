@@ -2,6 +2,7 @@
 //! the time they take at a measured (from existing records) or assumed throughput.
 
 use crate::plan::PlannedRun;
+use bertlab_model_config::ConfigSizes;
 use bertlab_run::{ModelShape, Padding, RunRecord, SplitMode};
 use std::path::Path;
 
@@ -98,10 +99,12 @@ impl FoundShape {
         FoundShape { shape: ModelShape::BERT_BASE, origin: origin.into() }
     }
 
-    /// Read `config.json` (BERT or DistilBERT keys).
+    /// Read `config.json` (BERT or DistilBERT keys) with the lenient reader: an estimate only
+    /// needs the three sizes, so a partial or unsupported config still gives its shape, and an
+    /// unreadable one gives none (the caller falls back to the model's id).
     pub fn from_config(path: &Path) -> Option<FoundShape> {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-        Some(FoundShape { shape: ModelShape::from_config_json(&v)?, origin: "config.json".into() })
+        let shape = ConfigSizes::from_file(path).ok()?.shape()?;
+        Some(FoundShape { shape, origin: "config.json".into() })
     }
 
     /// The shape of a resolved model reference: a directory's `config.json`, the HF cache's copy

@@ -107,7 +107,8 @@ choice_enum! {
     /// Which WordPiece tokens of a text longer than the budget (`max_len - 2`, room left for
     /// `[CLS]` and `[SEP]`) are kept. Truncation works on tokens before the special tokens are
     /// added, as HF does: [`Truncation::Head`] gives exactly the ids of `transformers`
-    /// `tokenizer(text, truncation=True, max_length=max_len)`.
+    /// `tokenizer(text, truncation=True, max_length=max_len)`. The rule and the packing are
+    /// `bertlab_tokenize::{kept_counts, pack_into}`; this crate only names the choice.
     pub enum Truncation {
         /// Keep the first `budget` tokens (HF's and the Keras-Hub preprocessor's behaviour).
         #[default]
@@ -134,34 +135,6 @@ impl Truncation {
     /// The strategy of [`Truncation::code`].
     pub fn from_code(code: u8) -> Option<Truncation> {
         Truncation::ALL.get(code as usize).copied()
-    }
-
-    /// The `(head, tail)` token counts kept from a text of `len` tokens within `budget`.
-    ///
-    /// `head + tail == min(len, budget)`; texts that fit are kept whole whatever the strategy.
-    pub fn split(self, len: usize, budget: usize) -> (usize, usize) {
-        if len <= budget {
-            return (len, 0);
-        }
-        match self {
-            Truncation::Head => (budget, 0),
-            Truncation::Tail => (0, budget),
-            Truncation::HeadTail => {
-                let head = (budget + 2) / 4;
-                (head, budget - head)
-            }
-        }
-    }
-
-    /// Append `[CLS] kept-tokens [SEP]` to `out`, at most `max_len` ids (`max_len >= 2`).
-    pub fn pack_into<T: Copy>(self, tokens: &[T], cls: T, sep: T, max_len: usize, out: &mut Vec<T>) {
-        debug_assert!(max_len >= 2);
-        let (head, tail) = self.split(tokens.len(), max_len - 2);
-        out.reserve(head + tail + 2);
-        out.push(cls);
-        out.extend_from_slice(&tokens[..head]);
-        out.extend_from_slice(&tokens[tokens.len() - tail..]);
-        out.push(sep);
     }
 }
 
@@ -255,19 +228,5 @@ mod tests {
             assert_eq!(Truncation::from_code(t.code()), Some(t));
             assert_eq!(t.to_string().parse::<Truncation>(), Ok(t));
         }
-    }
-
-    #[test]
-    fn truncation_keeps_head_tail_or_both() {
-        let pack = |t: Truncation, n: u32, max_len: usize| {
-            let tokens: Vec<u32> = (1..=n).collect();
-            let mut out = Vec::new();
-            t.pack_into(&tokens, 100, 200, max_len, &mut out);
-            out
-        };
-        assert_eq!(pack(Truncation::Head, 5, 5), vec![100, 1, 2, 3, 200]);
-        assert_eq!(pack(Truncation::Tail, 5, 5), vec![100, 3, 4, 5, 200]);
-        assert_eq!(pack(Truncation::HeadTail, 3, 8), vec![100, 1, 2, 3, 200]);
-        assert_eq!(Truncation::HeadTail.split(1000, 510), (128, 382));
     }
 }

@@ -34,18 +34,6 @@ impl ModelShape {
     pub const DISTILBERT_BASE: ModelShape =
         ModelShape { layers: 6, hidden: 768, intermediate: 3072, head_classes: None };
 
-    /// Read a `config.json` value (BERT's or DistilBERT's keys).
-    pub fn from_config_json(v: &serde_json::Value) -> Option<ModelShape> {
-        let get =
-            |keys: &[&str]| keys.iter().find_map(|k| v.get(*k).and_then(|x| x.as_u64())).map(|x| x as usize);
-        Some(ModelShape {
-            layers: get(&["num_hidden_layers", "n_layers"])?,
-            hidden: get(&["hidden_size", "dim"])?,
-            intermediate: get(&["intermediate_size", "hidden_dim"])?,
-            head_classes: None,
-        })
-    }
-
     /// The same shape with a head of `classes` counted.
     pub fn with_head(self, classes: usize) -> ModelShape {
         ModelShape { head_classes: Some(classes), ..self }
@@ -89,12 +77,8 @@ mod tests {
         // Training is three forwards: one row of 128 tokens.
         let train = ModelShape::BERT_BASE.train_flops(128, 128 * 128);
         assert_eq!(train, 3.0 * ModelShape::BERT_BASE.forward_flops(128.0));
-        let v = serde_json::json!({"dim": 32, "n_layers": 2, "hidden_dim": 64});
-        assert_eq!(
-            ModelShape::from_config_json(&v),
-            Some(ModelShape { layers: 2, hidden: 32, intermediate: 64, head_classes: None })
-        );
-        assert_eq!(ModelShape::from_config_json(&serde_json::json!({"dim": 3})), None);
+        // Reading a config.json's shape is bertlab-model-config's (ModelConfig::shape, and
+        // ConfigSizes::shape for partial files; tested there).
         // DistilBERT-base with its 2-class head: pre_classifier 768² + classifier 768·2.
         let d = ModelShape::DISTILBERT_BASE.with_head(2);
         assert_eq!(d.matmul_params(), 6 * (4 * 589_824 + 2 * 2_359_296) + 589_824 + 1536);

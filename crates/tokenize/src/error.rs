@@ -65,14 +65,9 @@ pub enum TokenizeError {
         /// The file the vocabulary came from.
         path: PathBuf,
     },
-    /// A requested `max_len` is out of range.
-    #[error("max_len {max_len} is out of range: {reason}")]
-    MaxLen {
-        /// The requested length.
-        max_len: usize,
-        /// Which bound it breaks, with the bound.
-        reason: String,
-    },
+    /// A requested `max_len` is out of range (names the model, the length and the bound).
+    #[error(transparent)]
+    MaxLen(#[from] crate::max_len::MaxLenError),
     /// The `tokenizers` library failed on one text.
     #[error("tokenizing text #{row} ({preview:?}…) failed: {message}")]
     Encode {

@@ -13,7 +13,8 @@ use tokenizers::{AddedToken, ModelWrapper, NormalizerWrapper, PreTokenizerWrappe
 use crate::encoded::{EncodedTexts, IdStore};
 use crate::error::{io_err, preview, Result, TokenizeError};
 use crate::fast::{FastWordPiece, Scratch};
-use crate::truncation::Truncation;
+use crate::max_len::{check_max_len, longest_max_len};
+use crate::truncation::{pack_into, Truncation};
 
 /// Texts per parallel work item: small enough to balance two threads over uneven review
 /// lengths, large enough that scratch buffers are reused many times.
@@ -312,29 +313,24 @@ impl WordPieceTokenizer {
         &self.source
     }
 
-    /// The largest allowed `max_len`, with where it comes from, if known.
-    pub fn max_len_limit(&self) -> Option<(usize, &'static str)> {
-        let a = self.max_positions.map(|n| (n, "the model's max_position_embeddings"));
-        let b = self.model_max_length.map(|n| (n, "model_max_length in tokenizer_config.json"));
-        match (a, b) {
-            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
-            (a, b) => a.or(b),
-        }
+    /// The tokenizer's own limit on `max_len` (`model_max_length` in `tokenizer_config.json`;
+    /// `None` when absent or HF's "no limit" sentinel).
+    pub fn model_max_length(&self) -> Option<usize> {
+        self.model_max_length
     }
 
-    /// Check that `max_len` leaves room for `[CLS]` and `[SEP]` and fits the model.
+    /// The largest allowed `max_len`, with where it comes from, if known: the tighter of
+    /// [`Self::with_max_positions`] and [`Self::model_max_length`] ([`crate::longest_max_len`]).
+    pub fn max_len_limit(&self) -> Option<(usize, &'static str)> {
+        longest_max_len(self.max_positions, self.model_max_length).map(|l| (l.tokens, l.source.as_str()))
+    }
+
+    /// Check that `max_len` leaves room for `[CLS]` and `[SEP]` and fits the model
+    /// ([`crate::check_max_len`] with the positions given to [`Self::with_max_positions`]);
+    /// errors name the tokenizer's directory, as the tokenizer does not know the model's name.
     pub fn check_max_len(&self, max_len: usize) -> Result<()> {
-        if max_len < 2 {
-            return Err(TokenizeError::MaxLen {
-                max_len,
-                reason: "below 2, the room [CLS] and [SEP] take".into(),
-            });
-        }
-        if let Some((limit, what)) = self.max_len_limit() {
-            if max_len > limit {
-                return Err(TokenizeError::MaxLen { max_len, reason: format!("above {limit}, {what}") });
-            }
-        }
+        let dir = self.source.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(&self.source);
+        check_max_len(&dir.display().to_string(), max_len, self.max_positions, self.model_max_length)?;
         Ok(())
     }
 
@@ -377,7 +373,7 @@ impl WordPieceTokenizer {
         self.check_max_len(max_len)?;
         let tokens = self.word_pieces(text)?;
         let mut out = Vec::with_capacity(max_len.min(tokens.len() + 2));
-        truncation.pack_into(&tokens, self.cls_id, self.sep_id, max_len, &mut out);
+        pack_into(truncation, &tokens, self.cls_id, self.sep_id, max_len, &mut out);
         Ok(out)
     }
 
@@ -404,7 +400,7 @@ impl WordPieceTokenizer {
                     tokens.clear();
                     self.word_piece_into(text.as_ref(), chunk_index * CHUNK + j, &mut scratch, &mut tokens)?;
                     packed.clear();
-                    truncation.pack_into(&tokens, self.cls_id, self.sep_id, max_len, &mut packed);
+                    pack_into(truncation, &tokens, self.cls_id, self.sep_id, max_len, &mut packed);
                     ids.extend_from_u32(&packed);
                     lens.push(packed.len());
                 }

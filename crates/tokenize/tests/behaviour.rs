@@ -88,7 +88,7 @@ fn max_len_out_of_range_is_an_error_naming_both_numbers() {
     let (_dir, tok) = tokenizer();
     for bad in [0, 1] {
         let err = tok.encode("the film", bad, Truncation::Head).unwrap_err();
-        assert!(matches!(err, TokenizeError::MaxLen { max_len, .. } if max_len == bad));
+        assert!(matches!(&err, TokenizeError::MaxLen(e) if e.max_len == bad));
         assert!(err.to_string().contains("below 2"), "{err}");
         assert!(tok.encode_all(&["x"], bad, Truncation::Head, false).is_err());
     }

@@ -453,7 +453,8 @@ fn run_inner<B: AutodiffBackend>(
     // Classes: a checkpoint that already has a classification head keeps its classes, matched
     // to the data's by name; one without gets a head sized from the data.
     let repo = RepoRef::parse(&spec.model, RepoKind::Model);
-    let model_config = ModelConfig::from_file(&repo.file("config.json", &hub).map_err(ModelError::from)?)?;
+    let model_config = ModelConfig::from_file(&repo.file("config.json", &hub).map_err(ModelError::from)?)
+        .map_err(ModelError::from)?;
     let head = head_classes(&repo, &hub, &model_config, &data.class_names)?;
     if let Some(note) = head.alignment.as_ref().and_then(|a| a.note(&head.names, &data.class_names)) {
         say(format!("note: {note}"));
@@ -501,8 +502,18 @@ fn run_inner<B: AutodiffBackend>(
     let t = Instant::now();
     let tokenizer = WordPieceTokenizer::from_repo(&repo, &hub)?;
     // Before the whole dataset is tokenized: a tokenizer whose ids the model has no embedding for
-    // would only fail (or, on a GPU, read garbage) at the first batch.
-    bertlab_models::check_tokenizer_fits(&model_config, tokenizer.id_bound(), tokenizer.source())?;
+    // would only fail (or, on a GPU, read garbage) at the first batch, and a max_len beyond the
+    // model's positions or the tokenizer's limit only after every split is tokenized.
+    bertlab_models::check_tokenizer_fits(&model_config, tokenizer.id_bound(), tokenizer.source())
+        .map_err(ModelError::from)?;
+    let positions = Some(model_config.max_position_embeddings);
+    bertlab_tokenize::check_max_len(
+        &repo.display_name(),
+        spec.max_len,
+        positions,
+        tokenizer.model_max_length(),
+    )
+    .map_err(TokenizeError::from)?;
     let encode = |rows: &[usize]| -> Result<EncodedTexts, TokenizeError> {
         let texts: Vec<&str> = rows.iter().map(|&r| data.texts[r].as_str()).collect();
         match &spec.cache_dir {
@@ -527,14 +538,7 @@ fn run_inner<B: AutodiffBackend>(
     // Model: Burn's RNG (dropout) and the head initialisation both come from the seed.
     let t = Instant::now();
     B::seed(device, spec.seed);
-    let (model, config, report) = load_classifier::<B>(&repo, &hub, &data.class_names, spec.seed, device)?;
-    if spec.max_len > config.max_position_embeddings {
-        return Err(TrainError::MaxLenTooLong {
-            max_len: spec.max_len,
-            limit: config.max_position_embeddings,
-            model: repo.display_name(),
-        });
-    }
+    let (model, _, report) = load_classifier::<B>(&repo, &hub, &data.class_names, spec.seed, device)?;
     if !report.initialised.is_empty() {
         say(format!("Initialised from seed {}: {}", spec.seed, report.initialised.join(", ")));
     }

@@ -198,3 +198,39 @@ fn diverging_f32_run_stops_with_epoch_and_step() {
     assert_eq!(failed.error.as_deref(), Some(message.as_str()));
     assert!(failed.epochs.is_empty());
 }
+
+#[test]
+fn a_max_len_beyond_the_models_positions_fails_before_anything_is_tokenized() {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
+        eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    // The fixture without the tokenizer's own limit (model_max_length 512), which would have
+    // stopped the tokenizer anyway: only the model's 512 positions bound max_len now.
+    let model = tmp.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for entry in std::fs::read_dir(shared.join("fixtures/tiny-distilbert-classifier")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, model.join(path.file_name().unwrap())).unwrap();
+    }
+    let config = model.join("tokenizer_config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("model_max_length");
+    std::fs::write(&config, json.to_string()).unwrap();
+
+    let cache = tmp.path().join("token-cache");
+    let spec = RunSpec {
+        model: model.display().to_string(),
+        max_len: 600,
+        cache_dir: Some(cache.clone()),
+        ..spec(&shared, &tmp.path().join("run"))
+    };
+    let message = train::<AB>(&spec, &Default::default(), &options()).unwrap_err().to_string();
+    assert!(message.starts_with("max_len 600 is out of range for "), "{message}");
+    assert!(message.contains("model"), "{message}");
+    assert!(message.ends_with(": above 512, the model's max_position_embeddings"), "{message}");
+    // Checked before tokenizing: the token cache holds nothing.
+    assert!(std::fs::read_dir(&cache).map_or(true, |mut d| d.next().is_none()), "{message}");
+}

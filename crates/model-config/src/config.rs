@@ -5,95 +5,14 @@
 //! keeps every original key so that an export writes back the file it read, plus the labels.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde_json::{Map, Value};
 
-use crate::error::ModelError;
+use crate::architecture::{Activation, Architecture};
+use crate::error::ConfigError;
 use bertlab_run::format::abbreviate;
-
-/// The encoder families bertlab implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Architecture {
-    /// BERT (`model_type: "bert"`): word + position + token-type embeddings, a pooler.
-    Bert,
-    /// DistilBERT (`model_type: "distilbert"`): word + position embeddings, no pooler.
-    DistilBert,
-}
-
-impl Architecture {
-    /// The `model_type` string of `config.json`.
-    pub fn model_type(self) -> &'static str {
-        match self {
-            Architecture::Bert => "bert",
-            Architecture::DistilBert => "distilbert",
-        }
-    }
-
-    /// The `transformers` class of a sequence classifier of this family (written to
-    /// `architectures` on export).
-    pub fn classifier_class(self) -> &'static str {
-        match self {
-            Architecture::Bert => "BertForSequenceClassification",
-            Architecture::DistilBert => "DistilBertForSequenceClassification",
-        }
-    }
-
-    /// The prefix `transformers` puts before backbone weights in task checkpoints
-    /// (`bert.embeddings…`, `distilbert.transformer…`).
-    pub fn weight_prefix(self) -> &'static str {
-        self.model_type()
-    }
-}
-
-impl fmt::Display for Architecture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.model_type())
-    }
-}
-
-/// The feed-forward activation (`hidden_act` / `activation`), named as `transformers` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `gelu`: exact, erf-based GELU (what BERT and DistilBERT checkpoints use).
-    Gelu,
-    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation.
-    GeluTanh,
-    /// `relu`.
-    Relu,
-    /// `silu` / `swish`.
-    Silu,
-}
-
-impl Activation {
-    /// The `transformers` name written back on export.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Activation::Gelu => "gelu",
-            Activation::GeluTanh => "gelu_new",
-            Activation::Relu => "relu",
-            Activation::Silu => "silu",
-        }
-    }
-}
-
-impl FromStr for Activation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "gelu" => Ok(Activation::Gelu),
-            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
-            "relu" => Ok(Activation::Relu),
-            "silu" | "swish" => Ok(Activation::Silu),
-            other => Err(format!(
-                "unsupported activation {other:?} (bertlab implements gelu, gelu_new, \
-                 gelu_pytorch_tanh, relu, silu)"
-            )),
-        }
-    }
-}
+use bertlab_run::ModelShape;
 
 /// Everything the modules need to know about a checkpoint, under architecture-neutral names.
 ///
@@ -150,11 +69,11 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
-    fn error(&self, key: &str, message: impl Into<String>) -> ModelError {
-        ModelError::Config { path: self.origin.to_string(), key: key.to_string(), message: message.into() }
+    fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Key { path: self.origin.to_string(), key: key.to_string(), message: message.into() }
     }
 
-    fn usize(&self, key: &str) -> Result<usize, ModelError> {
+    fn usize(&self, key: &str) -> Result<usize, ConfigError> {
         match self.map.get(key) {
             None | Some(Value::Null) => Err(self.error(key, "missing (required by the model)")),
             Some(v) => v
@@ -165,7 +84,7 @@ impl Fields<'_> {
         }
     }
 
-    fn usize_or(&self, key: &str, default: usize) -> Result<usize, ModelError> {
+    fn usize_or(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(default),
             Some(v) => v
@@ -175,7 +94,7 @@ impl Fields<'_> {
         }
     }
 
-    fn f64_opt(&self, key: &str) -> Result<Option<f64>, ModelError> {
+    fn f64_opt(&self, key: &str) -> Result<Option<f64>, ConfigError> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => {
@@ -184,11 +103,11 @@ impl Fields<'_> {
         }
     }
 
-    fn f64_or(&self, key: &str, default: f64) -> Result<f64, ModelError> {
+    fn f64_or(&self, key: &str, default: f64) -> Result<f64, ConfigError> {
         Ok(self.f64_opt(key)?.unwrap_or(default))
     }
 
-    fn probability_or(&self, key: &str, default: f64) -> Result<f64, ModelError> {
+    fn probability_or(&self, key: &str, default: f64) -> Result<f64, ConfigError> {
         let p = self.f64_or(key, default)?;
         if (0.0..1.0).contains(&p) {
             Ok(p)
@@ -197,7 +116,7 @@ impl Fields<'_> {
         }
     }
 
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool, ModelError> {
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(default),
             Some(v) => {
@@ -206,31 +125,31 @@ impl Fields<'_> {
         }
     }
 
-    fn str_or<'s>(&'s self, key: &str, default: &'s str) -> Result<&'s str, ModelError> {
+    fn str_or<'s>(&'s self, key: &str, default: &'s str) -> Result<&'s str, ConfigError> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(default),
             Some(v) => v.as_str().ok_or_else(|| self.error(key, format!("expected a string, found {v}"))),
         }
     }
 
-    fn activation(&self, key: &str, default: &str) -> Result<Activation, ModelError> {
+    fn activation(&self, key: &str, default: &str) -> Result<Activation, ConfigError> {
         self.str_or(key, default)?.parse().map_err(|msg: String| self.error(key, msg))
     }
 
     /// A required size key within `limit`.
-    fn size(&self, key: &str, limit: Limit) -> Result<usize, ModelError> {
+    fn size(&self, key: &str, limit: Limit) -> Result<usize, ConfigError> {
         let n = self.usize(key)?;
         limit.check(n).map_err(|message| self.error(key, message))
     }
 
     /// An optional size key within `limit`.
-    fn size_or(&self, key: &str, default: usize, limit: Limit) -> Result<usize, ModelError> {
+    fn size_or(&self, key: &str, default: usize, limit: Limit) -> Result<usize, ConfigError> {
         let n = self.usize_or(key, default)?;
         limit.check(n).map_err(|message| self.error(key, message))
     }
 
     /// An optional token id (default 0); whether it is in the vocabulary is checked later.
-    fn token_id(&self, key: &str) -> Result<u32, ModelError> {
+    fn token_id(&self, key: &str) -> Result<u32, ConfigError> {
         let id = self.usize_or(key, 0)?;
         u32::try_from(id).map_err(|_| self.error(key, format!("{id} is not a token id (ids are 32-bit)")))
     }
@@ -241,7 +160,7 @@ impl Fields<'_> {
     /// `transformers` turns the ids into numbers with `int(key)`, so `"0"` and `"00"` silently
     /// collapse into one class and ids with a gap leave a class without a name; here each of
     /// those is an error naming the ids.
-    fn labels(&self) -> Result<Vec<String>, ModelError> {
+    fn labels(&self) -> Result<Vec<String>, ConfigError> {
         let num_labels = match self.map.get("num_labels") {
             None | Some(Value::Null) => None,
             Some(_) => Some(self.size("num_labels", LABELS)?),
@@ -267,7 +186,7 @@ impl Fields<'_> {
         Ok(labels)
     }
 
-    fn id2label(&self, id2label: &Value) -> Result<Vec<String>, ModelError> {
+    fn id2label(&self, id2label: &Value) -> Result<Vec<String>, ConfigError> {
         let bad = |message: String| self.error("id2label", message);
         let object = id2label
             .as_object()
@@ -309,7 +228,7 @@ impl Fields<'_> {
     }
 
     /// `label2id` must be the inverse of the labels: same names, same ids.
-    fn check_label2id(&self, label2id: &Value, labels: &[String]) -> Result<(), ModelError> {
+    fn check_label2id(&self, label2id: &Value, labels: &[String]) -> Result<(), ConfigError> {
         let bad = |message: String| self.error("label2id", message);
         let object = label2id
             .as_object()
@@ -411,18 +330,18 @@ fn generic_labels(n: usize) -> Vec<String> {
 
 impl ModelConfig {
     /// Read and parse a `config.json`.
-    pub fn from_file(path: &Path) -> Result<ModelConfig, ModelError> {
+    pub fn from_file(path: &Path) -> Result<ModelConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+            .map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
         ModelConfig::from_json(&text, &path.display().to_string())
     }
 
     /// Parse the text of a `config.json`; `origin` (usually the path) is named in errors.
-    pub fn from_json(text: &str, origin: &str) -> Result<ModelConfig, ModelError> {
+    pub fn from_json(text: &str, origin: &str) -> Result<ModelConfig, ConfigError> {
         let value: Value = serde_json::from_str(text)
-            .map_err(|source| ModelError::Json { path: PathBuf::from(origin), source })?;
+            .map_err(|source| ConfigError::Json { path: PathBuf::from(origin), source })?;
         let Value::Object(raw) = value else {
-            return Err(ModelError::Config {
+            return Err(ConfigError::Key {
                 path: origin.to_string(),
                 key: "(top level)".into(),
                 message: "expected a JSON object".into(),
@@ -444,17 +363,18 @@ impl ModelConfig {
                         ));
                     }
                 }
-                let hidden_dropout_prob = f.probability_or("hidden_dropout_prob", 0.1)?;
+                let k = Architecture::Bert.keys();
+                let hidden_dropout_prob = f.probability_or(k.dropout, 0.1)?;
                 ModelConfig {
                     architecture: Architecture::Bert,
                     vocab_size: f.size("vocab_size", VOCAB)?,
-                    hidden_size: f.size("hidden_size", HIDDEN)?,
-                    num_hidden_layers: f.size("num_hidden_layers", LAYERS)?,
-                    num_attention_heads: f.size("num_attention_heads", HEADS)?,
-                    intermediate_size: f.size("intermediate_size", INTERMEDIATE)?,
+                    hidden_size: f.size(k.hidden, HIDDEN)?,
+                    num_hidden_layers: f.size(k.layers, LAYERS)?,
+                    num_attention_heads: f.size(k.heads, HEADS)?,
+                    intermediate_size: f.size(k.intermediate, INTERMEDIATE)?,
                     max_position_embeddings: f.size("max_position_embeddings", POSITIONS)?,
                     type_vocab_size: f.size_or("type_vocab_size", 2, TOKEN_TYPES)?,
-                    hidden_act: f.activation("hidden_act", "gelu")?,
+                    hidden_act: f.activation(k.activation, "gelu")?,
                     layer_norm_eps: f.f64_or("layer_norm_eps", 1e-12)?,
                     hidden_dropout_prob,
                     attention_probs_dropout_prob: f.probability_or("attention_probs_dropout_prob", 0.1)?,
@@ -467,30 +387,33 @@ impl ModelConfig {
                     origin: origin.to_string(),
                 }
             }
-            "distilbert" => ModelConfig {
-                architecture: Architecture::DistilBert,
-                vocab_size: f.size("vocab_size", VOCAB)?,
-                hidden_size: f.size("dim", HIDDEN)?,
-                num_hidden_layers: f.size("n_layers", LAYERS)?,
-                num_attention_heads: f.size("n_heads", HEADS)?,
-                intermediate_size: f.size("hidden_dim", INTERMEDIATE)?,
-                max_position_embeddings: f.size("max_position_embeddings", POSITIONS)?,
-                type_vocab_size: 0,
-                hidden_act: f.activation("activation", "gelu")?,
-                // transformers hard-codes DistilBERT's LayerNorm epsilon.
-                layer_norm_eps: 1e-12,
-                hidden_dropout_prob: f.probability_or("dropout", 0.1)?,
-                attention_probs_dropout_prob: f.probability_or("attention_dropout", 0.1)?,
-                classifier_dropout: f.probability_or("seq_classif_dropout", 0.2)?,
-                initializer_range: f.f64_or("initializer_range", 0.02)?,
-                sinusoidal_pos_embds: f.bool_or("sinusoidal_pos_embds", false)?,
-                pad_token_id: f.token_id("pad_token_id")?,
-                labels: f.labels()?,
-                raw: raw.clone(),
-                origin: origin.to_string(),
-            },
+            "distilbert" => {
+                let k = Architecture::DistilBert.keys();
+                ModelConfig {
+                    architecture: Architecture::DistilBert,
+                    vocab_size: f.size("vocab_size", VOCAB)?,
+                    hidden_size: f.size(k.hidden, HIDDEN)?,
+                    num_hidden_layers: f.size(k.layers, LAYERS)?,
+                    num_attention_heads: f.size(k.heads, HEADS)?,
+                    intermediate_size: f.size(k.intermediate, INTERMEDIATE)?,
+                    max_position_embeddings: f.size("max_position_embeddings", POSITIONS)?,
+                    type_vocab_size: 0,
+                    hidden_act: f.activation(k.activation, "gelu")?,
+                    // transformers hard-codes DistilBERT's LayerNorm epsilon.
+                    layer_norm_eps: 1e-12,
+                    hidden_dropout_prob: f.probability_or(k.dropout, 0.1)?,
+                    attention_probs_dropout_prob: f.probability_or("attention_dropout", 0.1)?,
+                    classifier_dropout: f.probability_or("seq_classif_dropout", 0.2)?,
+                    initializer_range: f.f64_or("initializer_range", 0.02)?,
+                    sinusoidal_pos_embds: f.bool_or("sinusoidal_pos_embds", false)?,
+                    pad_token_id: f.token_id("pad_token_id")?,
+                    labels: f.labels()?,
+                    raw: raw.clone(),
+                    origin: origin.to_string(),
+                }
+            }
             other => {
-                return Err(ModelError::UnknownModelType {
+                return Err(ConfigError::UnknownModelType {
                     path: origin.to_string(),
                     model_type: other.to_string(),
                 })
@@ -502,13 +425,10 @@ impl ModelConfig {
 
     /// What no single key can say: heads divide the width, the padding id is a token, BERT has
     /// a token type 0, and no table is absurdly large.
-    fn check_consistency(&self, f: &Fields<'_>) -> Result<(), ModelError> {
+    fn check_consistency(&self, f: &Fields<'_>) -> Result<(), ConfigError> {
         let bert = self.architecture == Architecture::Bert;
-        let (hidden, heads, intermediate) = if bert {
-            ("hidden_size", "num_attention_heads", "intermediate_size")
-        } else {
-            ("dim", "n_heads", "hidden_dim")
-        };
+        let keys = self.architecture.keys();
+        let (hidden, heads, intermediate) = (keys.hidden, keys.heads, keys.intermediate);
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(f.error(
                 heads,
@@ -562,6 +482,17 @@ impl ModelConfig {
         self.labels.len()
     }
 
+    /// The dimensions that set this encoder's cost (no classification head counted; add one
+    /// with [`ModelShape::with_head`]).
+    pub fn shape(&self) -> ModelShape {
+        ModelShape {
+            layers: self.num_hidden_layers,
+            hidden: self.hidden_size,
+            intermediate: self.intermediate_size,
+            head_classes: None,
+        }
+    }
+
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
@@ -597,24 +528,15 @@ impl ModelConfig {
         map.insert("label2id".into(), Value::Object(label2id));
         // Keep the fields the modules use in sync with what was read (they are public and may
         // have been changed by the caller), under this architecture's key names.
-        let sizes: [(&str, Value); 6] = match self.architecture {
-            Architecture::Bert => [
-                ("hidden_size", self.hidden_size.into()),
-                ("num_hidden_layers", self.num_hidden_layers.into()),
-                ("num_attention_heads", self.num_attention_heads.into()),
-                ("intermediate_size", self.intermediate_size.into()),
-                ("hidden_act", self.hidden_act.as_str().into()),
-                ("hidden_dropout_prob", self.hidden_dropout_prob.into()),
-            ],
-            Architecture::DistilBert => [
-                ("dim", self.hidden_size.into()),
-                ("n_layers", self.num_hidden_layers.into()),
-                ("n_heads", self.num_attention_heads.into()),
-                ("hidden_dim", self.intermediate_size.into()),
-                ("activation", self.hidden_act.as_str().into()),
-                ("dropout", self.hidden_dropout_prob.into()),
-            ],
-        };
+        let k = self.architecture.keys();
+        let sizes: [(&str, Value); 6] = [
+            (k.hidden, self.hidden_size.into()),
+            (k.layers, self.num_hidden_layers.into()),
+            (k.heads, self.num_attention_heads.into()),
+            (k.intermediate, self.intermediate_size.into()),
+            (k.activation, self.hidden_act.as_str().into()),
+            (k.dropout, self.hidden_dropout_prob.into()),
+        ];
         for (key, value) in sizes {
             map.insert(key.into(), value);
         }
@@ -651,9 +573,9 @@ pub fn check_tokenizer_fits(
     config: &ModelConfig,
     tokenizer_id_bound: usize,
     tokenizer_file: &Path,
-) -> Result<(), ModelError> {
+) -> Result<(), ConfigError> {
     if tokenizer_id_bound > config.vocab_size {
-        return Err(ModelError::TokenizerDoesNotFit {
+        return Err(ConfigError::TokenizerDoesNotFit {
             tokenizer: tokenizer_file.to_path_buf(),
             id_bound: tokenizer_id_bound,
             config: config.origin.clone(),
@@ -701,7 +623,7 @@ mod tests {
     fn unknown_model_type_is_an_error_naming_it() {
         let err = ModelConfig::from_json(r#"{"model_type": "roberta"}"#, "x/config.json").unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, ModelError::UnknownModelType { .. }), "{msg}");
+        assert!(matches!(err, ConfigError::UnknownModelType { .. }), "{msg}");
         assert!(msg.contains("roberta") && msg.contains("x/config.json"), "{msg}");
     }
 
@@ -740,7 +662,7 @@ mod tests {
     fn error_with(extra: &str) -> String {
         let text = BERT.replace('}', &format!(", {extra}}}"));
         let err = ModelConfig::from_json(&text, "m/config.json").expect_err(extra);
-        assert!(matches!(err, ModelError::Config { .. }), "{err}");
+        assert!(matches!(err, ConfigError::Key { .. }), "{err}");
         err.to_string()
     }
 
@@ -890,7 +812,7 @@ mod tests {
         check_tokenizer_fits(&c, 100, tokenizer).unwrap();
         check_tokenizer_fits(&c, 90, tokenizer).unwrap();
         let err = check_tokenizer_fits(&c, 30_522, tokenizer).unwrap_err();
-        assert!(matches!(err, ModelError::TokenizerDoesNotFit { .. }), "{err}");
+        assert!(matches!(err, ConfigError::TokenizerDoesNotFit { .. }), "{err}");
         assert_eq!(
             err.to_string(),
             "tok/tokenizer.json: the tokenizer's ids reach 30521, but model/config.json has vocab_size \
