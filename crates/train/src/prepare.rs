@@ -7,7 +7,7 @@ use crate::device_fault::panic_text;
 use crate::error::TrainError;
 use crate::predict::EvalSettings;
 use crate::readback::logits_to_vec;
-use bertlab_data::{DataOptions, DatasetSource, RunSplits};
+use bertlab_data::{DataOptions, DatasetSource, LabeledTexts, RunSplits};
 use bertlab_hub::{HubOptions, RepoKind, RepoRef};
 use bertlab_models::{has_classifier_head, ModelConfig, ModelError, Precision};
 use bertlab_run::{align_labels, ClassCounts, DataSummary, LabelAlignment, RunRecord, RunSpec};
@@ -74,31 +74,77 @@ pub(crate) fn prepare<B: Backend>(
 ) -> Result<Prepared, TrainError> {
     check_precision::<B>(device, spec.precision)?;
     let hub = HubOptions { offline: hub.offline || spec.offline, ..hub.clone() };
-
-    // Data: the dataset's splits, then the run's rows (the notebook's recipe on all of them
-    // joined, or the dataset's own splits), as positions in the joined table.
     let t = Instant::now();
+    let (source, mut data, split) = load_data(spec, &hub)?;
+    record.timings.data_seconds = t.elapsed().as_secs_f64();
+    let repo = RepoRef::parse(&spec.model, RepoKind::Model);
+    let model_config = ModelConfig::from_file(&repo.file("config.json", &hub).map_err(ModelError::from)?)?;
+    settle_classes(&repo, &hub, &model_config, &mut data, quiet)?;
+    record.data = summarize(&source, &data, &split);
+    report_data(spec, &data, &split, record, quiet);
+
+    let t = Instant::now();
+    let tokenizer = WordPieceTokenizer::from_repo(&repo, &hub)?;
+    // Before the whole dataset is tokenized: a tokenizer whose ids the model has no embedding for
+    // would only fail (or, on a GPU, read garbage) at the first batch.
+    bertlab_models::check_tokenizer_fits(&model_config, tokenizer.id_bound(), tokenizer.source())?;
+    let encoded = encode_splits(spec, &tokenizer, &data, &split, quiet)?;
+    record.data.train_truncated = encoded.train.seq_lens().filter(|&l| l >= spec.max_len).count();
+    record.timings.tokenize_seconds = t.elapsed().as_secs_f64();
+
+    let eval = EvalSettings {
+        batch: spec.eval_batch_size(),
+        padding: spec.padding,
+        pad_multiple: spec.pad_multiple,
+        precision: spec.precision,
+        pad_id: tokenizer.pad_id(),
+    };
+    Ok(Prepared {
+        hub,
+        repo,
+        class_names: data.class_names,
+        train_lengths: encoded.train.seq_lens().collect(),
+        buckets: LengthBuckets::new(spec.batch, spec.padding, spec.pad_multiple, spec.max_len),
+        encoded,
+        tokenizer,
+        eval,
+        quiet,
+    })
+}
+
+/// The dataset's splits, then the run's rows (the notebook's recipe on all of them joined, or
+/// the dataset's own splits), as positions in the joined table; none of the three may be empty.
+fn load_data(
+    spec: &RunSpec,
+    hub: &HubOptions,
+) -> Result<(DatasetSource, LabeledTexts, RunSplits), TrainError> {
     let source = DatasetSource::parse(&spec.source)?;
     let data_options = DataOptions {
         text_column: spec.text_column.clone(),
         label_column: spec.label_column.clone(),
         config: spec.dataset_config.clone(),
     };
-    let splits = source.load_splits(&data_options, &hub)?;
+    let splits = source.load_splits(&data_options, hub)?;
     let split = RunSplits::new(&splits, spec.splits, spec.subset, spec.seed)?;
-    let mut data = splits.into_joined();
+    let data = splits.into_joined();
     for (name, rows) in [("train", &split.train), ("val", &split.val), ("test", &split.test)] {
         if rows.is_empty() {
             return Err(TrainError::EmptySplit { split: name, subset: spec.subset });
         }
     }
-    record.timings.data_seconds = t.elapsed().as_secs_f64();
+    Ok((source, data, split))
+}
 
-    // Classes: a checkpoint that already has a classification head keeps its classes, matched
-    // to the data's by name; one without gets a head sized from the data.
-    let repo = RepoRef::parse(&spec.model, RepoKind::Model);
-    let model_config = ModelConfig::from_file(&repo.file("config.json", &hub).map_err(ModelError::from)?)?;
-    let head = head_classes(&repo, &hub, &model_config, &data.class_names)?;
+/// The classes the run trains on: a checkpoint that already has a classification head keeps its
+/// classes, `data`'s labels matched to them by name; one without gets a head sized from the data.
+fn settle_classes(
+    repo: &RepoRef,
+    hub: &HubOptions,
+    model_config: &ModelConfig,
+    data: &mut LabeledTexts,
+    quiet: bool,
+) -> Result<(), TrainError> {
+    let head = head_classes(repo, hub, model_config, &data.class_names)?;
     if let Some(note) = head.alignment.as_ref().and_then(|a| a.note(&head.names, &data.class_names)) {
         say(quiet, &format!("note: {note}"));
     }
@@ -108,7 +154,12 @@ pub(crate) fn prepare<B: Backend>(
         }
         data.class_names = head.names;
     }
-    record.data = DataSummary {
+    Ok(())
+}
+
+/// The record's description of the data: sizes, classes, files and class counts per split.
+fn summarize(source: &DatasetSource, data: &LabeledTexts, split: &RunSplits) -> DataSummary {
+    DataSummary {
         source: source.to_string(),
         total_rows: data.len(),
         pool: split.pool.len(),
@@ -123,7 +174,11 @@ pub(crate) fn prepare<B: Backend>(
             test: data.class_counts_of(&split.test),
         },
         ..DataSummary::default()
-    };
+    }
+}
+
+/// Say the split sizes, and note classes imbalanced enough that accuracy misleads.
+fn report_data(spec: &RunSpec, data: &LabeledTexts, split: &RunSplits, record: &RunRecord, quiet: bool) {
     say(
         quiet,
         &format!(
@@ -146,51 +201,33 @@ pub(crate) fn prepare<B: Backend>(
             ),
         );
     }
+}
 
-    // Tokens.
-    let t = Instant::now();
-    let tokenizer = WordPieceTokenizer::from_repo(&repo, &hub)?;
-    // Before the whole dataset is tokenized: a tokenizer whose ids the model has no embedding for
-    // would only fail (or, on a GPU, read garbage) at the first batch.
-    bertlab_models::check_tokenizer_fits(&model_config, tokenizer.id_bound(), tokenizer.source())?;
+/// The three splits' token ids (through the token cache when the spec names one) and labels.
+fn encode_splits(
+    spec: &RunSpec,
+    tokenizer: &WordPieceTokenizer,
+    data: &LabeledTexts,
+    split: &RunSplits,
+    quiet: bool,
+) -> Result<Encoded, TrainError> {
     let encode = |rows: &[usize]| -> Result<EncodedTexts, TokenizeError> {
         let texts: Vec<&str> = rows.iter().map(|&r| data.texts[r].as_str()).collect();
         match &spec.cache_dir {
             Some(dir) => {
-                TokenCache::new(dir).encode_all(&tokenizer, &texts, spec.max_len, spec.truncation, !quiet)
+                TokenCache::new(dir).encode_all(tokenizer, &texts, spec.max_len, spec.truncation, !quiet)
             }
             None => tokenizer.encode_all(&texts, spec.max_len, spec.truncation, !quiet),
         }
     };
     let labels_of = |rows: &[usize]| rows.iter().map(|&r| data.labels[r]).collect::<Vec<u32>>();
-    let encoded = Encoded {
+    Ok(Encoded {
         train: encode(&split.train)?,
         val: encode(&split.val)?,
         test: encode(&split.test)?,
         train_labels: labels_of(&split.train),
         val_labels: labels_of(&split.val),
         test_labels: labels_of(&split.test),
-    };
-    record.data.train_truncated = encoded.train.seq_lens().filter(|&l| l >= spec.max_len).count();
-    record.timings.tokenize_seconds = t.elapsed().as_secs_f64();
-
-    let eval = EvalSettings {
-        batch: spec.eval_batch_size(),
-        padding: spec.padding,
-        pad_multiple: spec.pad_multiple,
-        precision: spec.precision,
-        pad_id: tokenizer.pad_id(),
-    };
-    Ok(Prepared {
-        hub,
-        repo,
-        class_names: data.class_names,
-        train_lengths: encoded.train.seq_lens().collect(),
-        buckets: LengthBuckets::new(spec.batch, spec.padding, spec.pad_multiple, spec.max_len),
-        encoded,
-        tokenizer,
-        eval,
-        quiet,
     })
 }
 
