@@ -20,11 +20,7 @@ use std::path::{Path, PathBuf};
 
 /// Crates whose circles are known and being removed; each entry says where. The test fails
 /// when such a crate no longer has a circle, so that the exception is removed with it.
-const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[
-    // trainer ↔ fit ↔ device_fault: being restructured into named stages (issue 21, trainer
-    // part). Remove this entry when that change is merged.
-    ("train", "issue 21: trainer ↔ fit ↔ device_fault"),
-];
+const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[];
 
 #[test]
 fn no_crate_has_import_circles_between_its_files() {

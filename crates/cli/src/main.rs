@@ -12,6 +12,7 @@ mod cmd_train;
 mod fine_tuned;
 mod kernel_cache;
 
+use bertlab_train::{DeviceFault, TrainError};
 use clap::{Parser, Subcommand};
 
 /// Fine-tune BERT-family text classifiers (DistilBERT, BERT) on Burn.
@@ -104,16 +105,27 @@ fn main() {
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
-        // Exit code 3 is reserved for out-of-memory (the orchestrator retries with half the
-        // batch), 2 for usage errors (a flag's value), 1 for everything else.
-        let code = if err.chain().any(|e| e.to_string().contains("out of memory")) {
-            3
-        } else if err.downcast_ref::<UsageError>().is_some() {
-            2
-        } else {
-            1
-        };
-        std::process::exit(code);
+        std::process::exit(exit_code(&err));
+    }
+}
+
+/// The exit code of a failed command, chosen by the types of the errors in its chain: 3 when
+/// the device ran out of memory (the orchestrator retries with half the batch): a
+/// [`TrainError`] that [`is_out_of_memory`](TrainError::is_out_of_memory) from `train`, or an
+/// out-of-memory [`DeviceFault`] from the commands that run the model in
+/// `bertlab_train::device_fault::watched`; 2 for a [`UsageError`] (a flag's value, as clap's own
+/// usage errors); 1 for everything else.
+fn exit_code(err: &anyhow::Error) -> i32 {
+    let out_of_memory = err.chain().any(|e| {
+        e.downcast_ref::<TrainError>().is_some_and(TrainError::is_out_of_memory)
+            || e.downcast_ref::<DeviceFault>().is_some_and(DeviceFault::is_out_of_memory)
+    });
+    if out_of_memory {
+        3
+    } else if err.downcast_ref::<UsageError>().is_some() {
+        2
+    } else {
+        1
     }
 }
 
@@ -125,5 +137,32 @@ fn restore_default_sigpipe() {
     // SAFETY: setting a signal's disposition to its default, before any other thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn exit_codes_follow_the_error_types() {
+        let oom =
+            TrainError::OutOfMemory { batch: 32, max_len: 512, half: 16, accum2: 2, detail: "x".into() };
+        let err = Err::<(), _>(oom).context("training run runs/a").unwrap_err();
+        assert_eq!(exit_code(&err), 3);
+        let device_oom = DeviceFault {
+            thread: "DSD-0-0".into(),
+            message: "can't allocate buffer of size: 1024".into(),
+            count: 3,
+        };
+        assert_eq!(exit_code(&anyhow::Error::new(device_oom)), 3);
+        let other = DeviceFault { thread: "DSD-0-0".into(), message: "index out of bounds".into(), count: 1 };
+        assert_eq!(exit_code(&anyhow::Error::new(other)), 1);
+        let diverged = TrainError::NonFiniteValidation { epoch: 1, value: f64::NAN };
+        assert_eq!(exit_code(&anyhow::Error::new(diverged)), 1);
+        assert_eq!(exit_code(&anyhow::Error::new(UsageError("--batch 0: must be at least 1".into()))), 2);
+        // By type, not by text: an error that only says so is not the device's.
+        assert_eq!(exit_code(&anyhow::anyhow!("the host is out of memory")), 1);
     }
 }

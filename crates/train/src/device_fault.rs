@@ -10,6 +10,11 @@
 //! [`FaultWatch`] started before a piece of work reports a panic of another thread since
 //! then (the out-of-memory one, when there is one), so that the work fails with the backend's own message instead of numbers
 //! computed on garbage.
+//!
+//! Out of memory is told apart here, once: [`is_out_of_memory`] reads a backend's message,
+//! [`DeviceFault::is_out_of_memory`] a fault's, and [`guarded`] runs a piece of work and returns
+//! how it failed as a [`Failure`] (out of memory, a panic, or another thread's fault), from which
+//! callers build their typed errors (the trainer's `TrainError::OutOfMemory`).
 
 use std::sync::{Mutex, Once};
 use std::thread::ThreadId;
@@ -33,13 +38,78 @@ pub struct DeviceFault {
 impl DeviceFault {
     /// The device ran out of memory (the message is an allocation failure).
     pub fn is_out_of_memory(&self) -> bool {
-        crate::trainer::is_out_of_memory(&self.message)
+        is_out_of_memory(&self.message)
     }
 
     /// The message's first non-empty line, at most 200 characters.
     pub fn first_line(&self) -> String {
-        self.message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").chars().take(200).collect()
+        first_line(&self.message)
     }
+}
+
+/// True for the messages CUDA/CubeCL and allocators give when memory runs out.
+pub fn is_out_of_memory(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("out of memory")
+        || m.contains("out-of-memory")
+        || m.contains("outofmemory")
+        || m.contains("memory allocation of")
+        // CubeCL's CUDA allocator (`can't allocate buffer of size: …`), on its device thread
+        || m.contains("can't allocate buffer")
+}
+
+/// A message's first non-empty line, at most 200 characters: what an error quotes of a
+/// backend's (often multi-line) panic.
+fn first_line(message: &str) -> String {
+    message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").chars().take(200).collect()
+}
+
+/// How a piece of work run by [`guarded`] failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// An allocation failed, on this thread or the backend's: the device ran out of memory (a
+    /// smaller batch may fit).
+    OutOfMemory {
+        /// The first line of the backend's message.
+        detail: String,
+    },
+    /// This thread panicked, for another reason than memory.
+    Panic(String),
+    /// Another thread (the backend's device thread) panicked, for another reason than memory.
+    Fault(DeviceFault),
+}
+
+impl Failure {
+    /// The failure a panic of the working thread, with `message`, stands for.
+    pub fn of_panic(message: String) -> Failure {
+        if is_out_of_memory(&message) {
+            Failure::OutOfMemory { detail: first_line(&message) }
+        } else {
+            Failure::Panic(message)
+        }
+    }
+
+    /// The failure a backend thread's panic stands for.
+    pub fn of_fault(fault: DeviceFault) -> Failure {
+        if fault.is_out_of_memory() {
+            Failure::OutOfMemory { detail: fault.first_line() }
+        } else {
+            Failure::Fault(fault)
+        }
+    }
+}
+
+/// Run `work` on this thread, catching its panic and watching the other threads: a panic of a
+/// backend thread (CUDA out of memory on CubeCL's device thread) overrides whatever `work` went
+/// on to compute or return (NaN losses, "diverged"); else a panic of `work` itself is the
+/// failure.
+pub fn guarded<T>(work: impl FnOnce() -> T) -> Result<T, Failure> {
+    let watch = FaultWatch::start();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    if let Some(fault) = watch.fault() {
+        return Err(Failure::of_fault(fault));
+    }
+    outcome.map_err(|panic| Failure::of_panic(panic_text(&*panic)))
 }
 
 impl std::fmt::Display for DeviceFault {
@@ -105,7 +175,7 @@ impl PanicLog {
             let oldest = (0..self.distinct.len())
                 .min_by_key(|&i| {
                     let r = &self.distinct[i];
-                    (crate::trainer::is_out_of_memory(&r.message), r.last)
+                    (is_out_of_memory(&r.message), r.last)
                 })
                 .expect("full");
             self.distinct.remove(oldest);
@@ -150,7 +220,7 @@ pub fn install_panic_hook() {
             let print = {
                 let mut log = LOG.lock().unwrap_or_else(|e| e.into_inner());
                 let new = log.record(current.id(), &name, &message);
-                new && !crate::trainer::is_out_of_memory(&message)
+                new && !is_out_of_memory(&message)
             };
             if print {
                 previous(info);
@@ -190,7 +260,7 @@ impl FaultWatch {
             log.distinct.iter().filter(|r| r.last > self.after && r.thread != self.thread).collect();
         let chosen = foreign
             .iter()
-            .find(|r| crate::trainer::is_out_of_memory(&r.message))
+            .find(|r| is_out_of_memory(&r.message))
             .or_else(|| foreign.iter().min_by_key(|r| r.first));
         Some(match chosen {
             Some(r) => DeviceFault { thread: r.name.clone(), message: r.message.clone(), count },
@@ -269,5 +339,32 @@ mod tests {
         assert_eq!(fault.count, DISTINCT as u64 + 5);
         // The failed allocation, seen before any of them, is still kept.
         assert!(LOG.lock().unwrap().distinct.iter().any(|r| r.message.contains("can't allocate buffer")));
+
+        // `guarded`: a result, this thread's panic, or another thread's, each classified.
+        assert_eq!(guarded(|| 7), Ok(7));
+        assert_eq!(
+            guarded(|| -> () { panic!("shape mismatch") }),
+            Err(Failure::Panic("shape mismatch".into()))
+        );
+        assert_eq!(
+            guarded(|| -> () { panic!("CUDA_ERROR_OUT_OF_MEMORY: out of memory\nCaused by: …") }),
+            Err(Failure::OutOfMemory { detail: "CUDA_ERROR_OUT_OF_MEMORY: out of memory".into() })
+        );
+        assert_eq!(
+            guarded(|| panic_on_thread("DSD-0-0", "can't allocate buffer of size: 1024")),
+            Err(Failure::OutOfMemory { detail: "can't allocate buffer of size: 1024".into() })
+        );
+        // Another thread's panic wins over the work's own.
+        assert_eq!(
+            guarded(|| {
+                panic_on_thread("worker", "index out of bounds");
+                panic!("NaN loss")
+            }),
+            Err(Failure::Fault(DeviceFault {
+                thread: "worker".into(),
+                message: "index out of bounds".into(),
+                count: 1
+            }))
+        );
     }
 }

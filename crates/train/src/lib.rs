@@ -5,11 +5,15 @@ pub mod batching;
 pub mod checkpoint;
 pub mod device_fault;
 pub mod early_stopping;
+mod error;
+mod finish;
 pub mod loss_scale;
 pub use bertlab_run::metrics;
 mod fit;
+mod load;
 pub mod optim;
 pub mod predict;
+mod prepare;
 mod progress;
 pub mod readback;
 pub mod schedule;
@@ -21,13 +25,15 @@ pub use bertlab_run::{
     record, ClassificationMetrics, ConfusionMatrix, InvalidSetting, Precision, RunOverrides, RunRecord,
     RunSpec, RunStatus, SpecError, SCHEMA_VERSION,
 };
-pub use device_fault::{DeviceFault, FaultWatch};
+pub use device_fault::{is_out_of_memory, DeviceFault, Failure, FaultWatch};
 pub use early_stopping::{val_acc_at_min_val_loss, EarlyStopping, RestoreBest};
+pub use error::TrainError;
 pub use loss_scale::{DynamicLossScaler, ScaleDecision};
 pub use optim::{Adam, AdamSettings, OptimizerKind};
 pub use predict::{evaluate, predict_logits, EvalSettings};
+pub use prepare::check_precision;
 pub use progress::ProgressMode;
 pub use readback::PendingLogits;
 pub use schedule::{LrSchedule, Schedule};
 pub use step::{forward_backward, weighted_cross_entropy, PhaseTimes, StepOutcome, TrainStep};
-pub use trainer::{check_precision, is_out_of_memory, train, TrainError, TrainOptions};
+pub use trainer::{train, TrainOptions};

@@ -1,0 +1,292 @@
+//! [`TrainError`]: everything that can end a run, each naming the flag, file, epoch or step at
+//! fault; and how a device's failure (out of memory, a backend thread's panic) becomes one.
+
+use crate::checkpoint::CheckpointError;
+use crate::device_fault::{DeviceFault, Failure};
+use bertlab_data::DataError;
+use bertlab_models::{ModelError, Precision};
+use bertlab_run::{InvalidSetting, RunSpec};
+use bertlab_tokenize::TokenizeError;
+use std::path::PathBuf;
+
+/// Everything that can end a run; each names the flag, file, epoch or step at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The spec is invalid.
+    #[error(transparent)]
+    Spec(#[from] InvalidSetting),
+    /// Loading or splitting the dataset failed.
+    #[error(transparent)]
+    Data(Box<DataError>),
+    /// Tokenizing failed.
+    #[error(transparent)]
+    Tokenize(Box<TokenizeError>),
+    /// Loading or exporting the model failed.
+    #[error(transparent)]
+    Model(Box<ModelError>),
+    /// Half precision asked of a backend that cannot compute in it.
+    #[error(
+        "--precision {precision}: the {backend} backend cannot compute in {precision} ({detail}); \
+         use --precision f32, or a build whose backend supports it (the default cpu build's burn-flex, or --features cuda)"
+    )]
+    UnsupportedPrecision {
+        /// The precision asked for.
+        precision: Precision,
+        /// `B::name()`.
+        backend: String,
+        /// What the probe found.
+        detail: String,
+    },
+    /// The training loss became NaN or infinite.
+    #[error(
+        "training loss is {value} at epoch {epoch}, step {step} (lr {lr:e}): the run diverged; \
+         lower --lr or set --grad-clip 1.0"
+    )]
+    NonFiniteLoss {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based batch within the epoch.
+        step: usize,
+        /// The loss value.
+        value: f64,
+        /// The learning rate of the step.
+        lr: f64,
+    },
+    /// The device ran out of memory.
+    #[error(
+        "out of memory at --batch {batch} --max-len {max_len} ({detail}); retry with --batch {half} \
+         (and --accum {accum2} to keep the effective batch)"
+    )]
+    OutOfMemory {
+        /// Batch size of the run.
+        batch: usize,
+        /// max_len of the run.
+        max_len: usize,
+        /// Half the batch.
+        half: usize,
+        /// Accumulation that keeps batch × accum.
+        accum2: usize,
+        /// First line of the backend's message.
+        detail: String,
+    },
+    /// The checkpoint's classification head was trained on other classes than the data's.
+    #[error(
+        "--model {model} already has a classification head, for other classes than the data's: {message}; \
+         fine-tune from the pre-trained checkpoint it came from instead"
+    )]
+    HeadClasses {
+        /// The model.
+        model: String,
+        /// How the classes differ.
+        message: String,
+    },
+    /// A split has no rows.
+    #[error("the {split} split is empty at --subset {subset}: raise --subset")]
+    EmptySplit {
+        /// `train`, `val` or `test`.
+        split: &'static str,
+        /// The subset.
+        subset: f64,
+    },
+    /// Writing the record failed.
+    #[error("{path}: {source}", path = path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backend panicked.
+    #[error("the training crashed: {0}")]
+    Panic(String),
+    /// A thread of the backend (a GPU's device thread) panicked: what the run computed after
+    /// that is not to be trusted.
+    #[error(
+        "the backend's thread {thread} failed ({count} panic(s)): {message}; the run's numbers after it are \
+         not valid"
+    )]
+    DeviceFault {
+        /// The thread's name.
+        thread: String,
+        /// The first line of its panic.
+        message: String,
+        /// Panics of backend threads during the run.
+        count: u64,
+    },
+    /// A checkpoint to resume from cannot be used.
+    #[error("{0}; to start the run over, pass --fresh")]
+    Checkpoint(#[from] CheckpointError),
+    /// The run diverged: its steps overflow or its losses are not finite.
+    #[error("the run diverged at epoch {epoch}, step {step}: {detail}")]
+    Diverged {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based batch within the epoch.
+        step: usize,
+        /// What was seen and what to do.
+        detail: String,
+    },
+    /// The validation loss is NaN or infinite.
+    #[error(
+        "validation loss is {value} after epoch {epoch}: the run diverged; lower --lr or set --grad-clip 1.0"
+    )]
+    NonFiniteValidation {
+        /// 1-based epoch.
+        epoch: usize,
+        /// The loss.
+        value: f64,
+    },
+    /// A number the record would report is NaN or infinite.
+    #[error("the run produced a non-finite {field} ({value}); it is not recorded as completed")]
+    NonFiniteResult {
+        /// The record's field.
+        field: String,
+        /// The value.
+        value: f64,
+    },
+    /// `--out` already holds a completed run.
+    #[error(
+        "{path} exists: --out {out} already holds a completed run; choose another --out, or pass \
+         --overwrite to replace it", path = path.display(), out = out.display()
+    )]
+    OutHoldsRun {
+        /// Its record.
+        path: PathBuf,
+        /// The run directory.
+        out: PathBuf,
+    },
+    /// Another training writes to the same `--out`.
+    #[error(
+        "another bertlab train{holder} is writing to --out {out}; wait for it or choose another --out",
+        out = out.display()
+    )]
+    OutBusy {
+        /// The run directory.
+        out: PathBuf,
+        /// ` (pid N)` when known.
+        holder: String,
+    },
+}
+
+impl From<DataError> for TrainError {
+    fn from(e: DataError) -> Self {
+        TrainError::Data(Box::new(e))
+    }
+}
+
+impl From<TokenizeError> for TrainError {
+    fn from(e: TokenizeError) -> Self {
+        TrainError::Tokenize(Box::new(e))
+    }
+}
+
+impl From<ModelError> for TrainError {
+    fn from(e: ModelError) -> Self {
+        TrainError::Model(Box::new(e))
+    }
+}
+
+impl TrainError {
+    /// The error a device's `failure` during the run `spec` stands for: out of memory names the
+    /// run's batch and the half to retry with (exit code 3, which the orchestrator retries with
+    /// half the batch); a panic or another thread's fault says what failed.
+    pub fn of_failure(spec: &RunSpec, failure: Failure) -> TrainError {
+        match failure {
+            Failure::OutOfMemory { detail } => TrainError::OutOfMemory {
+                batch: spec.batch,
+                max_len: spec.max_len,
+                half: (spec.batch / 2).max(1),
+                accum2: spec.accum * 2,
+                detail,
+            },
+            Failure::Panic(message) => TrainError::Panic(message),
+            Failure::Fault(fault) => TrainError::DeviceFault {
+                message: fault.first_line(),
+                thread: fault.thread,
+                count: fault.count,
+            },
+        }
+    }
+
+    /// The device ran out of memory: the same run with a smaller batch may succeed.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, TrainError::OutOfMemory { .. })
+    }
+}
+
+/// The error for a panic of a backend thread during the run `spec`: out of memory or a device
+/// fault.
+pub(crate) fn fault_error(spec: &RunSpec, fault: &DeviceFault) -> TrainError {
+    TrainError::of_failure(spec, Failure::of_fault(fault.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device_fault::is_out_of_memory;
+
+    #[test]
+    fn out_of_memory_messages() {
+        assert!(is_out_of_memory("An out-of-memory error happened during launch\nCaused by: ..."));
+        assert!(is_out_of_memory("CUDA_ERROR_OUT_OF_MEMORY: out of memory"));
+        assert!(!is_out_of_memory("shape mismatch"));
+        // What CubeCL's CUDA device thread panicked with on the H200 (issue 13).
+        let device_oom =
+            "called `Result::unwrap()` on an `Err` value: can't allocate buffer of size: 37527470080";
+        assert!(is_out_of_memory(device_oom));
+        let spec = RunSpec { batch: 65536, max_len: 512, accum: 1, ..RunSpec::default() };
+        let fault = DeviceFault { thread: "DSD-0-0".into(), message: device_oom.into(), count: 2733 };
+        let e = fault_error(&spec, &fault);
+        assert!(matches!(e, TrainError::OutOfMemory { batch: 65536, half: 32768, accum2: 2, .. }), "{e:?}");
+        assert!(e.to_string().contains("out of memory at --batch 65536 --max-len 512"), "{e}");
+        let other = DeviceFault { thread: "DSD-0-0".into(), message: "index out of bounds".into(), count: 1 };
+        let e = fault_error(&spec, &other);
+        assert!(
+            matches!(e, TrainError::DeviceFault { .. }) && !e.to_string().contains("out of memory"),
+            "{e}"
+        );
+        let e = TrainError::OutOfMemory { batch: 32, max_len: 512, half: 16, accum2: 2, detail: "x".into() };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("out of memory")
+                && msg.contains("--batch 32")
+                && msg.contains("--max-len 512")
+                && !msg.contains('\n'),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn failures_become_errors_of_the_run() {
+        let spec = RunSpec { batch: 7, max_len: 64, accum: 3, ..RunSpec::default() };
+        let e =
+            TrainError::of_failure(&spec, Failure::OutOfMemory { detail: "CUDA_ERROR_OUT_OF_MEMORY".into() });
+        assert!(e.is_out_of_memory());
+        assert_eq!(
+            e.to_string(),
+            "out of memory at --batch 7 --max-len 64 (CUDA_ERROR_OUT_OF_MEMORY); retry with --batch 3 (and --accum 6 \
+             to keep the effective batch)"
+        );
+        let e = TrainError::of_failure(&spec, Failure::Panic("index out of bounds".into()));
+        assert!(!e.is_out_of_memory());
+        assert_eq!(e.to_string(), "the training crashed: index out of bounds");
+        let fault = DeviceFault { thread: "DSD-0-0".into(), message: "boom\nmore".into(), count: 2 };
+        let e = TrainError::of_failure(&spec, Failure::Fault(fault));
+        assert!(!e.is_out_of_memory());
+        assert_eq!(
+            e.to_string(),
+            "the backend's thread DSD-0-0 failed (2 panic(s)): boom; the run's numbers after it are not valid"
+        );
+    }
+
+    #[test]
+    fn ndarray_like_refusal_is_clear() {
+        let e = TrainError::UnsupportedPrecision {
+            precision: Precision::F16,
+            backend: "ndarray".into(),
+            detail: "d".into(),
+        };
+        assert!(e.to_string().starts_with("--precision f16: the ndarray backend cannot compute in f16"));
+    }
+}
