@@ -50,6 +50,11 @@ pub struct RunRecord {
     pub peak_rss_bytes: Option<u64>,
     /// Directory of the exported model (`<out>/best`), when exported.
     pub best_dir: Option<PathBuf>,
+    /// The `[rows, length]` shapes of the batches the run fed the model, in training and
+    /// evaluation, sorted (a GPU build compiles and tunes kernels per shape): at most
+    /// [`RunSpec::planned_shapes`]. `None` in a record written before bertlab kept them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shapes: Option<Vec<[usize; 2]>>,
 }
 
 /// Outcome of the run.
@@ -281,7 +286,16 @@ impl RunRecord {
             timings: Timings::default(),
             peak_rss_bytes: None,
             best_dir: None,
+            shapes: None,
         }
+    }
+
+    /// Add `shapes` to [`Self::shapes`], kept sorted and without repeats.
+    pub fn add_shapes(&mut self, shapes: impl IntoIterator<Item = [usize; 2]>) {
+        let all = self.shapes.get_or_insert_with(Vec::new);
+        all.extend(shapes);
+        all.sort_unstable();
+        all.dedup();
     }
 
     /// Write `record` as pretty JSON to `path` atomically (temporary file in the same

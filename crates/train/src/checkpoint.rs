@@ -43,6 +43,10 @@ pub struct CheckpointState {
     pub data: DataSummary,
     /// The epochs done, with their records.
     pub epochs: Vec<EpochRecord>,
+    /// The batch shapes met in those epochs (`None` in checkpoints written before they were
+    /// kept).
+    #[serde(default)]
+    pub shapes: Option<Vec<[usize; 2]>>,
     /// The batch-order generator after the last epoch done.
     pub batch_rng: Pcg64,
     /// The loss scaler after the last epoch done.

@@ -1,10 +1,11 @@
 //! The finish stage of a run: the weights it ends with (restored per policy), its test metrics,
 //! `best/`, and then its record: `record.json` when it completed, `failed-record.json` when not.
 
+use crate::batching::Batch;
 use crate::checkpoint;
 use crate::error::TrainError;
 use crate::load::Fitting;
-use crate::predict::evaluate;
+use crate::predict::{eval_batches, evaluate};
 use crate::prepare::Prepared;
 use bertlab_models::export_classifier;
 use bertlab_run::format::hms;
@@ -47,6 +48,7 @@ pub(crate) fn finish<B: AutodiffBackend>(
     let t = Instant::now();
     let enc = &prepared.encoded;
     let test = evaluate(&fitted, &enc.test, &enc.test_labels, &prepared.eval, device);
+    record.add_shapes(eval_batches(&enc.test, &prepared.eval).iter().map(Batch::shape));
     record.timings.test_seconds = t.elapsed().as_secs_f64();
     record.timings.elapsed_seconds = record.timings.fit_seconds + record.timings.test_seconds;
     prepared.say(&format!(

@@ -7,7 +7,7 @@ use crate::checkpoint::{self, CheckpointState};
 use crate::error::{fault_error, TrainError};
 use crate::load::Fitting;
 use crate::metrics::{argmax_rows, cross_entropy_rows};
-use crate::predict::{metrics_from_logits, predict_logits};
+use crate::predict::{eval_batches, metrics_from_logits, predict_logits};
 use crate::prepare::Prepared;
 use crate::progress::{EpochProgress, ProgressMode};
 use crate::readback::PendingLogits;
@@ -63,6 +63,8 @@ pub(crate) fn fit_epoch<B: AutodiffBackend>(
     if epoch == 0 {
         record.data.train_padding = padding;
     }
+    record.add_shapes(batches.iter().map(Batch::shape));
+    record.add_shapes(eval_batches(&prepared.encoded.val, &prepared.eval).iter().map(Batch::shape));
     let mut bar = EpochProgress::new(progress, epoch + 1, spec.epochs, batches.len() as u64);
     let trained = train_steps(spec, prepared, device, fitting, epoch, &batches, &mut bar)?;
 
@@ -261,6 +263,7 @@ fn save_checkpoint<B: AutodiffBackend>(
         spec: spec.clone(),
         data: record.data.clone(),
         epochs: record.epochs.clone(),
+        shapes: record.shapes.clone(),
         batch_rng: fitting.batch_rng.clone(),
         scaler: trainer.scaler().clone(),
         optimizer_steps: trainer.optimizer().steps(),

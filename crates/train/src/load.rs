@@ -127,6 +127,7 @@ pub(crate) fn load<B: AutodiffBackend>(
     }
     let first_epoch = state.epochs.len();
     record.epochs = state.epochs;
+    record.shapes = state.shapes;
     // Counted in the first epoch, which this process did not run.
     record.data.train_padding = state.data.train_padding;
     Ok(Fitting {

@@ -1,6 +1,6 @@
 //! Batched inference: logits, predictions and metrics of a classifier over encoded texts.
 
-use crate::batching::{BatchArrays, LengthBuckets, Padding};
+use crate::batching::{Batch, BatchArrays, LengthBuckets, Padding};
 use crate::metrics::{argmax_rows, cross_entropy_rows, ClassificationMetrics};
 pub use crate::readback::logits_to_vec;
 use crate::readback::PendingLogits;
@@ -46,9 +46,6 @@ pub fn predict_logits<B: Backend>(
     device: &B::Device,
 ) -> Vec<f32> {
     let k = model.config().num_labels();
-    let lengths: Vec<usize> = encoded.seq_lens().collect();
-    let buckets =
-        LengthBuckets::new(settings.batch, settings.padding, settings.pad_multiple, encoded.max_len());
     let mut out = vec![0f32; encoded.len() * k];
     // Read back in groups: one wait for the device per group instead of per batch.
     let mut pending = PendingLogits::<B, Vec<usize>>::new(EVAL_READBACK_BATCHES, Duration::MAX);
@@ -59,7 +56,7 @@ pub fn predict_logits<B: Backend>(
             }
         }
     };
-    for batch in buckets.sequential(&lengths) {
+    for batch in eval_batches(encoded, settings) {
         let arrays = BatchArrays::pack(&batch, settings.pad_id, |r, ids| encoded.extend_row_into(r, ids));
         let (ids, mask) = batch_tensors::<B>(&arrays, device);
         let logits = model.forward(ids, mask, settings.precision);
@@ -72,6 +69,13 @@ pub fn predict_logits<B: Backend>(
     }
     scatter(&mut pending);
     out
+}
+
+/// The batches [`predict_logits`] runs `encoded` in (their shapes are what the device sees).
+pub fn eval_batches(encoded: &EncodedTexts, settings: &EvalSettings) -> Vec<Batch> {
+    let lengths: Vec<usize> = encoded.seq_lens().collect();
+    LengthBuckets::new(settings.batch, settings.padding, settings.pad_multiple, encoded.max_len())
+        .sequential(&lengths)
 }
 
 /// How many evaluation batches' logits wait on the device before one read-back.

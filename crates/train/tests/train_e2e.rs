@@ -57,6 +57,15 @@ fn tiny_model_trains_records_exports_and_repeats() {
     assert_eq!(record.data.class_names, vec!["neg", "pos"]);
     assert_eq!(record.data.train_padding.real_tokens, record.data.train_padding.real_tokens.min(69 * 64));
     assert!(record.data.train_padding.padded_tokens >= record.data.train_padding.real_tokens);
+    // Every batch the model saw had a planned shape: training's 8 rows (69 = 8 × 8 + 5, the
+    // last batch filled), evaluation's 16 (10 val rows, one batch of 10; 20 test rows, 16 + 4
+    // filled), lengths of multiples of 32 up to 64.
+    let shapes = record.shapes.clone().expect("the record keeps the shapes");
+    assert!(
+        shapes.iter().all(|s| spec.planned_shapes().contains(s) || *s == [10, 32] || *s == [10, 64]),
+        "{shapes:?}"
+    );
+    assert!(shapes.iter().any(|s| s[0] == 8) && shapes.iter().any(|s| s[0] == 16), "{shapes:?}");
     assert_eq!(record.epochs.len(), 2);
     for (i, e) in record.epochs.iter().enumerate() {
         assert_eq!(e.epoch, i + 1);
@@ -161,6 +170,9 @@ fn fixed_padding_accumulation_clipping_schedule_and_half_precision() {
         assert_eq!(e.steps + e.skipped_steps, 5, "{precision}");
         // 69 rows padded to 64 tokens, and 3 filler rows filling the last batch to 8 rows.
         assert_eq!(record.data.train_padding.padded_tokens, (69 + 3) * 64);
+        // Fixed padding: training's 8 × 64, evaluation's 16 × 64 (test) and 10 × 64 (the 10
+        // validation rows, one batch, not filled).
+        assert_eq!(record.shapes.as_deref(), Some(&[[8, 64], [10, 64], [16, 64]][..]), "{precision}");
         assert!(e.train_loss.is_finite(), "{precision}: {}", e.train_loss);
         assert_eq!(record.environment.precision, precision.to_string());
         // Linear decay: 5 steps with ceil(0.2 × 5) = 1 warmup step; the last step's rate is 1/4 of the peak.
