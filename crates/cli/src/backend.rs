@@ -7,6 +7,8 @@ mod chosen {
     pub type Backend = burn::backend::Cuda<f32, i32>;
     /// Name recorded in run records and printed by `--version`.
     pub const BACKEND_NAME: &str = "cuda";
+    /// Kernels are compiled (and tuned) at first use: `train` warms up by default.
+    pub const COMPILES_KERNELS: bool = true;
 
     /// Check that the NVIDIA driver and NVRTC load, with advice when they do not.
     ///
@@ -66,6 +68,8 @@ mod chosen {
     pub type Backend = burn::backend::Wgpu<f32, i32>;
     /// Name recorded in run records and printed by `--version`.
     pub const BACKEND_NAME: &str = "wgpu";
+    /// Kernels are compiled (and tuned) at first use: `train` warms up by default.
+    pub const COMPILES_KERNELS: bool = true;
 
     /// Parse `--device`: `default` or `wgpu` (wgpu's pick, the most powerful adapter; the
     /// `CUBECL_WGPU_DEFAULT_DEVICE` variable overrides it), `gpu` / `gpu:N` (discrete GPU N),
@@ -101,6 +105,8 @@ mod chosen {
     pub type Backend = burn::backend::Flex;
     /// Name recorded in run records and printed by `--version`.
     pub const BACKEND_NAME: &str = "cpu (burn-flex)";
+    /// Burn-flex's kernels are compiled with bertlab: nothing to warm up.
+    pub const COMPILES_KERNELS: bool = false;
 
     /// Parse `--device`: only `cpu` exists in a CPU build.
     pub fn device(spec: &str) -> anyhow::Result<<Backend as burn::tensor::backend::BackendTypes>::Device> {

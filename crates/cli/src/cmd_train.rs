@@ -37,6 +37,14 @@ pub struct TrainArgs {
     /// No progress output (the summary still prints).
     #[arg(long)]
     quiet: bool,
+    /// Before the first step, run each batch shape of --dry-run once forward and backward, so a
+    /// GPU build compiles and tunes its kernels up front (kept in ~/.cache/bertlab for later
+    /// runs) instead of inside the first epoch. Default: on in the GPU builds.
+    #[arg(long, overrides_with = "no_warmup")]
+    warmup: bool,
+    /// No warm-up (the default of the CPU build, which compiles no kernels).
+    #[arg(long)]
+    no_warmup: bool,
 }
 
 impl TrainArgs {
@@ -99,6 +107,7 @@ pub fn run(args: TrainArgs, global: &crate::Global) -> anyhow::Result<()> {
         skip_export: false,
         fresh: args.fresh,
         overwrite: args.overwrite,
+        warmup: args.warmup || (!args.no_warmup && crate::backend::COMPILES_KERNELS),
     };
     let record = train::<TrainBackend>(&spec, &device, &options)
         .with_context(|| format!("training run {}", spec.out.display()))?;

@@ -263,5 +263,5 @@ pub(crate) fn write_labeled_parquet(path: &Path, data: &LabeledTexts) -> Result<
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     }
-    bertlab_hub::write_atomic(path, &bytes).map_err(|e| DataError::io(path, e))
+    bertlab_run::write_atomic(path, &bytes).map_err(|e| DataError::io(path, e))
 }

@@ -97,7 +97,7 @@ pub(crate) fn download(
     cache::link_pointer(&pointer, file, &meta.etag, &blob)?;
     if repo.revision != meta.commit {
         let reference = repo_dir.join("refs").join(repo.revision);
-        crate::write_atomic(&reference, meta.commit.as_bytes())
+        bertlab_base::write_atomic(&reference, meta.commit.as_bytes())
             .map_err(|e| cache_error(&reference, "record the commit of the revision", e))?;
     }
     Ok(pointer)

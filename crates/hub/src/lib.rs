@@ -8,9 +8,6 @@ mod download;
 mod error;
 mod net;
 
-// Files written whole or not at all: one implementation, in bertlab-base. Re-exported because
-// bertlab-data and bertlab-tokenize write their caches through it by this name.
-pub use bertlab_base::write_atomic;
 pub use error::{FailedRequest, HubError};
 pub use net::NetworkSettings;
 

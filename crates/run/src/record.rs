@@ -241,6 +241,10 @@ pub struct Timings {
     pub export_seconds: f64,
     /// Everything, from start to record.
     pub total_seconds: f64,
+    /// The warm-up before the first step (`--warmup`: kernels compiled and tuned for every
+    /// planned batch shape), when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_seconds: Option<f64>,
 }
 
 /// A file that is not a readable run record.

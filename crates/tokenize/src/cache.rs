@@ -241,9 +241,9 @@ fn decode(bytes: &[u8], key: &[u8; 32]) -> std::result::Result<EncodedTexts, Str
     Ok(EncodedTexts { ids, offsets, max_len, truncation })
 }
 
-/// [`bertlab_hub::write_atomic`], as a cache-write error naming the file.
+/// [`bertlab_run::write_atomic`], as a cache-write error naming the file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    bertlab_hub::write_atomic(path, bytes)
+    bertlab_run::write_atomic(path, bytes)
         .map_err(|source| TokenizeError::CacheWrite { path: path.to_path_buf(), source })
 }
 

@@ -19,6 +19,7 @@ pub mod readback;
 pub mod schedule;
 pub mod step;
 mod trainer;
+mod warmup;
 
 pub use batching::{padding_stats, Batch, BatchArrays, LengthBuckets, Padding, PaddingStats};
 pub use bertlab_run::{

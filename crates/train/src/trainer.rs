@@ -1,5 +1,6 @@
 //! The fine-tuning run, as named stages: `prepare` (settings checked, data and tokens ready) →
-//! `load` (model, optimizer, checkpoint) → `fit_epoch` for each epoch (steps, validation, early
+//! `load` (model, optimizer, checkpoint) → `warm_up` (GPU builds: kernels for every planned
+//! batch shape) → `fit_epoch` for each epoch (steps, validation, early
 //! stopping, checkpoint) → `finish` (restore best, test, export) → `write_record`.
 //! Here: the run directory (lock, overwrite, fresh start or resume), and the device guard around
 //! the stages.
@@ -12,6 +13,7 @@ use crate::fit::{fit_epoch, EpochEnd};
 use crate::load::{load, Resume};
 use crate::prepare::prepare;
 use crate::progress::ProgressMode;
+use crate::warmup::warm_up;
 use bertlab_hub::HubOptions;
 use bertlab_run::lock::{DirLock, LockError};
 use bertlab_run::record::peak_rss_bytes;
@@ -34,6 +36,9 @@ pub struct TrainOptions {
     pub fresh: bool,
     /// Replace a completed run in `--out` (default: refuse).
     pub overwrite: bool,
+    /// Before the first step, one forward and backward pass at each planned batch shape, so a
+    /// GPU build compiles and tunes its kernels up front (see `warmup.rs`).
+    pub warmup: bool,
 }
 
 /// Train, validate, test and export one run described by `spec` on `device`.
@@ -108,6 +113,10 @@ fn run_stages<B: AutodiffBackend>(
     let quiet = options.progress == ProgressMode::Quiet;
     let prepared = prepare::<B>(spec, device, &options.hub, quiet, record)?;
     let mut fitting = load::<B>(spec, &prepared, device, record, resume)?;
+    if options.warmup {
+        record.timings.warmup_seconds =
+            Some(warm_up(spec, fitting.trainer.model(), prepared.tokenizer.pad_id(), device, quiet));
+    }
     for epoch in fitting.first_epoch..spec.epochs {
         if fit_epoch(spec, &prepared, device, options.progress, &mut fitting, epoch, record)?
             == EpochEnd::Stop

@@ -246,3 +246,25 @@ fn a_max_len_beyond_the_models_positions_fails_before_anything_is_tokenized() {
     // Checked before tokenizing: the token cache holds nothing.
     assert!(std::fs::read_dir(&cache).map_or(true, |mut d| d.next().is_none()), "{message}");
 }
+
+#[test]
+fn a_warm_up_changes_nothing_but_the_time() {
+    let Some(shared) = bertlab_test_support::shared_dir() else {
+        eprintln!("skipping: ../shared not found (set BERTLAB_SHARED)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, warmup: bool| {
+        let spec = RunSpec { epochs: 1, ..spec(&shared, &tmp.path().join(name)) };
+        let opts = TrainOptions { skip_export: true, warmup, ..options() };
+        train::<AB>(&spec, &Default::default(), &opts).unwrap()
+    };
+    let (cold, warm) = (run("cold", false), run("warm", true));
+    assert_eq!(cold.timings.warmup_seconds, None);
+    assert!(warm.timings.warmup_seconds.is_some_and(|s| s > 0.0), "{:?}", warm.timings);
+    // The same weights, batches, losses and metrics: the warm-up's passes leave no trace.
+    let (mut a, b) = (cold.without_timings(), warm.without_timings());
+    a.spec.out = b.spec.out.clone();
+    a.best_dir = b.best_dir.clone();
+    assert_eq!(a, b);
+}
