@@ -37,7 +37,7 @@ pub struct TrainArgs {
     /// No progress output (the summary still prints).
     #[arg(long)]
     quiet: bool,
-    /// Before the first step, run each batch shape of --dry-run once forward and backward, so a
+    /// Before the first step, run each batch shape the run will meet once forward and backward, so a
     /// GPU build compiles and tunes its kernels up front (kept in ~/.cache/bertlab for later
     /// runs) instead of inside the first epoch. Default: on in the GPU builds.
     #[arg(long, overrides_with = "no_warmup")]

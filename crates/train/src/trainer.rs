@@ -13,7 +13,7 @@ use crate::fit::{fit_epoch, EpochEnd};
 use crate::load::{load, Resume};
 use crate::prepare::prepare;
 use crate::progress::ProgressMode;
-use crate::warmup::warm_up;
+use crate::warmup::{run_shapes, warm_up};
 use bertlab_hub::HubOptions;
 use bertlab_run::lock::{DirLock, LockError};
 use bertlab_run::record::peak_rss_bytes;
@@ -114,8 +114,10 @@ fn run_stages<B: AutodiffBackend>(
     let prepared = prepare::<B>(spec, device, &options.hub, quiet, record)?;
     let mut fitting = load::<B>(spec, &prepared, device, record, resume)?;
     if options.warmup {
+        let shapes = run_shapes(spec, &prepared, &fitting);
+        let pad_id = prepared.tokenizer.pad_id();
         record.timings.warmup_seconds =
-            Some(warm_up(spec, fitting.trainer.model(), prepared.tokenizer.pad_id(), device, quiet));
+            Some(warm_up(spec, &shapes, fitting.trainer.model(), pad_id, device, quiet));
     }
     for epoch in fitting.first_epoch..spec.epochs {
         if fit_epoch(spec, &prepared, device, options.progress, &mut fitting, epoch, record)?

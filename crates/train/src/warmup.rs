@@ -1,5 +1,6 @@
 //! The warm-up stage (`bertlab train --warmup`, the default of the GPU builds): one forward and
-//! backward pass at each batch shape the run plans ([`RunSpec::planned_shapes`]), before the
+//! backward pass at each batch shape the run will meet ([`run_shapes`]: its epochs' batches,
+//! drawn ahead from a copy of the batch-order generator, and its evaluation batches), before the
 //! first step. A GPU build compiles its kernels at first use and, with autotuning, times every
 //! candidate of each matmul and reduction per shape: warming up pays that up front, a line per
 //! shape saying so, instead of inside the first epoch (whose timings and progress then mean
@@ -7,7 +8,10 @@
 //! run of the same shapes (a pipeline's other runs) finds them. Nothing of the model changes:
 //! the gradients are dropped, and each epoch reseeds the RNG that dropout draws from.
 
-use crate::batching::BatchArrays;
+use crate::batching::{Batch, BatchArrays};
+use crate::load::Fitting;
+use crate::predict::eval_batches;
+use crate::prepare::Prepared;
 use crate::readback::logits_to_vec;
 use crate::step::forward_backward;
 use bertlab_models::TextClassifier;
@@ -15,17 +19,38 @@ use bertlab_run::RunSpec;
 use burn::tensor::backend::AutodiffBackend;
 use std::time::Instant;
 
-/// Run `model` forward and backward once at each of `spec`'s planned shapes (rows of `pad_id`,
-/// all attended), waiting for the device after each; says what it does unless `quiet`.
+/// The `[rows, length]` shapes the run's remaining epochs and its evaluations will feed the model,
+/// sorted: each epoch's batches drawn from a copy of the batch-order generator (the trainer draws
+/// the very same ones), and the validation and test batches. A subset of
+/// [`RunSpec::planned_shapes`] (and a split smaller than a batch).
+pub(crate) fn run_shapes<B: AutodiffBackend>(
+    spec: &RunSpec,
+    prepared: &Prepared,
+    fitting: &Fitting<B>,
+) -> Vec<[usize; 2]> {
+    let mut rng = fitting.batch_rng.clone();
+    let mut shapes: Vec<[usize; 2]> = (fitting.first_epoch..spec.epochs)
+        .flat_map(|_| prepared.buckets.epoch(&prepared.train_lengths, &mut rng))
+        .chain(eval_batches(&prepared.encoded.val, &prepared.eval))
+        .chain(eval_batches(&prepared.encoded.test, &prepared.eval))
+        .map(|b: Batch| b.shape())
+        .collect();
+    shapes.sort_unstable();
+    shapes.dedup();
+    shapes
+}
+
+/// Run `model` forward and backward once at each of `shapes` (rows of `pad_id`, all attended),
+/// in `spec`'s precision, waiting for the device after each; says what it does unless `quiet`.
 /// Returns the seconds it took.
 pub(crate) fn warm_up<B: AutodiffBackend>(
     spec: &RunSpec,
+    shapes: &[[usize; 2]],
     model: &TextClassifier<B>,
     pad_id: u32,
     device: &B::Device,
     quiet: bool,
 ) -> f64 {
-    let shapes = spec.planned_shapes();
     let started = Instant::now();
     for (i, &[rows, len]) in shapes.iter().enumerate() {
         if !quiet {
