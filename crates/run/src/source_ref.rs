@@ -30,18 +30,22 @@ pub enum SourceRef {
 #[error("{}", self.render(SettingStyle::Key))]
 pub struct BadSource(pub String);
 
+impl BadSource {
+    /// What a reference may be, without the reference (for a message that names it already).
+    pub fn expected(&self) -> &'static str {
+        "expected `hub` (stanfordnlp/imdb), `hub:ORG/NAME[@REVISION]`, a directory of data files (e.g. \
+         holding plain_text/*.parquet), or one .parquet, .csv, .tsv or .jsonl file"
+    }
+}
+
 impl NamesSettings for BadSource {
     fn render(&self, style: SettingStyle) -> String {
         // Quoted in both styles: the reference may be empty or hold spaces.
-        format!(
-            "{} {:?}: expected `hub` (stanfordnlp/imdb), `hub:ORG/NAME[@REVISION]`, a directory of data \
-             files (e.g. holding plain_text/*.parquet), or one .parquet, .csv, .tsv or .jsonl file",
-            match style {
-                SettingStyle::Key => "source =".to_string(),
-                SettingStyle::Flag => Setting::source.flag(),
-            },
-            self.0
-        )
+        let setting = match style {
+            SettingStyle::Key => "source =".to_string(),
+            SettingStyle::Flag => Setting::source.flag(),
+        };
+        format!("{setting} {:?}: {}", self.0, self.expected())
     }
 }
 
