@@ -157,6 +157,28 @@ fn a_run_whose_f16_steps_all_overflow_fails_naming_epoch_and_step() {
 }
 
 #[test]
+fn an_error_from_deep_in_the_trainer_names_the_flag_and_its_record_names_the_key() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("run");
+    // The data are read within the run: the error comes from bertlab-data through the trainer.
+    let out =
+        run_with_limit(tiny_train(&shared, &out_dir, &["--label-column", "stars"]), Duration::from_secs(120));
+    let line = fails(&out, 1, &["no `stars` column", "name the label column with --label-column"]);
+    assert!(!line.contains("label_column"), "{line}");
+    // What a pipeline reads (failed-record.json's `error`): the run-spec key.
+    let failed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("failed-record.json")).unwrap()).unwrap();
+    assert_eq!(failed["status"], "failed");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("no `stars` column") && error.ends_with("name the label column with `label_column`"),
+        "{error}"
+    );
+    assert!(!error.contains("--"), "{error}");
+}
+
+#[test]
 fn a_finished_run_is_not_overwritten_and_its_outputs_stay_intact() {
     let Some(shared) = shared() else { return };
     let tmp = tempfile::tempdir().unwrap();

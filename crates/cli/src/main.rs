@@ -12,6 +12,7 @@ mod cmd_train;
 mod fine_tuned;
 mod kernel_cache;
 
+use bertlab_run::{BadSource, InvalidSetting, NamesSettings, SettingStyle};
 use bertlab_train::{DeviceFault, TrainError};
 use clap::{Parser, Subcommand};
 
@@ -59,8 +60,8 @@ pub(crate) use usage;
 
 /// A [`UsageError`] for a setting that cannot be used, worded with its flag (`--batch 0: must be
 /// at least 1`).
-pub fn invalid_flag(e: bertlab_run::InvalidSetting) -> anyhow::Error {
-    anyhow::Error::new(UsageError(format!("{} {}: {}", e.flag(), e.value, e.why)))
+pub fn invalid_flag(e: InvalidSetting) -> anyhow::Error {
+    anyhow::Error::new(UsageError(e.render(SettingStyle::Flag)))
 }
 
 /// Options shared by every subcommand.
@@ -104,7 +105,7 @@ fn main() {
         }
     };
     if let Err(err) = result {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", in_flag_words(&err));
         std::process::exit(exit_code(&err));
     }
 }
@@ -127,6 +128,30 @@ fn exit_code(err: &anyhow::Error) -> i32 {
     } else {
         1
     }
+}
+
+/// The message of a failed command as `{err:#}` writes it (each error of the chain, joined by
+/// `: `), except that the library errors that name settings ([`NamesSettings`]) name them by
+/// their flags (`--batch 32`), not by their run-spec keys (`batch = 32`): a user of `bertlab`
+/// set them as flags. An error that wraps another transparently (a `TrainError` holding a
+/// `DataError`) is one link of the chain and renders what it wraps; one with a `#[source]`
+/// is followed by it, as before.
+fn in_flag_words(err: &anyhow::Error) -> String {
+    let words = |e: &(dyn std::error::Error + 'static)| -> String {
+        let names: Option<&dyn NamesSettings> = if let Some(e) = e.downcast_ref::<TrainError>() {
+            Some(e)
+        } else if let Some(e) = e.downcast_ref::<bertlab_data::DataError>() {
+            Some(e)
+        } else if let Some(e) = e.downcast_ref::<BadSource>() {
+            Some(e)
+        } else if let Some(e) = e.downcast_ref::<InvalidSetting>() {
+            Some(e)
+        } else {
+            None
+        };
+        names.map_or_else(|| e.to_string(), |n| n.render(SettingStyle::Flag))
+    };
+    err.chain().map(words).collect::<Vec<_>>().join(": ")
 }
 
 /// `bertlab … | head` must end quietly when `head` closes the pipe. Rust ignores SIGPIPE, so a
@@ -164,5 +189,36 @@ mod tests {
         assert_eq!(exit_code(&anyhow::Error::new(UsageError("--batch 0: must be at least 1".into()))), 2);
         // By type, not by text: an error that only says so is not the device's.
         assert_eq!(exit_code(&anyhow::anyhow!("the host is out of memory")), 1);
+    }
+
+    #[test]
+    fn errors_name_settings_by_their_flags_and_read_as_before_otherwise() {
+        // Deep in the chain, under context, and wrapped in a TrainError.
+        let oom =
+            TrainError::OutOfMemory { batch: 32, max_len: 512, half: 16, accum2: 2, detail: "x".into() };
+        let err = Err::<(), _>(oom).context("training run runs/a").unwrap_err();
+        assert_eq!(
+            in_flag_words(&err),
+            "training run runs/a: out of memory at --batch 32 --max-len 512 (x); retry with --batch 16 (and \
+             --accum 2 to keep the effective batch)"
+        );
+        assert!(format!("{err:#}").contains("out of memory at batch = 32, max_len = 512"), "{err:#}");
+        let data = bertlab_data::DataError::EmptyColumnName { setting: bertlab_run::Setting::label_column };
+        let err = Err::<(), _>(TrainError::from(data)).context("training run runs/b").unwrap_err();
+        assert_eq!(
+            in_flag_words(&err),
+            "training run runs/b: --label-column is empty: name a column of the data files"
+        );
+        let err = anyhow::Error::new(BadSource("hub:x".into()));
+        assert!(in_flag_words(&err).starts_with("--source \"hub:x\": expected"), "{err}");
+        let bad = InvalidSetting { key: "max_len", value: "2".into(), why: "too short".into() };
+        assert_eq!(in_flag_words(&anyhow::Error::new(bad)), "--max-len 2: too short");
+        // A #[source] is its own link, as `{:#}` writes it: nothing twice, nothing lost.
+        let io =
+            TrainError::Io { path: "runs/a/record.json".into(), source: std::io::Error::other("disk full") };
+        let err = Err::<(), _>(io).context("training run runs/a").unwrap_err();
+        assert_eq!(in_flag_words(&err), format!("{err:#}"));
+        let err = anyhow::anyhow!("plain").context("outer");
+        assert_eq!(in_flag_words(&err), "outer: plain");
     }
 }

@@ -1,10 +1,12 @@
 //! Every way loading or splitting a dataset can fail, each naming the file, row, column or
-//! flag at fault.
+//! setting at fault (a setting as its run-spec key, or as its flag through
+//! [`NamesSettings::render`]).
 
 use std::path::{Path, PathBuf};
 
 use crate::Split;
 use bertlab_run::format::abbreviate;
+use bertlab_run::{NamesSettings, Setting, SettingStyle};
 
 /// Where a row lies in its file, as the user finds it: parquet rows are counted from 0 (as
 /// `pyarrow` and `datasets` index them), CSV and JSON Lines rows by the line they start on
@@ -29,6 +31,8 @@ impl RowUnit {
 }
 
 /// Everything that can go wrong loading or splitting a dataset; each names what is at fault.
+/// Its `Display` names settings as run-spec keys (`text_column`), [`NamesSettings::render`] as
+/// either keys or flags (`--text-column`).
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// A file could not be opened or read.
@@ -93,8 +97,7 @@ pub enum DataError {
         message: String,
     },
     /// A required column is absent.
-    #[error("{path}: no `{column}` column (columns: {found}); name the {role} column with --{role}-column (`{role}_column` in a run spec)",
-            path = path.display(), found = abbreviate(found))]
+    #[error("{}", self.render(SettingStyle::Key))]
     MissingColumn {
         /// The file.
         path: PathBuf,
@@ -228,8 +231,7 @@ pub enum DataError {
         strings: PathBuf,
     },
     /// More distinct string labels than classes bertlab trains.
-    #[error("`{column}` holds {count} distinct labels (the first in {path}), above the limit of {max} classes; is `{column}` the class column? Choose it with --label-column",
-            path = path.display(), max = bertlab_run::MAX_CLASSES)]
+    #[error("{}", self.render(SettingStyle::Key))]
     TooManyClasses {
         /// The label column.
         column: String,
@@ -284,9 +286,8 @@ pub enum DataError {
         /// The splits there are.
         found: Vec<String>,
     },
-    /// `--splits given` on a dataset without a test split.
-    #[error("the dataset has no test split (its splits: {found}); `--splits given` tests on the dataset's own test split: use `--splits notebook` (`splits = \"notebook\"`) to split all its rows 70/10/20, or add a test split",
-            found = found.join(", "))]
+    /// `splits = "given"` on a dataset without a test split.
+    #[error("{}", self.render(SettingStyle::Key))]
     NoTestSplit {
         /// The splits there are.
         found: Vec<&'static str>,
@@ -306,7 +307,7 @@ pub enum DataError {
         what: String,
     },
     /// A class with too few rows for a stratified split.
-    #[error("cannot split {rows}: class {class:?} has {count} row(s) there, and a stratified split needs at least 2 of every class; add rows of that class, use a larger --subset, or remove the class")]
+    #[error("{}", self.render(SettingStyle::Key))]
     ClassTooSmall {
         /// The rows being split, e.g. `the train split to a subset of 0.1`.
         rows: String,
@@ -315,8 +316,8 @@ pub enum DataError {
         /// Its rows among those being split.
         count: usize,
     },
-    /// `--splits given` with a class that only the validation or test split holds.
-    #[error("class {class:?} has no rows in the train split but {count} in the {split} split: a model cannot learn it from the train split; use `--splits notebook` (`splits = \"notebook\"`) to split all rows together, or add train rows of it")]
+    /// `splits = "given"` with a class that only the validation or test split holds.
+    #[error("{}", self.render(SettingStyle::Key))]
     ClassNotInTrain {
         /// The class name.
         class: String,
@@ -325,9 +326,47 @@ pub enum DataError {
         /// Its rows there.
         count: usize,
     },
-    /// Column options that cannot work.
-    #[error("{0}")]
-    BadOptions(String),
+    /// A column option (`text_column`, `label_column`) that is empty.
+    #[error("{}", self.render(SettingStyle::Key))]
+    EmptyColumnName {
+        /// The option.
+        setting: Setting,
+    },
+    /// The text and the label column are one column.
+    #[error("{}", self.render(SettingStyle::Key))]
+    SameColumns {
+        /// The column both name.
+        column: String,
+    },
+    /// A dataset config (`dataset_config`) that is empty.
+    #[error("{}", self.render(SettingStyle::Key))]
+    EmptyConfig,
+    /// A dataset config given for a single data file.
+    #[error("{}", self.render(SettingStyle::Key))]
+    ConfigOfOneFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A dataset directory or Hub repository of several configs, and none chosen.
+    #[error("{}", self.render(SettingStyle::Key))]
+    SeveralConfigs {
+        /// The directory or repository searched.
+        place: String,
+        /// Its configs (folders of data files).
+        configs: Vec<String>,
+    },
+    /// A JSON Lines line whose text column is missing or not a string.
+    #[error("{}", self.render(SettingStyle::Key))]
+    TextNotAString {
+        /// The file.
+        path: PathBuf,
+        /// The line (from 1).
+        line: usize,
+        /// The text column.
+        column: String,
+        /// The line's fields when the column is missing (`None`: it is there, but not a string).
+        fields: Option<Vec<String>>,
+    },
     /// A Hub file could not be resolved.
     #[error(transparent)]
     Hub(#[from] bertlab_hub::HubError),
@@ -339,7 +378,7 @@ pub enum DataError {
         /// What the parquet writer or the file system said.
         message: String,
     },
-    /// A `--source` that is neither `hub`, a Hub id nor a path.
+    /// A `source` that is neither `hub`, a Hub id nor a path.
     #[error(transparent)]
     BadSource(#[from] bertlab_run::BadSource),
 }
@@ -347,6 +386,88 @@ pub enum DataError {
 /// What to do about labels that are not class ids 0..k-1.
 const FIX_LABELS: &str = "renumber the labels 0..k-1, or declare the class names as a ClassLabel \
     feature (datasets: `ds.cast_column(\"label\", ClassLabel(names=[...]))`, then save to parquet)";
+
+impl NamesSettings for DataError {
+    fn render(&self, style: SettingStyle) -> String {
+        let notebook = style.with_text(Setting::splits, "notebook");
+        match self {
+            DataError::MissingColumn { path, column, role, found } => format!(
+                "{}: no `{column}` column (columns: {}); name the {role} column with {}",
+                path.display(),
+                abbreviate(found),
+                style.name(column_setting(role)),
+            ),
+            DataError::TooManyClasses { column, count, path } => format!(
+                "`{column}` holds {count} distinct labels (the first in {}), above the limit of {} classes; is \
+                 `{column}` the class column? Choose it with {}",
+                path.display(),
+                bertlab_run::MAX_CLASSES,
+                style.name(Setting::label_column),
+            ),
+            DataError::NoTestSplit { found } => format!(
+                "the dataset has no test split (its splits: {}); `{}` tests on the dataset's own test split: use \
+                 `{notebook}` to split all its rows 70/10/20, or add a test split",
+                found.join(", "),
+                style.with_text(Setting::splits, "given"),
+            ),
+            DataError::ClassTooSmall { rows, class, count } => format!(
+                "cannot split {rows}: class {class:?} has {count} row(s) there, and a stratified split needs at \
+                 least 2 of every class; add rows of that class, use a larger {}, or remove the class",
+                style.name(Setting::subset),
+            ),
+            DataError::ClassNotInTrain { class, split, count } => format!(
+                "class {class:?} has no rows in the train split but {count} in the {split} split: a model cannot \
+                 learn it from the train split; use `{notebook}` to split all rows together, or add train rows of it"
+            ),
+            DataError::EmptyColumnName { setting } => {
+                format!("{} is empty: name a column of the data files", style.name(*setting))
+            }
+            DataError::SameColumns { column } => format!(
+                "{} and {} are both `{column}`: the texts and the labels are two columns",
+                style.name(Setting::text_column),
+                style.name(Setting::label_column),
+            ),
+            DataError::EmptyConfig => format!(
+                "{} is empty: name a config (a folder of the dataset's files), or leave it out",
+                style.name(Setting::dataset_config)
+            ),
+            DataError::ConfigOfOneFile { path } => format!(
+                "{config} chooses among the configs of a Hub dataset or a directory, but {} is one file: leave \
+                 {config} out",
+                path.display(),
+                config = style.name(Setting::dataset_config),
+            ),
+            DataError::SeveralConfigs { place, configs } => format!(
+                "{place}: the dataset has {} configs (folders of data files): {}; choose one with {}",
+                configs.len(),
+                abbreviate(configs),
+                style.name(Setting::dataset_config),
+            ),
+            DataError::TextNotAString { path, line, column, fields } => {
+                let what = match fields {
+                    None => format!("`{column}` is not a string"),
+                    Some(fields) => format!("no string `{column}` (fields: {})", fields.join(", ")),
+                };
+                format!(
+                    "{}: line {line}: {what}; name the text column with {}",
+                    path.display(),
+                    style.name(Setting::text_column)
+                )
+            }
+            DataError::BadSource(e) => e.render(style),
+            _ => self.to_string(),
+        }
+    }
+}
+
+/// The setting that names the column of `role` (`text` or `label`).
+fn column_setting(role: &str) -> Setting {
+    if role == "text" {
+        Setting::text_column
+    } else {
+        Setting::label_column
+    }
+}
 
 impl DataError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {

@@ -91,14 +91,7 @@ pub(crate) fn discover(files: &[String], config: Option<&str>, place: &str) -> R
             }
         },
         None if configs.len() == 1 => configs.pop_first().expect("one config"),
-        None => {
-            return Err(layout_error(format!(
-                "the dataset has {} configs (folders of data files): {}; choose one with --config \
-                 (`config` in a run spec)",
-                names.len(),
-                abbreviate(&names)
-            )))
-        }
+        None => return Err(DataError::SeveralConfigs { place: place.to_string(), configs: names }),
     };
     let (config, mut folders) = chosen;
     if folders.len() > 1 {
@@ -272,7 +265,13 @@ mod tests {
         assert_eq!(
             err,
             "DATASET: the dataset has 2 configs (folders of data files): ag, mnli; choose one with \
-             --config (`config` in a run spec)"
+             `dataset_config`"
+        );
+        let files_owned: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        let err = discover(&files_owned, None, "DATASET").unwrap_err();
+        assert_eq!(
+            bertlab_run::NamesSettings::render(&err, bertlab_run::SettingStyle::Flag),
+            "DATASET: the dataset has 2 configs (folders of data files): ag, mnli; choose one with --config"
         );
         // `validation_matched` is not a split bertlab knows: mnli has train only.
         assert_eq!(find(&files, Some("mnli")).unwrap().len(), 1);

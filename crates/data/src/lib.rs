@@ -22,6 +22,7 @@ use rows::Format;
 pub use bertlab_hub::HubOptions;
 use bertlab_hub::{RepoKind, RepoRef};
 use bertlab_run::format::abbreviate;
+use bertlab_run::Setting;
 pub use bertlab_run::{SourceRef, SplitMode};
 pub use error::{DataError, RowUnit};
 pub use source::FileIdentity;
@@ -174,23 +175,18 @@ impl DataOptions {
     }
 
     fn check(&self) -> Result<(), DataError> {
-        for (flag, column) in [("--text-column", &self.text_column), ("--label-column", &self.label_column)] {
+        let columns =
+            [(Setting::text_column, &self.text_column), (Setting::label_column, &self.label_column)];
+        for (setting, column) in columns {
             if column.trim().is_empty() {
-                return Err(DataError::BadOptions(format!(
-                    "{flag} is empty: name a column of the data files"
-                )));
+                return Err(DataError::EmptyColumnName { setting });
             }
         }
         if self.text_column == self.label_column {
-            return Err(DataError::BadOptions(format!(
-                "--text-column and --label-column are both `{}`: the texts and the labels are two columns",
-                self.text_column
-            )));
+            return Err(DataError::SameColumns { column: self.text_column.clone() });
         }
         if self.config.as_deref().is_some_and(|c| c.trim().is_empty()) {
-            return Err(DataError::BadOptions(
-                "--config is empty: name a config (a folder of the dataset's files), or leave it out".into(),
-            ));
+            return Err(DataError::EmptyConfig);
         }
         Ok(())
     }
@@ -353,11 +349,7 @@ impl DatasetSource {
         let (layout, base) = match self {
             DatasetSource::LocalFile(path) => {
                 if config.is_some() {
-                    return Err(DataError::BadOptions(format!(
-                        "--config chooses among the configs of a Hub dataset or a directory, but {} is \
-                         one file: leave --config out",
-                        path.display()
-                    )));
+                    return Err(DataError::ConfigOfOneFile { path: path.clone() });
                 }
                 let format =
                     Format::of_path(path).ok_or_else(|| DataError::UnknownFormat { path: path.clone() })?;

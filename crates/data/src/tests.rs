@@ -559,7 +559,12 @@ fn source_parsing() {
         DatasetSource::Hub { id: "org/data".into(), revision: "v1".into() }
     );
     assert!(matches!(DatasetSource::parse("../shared/data/hf-imdb").unwrap(), DatasetSource::LocalDir(_)));
-    assert!(DatasetSource::parse("hub:nodash").unwrap_err().to_string().contains("--source"));
+    let e = DatasetSource::parse("hub:nodash").unwrap_err();
+    assert!(e.to_string().contains("source = \"hub:nodash\""), "{e}");
+    assert!(
+        bertlab_run::NamesSettings::render(&e, bertlab_run::SettingStyle::Flag).contains("--source"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -126,7 +126,7 @@ impl TextStream {
                     if line.trim().is_empty() {
                         continue;
                     }
-                    jsonl_text(&line, &self.column).map_err(|m| malformed(&self.name, self.line, m))?
+                    jsonl_text(&line, &self.column, &self.name, self.line)?
                 }
             };
             texts.push(text);
@@ -160,20 +160,25 @@ fn next_line(lines: &mut dyn BufRead, name: &Path, count: &mut usize) -> Result<
     Ok(Some(line.to_string()))
 }
 
-/// The string `column` of one JSON Lines object, or what is wrong with the line.
-fn jsonl_text(line: &str, column: &str) -> Result<String, String> {
-    let value: Value = serde_json::from_str(line)
-        .map_err(|e| format!("not valid JSON: {e}; JSON Lines holds one object per line"))?;
+/// The string `column` of one JSON Lines object (line `at` of `name`), or what is wrong with
+/// the line.
+fn jsonl_text(line: &str, column: &str, name: &Path, at: usize) -> Result<String, DataError> {
+    let value: Value = serde_json::from_str(line).map_err(|e| {
+        malformed(name, at, format!("not valid JSON: {e}; JSON Lines holds one object per line"))
+    })?;
     let Value::Object(object) = value else {
-        return Err("not a JSON object; JSON Lines holds one object per line".into());
+        return Err(malformed(name, at, "not a JSON object; JSON Lines holds one object per line"));
+    };
+    let not_a_string = |fields| DataError::TextNotAString {
+        path: name.to_path_buf(),
+        line: at,
+        column: column.into(),
+        fields,
     };
     match object.get(column) {
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(format!("`{column}` is not a string (name the text column with --text-column)")),
-        None => Err(format!(
-            "no string `{column}` (fields: {}); name the text column with --text-column",
-            object.keys().cloned().collect::<Vec<_>>().join(", ")
-        )),
+        Some(_) => Err(not_a_string(None)),
+        None => Err(not_a_string(Some(object.keys().cloned().collect()))),
     }
 }
 
@@ -224,6 +229,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("t: line 2: no string `text` (fields: body)"), "{e}");
+        assert!(e.ends_with("; name the text column with `text_column`"), "{e}");
+        let e = all(stream("{\"text\": 7}\n", TextFormat::Jsonl, "text").unwrap(), 8).unwrap_err();
+        assert!(matches!(e, DataError::TextNotAString { line: 1, fields: None, .. }), "{e}");
+        use bertlab_run::{NamesSettings, SettingStyle};
+        assert_eq!(
+            e.render(SettingStyle::Flag),
+            "t: line 1: `text` is not a string; name the text column with --text-column"
+        );
         let e = all(stream("{\"text\": 1\n", TextFormat::Jsonl, "text").unwrap(), 8).unwrap_err().to_string();
         assert!(e.starts_with("t: line 1: not valid JSON"), "{e}");
     }

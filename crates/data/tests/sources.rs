@@ -12,6 +12,7 @@ use arrow_schema::{Field, Schema};
 use bertlab_data::{DataError, DataOptions, DatasetSource, DatasetSplits, HubOptions, LabeledTexts, Split};
 use bertlab_hub::NetworkSettings;
 use bertlab_hub_standin::{HubStandin, RepoKind};
+use bertlab_run::{NamesSettings, SettingStyle};
 
 const COMMIT: &str = "5d1e7a0c3b9f2e4d6a8c0b1e3f5a7c9e1b3d5f70";
 
@@ -209,12 +210,19 @@ fn config_folders_and_choosing_one() {
         (hub_source("org/multi"), "hub:org/multi@main".to_string()),
     ] {
         let err = source.load_splits(&news_options(), &hub.options()).unwrap_err();
-        assert!(matches!(err, DataError::Layout { .. }));
+        assert!(matches!(err, DataError::SeveralConfigs { .. }));
         assert_eq!(
             err.to_string(),
             format!(
                 "{place}: the dataset has 2 configs (folders of data files): news, tweets; choose one \
-                 with --config (`config` in a run spec)"
+                 with `dataset_config`"
+            )
+        );
+        assert_eq!(
+            err.render(SettingStyle::Flag),
+            format!(
+                "{place}: the dataset has 2 configs (folders of data files): news, tweets; choose one \
+                 with --config"
             )
         );
         let tweets = DataOptions { config: Some("tweets".into()), ..news_options() };
@@ -490,9 +498,15 @@ mod given_splits {
         assert!(matches!(err, DataError::NoTestSplit { .. }));
         assert_eq!(
             err.to_string(),
+            "the dataset has no test split (its splits: train, validation); `splits = \"given\"` tests on \
+             the dataset's own test split: use `splits = \"notebook\"` to split all its rows 70/10/20, or \
+             add a test split"
+        );
+        assert_eq!(
+            err.render(SettingStyle::Flag),
             "the dataset has no test split (its splits: train, validation); `--splits given` tests on \
-             the dataset's own test split: use `--splits notebook` (`splits = \"notebook\"`) to split all \
-             its rows 70/10/20, or add a test split"
+             the dataset's own test split: use `--splits notebook` to split all its rows 70/10/20, or add \
+             a test split"
         );
         // Notebook mode needs no test split.
         assert_eq!(RunSplits::new(&splits, SplitMode::Notebook, 1.0, 1).unwrap().test.len(), 8);
@@ -519,7 +533,11 @@ mod given_splits {
             err.to_string(),
             "cannot split the train rows 87.5/12.5 into train and validation (the dataset has no \
              validation split): class \"sci/tech\" has 1 row(s) there, and a stratified split needs at \
-             least 2 of every class; add rows of that class, use a larger --subset, or remove the class"
+             least 2 of every class; add rows of that class, use a larger `subset`, or remove the class"
+        );
+        assert!(
+            err.render(SettingStyle::Flag).ends_with("use a larger --subset, or remove the class"),
+            "{err}"
         );
         let err = RunSplits::new(&splits, SplitMode::Given, 0.5, 1).unwrap_err().to_string();
         assert!(
@@ -546,12 +564,18 @@ mod given_splits {
         write_news(dir.path(), "data/train-0.parquet", "train", 3);
         write_news(dir.path(), "data/test-0.parquet", "test", 8);
         let splits = local(dir.path()).load_splits(&news_options(), &HubOptions::default()).unwrap();
-        let err = RunSplits::new(&splits, SplitMode::Given, 1.0, 1).unwrap_err().to_string();
+        let err = RunSplits::new(&splits, SplitMode::Given, 1.0, 1).unwrap_err();
         assert_eq!(
-            err,
+            err.render(SettingStyle::Flag),
             "class \"sci/tech\" has no rows in the train split but 2 in the test split: a model cannot \
-             learn it from the train split; use `--splits notebook` (`splits = \"notebook\"`) to split \
-             all rows together, or add train rows of it"
+             learn it from the train split; use `--splits notebook` to split all rows together, or add \
+             train rows of it"
+        );
+        assert_eq!(
+            err.to_string(),
+            "class \"sci/tech\" has no rows in the train split but 2 in the test split: a model cannot \
+             learn it from the train split; use `splits = \"notebook\"` to split all rows together, or \
+             add train rows of it"
         );
         let err = RunSplits::new(&splits, SplitMode::Given, 1.5, 1).unwrap_err().to_string();
         assert_eq!(err, "subset = 1.5 is out of range: it must be a fraction in (0, 1]");
@@ -577,11 +601,11 @@ fn csv_errors_name_the_line() {
         ("headline,topic\n", "the file is empty: it holds 0 rows, and every data file must hold labelled rows"),
         (
             "title,topic\nx,world\n",
-            "no `headline` column (columns: title, topic); name the text column with --text-column (`text_column` in a run spec)",
+            "no `headline` column (columns: title, topic); name the text column with `text_column`",
         ),
         (
             "headline,category\nx,world\n",
-            "no `topic` column (columns: headline, category); name the label column with --label-column (`label_column` in a run spec)",
+            "no `topic` column (columns: headline, category); name the label column with `label_column`",
         ),
         // The quoted field spans lines 2-3: the empty text is on line 4.
         (
@@ -606,6 +630,23 @@ fn csv_errors_name_the_line() {
     std::fs::write(&path, b"headline,topic\nna\xefve,world\n").unwrap();
     let err = load_file(&path).unwrap_err().to_string();
     assert_eq!(err, format!("{}: line 2: field 1 is not UTF-8 text; save the file as UTF-8", path.display()));
+    // The binary names the column options by their flags.
+    for (content, want) in [
+        (
+            "title,topic\nx,world\n",
+            "no `headline` column (columns: title, topic); name the text column with --text-column",
+        ),
+        (
+            "headline,category\nx,world\n",
+            "no `topic` column (columns: headline, category); name the label column with --label-column",
+        ),
+    ] {
+        let path = dir.path().join("news.csv");
+        std::fs::write(&path, content).unwrap();
+        let err = load_file(&path).unwrap_err();
+        assert!(matches!(err, DataError::MissingColumn { .. }), "{err}");
+        assert_eq!(err.render(SettingStyle::Flag), format!("{}: {want}", path.display()));
+    }
 }
 
 #[test]
@@ -620,7 +661,7 @@ fn jsonl_errors_name_the_line() {
         ),
         (
             "{\"title\": \"x\", \"topic\": \"world\"}\n",
-            "no `headline` column (columns: title, topic); name the text column with --text-column (`text_column` in a run spec)",
+            "no `headline` column (columns: title, topic); name the text column with `text_column`",
         ),
         (
             "{\"headline\": \"x\", \"topic\": \"world\"}\n\n{\"headline\": \"y\", \"topic\": \"world\"\n",
@@ -687,24 +728,42 @@ fn source_and_option_errors_say_what_is_allowed() {
     let csv = dir.path().join("news.csv");
     std::fs::write(&csv, "headline,topic\nx,world\n").unwrap();
     let with_config = DataOptions { config: Some("default".into()), ..news_options() };
-    let err = DatasetSource::LocalFile(csv.clone()).load_splits(&with_config, &hub).unwrap_err().to_string();
+    let err = DatasetSource::LocalFile(csv.clone()).load_splits(&with_config, &hub).unwrap_err();
     assert_eq!(
-        err,
+        err.render(SettingStyle::Flag),
         format!(
             "--config chooses among the configs of a Hub dataset or a directory, but {} is one file: \
              leave --config out",
             csv.display()
         )
     );
-    let same = DataOptions { label_column: "headline".into(), ..news_options() };
-    let err = DatasetSource::LocalFile(csv.clone()).load_splits(&same, &hub).unwrap_err().to_string();
     assert_eq!(
-        err,
+        err.to_string(),
+        format!(
+            "`dataset_config` chooses among the configs of a Hub dataset or a directory, but {} is one \
+             file: leave `dataset_config` out",
+            csv.display()
+        )
+    );
+    let same = DataOptions { label_column: "headline".into(), ..news_options() };
+    let err = DatasetSource::LocalFile(csv.clone()).load_splits(&same, &hub).unwrap_err();
+    assert_eq!(
+        err.render(SettingStyle::Flag),
         "--text-column and --label-column are both `headline`: the texts and the labels are two columns"
     );
+    assert_eq!(
+        err.to_string(),
+        "`text_column` and `label_column` are both `headline`: the texts and the labels are two columns"
+    );
     let blank = DataOptions { text_column: " ".into(), ..news_options() };
-    let err = DatasetSource::LocalFile(csv.clone()).load_splits(&blank, &hub).unwrap_err().to_string();
-    assert_eq!(err, "--text-column is empty: name a column of the data files");
+    let err = DatasetSource::LocalFile(csv.clone()).load_splits(&blank, &hub).unwrap_err();
+    assert_eq!(err.render(SettingStyle::Flag), "--text-column is empty: name a column of the data files");
+    assert_eq!(err.to_string(), "`text_column` is empty: name a column of the data files");
+    let no_config = DataOptions { config: Some(" ".into()), ..news_options() };
+    let err = DatasetSource::LocalFile(csv.clone()).load_splits(&no_config, &hub).unwrap_err();
+    assert!(matches!(err, DataError::EmptyConfig), "{err}");
+    assert!(err.render(SettingStyle::Flag).starts_with("--config is empty: name a config"), "{err}");
+    assert!(err.to_string().starts_with("`dataset_config` is empty: name a config"), "{err}");
 
     // A missing file of a known type is named when read; a directory of no known layout lists
     // what it holds.
@@ -739,12 +798,20 @@ fn too_many_distinct_labels_is_probably_the_wrong_column() {
         text.push_str(&format!("text {i},label {i}\n"));
     }
     std::fs::write(&path, text).unwrap();
-    let err = load_file(&path).unwrap_err().to_string();
+    let err = load_file(&path).unwrap_err();
     assert_eq!(
-        err,
+        err.render(SettingStyle::Flag),
         format!(
             "`topic` holds 10001 distinct labels (the first in {}), above the limit of 10000 classes; is \
              `topic` the class column? Choose it with --label-column",
+            path.display()
+        )
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "`topic` holds 10001 distinct labels (the first in {}), above the limit of 10000 classes; is \
+             `topic` the class column? Choose it with `label_column`",
             path.display()
         )
     );

@@ -72,7 +72,8 @@ impl Resolver {
         let resolved = self.resolve(what, value)?;
         let err =
             |message: String| PipelineError::Reference { what: what.into(), value: value.into(), message };
-        match SourceRef::parse(&resolved).map_err(|e| err(e.to_string()))? {
+        // The reference is named by `what` already: the error says only what is expected.
+        match SourceRef::parse(&resolved).map_err(|e| err(e.expected().to_string()))? {
             SourceRef::Path(path) => {
                 let path = if path.is_absolute() { path } else { self.base_dir.join(path) };
                 if !path.exists() {
@@ -138,5 +139,6 @@ mod tests {
         assert!(e.starts_with("--source = \"imbd\"") && e.contains("does not exist"), "{e}");
         let e = r.resolve_source("source", "hub:stanfordnlp").unwrap_err().to_string();
         assert!(e.contains("hub:ORG/NAME[@REVISION]"), "{e}");
+        assert!(e.starts_with("source = \"hub:stanfordnlp\": expected `hub`"), "{e}");
     }
 }

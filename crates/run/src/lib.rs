@@ -7,6 +7,7 @@ pub mod cost;
 pub mod identity;
 pub mod inference;
 pub mod metrics;
+pub mod naming;
 pub mod record;
 pub mod source_ref;
 pub mod spec;
@@ -24,6 +25,7 @@ pub use inference::{
     ComputeSettings, DataSelection, DeviceSetting, Inference, InferenceSettings, TokenSettings,
 };
 pub use metrics::{ClassificationMetrics, ConfusionMatrix, MAX_CLASSES};
+pub use naming::{NamesSettings, Setting, SettingStyle, SWITCHES};
 pub use record::{
     val_acc_at_min_val_loss, ClassCounts, DataSummary, Environment, EpochRecord, PaddingStats, RecordError,
     RunRecord, RunStatus, Timings, FAILED_RECORD_FILE, RECORD_FILE, SCHEMA_VERSION,

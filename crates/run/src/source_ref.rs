@@ -2,6 +2,7 @@
 //! before any file is read. `bertlab-data` opens what it names; `cargo xtask` checks every
 //! reference of a pipeline with it before the first run starts, without reading data.
 
+use crate::naming::{NamesSettings, Setting, SettingStyle};
 use std::path::PathBuf;
 
 /// The Hub dataset the notebook loads with `load_dataset("imdb")`.
@@ -24,10 +25,29 @@ pub enum SourceRef {
     Path(PathBuf),
 }
 
-/// A data reference that does not follow the grammar.
+/// A data reference that does not follow the grammar (`source = "…"`, `--source "…"`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("--source {0:?}: expected `hub` (stanfordnlp/imdb), `hub:ORG/NAME[@REVISION]`, a directory of data files (e.g. holding plain_text/*.parquet), or one .parquet, .csv, .tsv or .jsonl file")]
+#[error("{}", self.render(SettingStyle::Key))]
 pub struct BadSource(pub String);
+
+impl BadSource {
+    /// What a reference may be, without the reference (for a message that names it already).
+    pub fn expected(&self) -> &'static str {
+        "expected `hub` (stanfordnlp/imdb), `hub:ORG/NAME[@REVISION]`, a directory of data files (e.g. \
+         holding plain_text/*.parquet), or one .parquet, .csv, .tsv or .jsonl file"
+    }
+}
+
+impl NamesSettings for BadSource {
+    fn render(&self, style: SettingStyle) -> String {
+        // Quoted in both styles: the reference may be empty or hold spaces.
+        let setting = match style {
+            SettingStyle::Key => "source =".to_string(),
+            SettingStyle::Flag => Setting::source.flag(),
+        };
+        format!("{setting} {:?}: {}", self.0, self.expected())
+    }
+}
 
 impl SourceRef {
     /// Read a reference (surrounding spaces ignored). Paths are not looked at here.
@@ -75,6 +95,9 @@ mod tests {
             let e = SourceRef::parse(bad).unwrap_err();
             assert!(e.to_string().contains("hub:ORG/NAME[@REVISION]"), "{bad}: {e}");
         }
+        let e = SourceRef::parse("hub:org").unwrap_err();
+        assert!(e.to_string().starts_with("source = \"hub:org\": expected `hub`"), "{e}");
+        assert!(e.render(SettingStyle::Flag).starts_with("--source \"hub:org\": expected `hub`"), "{e}");
         assert_eq!(SourceRef::parse("data/x.csv"), Ok(SourceRef::Path("data/x.csv".into())));
     }
 }

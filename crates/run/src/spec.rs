@@ -6,6 +6,7 @@
 
 use crate::choices::{OptimizerKind, Padding, Precision, RestoreBest, Schedule, SplitMode, Truncation};
 use crate::format::{format_lr, format_number};
+use crate::naming::{NamesSettings, Setting, SettingStyle, SWITCHES};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -62,10 +63,11 @@ macro_rules! choice_text {
 }
 choice_text!(Precision, Truncation, OptimizerKind, Schedule, Padding, RestoreBest, SplitMode);
 
-/// A setting that cannot be used: the key (= TOML key; the flag is `--` + key with `-` for
-/// `_`) and why.
+/// A setting that cannot be used: the key (= TOML key; the flag is [`Setting::flag`]) and why.
+/// Its `Display` names the key (`max_len = 5000: …`), [`NamesSettings::render`] the flag too
+/// (`--max-len 5000: …`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{key} = {value}: {why}")]
+#[error("{}", self.render(SettingStyle::Key))]
 pub struct InvalidSetting {
     /// The key, e.g. `max_len`.
     pub key: &'static str,
@@ -76,9 +78,21 @@ pub struct InvalidSetting {
 }
 
 impl InvalidSetting {
+    /// The setting at fault.
+    pub fn setting(&self) -> Setting {
+        Setting::declared(self.key)
+    }
+
     /// The flag spelling of the key: `--max-len`.
     pub fn flag(&self) -> String {
-        format!("--{}", self.key.replace('_', "-"))
+        self.setting().flag()
+    }
+}
+
+impl NamesSettings for InvalidSetting {
+    fn render(&self, style: SettingStyle) -> String {
+        // The value is shown as given (`""` for an empty text), not quoted again.
+        format!("{}: {}", style.with_value(self.setting(), &self.value), self.why)
     }
 }
 
@@ -165,6 +179,15 @@ macro_rules! run_settings {
 
         /// Every key of a run spec, in declaration order.
         pub const ALL_KEYS: &[&str] = &[$(stringify!($field)),*];
+
+        // One constant per key, named as the key, so that an error names a setting that exists.
+        #[allow(non_upper_case_globals)]
+        impl Setting {
+            $(
+                $(#[doc = $doc])*
+                pub const $field: Setting = Setting::declared(stringify!($field));
+            )*
+        }
 
         impl RunSpec {
             /// The value of `key` as text (`None` for an unset optional key or an unknown key).
@@ -357,6 +380,13 @@ run_settings! {
     /// Never touch the network (the global `--offline` flag and HF_HUB_OFFLINE set it too).
     #[arg(skip)]
     offline: req bool = false;
+}
+
+impl Setting {
+    /// The setting of `key`, if it is a run-spec key or one of the [`SWITCHES`].
+    pub fn of_key(key: &str) -> Option<Setting> {
+        ALL_KEYS.iter().chain(SWITCHES).find(|k| **k == key).map(|k| Setting::declared(k))
+    }
 }
 
 /// The keys that say where and how a run executes rather than what it computes: `cargo xtask`
@@ -556,6 +586,8 @@ mod tests {
         let err = RunSpec { subset: 1.5, ..RunSpec::default() }.validate().unwrap_err();
         assert!(err.to_string().starts_with("subset = 1.5"), "{err}");
         assert_eq!(err.flag(), "--subset");
+        assert_eq!(err.render(SettingStyle::Flag), "--subset 1.5: must be a fraction in (0, 1]");
+        assert_eq!(err.render(SettingStyle::Key), err.to_string());
         assert!(RunSpec { accum: 0, ..RunSpec::default() }.validate().is_err());
         // One rule for every spelling: a clip of 0 is refused everywhere.
         let e = RunSpec { grad_clip: Some(0.0), ..RunSpec::default() }.validate().unwrap_err();

@@ -188,8 +188,7 @@ fn train_steps<B: AutodiffBackend>(
                     epoch: epoch + 1,
                     step: step_in_epoch,
                     detail: format!(
-                        "{} f16 steps in a row overflowed (loss scale now {:e}); lower --lr or use --precision \
-                         bf16 or f32",
+                        "{} f16 steps in a row overflowed (loss scale now {:e})",
                         fitting.consecutive_skips,
                         trainer.scaler().scale()
                     ),
@@ -222,7 +221,7 @@ fn train_steps<B: AutodiffBackend>(
             step: step_in_epoch,
             detail: format!(
                 "{skipped} of {} optimizer steps skipped for f16 overflow, {} of {} batches with a \
-                 non-finite loss; lower --lr or use --precision bf16 or f32",
+                 non-finite loss",
                 steps + skipped,
                 tally.non_finite,
                 step_in_epoch
