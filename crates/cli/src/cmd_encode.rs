@@ -10,8 +10,8 @@ use bertlab_tokenize::WordPieceTokenizer;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
 
-use crate::backend::{device, Backend};
-use crate::fine_tuned::{recorded_run, resolve_inference};
+use crate::backend::Backend;
+use crate::fine_tuned::{open_device, recorded_run, resolve_inference};
 
 /// `bertlab encode …`
 #[derive(Args)]
@@ -52,9 +52,8 @@ fn rows(t: Tensor<Backend, 2>) -> anyhow::Result<Vec<Vec<f32>>> {
 /// Tokenize and encode the texts of `args`, with the settings they ran with.
 fn embed(args: &EncodeArgs, global: &crate::Global) -> anyhow::Result<(Vec<TextEmbedding>, Inference)> {
     let run = recorded_run(&args.model);
-    args.inference.resolve(run.as_ref(), usize::MAX).map_err(crate::invalid_flag)?;
+    let device = open_device(&args.inference, run.as_ref())?;
     let hub = global.hub();
-    let device = device(&args.inference.compute.device.name())?;
     let repo = RepoRef::parse(&args.model, RepoKind::Model);
     let (encoder, config, _) = load_encoder::<Backend>(&repo, &hub, &device)
         .with_context(|| format!("loading the encoder of --model {}", args.model))?;
@@ -64,7 +63,7 @@ fn embed(args: &EncodeArgs, global: &crate::Global) -> anyhow::Result<(Vec<TextE
     bertlab_models::check_tokenizer_fits(&config, tokenizer.id_bound(), tokenizer.source())
         .with_context(|| format!("--model {}", args.model))?;
     let inference = resolve_inference(&args.inference, run.as_ref(), &tokenizer)?;
-    let Inference { max_len, truncation, batch, precision, .. } = inference.clone();
+    let Inference { max_len, truncation, batch, precision, .. } = inference;
     let pad = i64::from(tokenizer.pad_id());
 
     let mut out = Vec::with_capacity(args.texts.len());

@@ -7,8 +7,9 @@ use bertlab_train::predict::{metrics_from_logits, predict_logits};
 use bertlab_train::{EvalSettings, Padding};
 use clap::{Args, ValueEnum};
 
-use crate::backend::device;
-use crate::fine_tuned::{check_finite_logits, load_fine_tuned, recorded_run, resolve_inference, FineTuned};
+use crate::fine_tuned::{
+    check_finite_logits, load_fine_tuned, open_device, recorded_run, resolve_inference, FineTuned,
+};
 
 /// Which rows to evaluate on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -51,10 +52,8 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
     let data = args.data.resolve(run.as_ref()).map_err(crate::invalid_flag)?;
     let (subset, seed, split_mode) = (data.subset, data.seed, data.splits);
     let data_options = DataOptions::of_spec(&data);
-    // Flags are checked before the model loads; max_len once the tokenizer says how long.
-    args.inference.resolve(run.as_ref(), usize::MAX).map_err(crate::invalid_flag)?;
 
-    let device = device(&args.inference.compute.device.name())?;
+    let device = open_device(&args.inference, run.as_ref())?;
     let FineTuned { model, config, tokenizer } = load_fine_tuned(&args.model, &hub, &device)?;
     let Inference { max_len, truncation, batch, precision, pad_multiple, .. } =
         resolve_inference(&args.inference, run.as_ref(), &tokenizer)?;

@@ -14,8 +14,9 @@ use bertlab_train::{predict_logits, EvalSettings, Padding};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::backend::device;
-use crate::fine_tuned::{check_finite_logits, load_fine_tuned, recorded_run, resolve_inference, FineTuned};
+use crate::fine_tuned::{
+    check_finite_logits, load_fine_tuned, open_device, recorded_run, resolve_inference, FineTuned,
+};
 
 /// How `--file` holds its texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,10 +89,8 @@ const CHUNK: usize = 8192;
 /// `best/`), else `bertlab train`'s default, and `max_len` the longest the model allows.
 pub fn run(args: PredictArgs, global: &crate::Global) -> anyhow::Result<()> {
     let run = recorded_run(&args.model);
-    // Flags are checked before the model loads; max_len once the tokenizer says how long.
-    args.inference.resolve(run.as_ref(), usize::MAX).map_err(crate::invalid_flag)?;
+    let device = open_device(&args.inference, run.as_ref())?;
     let hub = global.hub();
-    let device = device(&args.inference.compute.device.name())?;
     let fine_tuned = load_fine_tuned(&args.model, &hub, &device)?;
     let inference = resolve_inference(&args.inference, run.as_ref(), &fine_tuned.tokenizer)?;
     let predictor = Predictor {

@@ -6,7 +6,7 @@ use bertlab_data::{DatasetSource, LabeledTexts, Split};
 use bertlab_hub::{HubOptions, RepoKind, RepoRef};
 use bertlab_models::ConfigSizes;
 use bertlab_run::{Inference, InferenceSettings, TokenSettings};
-use bertlab_tokenize::{LengthStats, Truncation, WordPieceTokenizer};
+use bertlab_tokenize::{LengthStats, WordPieceTokenizer};
 use clap::{Args, Subcommand};
 
 use crate::fine_tuned::{recorded_run, resolve_inference};
@@ -108,23 +108,16 @@ fn load_texts(source: &str, split: Option<Split>, hub: &HubOptions) -> anyhow::R
     data.with_context(|| format!("loading the {what} of --source {source}"))
 }
 
-/// The max_len and truncation texts were packed with.
-#[derive(Debug)]
-struct Tokens {
-    max_len: usize,
-    truncation: Truncation,
-}
-
-/// The tokenizer, the packed ids of the texts `args` names, in order, and how they were packed.
+/// The tokenizer, the packed ids of the texts `args` names, in order, and the settings they were
+/// packed with (`max_len`, `truncation`).
 fn encode_rows(
     args: &EncodeArgs,
     hub: &HubOptions,
-) -> anyhow::Result<(WordPieceTokenizer, Vec<Vec<u32>>, Tokens)> {
+) -> anyhow::Result<(WordPieceTokenizer, Vec<Vec<u32>>, Inference)> {
     let model = args.model.as_deref().context("--model is required")?;
     let tokenizer = load_tokenizer(model, hub)?;
     let settings = InferenceSettings { tokens: args.tokens.clone(), ..Default::default() };
-    let Inference { max_len, truncation, .. } =
-        resolve_inference(&settings, recorded_run(model).as_ref(), &tokenizer)?;
+    let packed = resolve_inference(&settings, recorded_run(model).as_ref(), &tokenizer)?;
     let texts: Vec<String> = match (&args.source, args.split) {
         (Some(source), Some(split)) => {
             let data = load_texts(source, Some(split), hub)?;
@@ -142,9 +135,9 @@ fn encode_rows(
         }
         _ => args.texts.clone(),
     };
-    let encoded = tokenizer.encode_all(&texts, max_len, truncation, false)?;
+    let encoded = tokenizer.encode_all(&texts, packed.max_len, packed.truncation, false)?;
     let ids = (0..encoded.len()).map(|i| encoded.ids(i)).collect();
-    Ok((tokenizer, ids, Tokens { max_len, truncation }))
+    Ok((tokenizer, ids, packed))
 }
 
 fn run_encode(args: EncodeArgs, global: &crate::Global) -> anyhow::Result<()> {
@@ -216,6 +209,7 @@ fn run_stats(args: StatsArgs, global: &crate::Global) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bertlab_tokenize::Truncation;
     use clap::Parser;
 
     #[derive(Parser)]

@@ -60,7 +60,7 @@ impl TrainArgs {
             // A bad value from the file names the file; one from a flag names the flag.
             match (&self.spec, self.settings.keys().contains(&e.key)) {
                 (Some(path), false) => anyhow::bail!("{}: {e}", path.display()),
-                _ => crate::usage!("{} {}: {}", e.flag(), e.value, e.why),
+                _ => return Err(crate::invalid_flag(e)),
             }
         }
         Ok(s)
@@ -73,7 +73,7 @@ pub fn run(args: TrainArgs, global: &crate::Global) -> anyhow::Result<()> {
     if args.print_spec {
         match spec.to_toml() {
             Ok(toml) => print!("{toml}"),
-            Err(e) => crate::usage!("{} {}: {}", e.flag(), e.value, e.why),
+            Err(e) => return Err(crate::invalid_flag(e)),
         }
         return Ok(());
     }

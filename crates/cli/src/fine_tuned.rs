@@ -5,9 +5,8 @@ use bertlab_hub::{HubOptions, RepoKind, RepoRef};
 use bertlab_models::{load_classifier, ModelConfig, TextClassifier};
 use bertlab_run::{Inference, InferenceSettings, RunRecord, RunSpec};
 use bertlab_tokenize::WordPieceTokenizer;
-use burn::tensor::backend::BackendTypes;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Device};
 
 /// A classifier with a trained head, its config and the tokenizer saved beside it.
 pub struct FineTuned {
@@ -22,11 +21,7 @@ pub struct FineTuned {
 /// Load `--model` (a directory such as a run's `best/`, or a Hub id). A model whose
 /// classification head is missing (a plain pretrained encoder) is refused: its predictions would
 /// come from a randomly initialised head.
-pub fn load_fine_tuned(
-    model: &str,
-    hub: &HubOptions,
-    device: &<Backend as BackendTypes>::Device,
-) -> anyhow::Result<FineTuned> {
+pub fn load_fine_tuned(model: &str, hub: &HubOptions, device: &Device) -> anyhow::Result<FineTuned> {
     let repo = RepoRef::parse(model, RepoKind::Model);
     let (classifier, config, report) = load_classifier::<Backend>(&repo, hub, &[], 0, device)
         .with_context(|| format!("loading --model {model}"))?;
@@ -63,6 +58,13 @@ pub fn check_finite_logits(logits: &[f32], num_labels: usize, model: &str) -> an
 pub fn recorded_run(model: &str) -> Option<RunSpec> {
     let record = bertlab_run::inference::record_beside(std::path::Path::new(model))?;
     RunRecord::read(&record).ok().map(|r| r.spec)
+}
+
+/// Check the flags that need no model (all but `max_len`'s bound, which needs the tokenizer)
+/// and open the device they name: done before the model loads, so a bad flag costs no loading.
+pub fn open_device(settings: &InferenceSettings, run: Option<&RunSpec>) -> anyhow::Result<Device> {
+    let checked = settings.resolve(run, usize::MAX).map_err(crate::invalid_flag)?;
+    crate::backend::device(&checked.device)
 }
 
 /// The longest `max_len` the tokenizer allows (the model's positions and the tokenizer's own

@@ -50,14 +50,6 @@ enum Command {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// `Err` of a [`UsageError`] with `message`.
-macro_rules! usage {
-    ($($arg:tt)*) => {
-        return Err(anyhow::Error::new(crate::UsageError(format!($($arg)*))))
-    };
-}
-pub(crate) use usage;
-
 /// A [`UsageError`] for a setting that cannot be used, worded with its flag (`--batch 0: must be
 /// at least 1`).
 pub fn invalid_flag(e: InvalidSetting) -> anyhow::Error {

@@ -174,6 +174,22 @@ choice_enum! {
     }
 }
 
+impl Padding {
+    /// The length a batch whose longest row has `longest` tokens is padded to: `max_len`
+    /// (fixed), or `longest` rounded up to a multiple of `pad_multiple`, at most `max_len`
+    /// (bucket). The one rule of the trainer's batches and of the lengths a run plans
+    /// (`RunSpec::padded_lengths`).
+    pub fn padded_len(self, longest: usize, pad_multiple: usize, max_len: usize) -> usize {
+        match self {
+            Padding::Fixed => max_len,
+            Padding::Bucket => {
+                let step = pad_multiple.max(1);
+                longest.div_ceil(step).saturating_mul(step).min(max_len).max(longest)
+            }
+        }
+    }
+}
+
 choice_enum! {
     /// When the weights of the best epoch (minimum validation loss) replace the last ones.
     pub enum RestoreBest {

@@ -421,16 +421,12 @@ impl RunSpec {
     /// The sequence lengths batches are padded to: with bucketing, the multiples of
     /// `pad_multiple` up to `max_len`, and `max_len`; with fixed padding, `max_len` alone.
     pub fn padded_lengths(&self) -> Vec<usize> {
-        match self.padding {
-            Padding::Fixed => vec![self.max_len],
-            Padding::Bucket => {
-                let step = self.pad_multiple.max(1);
-                let mut lengths: Vec<usize> =
-                    (1..).map(|i| i * step).take_while(|&l| l < self.max_len).collect();
-                lengths.push(self.max_len);
-                lengths
-            }
-        }
+        let mut lengths: Vec<usize> = (1..=self.max_len)
+            .map(|longest| self.padding.padded_len(longest, self.pad_multiple, self.max_len))
+            .collect();
+        // (ascending: the rule never pads a longer row to less)
+        lengths.dedup();
+        lengths
     }
 
     /// Every `[rows, length]` tensor shape the run may feed the model: its training batch and

@@ -64,14 +64,7 @@ impl LengthBuckets {
     }
 
     fn padded_len(&self, longest: usize) -> usize {
-        match self.padding {
-            Padding::Fixed => self.max_len,
-            Padding::Bucket => longest
-                .div_ceil(self.pad_multiple)
-                .saturating_mul(self.pad_multiple)
-                .min(self.max_len)
-                .max(longest),
-        }
+        self.padding.padded_len(longest, self.pad_multiple, self.max_len)
     }
 
     /// The batch of `rows`, of a split with `lengths`: filled to the batch size when the split
