@@ -12,7 +12,7 @@ use crate::{DataError, DataOptions, RowUnit};
 /// The byte order mark some editors (Excel) put at the start of UTF-8 files.
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
-fn malformed(path: &Path, line: usize, message: impl Into<String>) -> DataError {
+pub(crate) fn malformed(path: &Path, line: usize, message: impl Into<String>) -> DataError {
     DataError::Malformed { path: path.to_path_buf(), line, message: message.into() }
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::text_io::{csv_error, malformed};
 use crate::DataError;
 
 /// How a file holds its texts.
@@ -81,7 +82,7 @@ impl TextStream {
             TextFormat::Jsonl => Records::Jsonl(Box::new(BufReader::new(reader))),
             TextFormat::Csv => {
                 let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(reader);
-                let headers = reader.headers().map_err(|e| crate::text_io::csv_error(&name, "CSV", e))?;
+                let headers = reader.headers().map_err(|e| csv_error(&name, "CSV", e))?;
                 if headers.is_empty() {
                     return Err(malformed(&name, 1, "empty; a CSV file needs a header row"));
                 }
@@ -105,10 +106,7 @@ impl TextStream {
             let text = match &mut self.records {
                 Records::Csv { reader, column } => {
                     let mut record = csv::StringRecord::new();
-                    if !reader
-                        .read_record(&mut record)
-                        .map_err(|e| crate::text_io::csv_error(&self.name, "CSV", e))?
-                    {
+                    if !reader.read_record(&mut record).map_err(|e| csv_error(&self.name, "CSV", e))? {
                         break;
                     }
                     // The csv reader checks every row has the header's fields.
@@ -133,10 +131,6 @@ impl TextStream {
         }
         Ok(texts)
     }
-}
-
-fn malformed(path: &Path, line: usize, message: impl Into<String>) -> DataError {
-    DataError::Malformed { path: path.to_path_buf(), line, message: message.into() }
 }
 
 /// The next line without its line break, counting lines in `count`; `None` at the end.
