@@ -100,10 +100,10 @@ fn cut(choice: &ModelChoice, hidden: Option<usize>, layers: Option<usize>) -> an
             bail!("--hidden 0: must be at least 1");
         }
         c.hidden_size = h;
-        c.num_attention_heads = (h / 64).max(1);
-        if h % c.num_attention_heads != 0 {
-            bail!("--hidden {h}: must be a multiple of 64, or less than 64");
+        if h > 64 && h % 64 != 0 {
+            bail!("--hidden {h}: must be a multiple of 64 (heads of 64), or at most 64 (one head)");
         }
+        c.num_attention_heads = (h / 64).max(1);
         c.intermediate_size = 4 * h;
     }
     if let Some(l) = layers {
@@ -125,14 +125,17 @@ fn random_batches(
     seed: u64,
 ) -> Vec<(BatchArrays, Vec<u32>)> {
     let mut rng = Pcg64::new(seed ^ 0x5eed_57e9);
+    // (`bounded(n)` draws from 0..=n)
     (0..count)
         .map(|_| {
             let lengths: Vec<usize> =
-                (0..rows).map(|_| len / 2 + rng.bounded((len - len / 2) as u64 + 1) as usize).collect();
+                (0..rows).map(|_| len / 2 + rng.bounded((len - len / 2) as u64) as usize).collect();
             let batch = Batch { rows: (0..rows).collect(), padded_len: len, filler: 0 };
             let low = 1000.min(vocab as u64 - 1);
             let arrays = BatchArrays::pack(&batch, 0, |r, out| {
-                out.extend((0..lengths[r].max(2)).map(|_| (low + rng.bounded(vocab as u64 - low)) as i64));
+                out.extend(
+                    (0..lengths[r].max(2)).map(|_| (low + rng.bounded(vocab as u64 - 1 - low)) as i64),
+                );
             });
             (arrays, (0..rows).map(|r| (r % 2) as u32).collect())
         })
@@ -531,6 +534,12 @@ mod tests {
         assert_eq!((arrays.rows, arrays.len, labels.len()), (4, 16, 4));
         let real: i64 = arrays.attention_mask.iter().sum();
         assert!((32..=64).contains(&real), "{real}");
+        // Every length from half to all of the row, and no id past the vocabulary.
+        let many = random_batches(64, 16, 1200, 4, 1);
+        let lengths: std::collections::BTreeSet<i64> =
+            many.iter().flat_map(|(a, _)| a.attention_mask.chunks(16).map(|r| r.iter().sum())).collect();
+        assert_eq!(lengths, (8..=16).collect());
+        assert!(many.iter().flat_map(|(a, _)| &a.input_ids).all(|&id| id < 1200));
         assert!(arrays.input_ids.iter().zip(&arrays.attention_mask).all(|(&id, &m)| (m == 0) == (id == 0)));
     }
 }
