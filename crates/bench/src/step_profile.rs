@@ -65,8 +65,9 @@ pub(crate) struct StepProfileArgs {
     #[arg(long, value_delimiter = ',', default_value = "f16")]
     precision: Vec<Precision>,
     /// Cut the width: hidden size (heads of 64, at least one, and a feed-forward 4× as wide, as
-    /// in the base models). Launches depend on the layer structure, not on the width (measured:
-    /// BENCHMARKS.md), so a software GPU can count a base model's launches at a small width.
+    /// in the base models). Launches grow with the layers; the width moves them a little,
+    /// through the number of heads (measured: BENCHMARKS.md), so a software GPU can count a base
+    /// model's launches at a small width, a few short.
     #[arg(long)]
     hidden: Option<usize>,
     /// Encoder layers (default: the model's).
