@@ -11,6 +11,7 @@ mod models;
 mod numerics;
 mod numerics_inspect;
 mod parity;
+mod step_profile;
 mod table;
 mod throughput;
 
@@ -39,6 +40,9 @@ enum BenchCommand {
     Numerics(numerics::NumericsArgs),
     /// Training throughput of randomly initialised DistilBERT-base / BERT-base.
     TrainThroughput(throughput::ThroughputArgs),
+    /// Kernels launched and device→host waits per steady-state training step, and kernels
+    /// compiled, counted from CubeCL's launch and compilation logs (GPU builds).
+    StepProfile(step_profile::StepProfileArgs),
     /// bertlab vs PyTorch table (seq/s, ratio, MFU) from the JSON lines of both.
     Table(table::TableArgs),
     /// Tokenize a fixed sample of IMDB train reviews into a small ids file for the benches.
@@ -54,6 +58,25 @@ pub struct Runtime<B: AutodiffBackend> {
     pub device: fn(&str) -> anyhow::Result<B::Device>,
     /// Hub lookups (offline or not) for `make-ids` and `parity`.
     pub hub: HubOptions,
+    /// How a build on CubeCL turns on its kernel logs, for `step-profile`; `None` in a build
+    /// that launches no GPU kernels (the CPU build), where `step-profile` counts host waits
+    /// only.
+    pub kernel_log: Option<KernelLog>,
+}
+
+/// Turns on CubeCL's launch log (`[profiling]` logger at level `minimal`: an `Executing
+/// <kernel>` line per kernel launch) and compilation log (`[compilation]` at `basic`: a
+/// `[Compiling kernel] <name>` line per kernel compiled), both appending to the given file.
+/// Called before the first device is made (CubeCL reads its configuration once); an error when
+/// that is too late.
+pub type KernelLog = fn(&std::path::Path) -> anyhow::Result<KernelLogSetup>;
+
+/// What a [`KernelLog`] set up besides the log.
+#[derive(Debug, Clone, Default)]
+pub struct KernelLogSetup {
+    /// The persistent kernel cache, when one is on: kernels loaded from it are not compiled,
+    /// so `kernels_compiled` counts only those missing from it.
+    pub kernel_cache: Option<std::path::PathBuf>,
 }
 
 impl<B: AutodiffBackend> Runtime<B> {
@@ -75,6 +98,7 @@ pub fn run<B: AutodiffBackend>(args: BenchArgs, rt: &Runtime<B>) -> anyhow::Resu
         BenchCommand::Parity(a) => parity::run(a, rt),
         BenchCommand::Numerics(a) => numerics::run(a, rt),
         BenchCommand::TrainThroughput(a) => throughput::run(a, rt),
+        BenchCommand::StepProfile(a) => step_profile::run(a, rt),
         BenchCommand::Table(a) => table::run(a),
         BenchCommand::MakeIds(a) => ids::run_make_ids(a, rt),
     }

@@ -9,6 +9,8 @@ mod chosen {
     pub const BACKEND_NAME: &str = "cuda";
     /// Kernels are compiled (and tuned) at first use: `train` warms up by default.
     pub const COMPILES_KERNELS: bool = true;
+    /// CubeCL's kernel logs, for `bench step-profile`.
+    pub const KERNEL_LOG: Option<bertlab_bench::KernelLog> = Some(crate::kernel_cache::with_kernel_log);
 
     /// Check that the NVIDIA driver and NVRTC load, with advice when they do not.
     ///
@@ -70,6 +72,8 @@ mod chosen {
     pub const BACKEND_NAME: &str = "wgpu";
     /// Kernels are compiled (and tuned) at first use: `train` warms up by default.
     pub const COMPILES_KERNELS: bool = true;
+    /// CubeCL's kernel logs, for `bench step-profile`.
+    pub const KERNEL_LOG: Option<bertlab_bench::KernelLog> = Some(crate::kernel_cache::with_kernel_log);
 
     /// Parse `--device`: `default` or `wgpu` (wgpu's pick, the most powerful adapter; the
     /// `CUBECL_WGPU_DEFAULT_DEVICE` variable overrides it), `gpu` / `gpu:N` (discrete GPU N),
@@ -107,6 +111,8 @@ mod chosen {
     pub const BACKEND_NAME: &str = "cpu (burn-flex)";
     /// Burn-flex's kernels are compiled with bertlab: nothing to warm up.
     pub const COMPILES_KERNELS: bool = false;
+    /// No CubeCL, no kernel launches: `bench step-profile` counts host waits only.
+    pub const KERNEL_LOG: Option<bertlab_bench::KernelLog> = None;
 
     /// Parse `--device`: only `cpu` exists in a CPU build.
     pub fn device(spec: &str) -> anyhow::Result<<Backend as burn::tensor::backend::BackendTypes>::Device> {

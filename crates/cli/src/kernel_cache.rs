@@ -50,11 +50,47 @@ pub fn autotune_dir(var: Option<&str>, xdg_cache_home: Option<&str>, home: Optio
 /// the first device is made. Does nothing when CubeCL's configuration was already read.
 #[cfg(any(feature = "cuda-unfused", feature = "wgpu"))]
 pub fn configure() {
-    use burn::cubecl::config::{cache::CacheConfig, CubeClRuntimeConfig, RuntimeConfig};
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
+    setup(None);
+}
+
+/// What [`setup`] did, once per process.
+#[cfg(any(feature = "cuda-unfused", feature = "wgpu"))]
+struct Setup {
+    /// The kernel cache turned on, if any.
+    kernel_cache: Option<PathBuf>,
+    /// The file CubeCL's launch and compilation logs go to, if turned on.
+    log: Option<PathBuf>,
+}
+
+/// For `bench step-profile` ([`bertlab_bench::KernelLog`]): [`configure`], with CubeCL's launch
+/// log (`[profiling]`, level `minimal`) and compilation log (`[compilation]`, level `basic`)
+/// appending to `file`, in place of whatever `cubecl.toml` or `CUBECL_DEBUG_LOG` say for those
+/// two loggers (the bench reads the file and must find exactly those lines). An error when
+/// CubeCL was configured already, without the log.
+#[cfg(any(feature = "cuda-unfused", feature = "wgpu"))]
+pub fn with_kernel_log(file: &std::path::Path) -> anyhow::Result<bertlab_bench::KernelLogSetup> {
+    let done = setup(Some(file));
+    if done.log.as_deref() != Some(file) {
+        anyhow::bail!(
+            "CubeCL was configured before its kernel log could be turned on into {}",
+            file.display()
+        );
+    }
+    Ok(bertlab_bench::KernelLogSetup { kernel_cache: done.kernel_cache.clone() })
+}
+
+/// The configuration, set on the first call (with `log` if that call has one).
+#[cfg(any(feature = "cuda-unfused", feature = "wgpu"))]
+fn setup(log: Option<&std::path::Path>) -> &'static Setup {
+    use burn::cubecl::config::{
+        cache::CacheConfig, compilation::CompilationLogLevel, profiling::ProfilingLogLevel,
+        CubeClRuntimeConfig, RuntimeConfig,
+    };
+    static SETUP: std::sync::OnceLock<Setup> = std::sync::OnceLock::new();
+    SETUP.get_or_init(|| {
         if CubeClRuntimeConfig::storage().lock().is_some() {
-            return; // (set() would panic)
+            // (set() would panic)
+            return Setup { kernel_cache: None, log: None };
         }
         let mut config = CubeClRuntimeConfig::from_current_dir();
         if config.compilation.cache.is_none() {
@@ -88,8 +124,23 @@ pub fn configure() {
                 }
             }
         }
-        CubeClRuntimeConfig::set(config.override_from_env());
-    });
+        let mut config = config.override_from_env();
+        if let Some(file) = log {
+            // One file for both: CubeCL writes both logs through one channel per device, so
+            // their lines keep the order of the events (the bench splits them at markers).
+            let p = &mut config.profiling.logger;
+            (p.file, p.append, p.stdout, p.stderr, p.log) =
+                (Some(file.to_path_buf()), true, false, false, None);
+            p.level = ProfilingLogLevel::Minimal;
+            let c = &mut config.compilation.logger;
+            (c.file, c.append, c.stdout, c.stderr, c.log) =
+                (Some(file.to_path_buf()), true, false, false, None);
+            c.level = CompilationLogLevel::Basic;
+        }
+        let kernel_cache = config.compilation.cache.as_ref().map(CacheConfig::root);
+        CubeClRuntimeConfig::set(config);
+        Setup { kernel_cache, log: log.map(std::path::Path::to_path_buf) }
+    })
 }
 
 /// Create `dir` if needed: CubeCL's cache gives up (after waiting on its lock file) when the

@@ -92,6 +92,7 @@ fn main() {
                 name: backend::BACKEND_NAME,
                 device: backend::device,
                 hub: global.hub(),
+                kernel_log: backend::KERNEL_LOG,
             };
             bertlab_bench::run(args, &runtime)
         }

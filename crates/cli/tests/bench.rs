@@ -275,3 +275,32 @@ fn device_check_script_runs_in_quick_cpu_mode() {
     }
     let _ = std::fs::remove_dir_all(&out_dir);
 }
+
+/// The CPU build has no kernel launches to count: `step-profile` says so and counts the host
+/// waits of its steps (the fused path's dropout seeds in f32; the f16 overflow check's norm).
+#[test]
+fn step_profile_on_the_cpu_build_counts_host_waits_only() {
+    #[rustfmt::skip]
+    let out = bench(&[
+        "step-profile", "--arch", "distilbert", "--hidden", "32", "--layers", "2", "--max-len", "16",
+        "--batch", "2", "--warmup", "1", "--steps", "2", "--precision", "f32,f16",
+    ]);
+    ok(&out, "step-profile");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (line, precision) in lines.iter().zip(["f32", "f16"]) {
+        assert_eq!(line["arch"], "distilbert", "{line}");
+        assert_eq!(line["precision"], precision, "{line}");
+        assert_eq!((line["layers"].as_u64(), line["hidden"].as_u64()), (Some(2), Some(32)), "{line}");
+        assert!(line["launches_per_step"].is_null() && line["kernels_compiled"].is_null(), "{line}");
+        assert!(line["launches_counted_by"].as_str().unwrap().starts_with("not applicable"), "{line}");
+        assert_eq!(line["steps_measured"], 4, "{line}");
+    }
+    // f32 takes the fused path, whose dropout draws its seed on the host: the embeddings' and
+    // per layer the attention probabilities' and the feed-forward output's (DistilBERT has no
+    // dropout after the attention projection).
+    assert_eq!(lines[0]["host_waits_per_step"].as_f64(), Some(1.0 + 2.0 * 2.0), "{}", lines[0]);
+    // f16 keeps Burn's dropout (drawn on the device) and reads the gradient norm back.
+    assert_eq!(lines[1]["host_waits_per_step"].as_f64(), Some(1.0), "{}", lines[1]);
+    assert_eq!(lines[1]["logits_read"]["host_waits"].as_u64(), Some(1), "{}", lines[1]);
+}

@@ -94,8 +94,13 @@ struct Outcome {
 }
 
 fn run(build: &Build, cwd: &Path, args: &[&str]) -> Output {
+    run_with(build, cwd, args, &[])
+}
+
+/// [`run`], with these environment variables set.
+fn run_with(build: &Build, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(&build.bin);
-    command.args(args).current_dir(cwd).env("HF_HUB_OFFLINE", "1");
+    command.args(args).current_dir(cwd).env("HF_HUB_OFFLINE", "1").envs(env.iter().copied());
     // The Vulkan loader warns without a runtime dir; lavapipe needs nothing else.
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         command.env("XDG_RUNTIME_DIR", cwd);
@@ -282,4 +287,50 @@ fn wgpu_build_trains_evaluates_and_predicts_like_the_cpu_build_in_f32() {
 #[test]
 fn wgpu_build_trains_evaluates_and_predicts_like_the_cpu_build_in_f16() {
     compare_builds("f16", &F16);
+}
+
+/// `bench step-profile` on the GPU code path: a line for DistilBERT's layer structure (cut to a
+/// tiny width) whose counts come from CubeCL's launch and compilation logs, and a steady state
+/// (both counted blocks the same, nothing compiled in them).
+#[test]
+fn wgpu_build_profiles_a_training_step() {
+    let Some(wgpu) = wgpu_bin() else { return };
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("wgpu-step-profile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = format!("[autotune]\nlevel = \"minimal\"\ncache = {{ file = {:?} }}\n", dir);
+    std::fs::write(dir.join("cubecl.toml"), toml).unwrap();
+    let build = Build { name: "wgpu", bin: wgpu, backend: "wgpu" };
+    #[rustfmt::skip]
+    let args = [
+        "bench", "step-profile", "--arch", "distilbert", "--hidden", "32", "--layers", "2",
+        "--max-len", "32", "--batch", "4", "--warmup", "2", "--steps", "2", "--precision", "f16",
+    ];
+    // No kernel cache: every kernel the run needs is compiled, so the count cannot be 0.
+    let out = run_with(&build, &dir, &args, &[("BERTLAB_KERNEL_CACHE", "off")]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let line = &lines[0];
+    assert_eq!(line["arch"], "distilbert", "{line}");
+    assert_eq!(line["backend"], "wgpu", "{line}");
+    assert_eq!(
+        (line["layers"].as_u64(), line["batch"].as_u64(), line["max_len"].as_u64()),
+        (Some(2), Some(4), Some(32))
+    );
+    // (`number` fails on null, which is how serde_json writes NaN)
+    let launches = number(&line["launches_per_step"], "launches_per_step");
+    // At least a few kernels per layer in each of forward, backward and the optimizer.
+    assert!(launches > 10.0 * 2.0, "{line}");
+    let blocks = &line["launches_per_step_blocks"];
+    assert_eq!(blocks[0], blocks[1], "the two counted blocks differ: not a steady state: {line}");
+    let by_kernel: f64 =
+        line["launches_per_step_by_kernel"].as_object().unwrap().values().map(|v| number(v, "kind")).sum();
+    assert!((by_kernel - launches).abs() < 0.05, "{by_kernel} vs {launches}: {line}");
+    // Today's f16 step reads its gradient norm back once (the overflow check).
+    assert_eq!(number(&line["host_waits_per_step"], "host_waits_per_step"), 1.0, "{line}");
+    assert!(number(&line["kernels_compiled"], "kernels_compiled") > 0.0, "{line}");
+    assert_eq!(number(&line["kernels_compiled_in_measured_steps"], "compiled in steps"), 0.0, "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

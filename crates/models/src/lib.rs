@@ -5,6 +5,7 @@ mod bert;
 mod distilbert;
 mod encoder;
 mod error;
+pub mod host_wait;
 mod model;
 pub mod ops;
 mod precision;

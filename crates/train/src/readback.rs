@@ -82,9 +82,10 @@ impl<B: Backend, T> PendingLogits<B, T> {
     }
 }
 
-/// Read a float tensor back as f32 values (whatever its dtype).
+/// Read a float tensor back as f32 values (whatever its dtype): one device wait, counted by
+/// [`bertlab_models::host_wait`].
 pub fn logits_to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data after convert")
+    bertlab_models::host_wait::read(t).convert::<f32>().to_vec::<f32>().expect("f32 data after convert")
 }
 
 #[cfg(test)]

@@ -8,9 +8,8 @@ use crate::optim::{clip_coefficient, grad_sq_norm, Adam, AdamSettings};
 use crate::predict::batch_tensors;
 use crate::readback::logits_to_vec;
 use crate::schedule::LrSchedule;
-use bertlab_models::{Precision, TextClassifier};
+use bertlab_models::{host_wait, Precision, TextClassifier};
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::prelude::ElementConversion;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -155,7 +154,9 @@ impl<B: AutodiffBackend> TrainStep<B> {
         let mut multiplier = 1.0 / self.scaler.scale();
         if self.grad_clip.is_some() || self.scaler.is_dynamic() {
             let t = Instant::now();
-            let sq: f64 = grad_sq_norm::<B, _>(&model, &grads).map_or(0.0, |t| t.into_scalar().elem());
+            // A device wait every step (issue 24 moves the check onto the device).
+            let sq: f64 = grad_sq_norm::<B, _>(&model, &grads)
+                .map_or(0.0, |t| host_wait::read(t).iter::<f64>().next().expect("one element"));
             if let Some(timer) = timer.as_deref_mut() {
                 timer.grad_norm += t.elapsed().as_secs_f64();
             }
@@ -171,7 +172,7 @@ impl<B: AutodiffBackend> TrainStep<B> {
         let t = Instant::now();
         let model = self.optimizer.step(lr, model, grads, multiplier);
         if let Some(timer) = timer {
-            B::sync(device).ok();
+            host_wait::sync::<B>(device);
             timer.optimizer += t.elapsed().as_secs_f64();
         }
         self.model = Some(model);
@@ -226,7 +227,7 @@ fn forward_backward_timed<B: AutodiffBackend>(
     let timed = timer.is_some();
     let mut phase = |t: Instant, slot: fn(&mut PhaseTimes) -> &mut f64| {
         if let Some(timer) = timer.as_deref_mut() {
-            B::sync(device).ok();
+            host_wait::sync::<B>(device);
             *slot(timer) += t.elapsed().as_secs_f64();
         }
     };

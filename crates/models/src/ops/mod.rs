@@ -92,11 +92,8 @@ impl DropoutMask {
             return None;
         }
         // Three 30-bit draws: every backend's integer dtype (i32 included) holds them.
-        let words = Tensor::<B, 1, Int>::random([3], Distribution::Uniform(0.0, (1u64 << 30) as f64), device)
-            .into_data()
-            .iter::<i64>()
-            .map(|w| w as u64)
-            .collect::<Vec<_>>();
+        let words = Tensor::<B, 1, Int>::random([3], Distribution::Uniform(0.0, (1u64 << 30) as f64), device);
+        let words = crate::host_wait::read(words).iter::<i64>().map(|w| w as u64).collect::<Vec<_>>();
         let seed = (words[0] << 34) ^ (words[1] << 4) ^ words[2];
         Some(DropoutMask::new(prob, seed))
     }
