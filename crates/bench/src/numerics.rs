@@ -268,7 +268,8 @@ pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> an
             let loss = cross_entropy_rows(&logits, labels, config.num_labels()).iter().sum::<f64>()
                 / labels.len() as f64;
             run.curve.losses.push(loss);
-            if outcome.skipped {
+            let skipped_before = run.trainer.scaler().skipped_steps();
+            if run.trainer.settle().skipped > skipped_before {
                 run.curve.skipped.push(step);
             }
             sync::<B>(&device);

@@ -276,7 +276,6 @@ fn measure<B: AutodiffBackend>(
         for logits in outcome.logits {
             pending.push(logits, ());
         }
-        usize::from(outcome.skipped)
     };
     // The trainer reads every 64 batches; here only at the end of each block.
     let mut pending = PendingLogits::<B::InnerBackend, ()>::new(usize::MAX, Duration::MAX);
@@ -284,6 +283,7 @@ fn measure<B: AutodiffBackend>(
         run(&mut trainer, &mut pending);
     }
     let _ = pending.take();
+    trainer.settle();
     let mut m = Measured {
         first,
         last: 0,
@@ -298,14 +298,17 @@ fn measure<B: AutodiffBackend>(
         let start = marker.place(device);
         let t = Instant::now();
         let waits = host_wait::count();
+        let skipped_before = trainer.scaler().skipped_steps();
         for _ in 0..args.steps {
-            m.skipped += run(&mut trainer, &mut pending);
+            run(&mut trainer, &mut pending);
         }
         m.step_waits.push(host_wait::count() - waits);
         let steps_end = marker.place(device);
         seconds += t.elapsed().as_secs_f64();
         let waits = host_wait::count();
         let _ = pending.take();
+        // What the device decided (f16 overflow skips), read with the logits as the trainer does.
+        m.skipped += (trainer.settle().skipped - skipped_before) as usize;
         m.read_waits.push(host_wait::count() - waits);
         m.blocks.push((start, steps_end));
     }

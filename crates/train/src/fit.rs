@@ -6,11 +6,13 @@ use crate::batching::{padding_stats, Batch, BatchArrays};
 use crate::checkpoint::{self, CheckpointState};
 use crate::error::{fault_error, TrainError};
 use crate::load::Fitting;
+use crate::loss_scale::SKIP_GRACE_STEPS;
 use crate::metrics::{argmax_rows, cross_entropy_rows};
 use crate::predict::{eval_batches, metrics_from_logits, predict_logits};
 use crate::prepare::Prepared;
 use crate::progress::{EpochProgress, ProgressMode};
 use crate::readback::PendingLogits;
+use crate::step_state::StepCounts;
 use bertlab_models::TextClassifier;
 use bertlab_run::format::hms;
 use bertlab_run::{EpochRecord, RunRecord, RunSpec};
@@ -18,10 +20,6 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// Optimizer steps at the start of a run in which f16 overflow skips are expected while the
-/// loss scale settles (from 2^16 it halves once per overflow).
-const SKIP_GRACE_STEPS: u64 = 10;
 
 /// Skipped steps in a row after the grace steps that mean the run diverged: the loss scale has
 /// then fallen by 2^16, far below any scale at which f16 training makes progress.
@@ -157,7 +155,9 @@ fn train_steps<B: AutodiffBackend>(
     let started = Instant::now();
     let mut tally = TrainTally::default();
     let mut pending = PendingLogits::<B::InnerBackend, BatchTag>::for_training();
-    let (mut steps, mut skipped, mut lr) = (0u64, 0u64, trainer.next_lr());
+    // What the device decided (steps applied and skipped) is read with the logits.
+    let at_start = trainer.settle();
+    let mut lr = trainer.next_lr();
     let mut step_in_epoch = 0usize;
     for group in batches.chunks(spec.accum) {
         let packed: Vec<(BatchArrays, Vec<u32>)> = group
@@ -171,35 +171,15 @@ fn train_steps<B: AutodiffBackend>(
             })
             .collect();
         let micro: Vec<(&BatchArrays, &[u32])> = packed.iter().map(|(a, l)| (a, l.as_slice())).collect();
-        let attempts_before = trainer.optimizer().steps() + trainer.scaler().skipped_steps();
         let outcome = trainer.step(&micro, device, None);
         lr = outcome.lr;
         for (logits, (_, labels)) in outcome.logits.into_iter().zip(packed) {
             step_in_epoch += 1;
             pending.push(logits, BatchTag { labels, step: step_in_epoch, lr });
         }
-        if outcome.skipped {
-            skipped += 1;
-            if attempts_before >= SKIP_GRACE_STEPS {
-                fitting.consecutive_skips += 1;
-            }
-            if fitting.consecutive_skips >= MAX_CONSECUTIVE_SKIPS {
-                return Err(TrainError::Diverged {
-                    epoch: epoch + 1,
-                    step: step_in_epoch,
-                    detail: format!(
-                        "{} f16 steps in a row overflowed (loss scale now {:e})",
-                        fitting.consecutive_skips,
-                        trainer.scaler().scale()
-                    ),
-                });
-            }
-        } else {
-            steps += 1;
-            fitting.consecutive_skips = 0;
-        }
         if pending.due() {
             tally.read(&mut pending, bar, num_classes, dynamic_scale, epoch)?;
+            check_skips_in_row(&trainer.settle(), epoch, step_in_epoch)?;
             // After a read, the device has run the steps so far: stop at a backend
             // thread's panic (CUDA out of memory) rather than train on lost buffers.
             if let Some(fault) = fitting.faults.fault() {
@@ -208,6 +188,9 @@ fn train_steps<B: AutodiffBackend>(
         }
     }
     tally.read(&mut pending, bar, num_classes, dynamic_scale, epoch)?;
+    let at_end = trainer.settle();
+    check_skips_in_row(&at_end, epoch, step_in_epoch)?;
+    let (steps, skipped) = (at_end.applied - at_start.applied, at_end.skipped - at_start.skipped);
     B::sync(device).ok();
     if let Some(fault) = fitting.faults.fault() {
         return Err(fault_error(spec, &fault));
@@ -229,6 +212,21 @@ fn train_steps<B: AutodiffBackend>(
         });
     }
     Ok(TrainedEpoch { tally, steps, skipped, lr, seconds })
+}
+
+/// Too many f16 steps skipped in a row (after the grace steps) is a diverged run.
+fn check_skips_in_row(counts: &StepCounts, epoch: usize, step_in_epoch: usize) -> Result<(), TrainError> {
+    if counts.skips_in_row < MAX_CONSECUTIVE_SKIPS {
+        return Ok(());
+    }
+    Err(TrainError::Diverged {
+        epoch: epoch + 1,
+        step: step_in_epoch,
+        detail: format!(
+            "{} f16 steps in a row overflowed (loss scale now {:e})",
+            counts.skips_in_row, counts.scale
+        ),
+    })
 }
 
 /// Write the checkpoint after epoch `epoch` (0-based): the weights, the optimizer's moments, the

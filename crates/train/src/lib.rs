@@ -18,6 +18,7 @@ mod progress;
 pub mod readback;
 pub mod schedule;
 pub mod step;
+pub mod step_state;
 mod trainer;
 mod warmup;
 
@@ -37,4 +38,5 @@ pub use progress::ProgressMode;
 pub use readback::PendingLogits;
 pub use schedule::{LrSchedule, Schedule};
 pub use step::{forward_backward, weighted_cross_entropy, PhaseTimes, StepOutcome, TrainStep};
+pub use step_state::StepCounts;
 pub use trainer::{train, TrainOptions};

@@ -41,8 +41,6 @@ pub(crate) struct Fitting<B: AutodiffBackend> {
     pub first_epoch: usize,
     /// The latest epoch run (0-based).
     pub last_epoch: usize,
-    /// Optimizer steps skipped in a row for f16 overflow, after the grace steps.
-    pub consecutive_skips: u64,
     /// Seconds of fitting before this process (a resumed run's earlier epochs).
     pub fit_seconds_before: f64,
     /// When this process started fitting.
@@ -105,7 +103,6 @@ pub(crate) fn load<B: AutodiffBackend>(
             best_file: None,
             first_epoch: 0,
             last_epoch: 0,
-            consecutive_skips: 0,
             fit_seconds_before: 0.0,
             fit_started: Instant::now(),
             faults: FaultWatch::start(),
@@ -138,7 +135,6 @@ pub(crate) fn load<B: AutodiffBackend>(
         best_file: state.best_file,
         first_epoch,
         last_epoch: first_epoch.saturating_sub(1),
-        consecutive_skips: 0,
         fit_seconds_before: state.fit_seconds,
         fit_started: Instant::now(),
         faults: FaultWatch::start(),

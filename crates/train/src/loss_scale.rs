@@ -6,6 +6,11 @@
 //! any gradient overflows (inf or NaN) the step is skipped and the scale halved; after
 //! `growth_interval` clean steps in a row it doubles.
 
+/// Optimizer steps at the start of a run in which f16 overflow skips are expected while the
+/// loss scale settles (from 2^16 it halves once per overflow): they count neither as skips in a
+/// row nor against the epoch.
+pub const SKIP_GRACE_STEPS: u64 = 10;
+
 /// What to do with the gradients of one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScaleDecision {
@@ -61,6 +66,25 @@ impl DynamicLossScaler {
     /// Steps skipped so far because of overflow.
     pub fn skipped_steps(&self) -> u64 {
         self.skipped
+    }
+
+    /// Clean steps in a row since the scale last changed.
+    pub fn clean_steps(&self) -> u32 {
+        self.clean_steps
+    }
+
+    /// Clean steps in a row after which the scale doubles.
+    pub fn growth_interval(&self) -> u32 {
+        self.growth_interval
+    }
+
+    /// Take the state decided on the device ([`crate::step_state`]) as this scaler's.
+    pub(crate) fn settle(&mut self, counts: &crate::step_state::StepCounts) {
+        if self.dynamic {
+            self.scale = counts.scale;
+            self.clean_steps = counts.clean_steps.min(u32::MAX as u64) as u32;
+            self.skipped = counts.skipped;
+        }
     }
 
     /// Report whether the gradients of the step just computed were all finite.

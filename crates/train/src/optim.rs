@@ -9,7 +9,7 @@
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::Tensor;
+use burn::tensor::{Bool, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -169,6 +169,58 @@ impl<B: AutodiffBackend> Adam<B> {
         };
         module.map(&mut mapper)
     }
+
+    /// One update of `module` from `grads` with factors decided on the device: no host wait
+    /// ([`crate::step_state`]). The step count is the device's; [`Adam::set_steps`] mirrors it
+    /// when it is read back.
+    pub fn step_on_device<M: AutodiffModule<B>>(
+        &mut self,
+        module: M,
+        mut grads: GradientsParams,
+        factors: &DeviceFactors<B::InnerBackend>,
+    ) -> M {
+        let mut mapper = DeviceAdamMapper::<B> {
+            first: &mut self.first_moments,
+            second: &mut self.second_moments,
+            grads: &mut grads,
+            no_decay: &self.no_decay,
+            decays: self.settings.weight_decay != 0.0,
+            epsilon: self.settings.epsilon,
+            factors,
+        };
+        module.map(&mut mapper)
+    }
+
+    /// Set the count of steps applied (read back from the device).
+    pub(crate) fn set_steps(&mut self, steps: u64) {
+        self.steps = steps;
+    }
+}
+
+/// The factors of one step's update as `[1]` tensors on the device, decided there
+/// ([`crate::step_state`]): the update of each parameter is
+/// `m ← beta1·m + grad1·g`, `v ← beta2·v + grad2·g²`,
+/// `p ← decay·p − step_size · m / (√v · sqrt_v_scale + ε)` (decay only where weight decay
+/// applies). A skipped step has `beta = 1`, `grad = 0`, `step_size = 0` and `decay = 1`: an
+/// update that changes nothing, with the non-finite gradients masked to 0 (`skip`) so that no
+/// NaN reaches the moments.
+pub struct DeviceFactors<B: Backend> {
+    /// The step overflowed (`None` when it cannot: no dynamic loss scale).
+    pub skip: Option<Tensor<B, 1, Bool>>,
+    /// β₁, or 1 on a skipped step.
+    pub beta1: Tensor<B, 1>,
+    /// (1 − β₁) × the gradient multiplier (unscaling and clipping), or 0.
+    pub grad1: Tensor<B, 1>,
+    /// β₂, or 1.
+    pub beta2: Tensor<B, 1>,
+    /// (1 − β₂) × the multiplier², or 0.
+    pub grad2: Tensor<B, 1>,
+    /// What √v is multiplied by before ε is added (see [`AdamSettings::update_factors`]).
+    pub sqrt_v_scale: Tensor<B, 1>,
+    /// The step size, 0 on a skipped step.
+    pub step_size: Tensor<B, 1>,
+    /// `1 − lr·weight_decay`, 1 on a skipped step.
+    pub decay: Tensor<B, 1>,
 }
 
 /// The optimizer's state for one parameter: its dotted path, shape and moments (row-major f32),
@@ -333,6 +385,57 @@ impl<B: AutodiffBackend> ModuleMapper<B> for AdamMapper<'_, B> {
         let mut value: Tensor<B::InnerBackend, D> = tensor.inner();
         if s.weight_decay != 0.0 && !self.no_decay.contains(&id) {
             value = value.mul_scalar(self.decay_factor);
+        }
+        let value = value.sub(update);
+        self.first.register::<B::InnerBackend, D>(id, m);
+        self.second.register::<B::InnerBackend, D>(id, v);
+        let mut tensor = Tensor::<B, D>::from_inner(value);
+        if require_grad {
+            tensor = tensor.require_grad();
+        }
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}
+
+struct DeviceAdamMapper<'a, B: AutodiffBackend> {
+    first: &'a mut GradientsParams,
+    second: &'a mut GradientsParams,
+    grads: &'a mut GradientsParams,
+    no_decay: &'a HashSet<ParamId>,
+    decays: bool,
+    epsilon: f64,
+    factors: &'a DeviceFactors<B::InnerBackend>,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for DeviceAdamMapper<'_, B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(grad) = self.grads.remove::<B::InnerBackend, D>(id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let require_grad = tensor.is_require_grad();
+        let f = self.factors;
+        let dims = grad.dims();
+        // `[1]` → `[1, …, 1]`, broadcast against the parameter.
+        let b = |t: &Tensor<B::InnerBackend, 1>| t.clone().reshape([1; D]);
+        let grad = match &f.skip {
+            Some(skip) => grad.mask_fill(skip.clone().reshape([1; D]).expand(dims), 0.0),
+            None => grad,
+        };
+        let m = match self.first.remove::<B::InnerBackend, D>(id) {
+            Some(m) => m.mul(b(&f.beta1)).add(grad.clone().mul(b(&f.grad1))),
+            None => grad.clone().mul(b(&f.grad1)),
+        };
+        let g2 = grad.square().mul(b(&f.grad2));
+        let v = match self.second.remove::<B::InnerBackend, D>(id) {
+            Some(v) => v.mul(b(&f.beta2)).add(g2),
+            None => g2,
+        };
+        let denom = v.clone().sqrt().mul(b(&f.sqrt_v_scale)).add_scalar(self.epsilon);
+        let update = m.clone().div(denom).mul(b(&f.step_size));
+        let mut value: Tensor<B::InnerBackend, D> = tensor.inner();
+        if self.decays && !self.no_decay.contains(&id) {
+            value = value.mul(b(&f.decay));
         }
         let value = value.sub(update);
         self.first.register::<B::InnerBackend, D>(id, m);

@@ -2,6 +2,8 @@
 //! `get_linear_schedule_with_warmup`).
 
 pub use bertlab_run::Schedule;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
 
 /// A schedule bound to a run: peak rate, total steps and warmup steps.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,6 +41,30 @@ impl LrSchedule {
                 let remaining = self.total_steps.saturating_sub(step) as f64;
                 let span = self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
                 self.peak * (remaining / span).max(0.0)
+            }
+        }
+    }
+}
+
+impl LrSchedule {
+    /// [`LrSchedule::lr`] of the step count `step` held on the device (a `[1]` f32 tensor), so
+    /// that a step whose count only the device knows ([`crate::step_state`]) needs no read.
+    pub fn lr_on_device<B: Backend>(&self, step: Tensor<B, 1>) -> Tensor<B, 1> {
+        match self.kind {
+            Schedule::Constant => step.zeros_like().add_scalar(self.peak),
+            Schedule::Linear => {
+                let span = self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
+                let decaying = step
+                    .clone()
+                    .neg()
+                    .add_scalar(self.total_steps as f64)
+                    .mul_scalar(self.peak / span)
+                    .clamp_min(0.0);
+                if self.warmup_steps == 0 {
+                    return decaying;
+                }
+                let warming = step.clone().mul_scalar(self.peak / self.warmup_steps as f64);
+                decaying.mask_where(step.lower_elem(self.warmup_steps as f64), warming)
             }
         }
     }

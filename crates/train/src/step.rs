@@ -1,13 +1,19 @@
 //! One optimizer step of fine-tuning: forward and backward of its micro-batches (gradient
 //! accumulation), the f16 overflow check and clipping on the global gradient norm, and the
 //! Adam/AdamW update — the step `fit` takes, and the one the benchmarks time.
+//!
+//! A step never waits for the device: with a dynamic loss scale (f16) or clipping, the verdict
+//! on the gradient norm is taken on the device ([`crate::step_state`]), and what it decided
+//! (steps applied and skipped, the scale) is read back by [`TrainStep::settle`], which the
+//! trainer calls when it reads the logits.
 
 use crate::batching::BatchArrays;
-use crate::loss_scale::{DynamicLossScaler, ScaleDecision};
-use crate::optim::{clip_coefficient, grad_sq_norm, Adam, AdamSettings};
+use crate::loss_scale::{DynamicLossScaler, SKIP_GRACE_STEPS};
+use crate::optim::{grad_sq_norm, Adam, AdamSettings};
 use crate::predict::batch_tensors;
 use crate::readback::logits_to_vec;
 use crate::schedule::LrSchedule;
+use crate::step_state::{StepCounts, StepRules, StepState};
 use bertlab_models::{host_wait, Precision, TextClassifier};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::activation::log_softmax;
@@ -29,7 +35,8 @@ pub struct PhaseTimes {
     pub readback: f64,
     /// Loss and backward pass.
     pub backward: f64,
-    /// Global gradient norm (f16 overflow check and clipping; a device→host read).
+    /// Global gradient norm and the step's verdict on it (f16 overflow check and clipping),
+    /// on the device.
     pub grad_norm: f64,
     /// The Adam/AdamW update of every parameter.
     pub optimizer: f64,
@@ -39,10 +46,9 @@ pub struct PhaseTimes {
 pub struct StepOutcome<B: Backend> {
     /// Each micro-batch's logits (`[rows, classes]`, f32), still on the device, in order.
     pub logits: Vec<Tensor<B, 2>>,
-    /// The learning rate of the step.
+    /// The learning rate of the step: exact when no step has been skipped since the last
+    /// [`TrainStep::settle`] (the device holds the count the schedule follows).
     pub lr: f64,
-    /// The gradients overflowed in f16: the step was skipped (and the loss scale halved).
-    pub skipped: bool,
 }
 
 /// A model with its optimizer, loss scale and learning-rate schedule, stepped one optimizer
@@ -55,6 +61,11 @@ pub struct TrainStep<B: AutodiffBackend> {
     schedule: LrSchedule,
     grad_clip: Option<f64>,
     precision: Precision,
+    /// The loss scale and step counts on the device (with a dynamic scale or clipping), made
+    /// from `scaler` and the optimizer's count at the first step.
+    state: Option<StepState<B::InnerBackend>>,
+    /// Steps taken since the state was last read back.
+    unsettled: u64,
 }
 
 impl<B: AutodiffBackend> TrainStep<B> {
@@ -73,7 +84,16 @@ impl<B: AutodiffBackend> TrainStep<B> {
         } else {
             DynamicLossScaler::disabled()
         };
-        TrainStep { model: Some(model), optimizer, scaler, schedule, grad_clip, precision }
+        TrainStep {
+            model: Some(model),
+            optimizer,
+            scaler,
+            schedule,
+            grad_clip,
+            precision,
+            state: None,
+            unsettled: 0,
+        }
     }
 
     /// The model as it is now.
@@ -91,9 +111,35 @@ impl<B: AutodiffBackend> TrainStep<B> {
         &self.optimizer
     }
 
-    /// The loss scaler (its scale and overflow count).
+    /// The loss scaler (its scale and overflow count) as of the last [`TrainStep::settle`].
     pub fn scaler(&self) -> &DynamicLossScaler {
         &self.scaler
+    }
+
+    /// Whether the step's verdict (overflow, clipping) is taken on the device: with a dynamic
+    /// loss scale or a clip. Otherwise every step applies with the gradients as they are.
+    fn decides_on_device(&self) -> bool {
+        self.scaler.is_dynamic() || self.grad_clip.is_some()
+    }
+
+    /// Read back what the device decided since the last call (steps applied and skipped, the
+    /// loss scale) and mirror it in [`TrainStep::scaler`] and [`TrainStep::optimizer`]. This
+    /// waits for the steps queued so far; without device-side decisions it reads nothing.
+    pub fn settle(&mut self) -> StepCounts {
+        self.unsettled = 0;
+        let Some(state) = &self.state else {
+            return StepCounts {
+                scale: self.scaler.scale(),
+                clean_steps: self.scaler.clean_steps() as u64,
+                applied: self.optimizer.steps(),
+                skipped: self.scaler.skipped_steps(),
+                skips_in_row: 0,
+            };
+        };
+        let counts = state.read();
+        self.scaler.settle(&counts);
+        self.optimizer.set_steps(counts.applied);
+        counts
     }
 
     /// Put back a checkpoint's optimizer state (step count and moments) and loss scale.
@@ -107,12 +153,16 @@ impl<B: AutodiffBackend> TrainStep<B> {
         let model = self.model.as_ref().expect("a TrainStep always holds its model");
         self.optimizer.restore(model, steps, moments, device)?;
         self.scaler = scaler;
+        // Made again from the restored scale and step count at the next step.
+        self.state = None;
+        self.unsettled = 0;
         Ok(())
     }
 
-    /// The learning rate the next step will use.
+    /// The learning rate the next step will use (exact when no step has been skipped since the
+    /// last [`TrainStep::settle`]).
     pub fn next_lr(&self) -> f64 {
-        self.schedule.lr(self.optimizer.steps())
+        self.schedule.lr(self.optimizer.steps() + self.unsettled)
     }
 
     /// One optimizer step over `micro_batches` (ids, mask and labels each); their gradients are
@@ -127,13 +177,23 @@ impl<B: AutodiffBackend> TrainStep<B> {
         let rows: usize = micro_batches.iter().map(|(_, labels)| labels.len()).sum();
         let lr = self.next_lr();
         let model = self.model.take().expect("a TrainStep always holds its model");
+        let on_device = self.decides_on_device();
+        let state = on_device.then(|| {
+            let settings = *self.optimizer.settings();
+            let applied = self.optimizer.steps();
+            let scaler = &self.scaler;
+            &mut *self.state.get_or_insert_with(|| {
+                StepState::from_host(scaler, applied, &settings, &device_of::<B>(device))
+            })
+        });
+        let scale = state.as_ref().map(|s| s.scale());
         let mut accumulator = GradientsAccumulator::<TextClassifier<B>>::new();
         let mut single: Option<GradientsParams> = None;
         let mut logits = Vec::with_capacity(micro_batches.len());
         for &(arrays, labels) in micro_batches {
             // Each micro-batch's loss is its share of the step's mean, so the accumulated
             // gradient equals the gradient of the whole step's batch.
-            let weight = self.scaler.scale() / rows as f64;
+            let weight = LossWeight { per_row: 1.0 / rows as f64, scale: scale.clone() };
             let (grads, l) = forward_backward_timed(
                 &model,
                 arrays,
@@ -151,33 +211,56 @@ impl<B: AutodiffBackend> TrainStep<B> {
             }
         }
         let grads = single.unwrap_or_else(|| accumulator.grads());
-        let mut multiplier = 1.0 / self.scaler.scale();
-        if self.grad_clip.is_some() || self.scaler.is_dynamic() {
+        let Some(state) = state else {
             let t = Instant::now();
-            // A device wait every step (issue 24 moves the check onto the device).
-            let sq: f64 = grad_sq_norm::<B, _>(&model, &grads)
-                .map_or(0.0, |t| host_wait::read(t).iter::<f64>().next().expect("one element"));
-            if let Some(timer) = timer.as_deref_mut() {
-                timer.grad_norm += t.elapsed().as_secs_f64();
+            let model = self.optimizer.step(lr, model, grads, 1.0);
+            if let Some(timer) = timer {
+                host_wait::sync::<B>(device);
+                timer.optimizer += t.elapsed().as_secs_f64();
             }
-            let norm = sq.sqrt() / self.scaler.scale();
-            if self.scaler.update(norm.is_finite()) == ScaleDecision::Skip {
-                self.model = Some(model);
-                return StepOutcome { logits, lr, skipped: true };
-            }
-            if let Some(max_norm) = self.grad_clip {
-                multiplier *= clip_coefficient(norm, max_norm);
-            }
+            self.model = Some(model);
+            return StepOutcome { logits, lr };
+        };
+        let t = Instant::now();
+        let sq_norm = grad_sq_norm::<B, _>(&model, &grads)
+            .unwrap_or_else(|| Tensor::zeros([1], &device_of::<B>(device)));
+        let rules = StepRules {
+            scaler: &self.scaler,
+            grad_clip: self.grad_clip,
+            adam: self.optimizer.settings(),
+            schedule: &self.schedule,
+            grace_steps: SKIP_GRACE_STEPS,
+        };
+        let factors = state.decide(sq_norm, &rules);
+        if let Some(timer) = timer.as_deref_mut() {
+            host_wait::sync::<B>(device);
+            timer.grad_norm += t.elapsed().as_secs_f64();
         }
         let t = Instant::now();
-        let model = self.optimizer.step(lr, model, grads, multiplier);
+        let model = self.optimizer.step_on_device(model, grads, &factors);
         if let Some(timer) = timer {
             host_wait::sync::<B>(device);
             timer.optimizer += t.elapsed().as_secs_f64();
         }
+        self.unsettled += 1;
         self.model = Some(model);
-        StepOutcome { logits, lr, skipped: false }
+        StepOutcome { logits, lr }
     }
+}
+
+/// The inner backend's handle of `device` (the same device).
+fn device_of<B: AutodiffBackend>(device: &B::Device) -> burn::tensor::Device<B::InnerBackend> {
+    device.clone()
+}
+
+/// What a micro-batch's summed cross-entropy is multiplied by: its share of the step's mean
+/// (`per_row`), times the loss scale when there is one (a `[1]` tensor on the device, so that
+/// the scale the device decided needs no read).
+struct LossWeight<B: Backend> {
+    /// 1 / the rows of the whole step.
+    per_row: f64,
+    /// The loss scale, on the device.
+    scale: Option<Tensor<B, 1>>,
 }
 
 /// Σ cross-entropy of `logits` (`[rows, classes]`) against `labels`, times `weight`: the
@@ -209,7 +292,15 @@ pub fn forward_backward<B: AutodiffBackend>(
     precision: Precision,
     device: &B::Device,
 ) -> (GradientsParams, Tensor<B::InnerBackend, 2>) {
-    forward_backward_timed(model, arrays, labels, weight, precision, device, None)
+    forward_backward_timed(
+        model,
+        arrays,
+        labels,
+        LossWeight { per_row: weight, scale: None },
+        precision,
+        device,
+        None,
+    )
 }
 
 /// [`forward_backward`], with `timer`: a device sync and a timer between its phases (upload,
@@ -218,7 +309,7 @@ fn forward_backward_timed<B: AutodiffBackend>(
     model: &TextClassifier<B>,
     arrays: &BatchArrays,
     labels: &[u32],
-    weight: f64,
+    weight: LossWeight<B::InnerBackend>,
     precision: Precision,
     device: &B::Device,
     mut timer: Option<&mut PhaseTimes>,
@@ -248,7 +339,11 @@ fn forward_backward_timed<B: AutodiffBackend>(
     }
     phase(t, |p| &mut p.readback);
     let t = Instant::now();
-    let loss = weighted_cross_entropy(logits, labels, weight, device);
+    let mut loss = weighted_cross_entropy(logits, labels, weight.per_row, device);
+    if let Some(scale) = weight.scale {
+        // A constant of the graph: no gradient flows into the scale.
+        loss = loss.mul(Tensor::from_inner(scale));
+    }
     let grads = GradientsParams::from_grads(loss.backward(), model);
     phase(t, |p| &mut p.backward);
     (grads, kept)
