@@ -51,7 +51,8 @@
 # missing); BERTLAB_TOKENIZER | .device/tokenizer | the fixtures' tiny-distilbert.
 # Knobs: DEVICE_CHECK_QUICK=1 (fewest steps), DEVICE_CHECK_BUDGET_S (default 360: stages are cut
 # to fit), DEVICE_CHECK_STEPS (timed throughput steps, default 10 on GPU),
-# DEVICE_CHECK_NUMERICS_STEPS (default 200 on GPU), DEVICE_CHECK_SKIP (comma list of parity,
+# DEVICE_CHECK_NUMERICS_STEPS (default 200 on GPU), DEVICE_CHECK_NUMERICS_SEEDS (opt-in: issue
+# 22's numerics over these initialisations, each replayed in PyTorch), DEVICE_CHECK_SKIP (comma list of parity,
 # e2e, numerics, throughput, torch, alt, profile), DEVICE_CHECK_TORCH=0 (no PyTorch rows),
 # DEVICE_CHECK_PADDING (throughput paddings; default fixed on GPU, fixed,bucket on CPU),
 # DEVICE_CHECK_PRIMARY (unfused | fused: which CUDA build runs the stages, default unfused),
@@ -472,6 +473,35 @@ if ! skipped numerics; then
     cap=$((left < 150 ? left : 150))
     stage "numerics" 160 "$RESULTS/numerics.jsonl" "$BIN" bench numerics --arch "$NUM_ARCH" \
         --ids-file "$IDS" --steps "$NUM_STEPS" "${NUM_ARGS[@]}" --max-seconds "$((cap > 20 ? cap - 15 : 5))"
+fi
+
+# 4b. Issue 22's experiment, opt-in (DEVICE_CHECK_NUMERICS_SEEDS=1,2,3,4,5): the numerics curves
+# from several initialisations with bertlab's f32 control, each replayed in PyTorch (autocast +
+# GradScaler, on the GPU in GPU mode) on the same weights and batches; the table of gaps from
+# scripts/numerics_seeds.py. A 200-step DistilBERT-base run takes ~10 s a precision on an H200.
+if [[ -n "${DEVICE_CHECK_NUMERICS_SEEDS:-}" && -n "$IDS" ]]; then
+    torch_device=cpu
+    [[ "$MODE" == gpu ]] && torch_device=cuda
+    IFS=, read -ra seeds <<<"$DEVICE_CHECK_NUMERICS_SEEDS"
+    for seed in "${seeds[@]}"; do
+        if (($(remaining) < 60)); then
+            say "numerics seeds: out of budget before seed $seed"
+            break
+        fi
+        exp="$WORK/numerics-seed-$seed"
+        stage "numerics seed $seed" 150 "$RESULTS/numerics-seeds.jsonl" "$BIN" bench numerics \
+            --arch "$NUM_ARCH" --ids-file "$IDS" --steps "$NUM_STEPS" "${NUM_ARGS[@]}" --seed "$seed" \
+            --control --export-dir "$exp"
+        if ((TORCH)); then
+            stage "torch numerics seed $seed" 150 "$RESULTS/numerics-seeds-torch.jsonl" python3 \
+                "$ROOT/scripts/torch_numerics.py" --export-dir "$exp" --ids-file "$IDS" \
+                --steps "$NUM_STEPS" "${NUM_ARGS[@]}" --precision f32,f16,bf16 --device "$torch_device"
+        fi
+    done
+    if [[ -f "$RESULTS/numerics-seeds-torch.jsonl" ]]; then
+        python3 "$ROOT/scripts/numerics_seeds.py" "$RESULTS/numerics-seeds.jsonl" \
+            "$RESULTS/numerics-seeds-torch.jsonl" | tee -a "$LOG"
+    fi
 fi
 
 # Where a step's time goes (the device is synced between phases, so this run is slower).

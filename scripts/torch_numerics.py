@@ -26,6 +26,10 @@ import os
 import sys
 
 
+# Where the models and batches live: "cpu" or "cuda" (`--device`).
+DEVICE = "cpu"
+
+
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
@@ -49,7 +53,7 @@ def pack(ids, rows, max_len, torch):
         input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         mask[i, : len(row)] = 1
     labels = torch.tensor([ids["labels"][r] for r in rows], dtype=torch.long)
-    return input_ids, mask, labels
+    return input_ids.to(DEVICE), mask.to(DEVICE), labels.to(DEVICE)
 
 
 def load(path, torch, transformers):
@@ -63,7 +67,7 @@ def load(path, torch, transformers):
         path, config=cfg, torch_dtype=torch.float32, attn_implementation="eager"
     )
     model.train()
-    return model
+    return model.to(DEVICE)
 
 
 def make_optimizer(model, lr, torch):
@@ -106,7 +110,7 @@ def loss_of(model, batch, dtype, torch, native_gemm=False):
     x, m, y = batch
     if dtype is None:
         return model(input_ids=x, attention_mask=m, labels=y).loss
-    with torch.autocast(device_type="cpu", dtype=dtype):
+    with torch.autocast(device_type=DEVICE, dtype=dtype):
         if dtype == torch.float16 and not native_gemm:
             with gemm_mode(torch):
                 return model(input_ids=x, attention_mask=m, labels=y).loss
@@ -126,7 +130,7 @@ def curve(path, batches, precision, args, torch, transformers):
     model = load(path, torch, transformers)
     opt = make_optimizer(model, args.lr, torch)
     dtype = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": None}[precision]
-    scaler = torch.amp.GradScaler("cpu", init_scale=65536.0, growth_interval=2000) if precision == "f16" else None
+    scaler = torch.amp.GradScaler(DEVICE, init_scale=65536.0, growth_interval=2000) if precision == "f16" else None
     losses, skipped = [], []
     for step in range(args.steps):
         loss = loss_of(model, batches[step % len(batches)], dtype, torch, args.native_f16_gemm)
@@ -181,10 +185,16 @@ def main():
     ap.add_argument("--precision", default="f32,f16,bf16")
     ap.add_argument("--inspect-at", type=int, default=None, help="compare gradients at this step's weights")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (autocast and GradScaler there; "
+                    "f16 GEMMs are the GPU's own, so the CPU's f32-accumulate emulation is off)")
     ap.add_argument("--native-f16-gemm", action="store_true",
                     help="PyTorch's own CPU f16 GEMM (very slow without AVX512-FP16) instead of f32 GEMMs on f16 operands")
     ap.add_argument("--out", default=None, help="also append the JSON lines here")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE != "cpu":
+        args.native_f16_gemm = True
     try:
         import torch
         import transformers
@@ -222,6 +232,7 @@ def main():
         tail = losses[-10:]
         emit({
             "bench": "numerics", "side": "torch", "torch": torch.__version__, "precision": precision,
+            "device": DEVICE, "export_dir": os.path.abspath(args.export_dir),
             "f16_gemm": "native" if args.native_f16_gemm else "f32-accumulate",
             "steps": args.steps, "batch": args.batch, "max_len": args.max_len, "lr": args.lr,
             "first_loss": losses[0], "last10_mean_loss": sum(tail) / len(tail),
@@ -241,7 +252,8 @@ def main():
                 "smoothed_max_gap": round(gap, 6),
                 "mean_loss_second_half": round(sum(losses[half:]) / max(1, len(losses) - half), 6),
             }
-        emit({"bench": "numerics-summary", "side": "torch", "reference": "f32", "steps": args.steps,
+        emit({"bench": "numerics-summary", "side": "torch", "export_dir": os.path.abspath(args.export_dir),
+              "reference": "f32", "steps": args.steps,
               "f32_mean_loss_second_half": round(sum(curves["f32"][len(curves["f32"]) // 2:]) / max(1, len(curves["f32"]) - len(curves["f32"]) // 2), 6),
               "precisions": gaps})
     return 0

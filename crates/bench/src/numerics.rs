@@ -285,7 +285,7 @@ pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> an
         let n = run.curve.losses.len();
         let tail = &run.curve.losses[n.saturating_sub(10)..];
         emit(json!({
-            "bench": "numerics", "model": args.arch.name, "precision": run.label,
+            "bench": "numerics", "model": args.arch.name, "precision": run.label, "seed": args.seed,
             "steps": steps_done, "batch": args.batch, "max_len": args.max_len, "lr": args.lr,
             "seconds": round(run.seconds, 3),
             "seq_per_s": round((steps_done * args.batch) as f64 / run.seconds.max(1e-9), 2),
@@ -333,7 +333,7 @@ pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> an
         );
     }
     emit(json!({
-        "bench": "numerics-summary", "model": args.arch.name, "reference": "f32", "steps": steps_done,
+        "bench": "numerics-summary", "model": args.arch.name, "seed": args.seed, "reference": "f32", "steps": steps_done,
         "steps_asked": args.steps,
         "grace_steps": args.grace_steps, "gap_tolerance": args.gap_tolerance, "precisions": gaps,
         "pass": failures.is_empty(),
