@@ -78,12 +78,13 @@ impl DynamicLossScaler {
         self.growth_interval
     }
 
-    /// Take the state decided on the device ([`crate::step_state`]) as this scaler's.
-    pub(crate) fn settle(&mut self, counts: &crate::step_state::StepCounts) {
+    /// Take the scale, clean steps in a row and steps skipped decided on the device (see
+    /// `step_state`) as this scaler's.
+    pub(crate) fn settle(&mut self, scale: f64, clean_steps: u64, skipped: u64) {
         if self.dynamic {
-            self.scale = counts.scale;
-            self.clean_steps = counts.clean_steps.min(u32::MAX as u64) as u32;
-            self.skipped = counts.skipped;
+            self.scale = scale;
+            self.clean_steps = clean_steps.min(u32::MAX as u64) as u32;
+            self.skipped = skipped;
         }
     }
 

@@ -137,7 +137,7 @@ impl<B: AutodiffBackend> TrainStep<B> {
             };
         };
         let counts = state.read();
-        self.scaler.settle(&counts);
+        self.scaler.settle(counts.scale, counts.clean_steps, counts.skipped);
         self.optimizer.set_steps(counts.applied);
         counts
     }
