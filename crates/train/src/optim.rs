@@ -707,6 +707,72 @@ mod tests {
         assert!((clip_coefficient(4.0, 1.0) - 1.0 / (4.0 + 1e-6)).abs() < 1e-15);
     }
 
+    #[derive(Module, Debug)]
+    struct Many<B: Backend> {
+        mats: Vec<Param<Tensor<B, 2>>>,
+        vecs: Vec<Param<Tensor<B, 1>>>,
+        cube: Param<Tensor<B, 3>>,
+    }
+
+    /// Gradients of several shapes and ranks, some shapes shared by several tensors (the groups
+    /// grad_sq_norm adds element-wise): the sum of squares of every element, in f64 to 1e-6; a
+    /// NaN or an infinity anywhere makes it NaN or infinite.
+    #[test]
+    fn grad_sq_norm_groups_by_shape_and_keeps_non_finite() {
+        let device = Default::default();
+        let mut seed = 1u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+        };
+        let mut values = |n: usize| (0..n).map(|_| next()).collect::<Vec<f32>>();
+        let mat_shapes = [[3, 4], [4, 3], [3, 4], [5, 2], [3, 4]];
+        let vec_lens = [4, 7, 4, 4, 1];
+        let model = Many::<AB> {
+            mats: mat_shapes.iter().map(|s| Param::from_tensor(Tensor::zeros(*s, &device))).collect(),
+            vecs: vec_lens.iter().map(|n| Param::from_tensor(Tensor::zeros([*n], &device))).collect(),
+            cube: Param::from_tensor(Tensor::zeros([2, 3, 2], &device)),
+        };
+        let mut build = |poison: Option<f32>| {
+            let mut grads = GradientsParams::new();
+            let mut want = 0.0f64;
+            let mut all = Vec::new();
+            for (p, s) in model.mats.iter().zip(mat_shapes) {
+                let v = values(s[0] * s[1]);
+                all.extend(v.iter().copied());
+                grads.register::<Flex, 2>(p.id, Tensor::from_data(TensorData::new(v, s), &device));
+            }
+            for (i, (p, n)) in model.vecs.iter().zip(vec_lens).enumerate() {
+                let mut v = values(n);
+                if i == 2 {
+                    if let Some(x) = poison {
+                        v[1] = x;
+                    }
+                }
+                all.extend(v.iter().copied());
+                grads.register::<Flex, 1>(p.id, Tensor::from_data(TensorData::new(v, [n]), &device));
+            }
+            let v = values(12);
+            all.extend(v.iter().copied());
+            grads.register::<Flex, 3>(
+                model.cube.id,
+                Tensor::from_data(TensorData::new(v, [2, 3, 2]), &device),
+            );
+            for x in all {
+                want += f64::from(x) * f64::from(x);
+            }
+            (grads, want)
+        };
+        let (grads, want) = build(None);
+        let got = grad_sq_norm::<AB, _>(&model, &grads).unwrap().into_scalar() as f64;
+        assert!((got - want).abs() < 1e-6 * want, "{got} vs {want}");
+        let (grads, _) = build(Some(f32::NAN));
+        assert!(grad_sq_norm::<AB, _>(&model, &grads).unwrap().into_scalar().is_nan());
+        let (grads, _) = build(Some(f32::NEG_INFINITY));
+        assert_eq!(grad_sq_norm::<AB, _>(&model, &grads).unwrap().into_scalar(), f32::INFINITY);
+        assert!(grad_sq_norm::<AB, _>(&model, &GradientsParams::new()).is_none());
+    }
+
     #[test]
     fn kinds_parse_and_settings() {
         assert_eq!("AdamW".parse::<OptimizerKind>(), Ok(OptimizerKind::Adamw));
