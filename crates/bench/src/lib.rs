@@ -7,6 +7,7 @@
 
 mod env;
 mod ids;
+mod kernels;
 mod models;
 mod numerics;
 mod numerics_inspect;
@@ -43,6 +44,9 @@ enum BenchCommand {
     /// Kernels launched and device→host waits per steady-state training step, and kernels
     /// compiled, counted from CubeCL's launch and compilation logs (GPU builds).
     StepProfile(step_profile::StepProfileArgs),
+    /// The ops seam's fast path (fused kernels) against the reference decomposition on this
+    /// build's backend: outputs and gradients of each op on random padded shapes.
+    Kernels(kernels::KernelsArgs),
     /// bertlab vs PyTorch table (seq/s, ratio, MFU) from the JSON lines of both.
     Table(table::TableArgs),
     /// Tokenize a fixed sample of IMDB train reviews into a small ids file for the benches.
@@ -99,6 +103,7 @@ pub fn run<B: AutodiffBackend>(args: BenchArgs, rt: &Runtime<B>) -> anyhow::Resu
         BenchCommand::Numerics(a) => numerics::run(a, rt),
         BenchCommand::TrainThroughput(a) => throughput::run(a, rt),
         BenchCommand::StepProfile(a) => step_profile::run(a, rt),
+        BenchCommand::Kernels(a) => kernels::run(a, rt),
         BenchCommand::Table(a) => table::run(a),
         BenchCommand::MakeIds(a) => ids::run_make_ids(a, rt),
     }

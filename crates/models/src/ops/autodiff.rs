@@ -120,6 +120,10 @@ impl<B: FusedKernels> Backward<B, 1> for GeluBackward {
 }
 
 impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn dropout_accepts(dtype: burn::tensor::DType) -> bool {
+        B::dropout_kernel_accepts(dtype)
+    }
+
     fn fused_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

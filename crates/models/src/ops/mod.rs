@@ -13,40 +13,53 @@
 //!
 //! - [`reference`]: Burn tensor ops, the definition the others are tested against, and what
 //!   every backend without a fast path runs;
-//! - [`FusedKernels`]: forward and backward kernels on a backend's primitives, implemented for
-//!   Flex (multi-threaded, AVX-512/AVX2 loops picked at run time, strided GEMMs without
-//!   permuted copies);
+//! - [`FusedKernels`]: forward and backward kernels on a backend's primitives, each defaulting
+//!   to Burn tensor ops ([`decomposed`]: the reference forward, the backward derived by hand).
+//!   Flex implements all of them (multi-threaded, AVX-512/AVX2 loops picked at run time,
+//!   strided GEMMs without permuted copies); CubeCL backends (features `cubecl`, `fusion`:
+//!   `CubeBackend` for any CubeCL runtime, and `Fusion` over it) the ops they have CubeCL
+//!   kernels for, so far dropout and residual + dropout + LayerNorm;
 //! - [`FusedOps`]: the differentiable op a model calls — Burn's backend-extension pattern: the
 //!   trait is implemented for the plain backend (forward kernels only) and for
 //!   `Autodiff<B: FusedKernels>`, whose implementation records one graph node per op with a
 //!   custom backward step that calls the backend's backward kernel.
 //!
 //! Models are generic over `B: Backend` (callers such as the training loop only know that
-//! bound), so the free functions of this module route by type: `Flex` and `Autodiff<Flex>`
-//! reach their [`FusedOps`] implementation, every other backend (and f16/bf16 tensors) the
-//! reference. A GPU backend plugs in by implementing [`FusedKernels`] (CubeCL kernels) and
-//! [`FusedOps`], then one line in the router — or none, once models require
-//! `B: FusedOps` themselves (see the crate README, "The ops seam").
+//! bound), so the free functions of this module look `B` up in a registry of fast paths:
+//! Flex and `Autodiff<Flex>` are in it from the start, and a binary that knows its backend
+//! type adds it with [`register`] (the GPU builds of `bertlab` do, at start-up). Every other
+//! backend, and tensors of a dtype the fast path does not [`FusedOps::accepts`], run the
+//! reference. A new backend plugs in by implementing [`FusedOps`] (and [`FusedKernels`] for
+//! training) and calling [`register`]; see the crate README, "The ops seam".
 //!
 //! Dropout masks are not drawn element by element from an RNG: [`DropoutMask`] takes one 64-bit
-//! seed from the backend's seeded RNG per call, and element `i` is kept when a hash of
-//! `(seed, i)` is above `p·2³²`. Forward and backward passes regenerate the same mask without
-//! storing it, in any order on any number of threads, and a run is reproducible under
-//! `B::seed`.
+//! seed per call from a host-side sequence ([`seed_dropout`]), and element `i` is kept when a
+//! hash of `(seed, i)` is above `p·2³²`. Forward and backward passes regenerate the same mask
+//! without storing it, in any order on any number of threads (or GPU threads: the CubeCL
+//! kernel hashes on the device), a run is reproducible under [`seed_dropout`], and drawing a
+//! mask reads nothing back from the device.
 
-#[cfg(feature = "flex")]
 use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{OnceLock, RwLock};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
-use burn::tensor::{Bool, DType, Distribution, Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Bool, DType, Tensor, TensorData, TensorPrimitive};
 
-#[cfg(feature = "flex")]
+#[cfg(any(feature = "flex", feature = "cubecl"))]
 mod autodiff;
+pub mod check;
 #[cfg(feature = "flex")]
 pub(crate) mod cpu;
+#[cfg(feature = "cubecl")]
+mod cube;
+pub mod decomposed;
 #[cfg(feature = "flex")]
 mod flex;
+#[cfg(feature = "fusion")]
+mod fusion;
 pub mod reference;
 
 /// Which implementation of the hot ops a model runs.
@@ -56,8 +69,8 @@ pub enum Kernels {
     /// or without autodiff), [`Kernels::Reference`] elsewhere.
     #[default]
     Fused,
-    /// Burn's plain decomposition everywhere (the model code as it was before the seam, with
-    /// `burn::nn::Dropout` and the [`crate::AttentionKernel`] choice).
+    /// The seam's [`reference`] decomposition everywhere (Burn tensor ops, Burn's autodiff
+    /// through them): what the fast paths are checked against.
     Reference,
 }
 
@@ -84,18 +97,15 @@ impl DropoutMask {
         DropoutMask { prob: prob.clamp(0.0, 1.0), seed }
     }
 
-    /// A fresh mask for one dropout call in training, its seed drawn from the backend's RNG
-    /// (so `B::seed` makes a run reproducible and successive calls independent); `None` when
-    /// `prob` is 0 or the backend does not track gradients (inference), as `burn::nn::Dropout`.
+    /// A fresh mask for one dropout call in training, its seed the next of the dropout seed
+    /// sequence ([`seed_dropout`] makes a run reproducible; successive calls are independent);
+    /// `None` when `prob` is 0 or the backend does not track gradients (inference), as
+    /// `burn::nn::Dropout`. Drawn on the host: no read-back from the device.
     pub fn draw<B: Backend>(prob: f64, device: &B::Device) -> Option<DropoutMask> {
         if prob <= 0.0 || !B::ad_enabled(device) {
             return None;
         }
-        // Three 30-bit draws: every backend's integer dtype (i32 included) holds them.
-        let words = Tensor::<B, 1, Int>::random([3], Distribution::Uniform(0.0, (1u64 << 30) as f64), device);
-        let words = crate::host_wait::read(words).iter::<i64>().map(|w| w as u64).collect::<Vec<_>>();
-        let seed = (words[0] << 34) ^ (words[1] << 4) ^ words[2];
-        Some(DropoutMask::new(prob, seed))
+        Some(DropoutMask::new(prob, next_dropout_seed()))
     }
 
     /// The drop probability.
@@ -120,6 +130,28 @@ impl DropoutMask {
         let values: Vec<f32> = (0..n as u64).map(|i| self.factor(i)).collect();
         Tensor::from_data(TensorData::new(values, shape), device)
     }
+}
+
+/// The state of the dropout seed sequence: a splitmix64 counter.
+static DROPOUT_SEQUENCE: AtomicU64 = AtomicU64::new(0x853c_49e6_748f_ea9b);
+
+const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Restart the sequence the seeds of [`DropoutMask::draw`] come from (process-wide), as
+/// `B::seed` restarts a backend's RNG: the trainer calls both at each epoch's start, so a run
+/// draws the same masks whatever the backend. The seeds live on the host, so drawing one waits
+/// for nothing on the device.
+pub fn seed_dropout(seed: u64) {
+    DROPOUT_SEQUENCE.store(seed, Ordering::SeqCst);
+}
+
+/// The next seed of the sequence: splitmix64 (Steele, Lea and Flood), whose outputs are
+/// independent enough for hash seeds.
+fn next_dropout_seed() -> u64 {
+    let mut z = DROPOUT_SEQUENCE.fetch_add(GOLDEN_GAMMA, Ordering::SeqCst).wrapping_add(GOLDEN_GAMMA);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// A [`DropoutMask`] prepared for per-element use by kernels.
@@ -182,6 +214,19 @@ fn hash(seed: u64, index: u64) -> u32 {
 /// them: Flex with its forward kernels, `Autodiff<B>` (for `B: FusedKernels`) with one graph
 /// node per op whose backward step runs `B`'s backward kernel.
 pub trait FusedOps: Backend {
+    /// Whether the fast path takes tensors of `dtype` (the router sends the others to the
+    /// [`reference`]); f32 only by default.
+    fn accepts(dtype: DType) -> bool {
+        dtype == DType::F32
+    }
+
+    /// Whether [`FusedOps::fused_dropout`] takes tensors of `dtype` (dropout also runs inside
+    /// the reference decomposition of the other ops, so a backend whose dropout kernel takes
+    /// more dtypes than its other ops says so here); [`FusedOps::accepts`] by default.
+    fn dropout_accepts(dtype: DType) -> bool {
+        Self::accepts(dtype)
+    }
+
     /// `act(x·W + b)`: `x [rows, d_in]`, `weight [d_in, d_out]`, `bias [d_out]`.
     fn fused_linear(
         x: FloatTensor<Self>,
@@ -250,8 +295,12 @@ pub trait FusedOps: Backend {
 
 /// The forward and backward kernels behind `Autodiff<Self>`'s [`FusedOps`].
 ///
-/// Tensors are contiguous row-major `f32` as the methods describe; optional outputs are
-/// computed only when asked for (`keep_*`, `needs`), so inference pays for no saved state.
+/// Every method defaults to Burn tensor ops ([`decomposed`]: the reference forward, the
+/// backward derived by hand), so a backend overrides the ops it has kernels for and
+/// `Autodiff<Self>` still records one node per op for the rest. Tensors come in the layouts
+/// the methods describe (f32 on Flex; the dtypes a backend's [`FusedOps::accepts`] allows);
+/// optional outputs are computed only when asked for (`keep_*`, `needs`), so inference pays
+/// for no saved state.
 pub trait FusedKernels: Backend {
     /// `(act(x·W + b), pre-activation if keep_pre and act is not the identity)`.
     fn linear_forward(
@@ -260,7 +309,9 @@ pub trait FusedKernels: Backend {
         bias: FloatTensor<Self>,
         activation: LinearActivation,
         keep_pre: bool,
-    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>);
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        decomposed::linear_forward::<Self>(x, weight, bias, activation, keep_pre)
+    }
 
     /// Gradients `[x, weight, bias]` (those `needs` asks for) of [`FusedKernels::linear_forward`].
     fn linear_backward(
@@ -270,7 +321,9 @@ pub trait FusedKernels: Backend {
         pre_activation: Option<FloatTensor<Self>>,
         activation: LinearActivation,
         needs: [bool; 3],
-    ) -> [Option<FloatTensor<Self>>; 3];
+    ) -> [Option<FloatTensor<Self>>; 3] {
+        decomposed::linear_backward::<Self>(grad, x, weight, pre_activation, activation, needs)
+    }
 
     /// `(context, probabilities [batch, heads, seq, seq] before dropout if keep_probs)`.
     fn attention_forward(
@@ -279,7 +332,9 @@ pub trait FusedKernels: Backend {
         heads: usize,
         dropout: Option<DropoutMask>,
         keep_probs: bool,
-    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>);
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        decomposed::attention_forward::<Self>(qkv, key_padding, heads, dropout, keep_probs)
+    }
 
     /// The gradient of `qkv`.
     fn attention_backward(
@@ -289,7 +344,11 @@ pub trait FusedKernels: Backend {
         key_padding: BoolTensor<Self>,
         heads: usize,
         dropout: Option<DropoutMask>,
-    ) -> FloatTensor<Self>;
+    ) -> FloatTensor<Self> {
+        // The probabilities are 0 on padded keys already.
+        let _ = key_padding;
+        decomposed::attention_backward::<Self>(grad, qkv, probs, heads, dropout)
+    }
 
     /// The output and, if `keep`, what the backward pass needs.
     #[allow(clippy::too_many_arguments)]
@@ -301,7 +360,9 @@ pub trait FusedKernels: Backend {
         epsilon: f64,
         dropout: Option<DropoutMask>,
         keep: bool,
-    ) -> (FloatTensor<Self>, Option<LayerNormState<Self>>);
+    ) -> (FloatTensor<Self>, Option<LayerNormState<Self>>) {
+        decomposed::layer_norm_forward::<Self>(residual, branch, gamma, beta, epsilon, dropout, keep)
+    }
 
     /// Gradients of [`FusedKernels::layer_norm_forward`].
     fn layer_norm_backward(
@@ -310,16 +371,29 @@ pub trait FusedKernels: Backend {
         gamma: FloatTensor<Self>,
         dropout: Option<DropoutMask>,
         with_branch: bool,
-    ) -> LayerNormGrads<Self>;
+    ) -> LayerNormGrads<Self> {
+        decomposed::layer_norm_backward::<Self>(grad, state, gamma, dropout, with_branch)
+    }
+
+    /// Whether [`FusedKernels::dropout_apply`] takes tensors of `dtype` (f32 by default).
+    fn dropout_kernel_accepts(dtype: DType) -> bool {
+        dtype == DType::F32
+    }
 
     /// `x · mask` — the forward pass of dropout and, on the gradient, its backward pass.
-    fn dropout_apply(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self>;
+    fn dropout_apply(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {
+        decomposed::dropout_apply::<Self>(x, mask)
+    }
 
     /// `gelu(x)`.
-    fn erf_gelu_forward(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn erf_gelu_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        decomposed::gelu_forward::<Self>(x)
+    }
 
     /// `grad · gelu'(x)`.
-    fn erf_gelu_backward(grad: FloatTensor<Self>, x: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn erf_gelu_backward(grad: FloatTensor<Self>, x: FloatTensor<Self>) -> FloatTensor<Self> {
+        decomposed::gelu_backward::<Self>(grad, x)
+    }
 }
 
 /// What [`FusedKernels::layer_norm_backward`] needs from the forward pass.
@@ -348,77 +422,99 @@ fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
-/// The backend types with a fast path that model code (generic over `B: Backend`) is routed to.
-enum Route {
-    #[cfg(feature = "flex")]
-    Flex,
-    #[cfg(feature = "flex")]
-    AutodiffFlex,
-    Reference,
+/// [`FusedOps::fused_linear`]'s signature.
+type LinearFn<B> = fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, LinearActivation) -> FloatTensor<B>;
+/// [`FusedOps::fused_attention`]'s signature.
+type AttentionFn<B> = fn(FloatTensor<B>, BoolTensor<B>, usize, Option<DropoutMask>) -> FloatTensor<B>;
+/// [`FusedOps::fused_residual_layer_norm`]'s signature.
+type LayerNormFn<B> = fn(
+    FloatTensor<B>,
+    Option<FloatTensor<B>>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    f64,
+    Option<DropoutMask>,
+) -> FloatTensor<B>;
+
+/// A backend's [`FusedOps`] as the router keeps it: plain function pointers, so generic model
+/// code (which knows only `B: Backend`) can call them once the backend's type is matched.
+struct FastPath<B: Backend> {
+    linear: LinearFn<B>,
+    attention: AttentionFn<B>,
+    residual_layer_norm: LayerNormFn<B>,
+    dropout: fn(FloatTensor<B>, DropoutMask) -> FloatTensor<B>,
+    gelu: fn(FloatTensor<B>) -> FloatTensor<B>,
+    accepts: fn(DType) -> bool,
+    dropout_accepts: fn(DType) -> bool,
 }
 
-fn route<B: Backend>() -> Route {
-    #[cfg(feature = "flex")]
-    {
-        let id = TypeId::of::<B>();
-        if id == TypeId::of::<burn::backend::Flex>() {
-            return Route::Flex;
-        }
-        if id == TypeId::of::<burn::backend::Autodiff<burn::backend::Flex>>() {
-            return Route::AutodiffFlex;
+impl<B: Backend> Clone for FastPath<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for FastPath<B> {}
+
+impl<B: FusedOps> FastPath<B> {
+    fn of() -> FastPath<B> {
+        FastPath {
+            linear: B::fused_linear,
+            attention: B::fused_attention,
+            residual_layer_norm: B::fused_residual_layer_norm,
+            dropout: B::fused_dropout,
+            gelu: B::fused_gelu,
+            accepts: B::accepts,
+            dropout_accepts: B::dropout_accepts,
         }
     }
-    Route::Reference
 }
 
-/// Whether `B` has a fused fast path for f32 tensors (when false, every op of this module runs
-/// its [`reference`] decomposition).
-pub fn has_fast_path<B: Backend>() -> bool {
-    !matches!(route::<B>(), Route::Reference)
-}
+type Registry = RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>;
 
-#[cfg(feature = "flex")]
-/// Re-type a tensor between two names of the same backend type (checked by [`route`]).
-fn same<From: Backend, To: Backend, const D: usize>(t: Tensor<From, D>) -> FloatTensor<To> {
-    let primitive: Box<dyn Any> = Box::new(t.into_primitive().tensor());
-    *primitive.downcast::<FloatTensor<To>>().expect("the router matched the backend types")
-}
-
-#[cfg(feature = "flex")]
-fn same_bool<From: Backend, To: Backend, const D: usize>(t: Tensor<From, D, Bool>) -> BoolTensor<To> {
-    let primitive: Box<dyn Any> = Box::new(t.into_primitive());
-    *primitive.downcast::<BoolTensor<To>>().expect("the router matched the backend types")
-}
-
-#[cfg(feature = "flex")]
-fn back<From: Backend, To: Backend, const D: usize>(t: FloatTensor<From>) -> Tensor<To, D> {
-    let primitive: Box<dyn Any> = Box::new(t);
-    Tensor::from_primitive(TensorPrimitive::Float(
-        *primitive.downcast::<FloatTensor<To>>().expect("the router matched the backend types"),
-    ))
-}
-
-/// `$fast` with the type alias `$F` naming the fast-path backend that `$B` is, else `$fallback`.
-macro_rules! route_op {
-    ($B:ty, |$F:ident| $fast:expr, else $fallback:expr) => {{
-        match route::<$B>() {
-            #[cfg(feature = "flex")]
-            Route::Flex => {
-                type $F = burn::backend::Flex;
-                $fast
-            }
-            #[cfg(feature = "flex")]
-            Route::AutodiffFlex => {
-                type $F = burn::backend::Autodiff<burn::backend::Flex>;
-                $fast
-            }
-            Route::Reference => $fallback,
+/// Backend type → its [`FastPath`]; Flex and `Autodiff<Flex>` from the start (feature `flex`).
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        #[allow(unused_mut)]
+        let mut paths: HashMap<TypeId, Box<dyn Any + Send + Sync>> = HashMap::new();
+        #[cfg(feature = "flex")]
+        {
+            paths
+                .insert(TypeId::of::<burn::backend::Flex>(), Box::new(FastPath::<burn::backend::Flex>::of()));
+            type AutodiffFlex = burn::backend::Autodiff<burn::backend::Flex>;
+            paths.insert(TypeId::of::<AutodiffFlex>(), Box::new(FastPath::<AutodiffFlex>::of()));
         }
-    }};
+        RwLock::new(paths)
+    })
 }
 
-fn all_f32(dtypes: &[DType]) -> bool {
-    dtypes.iter().all(|d| *d == DType::F32)
+/// Route the ops of this module to `B`'s [`FusedOps`] from now on, in this process: what a
+/// binary that knows its backend type does once at start-up (the CUDA and wgpu builds of
+/// `bertlab` register their backend and its `Autodiff`). Flex is registered already.
+pub fn register<B: FusedOps>() {
+    let mut paths = registry().write().unwrap_or_else(|poisoned| poisoned.into_inner());
+    paths.insert(TypeId::of::<B>(), Box::new(FastPath::<B>::of()));
+}
+
+fn fast_path<B: Backend>() -> Option<FastPath<B>> {
+    let paths = registry().read().unwrap_or_else(|poisoned| poisoned.into_inner());
+    paths.get(&TypeId::of::<B>()).and_then(|path| path.downcast_ref::<FastPath<B>>()).copied()
+}
+
+/// Whether `B` has a fast path (built in or [`register`]ed) for f32 tensors: when false,
+/// every op of this module runs its [`reference`] decomposition.
+pub fn has_fast_path<B: Backend>() -> bool {
+    fast_path::<B>().is_some_and(|path| (path.accepts)(DType::F32))
+}
+
+/// `B`'s fast path when it takes every one of `dtypes`.
+fn fast_path_for<B: Backend>(dtypes: &[DType]) -> Option<FastPath<B>> {
+    fast_path::<B>().filter(|path| dtypes.iter().all(|d| (path.accepts)(*d)))
+}
+
+fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
 }
 
 /// `act(x·W + b)`: `x [rows, d_in]`, `weight [d_in, d_out]`, `bias [d_out]` → `[rows, d_out]`.
@@ -428,15 +524,10 @@ pub fn linear<B: Backend>(
     bias: Tensor<B, 1>,
     activation: LinearActivation,
 ) -> Tensor<B, 2> {
-    if !all_f32(&[x.dtype(), weight.dtype(), bias.dtype()]) {
-        return reference::linear(x, weight, bias, activation);
+    match fast_path_for::<B>(&[x.dtype(), weight.dtype(), bias.dtype()]) {
+        Some(fast) => float((fast.linear)(prim(x), prim(weight), prim(bias), activation)),
+        None => reference::linear(x, weight, bias, activation),
     }
-    route_op!(B, |F| back::<F, B, 2>(F::fused_linear(
-        same::<B, F, 2>(x),
-        same::<B, F, 2>(weight),
-        same::<B, F, 1>(bias),
-        activation
-    )), else reference::linear(x, weight, bias, activation))
 }
 
 /// Self-attention from the fused QKV projection: `qkv [batch, seq, 3·hidden]` (Q, K, V side
@@ -453,15 +544,10 @@ pub fn attention<B: Backend>(
         heads > 0 && width % (3 * heads) == 0,
         "attention: the last dimension ({width}) must be 3 × heads ({heads}) × head size"
     );
-    if qkv.dtype() != DType::F32 {
-        return reference::attention(qkv, key_padding, heads, dropout);
+    match fast_path_for::<B>(&[qkv.dtype()]) {
+        Some(fast) => float((fast.attention)(prim(qkv), key_padding.into_primitive(), heads, dropout)),
+        None => reference::attention(qkv, key_padding, heads, dropout),
     }
-    route_op!(B, |F| back::<F, B, 3>(F::fused_attention(
-        same::<B, F, 3>(qkv),
-        same_bool::<B, F, 2>(key_padding),
-        heads,
-        dropout
-    )), else reference::attention(qkv, key_padding, heads, dropout))
 }
 
 /// `LayerNorm(residual + dropout(branch))·γ + β` over the last dimension of `[rows, width]`;
@@ -476,32 +562,32 @@ pub fn residual_layer_norm<B: Backend>(
 ) -> Tensor<B, 2> {
     let mut dtypes = vec![residual.dtype(), gamma.dtype(), beta.dtype()];
     dtypes.extend(branch.as_ref().map(|b| b.dtype()));
-    if !all_f32(&dtypes) {
-        return reference::residual_layer_norm(residual, branch, gamma, beta, epsilon, dropout);
+    match fast_path_for::<B>(&dtypes) {
+        Some(fast) => float((fast.residual_layer_norm)(
+            prim(residual),
+            branch.map(prim),
+            prim(gamma),
+            prim(beta),
+            epsilon,
+            dropout,
+        )),
+        None => reference::residual_layer_norm(residual, branch, gamma, beta, epsilon, dropout),
     }
-    route_op!(B, |F| back::<F, B, 2>(F::fused_residual_layer_norm(
-        same::<B, F, 2>(residual),
-        branch.map(same::<B, F, 2>),
-        same::<B, F, 1>(gamma),
-        same::<B, F, 1>(beta),
-        epsilon,
-        dropout
-    )), else reference::residual_layer_norm(residual, branch, gamma, beta, epsilon, dropout))
 }
 
 /// `x · mask/(1−p)` with the hash mask of `mask`; the identity for `None`.
 pub fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, mask: Option<DropoutMask>) -> Tensor<B, D> {
     let Some(mask) = mask else { return x };
-    if x.dtype() != DType::F32 {
-        return reference::dropout(x, mask);
+    match fast_path::<B>().filter(|path| (path.dropout_accepts)(x.dtype())) {
+        Some(fast) => float((fast.dropout)(prim(x), mask)),
+        None => reference::dropout(x, mask),
     }
-    route_op!(B, |F| back::<F, B, D>(F::fused_dropout(same::<B, F, D>(x), mask)), else reference::dropout(x, mask))
 }
 
 /// Exact (erf) GELU.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if x.dtype() != DType::F32 {
-        return reference::gelu(x);
+    match fast_path_for::<B>(&[x.dtype()]) {
+        Some(fast) => float((fast.gelu)(prim(x))),
+        None => reference::gelu(x),
     }
-    route_op!(B, |F| back::<F, B, D>(F::fused_gelu(same::<B, F, D>(x))), else reference::gelu(x))
 }

@@ -3,7 +3,7 @@
 
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{Bool, FloatDType, Tensor};
 
 use super::{DropoutMask, LinearActivation};
 
@@ -21,28 +21,56 @@ pub fn linear<B: Backend>(
     }
 }
 
-/// `softmax(QKᵀ/√d + mask)·V` per head, heads split from and merged into `[batch, seq, ·]`
-/// by reshape and transpose; padded keys at `f32::MIN` as `transformers`' eager attention.
+/// Q, K and V of the fused projection `[batch, seq, 3·hidden]`, each `[batch, heads, seq,
+/// head_dim]` (a reshape and a transpose of a slice).
+pub fn split_heads<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> [Tensor<B, 4>; 3] {
+    let [batch, seq, width] = qkv.dims();
+    let hidden = width / 3;
+    let head_dim = hidden / heads;
+    [0, 1, 2].map(|part| {
+        qkv.clone().narrow(2, part * hidden, hidden).reshape([batch, seq, heads, head_dim]).swap_dims(1, 2)
+    })
+}
+
+/// `[batch, heads, seq, head_dim]` → `[batch, seq, heads·head_dim]`, the inverse of
+/// [`split_heads`] for one part.
+pub fn merge_heads<B: Backend>(t: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [batch, heads, seq, head_dim] = t.dims();
+    t.swap_dims(1, 2).reshape([batch, seq, heads * head_dim])
+}
+
+/// The attention probabilities `softmax(QKᵀ/√d + mask)` `[batch, heads, seq, seq]` of
+/// `[batch, heads, seq, head_dim]` queries and keys, in f32 whatever their dtype (the product
+/// in theirs, then widened, as autocast computes softmax); padded keys (`key_padding [batch,
+/// seq]` true) at `f32::MIN` as `transformers`' eager attention, so they get probability 0.
+pub fn attention_probs<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    key_padding: Tensor<B, 2, Bool>,
+) -> Tensor<B, 4> {
+    let [batch, heads, seq, head_dim] = q.dims();
+    let scores = q.matmul(k.swap_dims(2, 3)).cast(FloatDType::F32) * (head_dim as f64).powf(-0.5); // [batch, heads, seq, seq]
+    let mask = key_padding.reshape([batch, 1, 1, seq]).expand([batch, heads, seq, seq]);
+    activation::softmax(scores.mask_fill(mask, f32::MIN), 3)
+}
+
+/// `softmax(QKᵀ/√d + mask)·V` per head ([`attention_probs`]), heads split from and merged into
+/// `[batch, seq, ·]` by [`split_heads`] and [`merge_heads`]; dropout on the (f32)
+/// probabilities, which are then rounded to V's dtype for the product.
 pub fn attention<B: Backend>(
     qkv: Tensor<B, 3>,
     key_padding: Tensor<B, 2, Bool>,
     heads: usize,
     dropout: Option<DropoutMask>,
 ) -> Tensor<B, 3> {
-    let [batch, seq, width] = qkv.dims();
-    let hidden = width / 3;
-    let head_dim = hidden / heads;
-    let split = |part: usize| {
-        qkv.clone().narrow(2, part * hidden, hidden).reshape([batch, seq, heads, head_dim]).swap_dims(1, 2)
-    };
-    let (q, k, v) = (split(0), split(1), split(2));
-    let scores = q.matmul(k.swap_dims(2, 3)) * (head_dim as f64).powf(-0.5); // [batch, heads, seq, seq]
-    let mask = key_padding.reshape([batch, 1, 1, seq]).expand([batch, heads, seq, seq]);
-    let mut probs = activation::softmax(scores.mask_fill(mask, f32::MIN), 3);
-    if let Some(mask) = dropout {
-        probs = probs.clone() * mask.factors::<B, 4>([batch, heads, seq, seq], &probs.device());
-    }
-    probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, hidden])
+    let [q, k, v] = split_heads(qkv, heads);
+    let mut probs = attention_probs(q, k, key_padding);
+    // Dropout as the seam routes it (a backend's kernel, or `dropout` below): the op is
+    // checked against its definition on its own, and a GPU backend must not build masks on
+    // the host inside every layer.
+    probs = super::dropout(probs, dropout);
+    let dtype = v.dtype();
+    merge_heads(probs.cast(dtype).matmul(v))
 }
 
 /// `LayerNorm(residual + dropout(branch))·γ + β`, LayerNorm as `burn::nn::LayerNorm`:
@@ -56,12 +84,21 @@ pub fn residual_layer_norm<B: Backend>(
     dropout: Option<DropoutMask>,
 ) -> Tensor<B, 2> {
     let x = match (branch, dropout) {
-        (Some(b), Some(mask)) => residual + self::dropout(b, mask),
-        (Some(b), None) => residual + b,
+        (Some(b), mask) => residual + super::dropout(b, mask),
         (None, _) => residual,
     };
+    let (x_hat, _) = normalize(x, epsilon);
+    x_hat * gamma.unsqueeze::<2>() + beta.unsqueeze::<2>()
+}
+
+/// LayerNorm without its affine part: `(x̂ = (x − mean)/σ, 1/σ [rows])` for the rows of
+/// `[rows, width]`, `σ = √(var + ε)` with the biased variance.
+pub fn normalize<B: Backend>(x: Tensor<B, 2>, epsilon: f64) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    let rows = x.dims()[0];
     let (var, mean) = x.clone().var_mean_bias(1);
-    (x - mean) / (var + epsilon).sqrt() * gamma.unsqueeze::<2>() + beta.unsqueeze::<2>()
+    let std = (var + epsilon).sqrt(); // [rows, 1]
+    let x_hat = (x - mean) / std.clone();
+    (x_hat, std.recip().reshape([rows]))
 }
 
 /// `x · mask`, the mask's factors computed on the host.

@@ -1,0 +1,222 @@
+//! The ops of [`crate::ops`] as a backend routes them against their [`reference`]
+//! decomposition on the same backend: outputs and the gradients of every input, on random
+//! shapes with padding and dropout. What `bertlab bench kernels` runs on whatever backend a
+//! build has (the wgpu build on lavapipe in CI, CUDA on a GPU), so each kernel is checked where
+//! it runs.
+
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Bool, Tensor, TensorData};
+
+use super::{reference, DropoutMask, LinearActivation};
+
+/// One comparison: an op on one case, its worst element-wise error over the output and every
+/// input's gradient.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpCheck {
+    /// The op (`linear`, `attention`, …).
+    pub op: &'static str,
+    /// The case: shapes, activation, padding, dropout.
+    pub case: String,
+    /// `max |routed − reference| / max(1, |reference|)` over the output and the gradients;
+    /// NaN when either side has a NaN (and then the check fails).
+    pub max_error: f64,
+    /// The bound the error must not exceed.
+    pub tolerance: f64,
+}
+
+impl OpCheck {
+    /// Whether the error is within the tolerance (false on NaN).
+    pub fn passed(&self) -> bool {
+        self.max_error <= self.tolerance
+    }
+}
+
+/// f32 error bound: both sides accumulate in f32, in different orders.
+pub const F32_TOLERANCE: f64 = 1e-5;
+
+/// Deterministic uniform numbers in [-1, 1).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn values(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+fn host<B: AutodiffBackend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    crate::host_wait::read(t).convert::<f32>().to_vec().expect("f32 values")
+}
+
+/// `max |a − b| / max(1, |b|)`, NaN when any element of either is NaN.
+fn error(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "compared tensors differ in size");
+    let mut worst = 0.0f64;
+    for (x, y) in a.iter().zip(b) {
+        let e = ((x - y).abs() / y.abs().max(1.0)) as f64;
+        if e.is_nan() {
+            return f64::NAN;
+        }
+        worst = worst.max(e);
+    }
+    worst
+}
+
+/// Runs `op` (the routed one, then the reference) on fresh leaves made of `inputs`,
+/// backpropagates `Σ output·weights` and returns the worst error over the output and the
+/// inputs' gradients.
+fn compare<B: AutodiffBackend, const N: usize, const D: usize>(
+    device: &B::Device,
+    inputs: &[Vec<f32>; N],
+    routed: &dyn Fn(&[Tensor<B, 1>; N]) -> Tensor<B, D>,
+    reference: &dyn Fn(&[Tensor<B, 1>; N]) -> Tensor<B, D>,
+    rng: &mut Lcg,
+) -> f64 {
+    let mut weights: Option<Tensor<B, D>> = None;
+    let mut run = |f: &dyn Fn(&[Tensor<B, 1>; N]) -> Tensor<B, D>| {
+        let leaves: [Tensor<B, 1>; N] = std::array::from_fn(|i| {
+            Tensor::<B, 1>::from_data(TensorData::new(inputs[i].clone(), [inputs[i].len()]), device)
+                .require_grad()
+        });
+        let out = f(&leaves);
+        let w = weights
+            .get_or_insert_with(|| {
+                let shape = out.dims();
+                let n = shape.iter().product::<usize>();
+                Tensor::from_data(TensorData::new(rng.values(n, 1.0), shape), device)
+            })
+            .clone();
+        let grads = (out.clone() * w).sum().backward();
+        let input_grads: Vec<Vec<f32>> = leaves
+            .iter()
+            .map(|leaf| match leaf.grad(&grads) {
+                Some(g) => crate::host_wait::read(g).convert::<f32>().to_vec().expect("f32 values"),
+                None => vec![0.0; leaf.dims()[0]],
+            })
+            .collect();
+        (host(out), input_grads)
+    };
+    let (out_r, grads_r) = run(reference);
+    let (out_f, grads_f) = run(routed);
+    let mut worst = error(&out_f, &out_r);
+    for (f, r) in grads_f.iter().zip(&grads_r) {
+        let e = error(f, r);
+        if e.is_nan() || worst.is_nan() {
+            return f64::NAN;
+        }
+        worst = worst.max(e);
+    }
+    worst
+}
+
+fn shaped<B: AutodiffBackend, const D: usize>(t: &Tensor<B, 1>, shape: [usize; D]) -> Tensor<B, D> {
+    t.clone().reshape(shape)
+}
+
+/// Every op of [`crate::ops`] against its reference on `B` (f32), on cases drawn from `seed`.
+pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpCheck> {
+    let mut rng = Lcg(seed);
+    let mut checks = Vec::new();
+    let mut record =
+        |op, case: String, max_error, tolerance| checks.push(OpCheck { op, case, max_error, tolerance });
+
+    let (rows, d_in, d_out) = (37, 24, 40);
+    for activation in [LinearActivation::Identity, LinearActivation::Gelu] {
+        let inputs = [rng.values(rows * d_in, 1.0), rng.values(d_in * d_out, 0.3), rng.values(d_out, 0.5)];
+        type Linear<B> = fn(Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 1>, LinearActivation) -> Tensor<B, 2>;
+        let run = |linear: Linear<B>| {
+            move |t: &[Tensor<B, 1>; 3]| {
+                linear(shaped(&t[0], [rows, d_in]), shaped(&t[1], [d_in, d_out]), t[2].clone(), activation)
+            }
+        };
+        let e = compare(device, &inputs, &run(super::linear), &run(reference::linear), &mut rng);
+        record("linear", format!("[{rows}, {d_in}]·[{d_in}, {d_out}] {activation:?}"), e, F32_TOLERANCE);
+    }
+
+    let (batch, seq, heads, head_dim) = (3, 13, 2, 8);
+    let width = 3 * heads * head_dim;
+    // Row r keeps its first seq − 4r tokens (row 0 unpadded).
+    let padding: Vec<bool> = (0..batch * seq).map(|i| i % seq >= seq - 4 * (i / seq)).collect();
+    for prob in [0.0, 0.1] {
+        let dropout = (prob > 0.0).then(|| DropoutMask::new(prob, 0x5eed_0000_0000_0001 ^ seed));
+        let inputs = [rng.values(batch * seq * width, 1.0)];
+        let mask = || Tensor::<B, 2, Bool>::from_data(TensorData::new(padding.clone(), [batch, seq]), device);
+        let routed = |t: &[Tensor<B, 1>; 1]| {
+            super::attention(shaped(&t[0], [batch, seq, width]), mask(), heads, dropout)
+        };
+        let refer = |t: &[Tensor<B, 1>; 1]| {
+            reference::attention(shaped(&t[0], [batch, seq, width]), mask(), heads, dropout)
+        };
+        let e = compare(device, &inputs, &routed, &refer, &mut rng);
+        record(
+            "attention",
+            format!("qkv [{batch}, {seq}, {width}], {heads} heads, padded rows, dropout {prob}"),
+            e,
+            F32_TOLERANCE,
+        );
+    }
+
+    let (rows, width, eps) = (29, 48, 1e-12);
+    for (with_branch, prob) in [(true, 0.1), (true, 0.0), (false, 0.0)] {
+        let dropout = (prob > 0.0).then(|| DropoutMask::new(prob, 0x1a7e_0000_0000_0002 ^ seed));
+        let inputs = [
+            rng.values(rows * width, 2.0),
+            rng.values(rows * width, 2.0),
+            rng.values(width, 1.0),
+            rng.values(width, 1.0),
+        ];
+        type Norm<B> = fn(
+            Tensor<B, 2>,
+            Option<Tensor<B, 2>>,
+            Tensor<B, 1>,
+            Tensor<B, 1>,
+            f64,
+            Option<DropoutMask>,
+        ) -> Tensor<B, 2>;
+        let run = |norm: Norm<B>| {
+            move |t: &[Tensor<B, 1>; 4]| {
+                let branch = with_branch.then(|| shaped(&t[1], [rows, width]));
+                norm(shaped(&t[0], [rows, width]), branch, t[2].clone(), t[3].clone(), eps, dropout)
+            }
+        };
+        let e = compare(
+            device,
+            &inputs,
+            &run(super::residual_layer_norm),
+            &run(reference::residual_layer_norm),
+            &mut rng,
+        );
+        let case = match with_branch {
+            true => format!("[{rows}, {width}] + branch, dropout {prob}"),
+            false => format!("[{rows}, {width}], no branch"),
+        };
+        record("residual_layer_norm", case, e, F32_TOLERANCE);
+    }
+
+    // Dropout multiplies by the same factors on both sides: exact.
+    let mask = DropoutMask::new(0.1, 0xd20b_0000_0000_0003 ^ seed);
+    let inputs = [rng.values(7 * 301, 3.0)];
+    let e = compare(
+        device,
+        &inputs,
+        &|t: &[Tensor<B, 1>; 1]| super::dropout(shaped(&t[0], [7, 301]), Some(mask)),
+        &|t: &[Tensor<B, 1>; 1]| reference::dropout(shaped(&t[0], [7, 301]), mask),
+        &mut rng,
+    );
+    record("dropout", "[7, 301], p 0.1".to_string(), e, 0.0);
+
+    let inputs = [rng.values(5 * 211, 4.0)];
+    let e = compare(
+        device,
+        &inputs,
+        &|t: &[Tensor<B, 1>; 1]| super::gelu(shaped(&t[0], [5, 211])),
+        &|t: &[Tensor<B, 1>; 1]| reference::gelu(shaped(&t[0], [5, 211])),
+        &mut rng,
+    );
+    record("gelu", "[5, 211]".to_string(), e, F32_TOLERANCE);
+    checks
+}
