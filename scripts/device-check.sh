@@ -7,7 +7,8 @@
 #
 #   bash scripts/device-check.sh
 #
-# Stages, in order of value (the time budget cuts the last ones first):
+# Stages, in order of value (the time budget cuts the last ones first), after the env probe and
+# `bench kernels` (bertlab's CubeCL kernels against the reference decomposition on the GPU):
 # 1. parity     — CUDA f32 logits and hidden states vs the transformers fixtures (≤ 1e-3), one
 #                 AdamW step vs PyTorch's, f16/bf16 vs f32 (max abs and relative error), on the
 #                 fixtures and on randomly initialised DistilBERT-base and BERT-base;
@@ -52,8 +53,8 @@
 # Knobs: DEVICE_CHECK_QUICK=1 (fewest steps), DEVICE_CHECK_BUDGET_S (default 360: stages are cut
 # to fit), DEVICE_CHECK_STEPS (timed throughput steps, default 10 on GPU),
 # DEVICE_CHECK_NUMERICS_STEPS (default 200 on GPU), DEVICE_CHECK_NUMERICS_SEEDS (opt-in: issue
-# 22's numerics over these initialisations, each replayed in PyTorch), DEVICE_CHECK_SKIP (comma list of parity,
-# e2e, numerics, throughput, torch, alt, profile), DEVICE_CHECK_TORCH=0 (no PyTorch rows),
+# 22's numerics over these initialisations, each replayed in PyTorch), DEVICE_CHECK_SKIP (comma list of kernels,
+# parity, e2e, numerics, throughput, torch, alt, profile), DEVICE_CHECK_TORCH=0 (no PyTorch rows),
 # DEVICE_CHECK_PADDING (throughput paddings; default fixed on GPU, fixed,bucket on CPU),
 # DEVICE_CHECK_PRIMARY (unfused | fused: which CUDA build runs the stages, default unfused),
 # BERTLAB_ALT_BIN (with BERTLAB_BIN or on the CPU: a second build run last, like the other
@@ -314,6 +315,11 @@ if grep -q 'UNSUPPORTED_PTX_VERSION\|Unable to load the PTX' "$WORK/stage.out"; 
     say "hint: the driver refused the PTX that NVRTC made: put an NVRTC no newer than the driver's CUDA"
     say "      (nvidia-smi's 'CUDA Version') first on LD_LIBRARY_PATH, or build .device/ptx-shim.so"
     say "      (scripts/device-prepare.sh does, with gcc) so that this script preloads it"
+fi
+# The ops seam's fast path (bertlab's CubeCL kernels) against the reference decomposition on
+# this device: outputs and gradients of each op (issue 24); the stage fails on a mismatch.
+if ! skipped kernels; then
+    stage "kernels" 60 - "$BIN" bench kernels
 fi
 
 # Sizes per mode. GPU: the real models and the notebook's shapes. CPU: tiny models, few steps.

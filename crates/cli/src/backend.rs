@@ -137,3 +137,13 @@ pub type Device = <Backend as burn::tensor::backend::BackendTypes>::Device;
 /// The training backend: autodiff over the inference backend.
 #[allow(dead_code)]
 pub type TrainBackend = burn::backend::Autodiff<Backend>;
+
+/// Route `bertlab_models::ops` to this build's fast paths: the CubeCL kernels of the GPU
+/// builds, for inference and training (Flex's are built in).
+pub fn register_fast_paths() {
+    #[cfg(any(feature = "cuda-unfused", feature = "wgpu"))]
+    {
+        bertlab_models::ops::register::<Backend>();
+        bertlab_models::ops::register::<TrainBackend>();
+    }
+}

@@ -79,6 +79,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    backend::register_fast_paths();
     let global = Global { offline: cli.offline || bertlab_hub::HubOptions::default().is_offline() };
     let result = match cli.command {
         Command::Data(args) => cmd_data::run(args, &global),

@@ -333,5 +333,34 @@ fn wgpu_build_profiles_a_training_step() {
     assert_eq!(number(&line["host_waits_per_step"], "host_waits_per_step"), 0.0, "{line}");
     assert!(number(&line["kernels_compiled"], "kernels_compiled") > 0.0, "{line}");
     assert_eq!(number(&line["kernels_compiled_in_measured_steps"], "compiled in steps"), 0.0, "{line}");
+    // Dropout runs bertlab's CubeCL kernel (the mask hashed on the device), also in f16.
+    let kinds = line["launches_per_step_by_kernel"].as_object().unwrap();
+    let is_dropout = |k: &String| k.to_lowercase().replace('_', "").contains("hashdropout");
+    assert!(kinds.keys().any(is_dropout), "no hash_dropout_kernel launch: {line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `bench kernels` on the GPU code path: the build routes the ops to its fast path (CubeCL
+/// kernels where there are some, the decomposition with hand-derived backward passes for the
+/// rest) and every op's output and gradients match the reference decomposition on the same
+/// device; dropout's kernel gives the host's mask bit for bit.
+#[test]
+fn wgpu_build_kernels_match_the_reference() {
+    let Some(wgpu) = wgpu_bin() else { return };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("wgpu-kernels-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let build = Build { name: "wgpu", bin: wgpu, backend: "wgpu" };
+    let out = run(&build, &dir, &["bench", "kernels", "--seed", "3"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 9, "one line per op and case: {text}");
+    for line in &lines {
+        assert_eq!(line["fast_path"], true, "the wgpu build must route the ops to its fast path: {line}");
+        assert_eq!(line["passed"], true, "{line}");
+        assert!(number(&line["max_error"], "max_error") <= number(&line["tolerance"], "tolerance"), "{line}");
+    }
+    let dropout = lines.iter().find(|l| l["op"] == "dropout").expect("a dropout line");
+    assert_eq!(number(&dropout["max_error"], "dropout error"), 0.0, "{dropout}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,568 @@
+//! The CubeCL fast path: [`FusedKernels`] and [`FusedOps`] for Burn's `CubeBackend`, generic
+//! over the CubeCL runtime, so the same kernels run on CUDA and on wgpu (and Mesa's lavapipe
+//! in CI). Kernels replace the [`decomposed`](super::decomposed) defaults one op at a time;
+//! what has no kernel yet runs the decomposition, one autodiff node per op.
+//!
+//! | op | kernel |
+//! |---|---|
+//! | dropout (forward and backward) | `hash_dropout_kernel`: the mask hashed on the device |
+//! | residual + dropout + LayerNorm | `layer_norm_forward_kernel`, `layer_norm_backward_kernel`: a row a cube, statistics in f32 (γ's and β's gradients: Burn's column sums) |
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{AttentionModuleOptions, BoolTensor, FloatTensor};
+use burn::tensor::{Bool, DType, Tensor, TensorMetadata, TensorPrimitive};
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+use cubecl::calculate_cube_count_elemwise;
+use cubecl::prelude::{CubeCount, CubeDim};
+
+use self::kernels::{hash_dropout_kernel, layer_norm_backward_kernel, layer_norm_forward_kernel};
+
+use super::{DropoutMask, FusedKernels, FusedOps, HashMask, LayerNormGrads, LayerNormState};
+
+/// The float dtypes the CubeCL kernels take.
+pub(crate) fn is_float(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+}
+
+pub(crate) fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// Inference attention (no dropout) on Burn's attention op, CubeCL's flash kernel (f32
+/// accumulation), from the fused projection: `qkv [batch, seq, 3·hidden]` → `[batch, seq,
+/// hidden]`, padded keys masked out.
+pub(crate) fn flash_attention<B: Backend>(
+    qkv: FloatTensor<B>,
+    key_padding: BoolTensor<B>,
+    heads: usize,
+) -> FloatTensor<B> {
+    let [q, k, v] = super::reference::split_heads::<B>(float(qkv), heads);
+    let [batch, _, seq, _] = q.dims();
+    let mask = Tensor::<B, 2, Bool>::from_primitive(key_padding)
+        .reshape([batch, 1, 1, seq])
+        .repeat_dim(2, seq)
+        .repeat_dim(1, heads); // [batch, heads, seq, seq], true on padded keys
+    let context =
+        burn::tensor::module::attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
+    super::reference::merge_heads(context).into_primitive().tensor()
+}
+
+/// The CubeCL kernels (their own module: CubeCL's prelude has its own `Tensor`).
+mod kernels {
+    use cubecl::prelude::*;
+
+    /// One round of the `lowbias32` hash, as `ops::hash` on the host.
+    #[cube]
+    fn mix(x: u32) -> u32 {
+        let mut x = x;
+        x ^= x >> 16u32;
+        x *= 0x7feb_352du32;
+        x ^= x >> 15u32;
+        x *= 0x846c_a68bu32;
+        x ^= x >> 16u32;
+        x
+    }
+
+    /// `output[i] = input[i] · factor(i)` with `factor` the `DropoutMask`'s hash mask, the same
+    /// bits as `DropoutMask::factor` on the host: element `i` is kept when the hash of
+    /// `(seed, i)` is at least `threshold`, and scaled by `scale` in f32 before it is rounded to
+    /// the tensor's dtype. Tensors are contiguous, of fewer than 2³² elements (the hash's high
+    /// index word is then 0).
+    #[cube(launch)]
+    pub(super) fn hash_dropout_kernel<F: Float>(
+        input: &Tensor<F>,
+        output: &mut Tensor<F>,
+        seed_lo: u32,
+        seed_hi: u32,
+        threshold: u32,
+        scale: f32,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i >= output.len() {
+            terminate!();
+        }
+        let hash = mix(mix(u32::cast_from(i) ^ seed_lo) ^ seed_hi);
+        let kept = F::cast_from(f32::cast_from(input[i]) * scale);
+        output[i] = select(hash >= threshold, kept, F::new(0.0));
+    }
+
+    /// The dropout factor of element `i`: `scale` where the hash of `(seed, i)` is at least
+    /// `threshold`, else 0 (threshold 0 and scale 1: no dropout).
+    #[cube]
+    fn factor(i: usize, seed_lo: u32, seed_hi: u32, threshold: u32, scale: f32) -> f32 {
+        let hash = mix(mix(u32::cast_from(i) ^ seed_lo) ^ seed_hi);
+        select(hash >= threshold, scale, 0.0f32)
+    }
+
+    /// The sum of `value` over the cube's units (a tree in shared memory); every unit gets it.
+    #[cube]
+    fn cube_sum(value: f32, shared: &mut SharedMemory<f32>) -> f32 {
+        let unit = UNIT_POS_X as usize;
+        shared[unit] = value;
+        sync_cube();
+        let mut stride = (CUBE_DIM_X / 2) as usize;
+        while stride > 0 {
+            if unit < stride {
+                shared[unit] = shared[unit] + shared[unit + stride];
+            }
+            sync_cube();
+            stride /= 2;
+        }
+        let total = shared[0];
+        sync_cube();
+        total
+    }
+
+    /// The row this cube normalises (cubes laid out on a 2-D grid: more rows than one grid
+    /// dimension holds).
+    #[cube]
+    fn row_index() -> usize {
+        (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
+    }
+
+    /// One row of `LayerNorm(residual + dropout(branch))·γ + β` per cube: the row's sum, then
+    /// its centred sum of squares (two passes, as the reference's variance), then the output;
+    /// statistics in f32. Writes `x̂` and `1/σ` when `keep`. The cube's size is `block`, a power
+    /// of two.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn layer_norm_forward_kernel<F: Float>(
+        residual: &Tensor<F>,
+        branch: &Tensor<F>,
+        gamma: &Tensor<F>,
+        beta: &Tensor<F>,
+        output: &mut Tensor<F>,
+        x_hat: &mut Tensor<F>,
+        inv_std: &mut Tensor<F>,
+        rows: u32,
+        width: u32,
+        epsilon: f32,
+        seed_lo: u32,
+        seed_hi: u32,
+        threshold: u32,
+        scale: f32,
+        #[comptime] with_branch: bool,
+        #[comptime] keep: bool,
+        #[comptime] block: u32,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let row = row_index();
+        if row >= rows as usize {
+            terminate!();
+        }
+        let w = width as usize;
+        let base = row * w;
+        let unit = UNIT_POS_X as usize;
+        let step = CUBE_DIM_X as usize;
+        let mut shared = SharedMemory::<f32>::new(block as usize);
+
+        let mut sum = 0.0f32;
+        let mut j = unit;
+        while j < w {
+            let mut x = f32::cast_from(residual[base + j]);
+            if with_branch {
+                x += f32::cast_from(branch[base + j]) * factor(base + j, seed_lo, seed_hi, threshold, scale);
+            }
+            sum += x;
+            j += step;
+        }
+        let mean = cube_sum(sum, &mut shared) / f32::cast_from(width);
+
+        let mut squares = 0.0f32;
+        let mut j = unit;
+        while j < w {
+            let mut x = f32::cast_from(residual[base + j]);
+            if with_branch {
+                x += f32::cast_from(branch[base + j]) * factor(base + j, seed_lo, seed_hi, threshold, scale);
+            }
+            squares += (x - mean) * (x - mean);
+            j += step;
+        }
+        let var = cube_sum(squares, &mut shared) / f32::cast_from(width);
+        let std = f32::sqrt(var + epsilon);
+
+        let mut j = unit;
+        while j < w {
+            let mut x = f32::cast_from(residual[base + j]);
+            if with_branch {
+                x += f32::cast_from(branch[base + j]) * factor(base + j, seed_lo, seed_hi, threshold, scale);
+            }
+            let normed = (x - mean) / std;
+            output[base + j] = F::cast_from(normed * f32::cast_from(gamma[j]) + f32::cast_from(beta[j]));
+            if keep {
+                x_hat[base + j] = F::cast_from(normed);
+            }
+            j += step;
+        }
+        if keep && unit == 0 {
+            inv_std[row] = F::cast_from(1.0f32 / std);
+        }
+    }
+
+    /// One row of LayerNorm's backward per cube: with `ĝ = grad·γ`, `dx = (ĝ − mean(ĝ) −
+    /// x̂·mean(ĝ⊙x̂))/σ` into `d_residual`, and `dx` through the branch's dropout into
+    /// `d_branch` when `with_branch`; row means in f32.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn layer_norm_backward_kernel<F: Float>(
+        grad: &Tensor<F>,
+        x_hat: &Tensor<F>,
+        inv_std: &Tensor<F>,
+        gamma: &Tensor<F>,
+        d_residual: &mut Tensor<F>,
+        d_branch: &mut Tensor<F>,
+        rows: u32,
+        width: u32,
+        seed_lo: u32,
+        seed_hi: u32,
+        threshold: u32,
+        scale: f32,
+        #[comptime] with_branch: bool,
+        #[comptime] block: u32,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let row = row_index();
+        if row >= rows as usize {
+            terminate!();
+        }
+        let w = width as usize;
+        let base = row * w;
+        let unit = UNIT_POS_X as usize;
+        let step = CUBE_DIM_X as usize;
+        let mut shared = SharedMemory::<f32>::new(block as usize);
+
+        let mut sum_g = 0.0f32;
+        let mut sum_gx = 0.0f32;
+        let mut j = unit;
+        while j < w {
+            let g = f32::cast_from(grad[base + j]) * f32::cast_from(gamma[j]);
+            sum_g += g;
+            sum_gx += g * f32::cast_from(x_hat[base + j]);
+            j += step;
+        }
+        let mean_g = cube_sum(sum_g, &mut shared) / f32::cast_from(width);
+        let mean_gx = cube_sum(sum_gx, &mut shared) / f32::cast_from(width);
+        let inv = f32::cast_from(inv_std[row]);
+
+        let mut j = unit;
+        while j < w {
+            let g = f32::cast_from(grad[base + j]) * f32::cast_from(gamma[j]);
+            let dx = (g - mean_g - f32::cast_from(x_hat[base + j]) * mean_gx) * inv;
+            d_residual[base + j] = F::cast_from(dx);
+            if with_branch {
+                d_branch[base + j] = F::cast_from(dx * factor(base + j, seed_lo, seed_hi, threshold, scale));
+            }
+            j += step;
+        }
+    }
+}
+
+/// A dropout mask as the kernels take it: `(seed_lo, seed_hi, threshold, scale)`, element `i`
+/// scaled by `scale` when its hash is at least `threshold`, else zeroed. No mask: threshold 0
+/// (every hash passes) and scale 1.
+fn hash_params(mask: Option<DropoutMask>) -> (u32, u32, u32, f32) {
+    match mask.map(HashMask::new) {
+        None => (0, 0, 0, 1.0),
+        Some(hm) if hm.drop_all => (hm.seed as u32, (hm.seed >> 32) as u32, u32::MAX, 0.0),
+        Some(hm) => (hm.seed as u32, (hm.seed >> 32) as u32, hm.threshold, hm.scale),
+    }
+}
+
+/// A contiguous float tensor of fewer than 2³² elements (the hash's index is 32 bits).
+fn prepared<R: CubeRuntime>(t: CubeTensor<R>, what: &str) -> CubeTensor<R> {
+    let t = burn_cubecl::kernel::into_contiguous(t);
+    let n = t.meta.num_elements();
+    assert!(n < (1usize << 32), "{what}: {n} elements, the hash mask indexes fewer than 2³²");
+    assert!(is_float(t.dtype), "{what}: a float tensor (got {:?})", t.dtype);
+    t
+}
+
+fn empty_like<R: CubeRuntime>(t: &CubeTensor<R>, shape: burn::tensor::Shape) -> CubeTensor<R> {
+    empty_device_dtype(t.client.clone(), t.device.clone(), shape, t.dtype)
+}
+
+/// `x · mask` on the device, in `x`'s dtype.
+pub(crate) fn hash_dropout<R: CubeRuntime>(x: CubeTensor<R>, mask: DropoutMask) -> CubeTensor<R> {
+    let x = prepared(x, "dropout");
+    let n = x.meta.num_elements();
+    let output = empty_like(&x, x.shape());
+    if n == 0 {
+        return output;
+    }
+    let (seed_lo, seed_hi, threshold, scale) = hash_params(Some(mask));
+    let cube_dim = CubeDim::new(&x.client, n);
+    let cube_count = calculate_cube_count_elemwise(&x.client, n, cube_dim);
+    let dtype = x.dtype;
+    hash_dropout_kernel::launch::<R>(
+        &output.client,
+        cube_count,
+        cube_dim,
+        x.into_tensor_arg(),
+        output.clone().into_tensor_arg(),
+        seed_lo,
+        seed_hi,
+        threshold,
+        scale,
+        dtype.into(),
+    );
+    output
+}
+
+/// The launch shape of a row kernel: one cube of `block` units (a power of two, 32 to 256,
+/// about the row's width) per row, rows on a 2-D grid.
+fn row_launch(rows: usize, width: usize) -> (CubeCount, CubeDim, u32) {
+    let block = width.next_power_of_two().clamp(32, 256) as u32;
+    let max = u16::MAX as usize;
+    let count = CubeCount::Static(rows.min(max) as u32, rows.div_ceil(max).max(1) as u32, 1);
+    (count, CubeDim::new_1d(block), block)
+}
+
+/// `[rows, width]` of a LayerNorm operand.
+fn rows_width<R: CubeRuntime>(t: &CubeTensor<R>) -> (usize, usize) {
+    let dims = t.meta.shape();
+    assert_eq!(dims.len(), 2, "residual_layer_norm: [rows, width] tensors");
+    (dims[0], dims[1])
+}
+
+/// The forward kernel of `LayerNorm(residual + dropout(branch))·γ + β`: the output and, when
+/// `keep`, `(x̂, 1/σ)`.
+#[allow(clippy::type_complexity)]
+fn layer_norm_forward<R: CubeRuntime>(
+    residual: CubeTensor<R>,
+    branch: Option<CubeTensor<R>>,
+    gamma: CubeTensor<R>,
+    beta: CubeTensor<R>,
+    epsilon: f64,
+    dropout: Option<DropoutMask>,
+    keep: bool,
+) -> (CubeTensor<R>, Option<(CubeTensor<R>, CubeTensor<R>)>) {
+    let residual = prepared(residual, "residual_layer_norm");
+    let (rows, width) = rows_width(&residual);
+    let dtype = residual.dtype;
+    let same = |t: CubeTensor<R>| {
+        let t = prepared(t, "residual_layer_norm");
+        assert_eq!(t.dtype, dtype, "residual_layer_norm: every operand in the residual's dtype");
+        t
+    };
+    let (gamma, beta) = (same(gamma), same(beta));
+    let with_branch = branch.is_some();
+    // Absent operands are 1-element placeholders the kernel never touches (comptime flags).
+    let placeholder = || empty_like(&residual, [1].into());
+    let branch = branch.map(same).unwrap_or_else(placeholder);
+    let output = empty_like(&residual, residual.shape());
+    let (x_hat, inv_std) = match keep {
+        true => (empty_like(&residual, residual.shape()), empty_like(&residual, [rows].into())),
+        false => (placeholder(), placeholder()),
+    };
+    if rows > 0 {
+        let (seed_lo, seed_hi, threshold, scale) = hash_params(if with_branch { dropout } else { None });
+        let (count, dim, block) = row_launch(rows, width);
+        layer_norm_forward_kernel::launch::<R>(
+            &output.client,
+            count,
+            dim,
+            residual.into_tensor_arg(),
+            branch.into_tensor_arg(),
+            gamma.into_tensor_arg(),
+            beta.into_tensor_arg(),
+            output.clone().into_tensor_arg(),
+            x_hat.clone().into_tensor_arg(),
+            inv_std.clone().into_tensor_arg(),
+            rows as u32,
+            width as u32,
+            epsilon as f32,
+            seed_lo,
+            seed_hi,
+            threshold,
+            scale,
+            with_branch,
+            keep,
+            block,
+            dtype.into(),
+        );
+    }
+    (output, keep.then_some((x_hat, inv_std)))
+}
+
+/// The backward kernel: `(d residual, d branch if with_branch)`.
+fn layer_norm_backward<R: CubeRuntime>(
+    grad: CubeTensor<R>,
+    x_hat: CubeTensor<R>,
+    inv_std: CubeTensor<R>,
+    gamma: CubeTensor<R>,
+    dropout: Option<DropoutMask>,
+    with_branch: bool,
+) -> (CubeTensor<R>, Option<CubeTensor<R>>) {
+    let grad = prepared(grad, "residual_layer_norm backward");
+    let (rows, width) = rows_width(&grad);
+    let dtype = grad.dtype;
+    let [x_hat, inv_std, gamma] = [x_hat, inv_std, gamma].map(|t| {
+        let t = prepared(t, "residual_layer_norm backward");
+        assert_eq!(t.dtype, dtype, "residual_layer_norm backward: every operand in the gradient's dtype");
+        t
+    });
+    let d_residual = empty_like(&grad, grad.shape());
+    let d_branch = match with_branch {
+        true => empty_like(&grad, grad.shape()),
+        false => empty_like(&grad, [1].into()),
+    };
+    if rows > 0 {
+        let (seed_lo, seed_hi, threshold, scale) = hash_params(if with_branch { dropout } else { None });
+        let (count, dim, block) = row_launch(rows, width);
+        layer_norm_backward_kernel::launch::<R>(
+            &d_residual.client,
+            count,
+            dim,
+            grad.into_tensor_arg(),
+            x_hat.into_tensor_arg(),
+            inv_std.into_tensor_arg(),
+            gamma.into_tensor_arg(),
+            d_residual.clone().into_tensor_arg(),
+            d_branch.clone().into_tensor_arg(),
+            rows as u32,
+            width as u32,
+            seed_lo,
+            seed_hi,
+            threshold,
+            scale,
+            with_branch,
+            block,
+            dtype.into(),
+        );
+    }
+    (d_residual, with_branch.then_some(d_branch))
+}
+
+impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedKernels
+    for CubeBackend<R, F, I, BT>
+{
+    fn layer_norm_forward(
+        residual: FloatTensor<Self>,
+        branch: Option<FloatTensor<Self>>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        dropout: Option<DropoutMask>,
+        keep: bool,
+    ) -> (FloatTensor<Self>, Option<LayerNormState<Self>>) {
+        let (y, state) = layer_norm_forward(residual, branch, gamma, beta, epsilon, dropout, keep);
+        (y, state.map(|(x_hat, inv_std)| LayerNormState { x_hat, inv_std }))
+    }
+
+    fn layer_norm_backward(
+        grad: FloatTensor<Self>,
+        state: LayerNormState<Self>,
+        gamma: FloatTensor<Self>,
+        dropout: Option<DropoutMask>,
+        with_branch: bool,
+    ) -> LayerNormGrads<Self> {
+        let width = gamma.meta.shape()[0];
+        let x_hat = state.x_hat.clone();
+        let (residual, branch) =
+            layer_norm_backward(grad.clone(), state.x_hat, state.inv_std, gamma, dropout, with_branch);
+        // γ's and β's gradients are sums over rows: Burn's reductions.
+        let grad = float::<Self, 2>(grad);
+        LayerNormGrads {
+            residual,
+            branch,
+            gamma: (grad.clone() * float::<Self, 2>(x_hat))
+                .sum_dim(0)
+                .reshape([width])
+                .into_primitive()
+                .tensor(),
+            beta: grad.sum_dim(0).reshape([width]).into_primitive().tensor(),
+        }
+    }
+
+    fn dropout_kernel_accepts(dtype: DType) -> bool {
+        is_float(dtype)
+    }
+
+    fn dropout_apply(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {
+        hash_dropout(x, mask)
+    }
+}
+
+/// `FusedOps::fused_attention` of the CubeCL backends (plain and fused): Burn's flash
+/// attention op for inference, the reference (with the dropout kernel) with dropout.
+pub(crate) fn inference_attention<B: FusedOps>(
+    qkv: FloatTensor<B>,
+    key_padding: BoolTensor<B>,
+    heads: usize,
+    dropout: Option<DropoutMask>,
+) -> FloatTensor<B> {
+    match dropout {
+        None => flash_attention::<B>(qkv, key_padding, heads),
+        Some(_) => super::reference::attention(
+            float::<B, 3>(qkv),
+            Tensor::from_primitive(key_padding),
+            heads,
+            dropout,
+        )
+        .into_primitive()
+        .tensor(),
+    }
+}
+
+/// `FusedOps::fused_residual_layer_norm` of the CubeCL backends: the LayerNorm kernel when
+/// every operand has one dtype (the kernel's one type parameter), else the reference.
+pub(crate) fn inference_layer_norm<B: FusedKernels>(
+    residual: FloatTensor<B>,
+    branch: Option<FloatTensor<B>>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    epsilon: f64,
+    dropout: Option<DropoutMask>,
+) -> FloatTensor<B> {
+    let dtype = residual.dtype();
+    let same = [Some(&gamma), Some(&beta), branch.as_ref()].into_iter().flatten().all(|t| t.dtype() == dtype);
+    if same {
+        B::layer_norm_forward(residual, branch, gamma, beta, epsilon, dropout, false).0
+    } else {
+        super::reference::residual_layer_norm(
+            float::<B, 2>(residual),
+            branch.map(float::<B, 2>),
+            float(gamma),
+            float(beta),
+            epsilon,
+            dropout,
+        )
+        .into_primitive()
+        .tensor()
+    }
+}
+
+/// Inference on a CubeCL backend (f32, f16, bf16): Burn's flash attention op, the
+/// LayerNorm and dropout kernels, the decomposition for the rest.
+impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedOps for CubeBackend<R, F, I, BT> {
+    fn accepts(dtype: DType) -> bool {
+        is_float(dtype)
+    }
+
+    fn fused_attention(
+        qkv: FloatTensor<Self>,
+        key_padding: BoolTensor<Self>,
+        heads: usize,
+        dropout: Option<DropoutMask>,
+    ) -> FloatTensor<Self> {
+        inference_attention::<Self>(qkv, key_padding, heads, dropout)
+    }
+
+    fn fused_residual_layer_norm(
+        residual: FloatTensor<Self>,
+        branch: Option<FloatTensor<Self>>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        dropout: Option<DropoutMask>,
+    ) -> FloatTensor<Self> {
+        inference_layer_norm::<Self>(residual, branch, gamma, beta, epsilon, dropout)
+    }
+
+    fn fused_dropout(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {
+        hash_dropout(x, mask)
+    }
+}

@@ -1,0 +1,252 @@
+//! [`FusedKernels`] and [`FusedOps`] for Burn's `Fusion<B>` (the CUDA and wgpu builds' kernel
+//! fusion): each kernel of `B` is registered in the fusion stream as a custom operation, run
+//! when the stream reaches it, so the element-wise chains around it still fuse. Ops without
+//! a kernel run the [`decomposed`](super::decomposed) defaults on `Fusion<B>` itself, where
+//! they fuse like any tensor op.
+
+use burn::tensor::ops::{BoolTensor, FloatTensor};
+use burn::tensor::DType;
+use burn_fusion::stream::{Operation, OperationStreams};
+use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
+
+use super::cube::{inference_attention, inference_layer_norm, is_float};
+use super::{DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormState};
+
+/// `B::dropout_apply` as a custom operation of the fusion stream.
+fn dropout_apply<B: FusionBackend + FusedKernels>(
+    x: FloatTensor<Fusion<B>>,
+    mask: DropoutMask,
+) -> FloatTensor<Fusion<B>> {
+    #[derive(Clone, Debug)]
+    struct DropoutOp<B> {
+        desc: CustomOpIr,
+        mask: DropoutMask,
+        _backend: core::marker::PhantomData<B>,
+    }
+
+    impl<B: FusionBackend + FusedKernels> Operation<B::FusionRuntime> for DropoutOp<B> {
+        fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
+            let ([input], [output]) = self.desc.as_fixed();
+            let x = handles.get_float_tensor::<B>(input);
+            handles.register_float_tensor::<B>(&output.id, B::dropout_apply(x, self.mask));
+        }
+    }
+
+    let client = x.client.clone();
+    let streams = OperationStreams::with_inputs([&x]);
+    let out = TensorIr::uninit(client.create_empty_handle(), x.shape.clone(), x.dtype);
+    let desc = CustomOpIr::new("bertlab_hash_dropout", &[x.into_ir()], &[out]);
+    client
+        .register(
+            streams,
+            OperationIr::Custom(desc.clone()),
+            DropoutOp::<B> { desc, mask, _backend: core::marker::PhantomData },
+        )
+        .output()
+}
+
+/// `B::layer_norm_forward` as a custom operation: inputs residual, (branch), γ, β; outputs
+/// the normalised rows and, when `keep`, x̂ and 1/σ.
+#[allow(clippy::type_complexity)]
+fn layer_norm_forward<B: FusionBackend + FusedKernels>(
+    residual: FloatTensor<Fusion<B>>,
+    branch: Option<FloatTensor<Fusion<B>>>,
+    gamma: FloatTensor<Fusion<B>>,
+    beta: FloatTensor<Fusion<B>>,
+    epsilon: f64,
+    dropout: Option<DropoutMask>,
+    keep: bool,
+) -> (FloatTensor<Fusion<B>>, Option<LayerNormState<Fusion<B>>>) {
+    #[derive(Clone, Debug)]
+    struct LayerNormForwardOp<B> {
+        desc: CustomOpIr,
+        epsilon: f64,
+        dropout: Option<DropoutMask>,
+        with_branch: bool,
+        keep: bool,
+        _backend: core::marker::PhantomData<B>,
+    }
+
+    impl<B: FusionBackend + FusedKernels> Operation<B::FusionRuntime> for LayerNormForwardOp<B> {
+        fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
+            let mut inputs =
+                self.desc.inputs.iter().map(|ir| handles.get_float_tensor::<B>(ir)).collect::<Vec<_>>();
+            let beta = inputs.pop().expect("β");
+            let gamma = inputs.pop().expect("γ");
+            let branch = if self.with_branch { inputs.pop() } else { None };
+            let residual = inputs.pop().expect("the residual");
+            let (y, state) =
+                B::layer_norm_forward(residual, branch, gamma, beta, self.epsilon, self.dropout, self.keep);
+            let outputs = &self.desc.outputs;
+            handles.register_float_tensor::<B>(&outputs[0].id, y);
+            if let Some(state) = state {
+                handles.register_float_tensor::<B>(&outputs[1].id, state.x_hat);
+                handles.register_float_tensor::<B>(&outputs[2].id, state.inv_std);
+            }
+        }
+    }
+
+    let client = residual.client.clone();
+    let (shape, dtype) = (residual.shape.clone(), residual.dtype);
+    let rows = shape[0];
+    let with_branch = branch.is_some();
+    let mut operands = vec![residual];
+    operands.extend(branch);
+    operands.extend([gamma, beta]);
+    let streams = OperationStreams::with_inputs(operands.iter());
+    let mut outputs = vec![TensorIr::uninit(client.create_empty_handle(), shape.clone(), dtype)];
+    if keep {
+        outputs.push(TensorIr::uninit(client.create_empty_handle(), shape, dtype));
+        outputs.push(TensorIr::uninit(client.create_empty_handle(), [rows].into(), dtype));
+    }
+    let inputs: Vec<TensorIr> = operands.into_iter().map(|t| t.into_ir()).collect();
+    let desc = CustomOpIr::new("bertlab_layer_norm_forward", &inputs, &outputs);
+    let op = LayerNormForwardOp::<B> {
+        desc: desc.clone(),
+        epsilon,
+        dropout,
+        with_branch,
+        keep,
+        _backend: core::marker::PhantomData,
+    };
+    let mut out = client.register(streams, OperationIr::Custom(desc), op).into_iter();
+    let y = out.next().expect("the output");
+    let state =
+        keep.then(|| LayerNormState { x_hat: out.next().expect("x̂"), inv_std: out.next().expect("1/σ") });
+    (y, state)
+}
+
+/// `B::layer_norm_backward` as a custom operation: inputs the gradient, x̂, 1/σ, γ; outputs
+/// the residual's, (the branch's,) γ's and β's gradients.
+fn layer_norm_backward<B: FusionBackend + FusedKernels>(
+    grad: FloatTensor<Fusion<B>>,
+    state: LayerNormState<Fusion<B>>,
+    gamma: FloatTensor<Fusion<B>>,
+    dropout: Option<DropoutMask>,
+    with_branch: bool,
+) -> LayerNormGrads<Fusion<B>> {
+    #[derive(Clone, Debug)]
+    struct LayerNormBackwardOp<B> {
+        desc: CustomOpIr,
+        dropout: Option<DropoutMask>,
+        with_branch: bool,
+        _backend: core::marker::PhantomData<B>,
+    }
+
+    impl<B: FusionBackend + FusedKernels> Operation<B::FusionRuntime> for LayerNormBackwardOp<B> {
+        fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
+            let [grad, x_hat, inv_std, gamma]: &[TensorIr; 4] =
+                self.desc.inputs.as_slice().try_into().expect("gradient, x̂, 1/σ, γ");
+            let outputs = &self.desc.outputs;
+            let state = LayerNormState {
+                x_hat: handles.get_float_tensor::<B>(x_hat),
+                inv_std: handles.get_float_tensor::<B>(inv_std),
+            };
+            let grad = handles.get_float_tensor::<B>(grad);
+            let gamma = handles.get_float_tensor::<B>(gamma);
+            let g = B::layer_norm_backward(grad, state, gamma, self.dropout, self.with_branch);
+            handles.register_float_tensor::<B>(&outputs[0].id, g.residual);
+            let mut next = 1;
+            if let Some(branch) = g.branch {
+                handles.register_float_tensor::<B>(&outputs[next].id, branch);
+                next += 1;
+            }
+            handles.register_float_tensor::<B>(&outputs[next].id, g.gamma);
+            handles.register_float_tensor::<B>(&outputs[next + 1].id, g.beta);
+        }
+    }
+
+    let client = grad.client.clone();
+    let (shape, dtype) = (grad.shape.clone(), grad.dtype);
+    let width_shape = gamma.shape.clone();
+    let operands = [grad, state.x_hat, state.inv_std, gamma];
+    let streams = OperationStreams::with_inputs(operands.iter());
+    let mut outputs = vec![TensorIr::uninit(client.create_empty_handle(), shape.clone(), dtype)];
+    if with_branch {
+        outputs.push(TensorIr::uninit(client.create_empty_handle(), shape, dtype));
+    }
+    outputs.push(TensorIr::uninit(client.create_empty_handle(), width_shape.clone(), dtype));
+    outputs.push(TensorIr::uninit(client.create_empty_handle(), width_shape, dtype));
+    let inputs: Vec<TensorIr> = operands.into_iter().map(|t| t.into_ir()).collect();
+    let desc = CustomOpIr::new("bertlab_layer_norm_backward", &inputs, &outputs);
+    let op = LayerNormBackwardOp::<B> {
+        desc: desc.clone(),
+        dropout,
+        with_branch,
+        _backend: core::marker::PhantomData,
+    };
+    let mut out = client.register(streams, OperationIr::Custom(desc), op).into_iter();
+    let residual = out.next().expect("the residual's gradient");
+    let branch = if with_branch { out.next() } else { None };
+    LayerNormGrads {
+        residual,
+        branch,
+        gamma: out.next().expect("γ's gradient"),
+        beta: out.next().expect("β's gradient"),
+    }
+}
+
+impl<B: FusionBackend + FusedKernels> FusedKernels for Fusion<B> {
+    fn layer_norm_forward(
+        residual: FloatTensor<Self>,
+        branch: Option<FloatTensor<Self>>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        dropout: Option<DropoutMask>,
+        keep: bool,
+    ) -> (FloatTensor<Self>, Option<LayerNormState<Self>>) {
+        layer_norm_forward::<B>(residual, branch, gamma, beta, epsilon, dropout, keep)
+    }
+
+    fn layer_norm_backward(
+        grad: FloatTensor<Self>,
+        state: LayerNormState<Self>,
+        gamma: FloatTensor<Self>,
+        dropout: Option<DropoutMask>,
+        with_branch: bool,
+    ) -> LayerNormGrads<Self> {
+        layer_norm_backward::<B>(grad, state, gamma, dropout, with_branch)
+    }
+
+    fn dropout_kernel_accepts(dtype: DType) -> bool {
+        is_float(dtype)
+    }
+
+    fn dropout_apply(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {
+        dropout_apply::<B>(x, mask)
+    }
+}
+
+/// Inference under fusion (f32, f16, bf16): Burn's flash attention op, the
+/// LayerNorm and dropout kernels, the decomposition for the rest.
+impl<B: FusionBackend + FusedKernels> FusedOps for Fusion<B> {
+    fn accepts(dtype: DType) -> bool {
+        is_float(dtype)
+    }
+
+    fn fused_attention(
+        qkv: FloatTensor<Self>,
+        key_padding: BoolTensor<Self>,
+        heads: usize,
+        dropout: Option<DropoutMask>,
+    ) -> FloatTensor<Self> {
+        inference_attention::<Self>(qkv, key_padding, heads, dropout)
+    }
+
+    fn fused_residual_layer_norm(
+        residual: FloatTensor<Self>,
+        branch: Option<FloatTensor<Self>>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        dropout: Option<DropoutMask>,
+    ) -> FloatTensor<Self> {
+        inference_layer_norm::<Self>(residual, branch, gamma, beta, epsilon, dropout)
+    }
+
+    fn fused_dropout(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {
+        dropout_apply::<B>(x, mask)
+    }
+}
