@@ -89,6 +89,7 @@ pub(crate) fn random_classifier<B: AutodiffBackend>(
     device: &B::Device,
 ) -> TextClassifier<B> {
     B::seed(device, seed);
+    bertlab_models::ops::seed_dropout(seed);
     let model = TextClassifier::<B>::random(config.clone(), device);
     model.visit(&mut Materialize);
     model

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use bertlab_hub::{HubOptions, RepoRef};
-use bertlab_models::{load_classifier, load_encoder, AttentionKernel, Precision};
+use bertlab_models::{load_classifier, load_encoder, Kernels, Precision};
 use bertlab_run::DeviceSetting;
 use bertlab_train::metrics::cross_entropy_rows;
 use bertlab_train::optim::{AdamSettings, DecayPolicy, EpsilonForm};
@@ -160,8 +160,8 @@ fn expected_arrays(expected: &Value, path: &Path) -> anyhow::Result<BatchArrays>
     Ok(BatchArrays { input_ids, attention_mask, rows, len })
 }
 
-const KERNELS: [(AttentionKernel, &str); 2] =
-    [(AttentionKernel::Fused, "fused"), (AttentionKernel::Explicit, "explicit")];
+/// The seam's two paths: the fast path this build routes to, and the reference decomposition.
+const KERNELS: [(Kernels, &str); 2] = [(Kernels::Fused, "fused"), (Kernels::Reference, "reference")];
 
 pub(crate) fn run<B: AutodiffBackend>(args: ParityArgs, rt: &Runtime<B>) -> anyhow::Result<()> {
     let device = (rt.device)(&args.device.name())?;
@@ -194,7 +194,7 @@ pub(crate) fn run<B: AutodiffBackend>(args: ParityArgs, rt: &Runtime<B>) -> anyh
             let (model, _, _) = load_classifier::<B::InnerBackend>(&repo, &hub, &[], 0, &device)
                 .with_context(|| format!("loading {}", dir.display()))?;
             for (kernel, kname) in KERNELS {
-                let model = model.clone().with_attention_kernel(kernel);
+                let model = model.clone().with_kernels(kernel);
                 let (ids, mask) = tensors();
                 let f32_out = logits_to_vec(model.forward(ids, mask, Precision::F32));
                 run.f32_check(name, "logits", kname, &f32_out, &want, args.tolerance);
@@ -210,7 +210,7 @@ pub(crate) fn run<B: AutodiffBackend>(args: ParityArgs, rt: &Runtime<B>) -> anyh
             let want_hidden = flat_f32(&expected["last_hidden_state"]);
             let want_pooled = expected.get("pooler_output").map(flat_f32);
             for (kernel, kname) in KERNELS {
-                let encoder = encoder.clone().with_attention_kernel(kernel);
+                let encoder = encoder.clone().with_kernels(kernel);
                 let (ids, mask) = tensors();
                 let out = encoder.forward(ids, mask, Precision::F32);
                 let hidden = logits_to_vec(out.last_hidden_state);
@@ -249,7 +249,7 @@ pub(crate) fn run<B: AutodiffBackend>(args: ParityArgs, rt: &Runtime<B>) -> anyh
     Ok(())
 }
 
-/// One AdamW step through the training path (autodiff, explicit attention, backward kernels)
+/// One AdamW step through the training path (autodiff, the seam's fast path, backward kernels)
 /// against `torch.optim.AdamW` (adamw_step.json: all parameters decayed, eval mode).
 fn adamw_step_check<B: AutodiffBackend>(
     run: &mut ParityRun,
@@ -301,7 +301,7 @@ fn adamw_step_check<B: AutodiffBackend>(
         ));
     }
     emit(json!({
-        "bench": "parity", "fixture": name, "output": "adamw_step", "precision": "f32", "kernel": "explicit",
+        "bench": "parity", "fixture": name, "output": "adamw_step", "precision": "f32", "kernel": "fused",
         "reference": "torch.optim.AdamW", "loss_abs_error": loss_err, "logits_before_max_abs": logits_err,
         "logits_after_max_abs": after_err, "tolerance": after_tol, "pass": pass,
     }));
@@ -324,7 +324,7 @@ fn base_model_half_check<B: AutodiffBackend>(
     let (arrays, _) = ids.pack(&PlanBatch { len, rows }, max_len);
     let model = random_classifier::<B>(&choice.config, 0, device).valid();
     for (kernel, kname) in KERNELS {
-        let model = model.clone().with_attention_kernel(kernel);
+        let model = model.clone().with_kernels(kernel);
         let (i, m) = batch_tensors::<B::InnerBackend>(&arrays, device);
         let f32_out = logits_to_vec(model.forward(i, m, Precision::F32));
         for &p in halves {

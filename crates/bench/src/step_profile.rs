@@ -15,8 +15,8 @@
 //!
 //! **Host waits** are counted where bertlab waits: CubeCL logs no read-backs or syncs, so they
 //! are the count of [`bertlab_models::host_wait`], the one path by which the training step
-//! reads back (the fused path's dropout seeds, the step state `TrainStep::settle` reads with
-//! the logits) or syncs. Waits inside Burn or CubeCL (autotuning, on a shape's first steps) are not seen.
+//! reads back (the step state `TrainStep::settle` reads with the logits, the logits) or
+//! syncs. Waits inside Burn or CubeCL (autotuning, on a shape's first steps) are not seen.
 //!
 //! What is measured, per configuration: a random classifier of the architecture (its layer
 //! structure; `--hidden` / `--layers` cut it), AdamW steps (`TrainStep`, the trainer's step:

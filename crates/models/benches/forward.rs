@@ -1,6 +1,6 @@
 //! Forward-pass throughput of all-MiniLM-L6-v2 (6 layers, 384 wide) at batch 32 × 128 tokens
-//! on the CPU with 2 threads: Burn's Flex backend (the fused ops, and the reference path with the
-//! backend's fused or the explicit attention, f32) against
+//! on the CPU with 2 threads: Burn's Flex backend (the fused ops, and the seam's reference
+//! decomposition, f32) against
 //! PyTorch (`transformers`, eval, `no_grad`, `torch.set_num_threads(2)`) in the same run.
 //!
 //! ```text
@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use bertlab_hub::{HubOptions, RepoRef};
-use bertlab_models::{load_encoder, AttentionKernel, Encoder, Kernels, Precision};
+use bertlab_models::{load_encoder, Encoder, Kernels, Precision};
 use burn::backend::Flex;
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -150,12 +150,13 @@ fn main() {
             .expect("loading all-MiniLM-L6-v2");
     let ids = input_ids();
 
-    let mut encoders: Vec<(String, Encoder<Flex>)> =
-        vec![("burn-flex f32, fused ops".to_string(), encoder.clone().with_kernels(Kernels::Fused))];
-    encoders.extend([AttentionKernel::Fused, AttentionKernel::Explicit].into_iter().map(|k| {
-        let reference = encoder.clone().with_kernels(Kernels::Reference).with_attention_kernel(k);
-        (format!("burn-flex f32, reference, {k:?} attention"), reference)
-    }));
+    let encoders: Vec<(String, Encoder<Flex>)> = vec![
+        ("burn-flex f32, fused ops".to_string(), encoder.clone().with_kernels(Kernels::Fused)),
+        (
+            "burn-flex f32, reference decomposition".to_string(),
+            encoder.clone().with_kernels(Kernels::Reference),
+        ),
+    ];
     let mut torch = match Torch::start(&model, &ids) {
         Ok(torch) => Some(torch),
         Err(why) => {

@@ -17,33 +17,11 @@ use burn::nn::{
 };
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, FloatDType, Int, Tensor};
 
-use crate::ops::{self, DropoutMask, Kernels, LinearActivation};
+use crate::ops::{self, reference, DropoutMask, Kernels, LinearActivation};
 use crate::precision::Precision;
 use bertlab_model_config::{Activation, Architecture, ModelConfig};
-
-/// How self-attention is computed on the reference path ([`Kernels::Reference`], f16/bf16, or a
-/// backend without a fused fast path; [`Kernels::Fused`] on Flex in f32 uses
-/// [`ops::attention`] whatever this says).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AttentionKernel {
-    /// [`AttentionKernel::Fused`] for inference, [`AttentionKernel::Explicit`] under autodiff
-    /// (training needs attention-probability dropout, which fused kernels do not offer, and
-    /// Burn's autodiff unfuses attention anyway).
-    #[default]
-    Auto,
-    /// The backend's attention op (`burn::tensor::module::attention`), with a boolean padding
-    /// mask. Flex computes it in f32 whatever the input dtype; CubeCL's flash kernel
-    /// accumulates in f32.
-    Fused,
-    /// `softmax(QKᵀ/√d + mask)·V` spelled out: scores and softmax in f32, padded keys at
-    /// `f32::MIN` as in `transformers`' eager attention, dropout on the probabilities when
-    /// training.
-    Explicit,
-}
 
 /// Cast a linear layer's parameters and input to `dtype` and apply it.
 ///
@@ -76,42 +54,63 @@ fn activate<B: Backend, const D: usize>(act: Activation, x: Tensor<B, D>) -> Ten
     }
 }
 
-/// A Q/K/V projection straight into heads: `[batch, seq, hidden]` → `[batch, heads, seq,
-/// head_dim]`, contiguous.
-///
-/// The weight `[hidden, heads·head_dim]` is viewed (no copy) as `[1, heads, hidden, head_dim]`
-/// and broadcast against `[batch, 1, seq, hidden]`: one batched GEMM per (row, head) that
-/// writes the head-major layout attention wants, so no permutation copy follows. The bias is
-/// added on a 2-D view (`[batch, heads·seq·head_dim]` + one row), Flex's fast broadcast.
-fn project_heads<B: Backend>(
-    layer: &Linear<B>,
-    x: Tensor<B, 3>,
-    heads: usize,
-    dtype: FloatDType,
-) -> Tensor<B, 4> {
-    let [batch, seq, d_in] = x.dims();
-    let head_dim = layer.weight.lazy_shape().dims::<2>()[1] / heads;
-    let weight =
-        layer.weight.val().cast(dtype).reshape([d_in, heads, head_dim]).swap_dims(0, 1).unsqueeze::<4>();
-    let y = x.cast(dtype).reshape([batch, 1, seq, d_in]).matmul(weight); // [batch, heads, seq, head_dim]
-    match &layer.bias {
-        None => y,
-        Some(bias) => {
-            let width = heads * seq * head_dim;
-            let row =
-                bias.val().cast(dtype).reshape([heads, 1, head_dim]).repeat_dim(1, seq).reshape([1, width]);
-            (y.reshape([batch, width]) + row).reshape([batch, heads, seq, head_dim])
+/// The ops of one forward pass: the seam's (routed to a backend's fast path where it has one)
+/// or its reference decomposition everywhere ([`Kernels::Reference`]).
+#[derive(Debug, Clone, Copy)]
+struct Seam(Kernels);
+
+impl Seam {
+    fn linear<B: Backend>(
+        self,
+        x: Tensor<B, 2>,
+        w: Tensor<B, 2>,
+        b: Tensor<B, 1>,
+        act: LinearActivation,
+    ) -> Tensor<B, 2> {
+        match self.0 {
+            Kernels::Fused => ops::linear(x, w, b, act),
+            Kernels::Reference => reference::linear(x, w, b, act),
         }
     }
-}
 
-/// The padding mask `[batch, heads, seq, seq]`, true on padded keys, built once per forward
-/// and materialised (`repeat_dim` writes a contiguous tensor): a lazily expanded mask would be
-/// copied element by element inside every layer's attention on Flex (≈37 ms per layer at
-/// 32 × 12 × 128 × 128, measured).
-fn padding_mask<B: Backend>(attention_mask: Tensor<B, 2, Int>, heads: usize) -> Tensor<B, 4, Bool> {
-    let [batch, seq] = attention_mask.dims();
-    attention_mask.equal_elem(0).reshape([batch, 1, 1, seq]).repeat_dim(2, seq).repeat_dim(1, heads)
+    fn attention<B: Backend>(
+        self,
+        qkv: Tensor<B, 3>,
+        padding: Tensor<B, 2, Bool>,
+        heads: usize,
+        dropout: Option<DropoutMask>,
+    ) -> Tensor<B, 3> {
+        match self.0 {
+            Kernels::Fused => ops::attention(qkv, padding, heads, dropout),
+            Kernels::Reference => reference::attention(qkv, padding, heads, dropout),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn residual_layer_norm<B: Backend>(
+        self,
+        residual: Tensor<B, 2>,
+        branch: Option<Tensor<B, 2>>,
+        norm: &LayerNorm<B>,
+        epsilon: f64,
+        dropout: Option<DropoutMask>,
+    ) -> Tensor<B, 2> {
+        let (gamma, beta) = norm_params(norm);
+        match self.0 {
+            Kernels::Fused => ops::residual_layer_norm(residual, branch, gamma, beta, epsilon, dropout),
+            Kernels::Reference => {
+                reference::residual_layer_norm(residual, branch, gamma, beta, epsilon, dropout)
+            }
+        }
+    }
+
+    fn dropout<B: Backend, const D: usize>(self, x: Tensor<B, D>, mask: Option<DropoutMask>) -> Tensor<B, D> {
+        match (self.0, mask) {
+            (_, None) => x,
+            (Kernels::Fused, mask) => ops::dropout(x, mask),
+            (Kernels::Reference, Some(mask)) => reference::dropout(x, mask),
+        }
+    }
 }
 
 /// Token embeddings: word + position (+ token type 0 for BERT), LayerNorm, dropout.
@@ -143,9 +142,9 @@ impl<B: Backend> Embeddings<B> {
         }
     }
 
-    /// `input_ids [batch, seq]` → `[batch, seq, hidden]` f32; `fused`: LayerNorm and dropout
-    /// through [`ops`].
-    fn forward(&self, input_ids: Tensor<B, 2, Int>, fused: bool) -> Tensor<B, 3> {
+    /// `input_ids [batch, seq]` → `[batch, seq, hidden]` f32, LayerNorm and dropout through
+    /// the seam.
+    fn forward(&self, input_ids: Tensor<B, 2, Int>, seam: Seam) -> Tensor<B, 3> {
         let [_, seq] = input_ids.dims();
         let max_positions = self.position_embeddings.weight.lazy_shape().dims::<2>()[0];
         assert!(
@@ -162,21 +161,16 @@ impl<B: Backend> Embeddings<B> {
         }
         // Positions 0..seq, the same for every row (padding does not shift them).
         x = x + self.position_embeddings.weight.val().narrow(0, 0, seq).unsqueeze::<3>(); // + [1, seq, hidden]
-        if !fused {
-            return self.dropout.forward(self.layer_norm.forward(x));
-        }
         let [batch, seq, hidden] = x.dims();
         let device = x.device();
-        let (gamma, beta) = norm_params(&self.layer_norm);
-        let x = ops::residual_layer_norm(
+        let x = seam.residual_layer_norm(
             x.reshape([batch * seq, hidden]),
             None,
-            gamma,
-            beta,
+            &self.layer_norm,
             self.layer_norm_eps,
             None,
         );
-        ops::dropout(x, DropoutMask::draw::<B>(self.dropout.prob, &device)).reshape([batch, seq, hidden])
+        seam.dropout(x, DropoutMask::draw::<B>(self.dropout.prob, &device)).reshape([batch, seq, hidden])
     }
 }
 
@@ -255,125 +249,67 @@ impl<B: Backend> EncoderLayer<B> {
         }
     }
 
-    /// The layer on the [`ops`] seam (f32): Q, K and V in one product with the concatenated
-    /// weights, attention straight from that `[batch, seq, 3·hidden]` projection, bias + GELU
-    /// in the intermediate product, dropout + residual + LayerNorm in one op. `padding
-    /// [batch, seq]` is true on padded tokens.
-    fn forward_fused(&self, x: Tensor<B, 3>, padding: &Tensor<B, 2, Bool>) -> Tensor<B, 3> {
+    /// `[batch, seq, hidden]` f32 → `[batch, seq, hidden]` f32, every op through the seam:
+    /// Q, K and V in one product with the concatenated weights, attention straight from that
+    /// `[batch, seq, 3·hidden]` projection, bias + GELU in the intermediate product, dropout +
+    /// residual + LayerNorm in one op. `padding [batch, seq]` is true on padded tokens.
+    ///
+    /// Mixed precision as autocast splits it: the products' inputs (activations and weights,
+    /// cast from the f32 masters) are in `dtype`, the attention scores and softmax in f32
+    /// (inside [`ops::attention`]), the residual stream, LayerNorm and dropout on it in f32.
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        padding: &Tensor<B, 2, Bool>,
+        dtype: FloatDType,
+        seam: Seam,
+    ) -> Tensor<B, 3> {
         let [batch, seq, hidden] = x.dims();
         let device = x.device();
         let rows = batch * seq;
         let flat = x.reshape([rows, hidden]);
+        let params = |layer: &Linear<B>| {
+            let (w, b) = linear_params(layer);
+            (w.cast(dtype), b.cast(dtype))
+        };
 
         let [(wq, bq), (wk, bk), (wv, bv)] = [&self.query, &self.key, &self.value].map(linear_params);
-        let qkv_weight = Tensor::cat(vec![wq, wk, wv], 1); // [hidden, 3·hidden]
-        let qkv_bias = Tensor::cat(vec![bq, bk, bv], 0);
-        let qkv = ops::linear(flat.clone(), qkv_weight, qkv_bias, LinearActivation::Identity);
-        let context = ops::attention(
+        let qkv_weight = Tensor::cat(vec![wq, wk, wv], 1).cast(dtype); // [hidden, 3·hidden]
+        let qkv_bias = Tensor::cat(vec![bq, bk, bv], 0).cast(dtype);
+        let qkv = seam.linear(flat.clone().cast(dtype), qkv_weight, qkv_bias, LinearActivation::Identity);
+        let context = seam.attention(
             qkv.reshape([batch, seq, 3 * hidden]),
             padding.clone(),
             self.heads,
             DropoutMask::draw::<B>(self.attention_probs_dropout.prob, &device),
         );
-        let (w, b) = linear_params(&self.attention_output);
-        let attended = ops::linear(context.reshape([rows, hidden]), w, b, LinearActivation::Identity);
-        let (gamma, beta) = norm_params(&self.attention_norm);
-        let x = ops::residual_layer_norm(
+        let (w, b) = params(&self.attention_output);
+        let attended = seam
+            .linear(context.reshape([rows, hidden]), w, b, LinearActivation::Identity)
+            .cast(FloatDType::F32);
+        let x = seam.residual_layer_norm(
             flat,
             Some(attended),
-            gamma,
-            beta,
+            &self.attention_norm,
             self.layer_norm_eps,
             DropoutMask::draw::<B>(self.attention_output_dropout.prob, &device),
         );
 
-        let (w, b) = linear_params(&self.intermediate);
+        let (w, b) = params(&self.intermediate);
         let inner = match self.activation {
-            Activation::Gelu => ops::linear(x.clone(), w, b, LinearActivation::Gelu),
-            other => activate(other, ops::linear(x.clone(), w, b, LinearActivation::Identity)),
+            Activation::Gelu => seam.linear(x.clone().cast(dtype), w, b, LinearActivation::Gelu),
+            other => activate(other, seam.linear(x.clone().cast(dtype), w, b, LinearActivation::Identity)),
         }; // [rows, intermediate]
-        let (w, b) = linear_params(&self.output);
-        let out = ops::linear(inner, w, b, LinearActivation::Identity);
-        let (gamma, beta) = norm_params(&self.output_norm);
-        let y = ops::residual_layer_norm(
+        let (w, b) = params(&self.output);
+        let out = seam.linear(inner, w, b, LinearActivation::Identity).cast(FloatDType::F32);
+        let y = seam.residual_layer_norm(
             x,
             Some(out),
-            gamma,
-            beta,
+            &self.output_norm,
             self.layer_norm_eps,
             DropoutMask::draw::<B>(self.output_dropout.prob, &device),
         );
         y.reshape([batch, seq, hidden])
-    }
-
-    /// `[batch, seq, hidden]` f32 → `[batch, seq, hidden]` f32; `mask` `[batch, heads, seq, seq]`
-    /// is true on padded keys.
-    fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        mask: &Tensor<B, 4, Bool>,
-        dtype: FloatDType,
-        fused: bool,
-    ) -> Tensor<B, 3> {
-        let xc = x.clone().cast(dtype); // cast once for the three projections
-        let context = if fused {
-            self.fused_attention(xc, mask, dtype)
-        } else {
-            let q = linear(&self.query, xc.clone(), dtype);
-            let k = linear(&self.key, xc.clone(), dtype);
-            let v = linear(&self.value, xc, dtype);
-            self.explicit_attention(q, k, v, mask, dtype)
-        }; // [batch, seq, hidden]
-
-        let attended = linear(&self.attention_output, context, dtype).cast(FloatDType::F32);
-        let x = self.attention_norm.forward(self.attention_output_dropout.forward(attended) + x);
-
-        let inner = activate(self.activation, linear(&self.intermediate, x.clone(), dtype)); // [batch, seq, intermediate]
-        let out = linear(&self.output, inner, dtype).cast(FloatDType::F32);
-        self.output_norm.forward(self.output_dropout.forward(out) + x)
-    }
-
-    /// The backend's attention op on `[batch, heads, seq, head_dim]` projections.
-    ///
-    /// Q, K and V are projected straight into heads (see [`project_heads`]) and the heads are
-    /// merged by concatenating per-head slices: on Flex, a `swap_dims` + `reshape` permutation
-    /// of these 4-D layouts falls back to an element-wise strided copy (≈12 ms each at
-    /// 32 × 128 × 384, measured), a `cat` of slices copies whole rows (≈3 ms). Only used
-    /// without autodiff, where the slices cost no backward pass.
-    fn fused_attention(&self, x: Tensor<B, 3>, mask: &Tensor<B, 4, Bool>, dtype: FloatDType) -> Tensor<B, 3> {
-        let q = project_heads(&self.query, x.clone(), self.heads, dtype);
-        let k = project_heads(&self.key, x.clone(), self.heads, dtype);
-        let v = project_heads(&self.value, x, self.heads, dtype);
-        let context = attention(q, k, v, Some(mask.clone()), None, AttentionModuleOptions::default());
-        let [batch, _, seq, head_dim] = context.dims();
-        // [batch, heads, seq, head_dim] → [batch, seq, hidden]
-        let heads = (0..self.heads)
-            .map(|h| context.clone().narrow(1, h, 1).reshape([batch, seq, head_dim]))
-            .collect();
-        Tensor::cat(heads, 2)
-    }
-
-    /// `softmax(QKᵀ/√d + mask)·V` with scores and softmax in f32 and dropout on the
-    /// probabilities (training). Masked scores are set to `f32::MIN`, which after the softmax
-    /// is the same as `transformers`' eager attention adding `finfo(f32).min`.
-    fn explicit_attention(
-        &self,
-        q: Tensor<B, 3>,
-        k: Tensor<B, 3>,
-        v: Tensor<B, 3>,
-        mask: &Tensor<B, 4, Bool>,
-        dtype: FloatDType,
-    ) -> Tensor<B, 3> {
-        let [batch, seq, hidden] = q.dims();
-        let head_dim = hidden / self.heads;
-        // [batch, seq, hidden] → [batch, heads, seq, head_dim]
-        let split = |t: Tensor<B, 3>| t.reshape([batch, seq, self.heads, head_dim]).swap_dims(1, 2);
-        let scale = (head_dim as f64).powf(-0.5);
-        let scores = split(q).matmul(split(k).swap_dims(2, 3)).cast(FloatDType::F32) * scale; // [batch, heads, seq, seq]
-        let probs = activation::softmax(scores.mask_fill(mask.clone(), f32::MIN), 3);
-        let probs = self.attention_probs_dropout.forward(probs);
-        let context = probs.cast(dtype).matmul(split(v)); // [batch, heads, seq, head_dim]
-        context.swap_dims(1, 2).reshape([batch, seq, hidden])
     }
 }
 
@@ -387,8 +323,6 @@ pub struct Backbone<B: Backend> {
     /// BERT's pooler: dense + tanh on the [CLS] hidden state. `None` for DistilBERT, and for
     /// a BERT encoder whose file has no pooler weights.
     pub pooler: Option<Linear<B>>,
-    heads: usize,
-    kernel: AttentionKernel,
     kernels: Kernels,
 }
 
@@ -400,14 +334,8 @@ impl<B: Backend> Backbone<B> {
             layers: (0..config.num_hidden_layers).map(|_| EncoderLayer::new(config, device)).collect(),
             pooler: with_pooler
                 .then(|| LinearConfig::new(config.hidden_size, config.hidden_size).init(device)),
-            heads: config.num_attention_heads,
-            kernel: AttentionKernel::Auto,
             kernels: Kernels::Fused,
         }
-    }
-
-    pub(crate) fn set_kernel(&mut self, kernel: AttentionKernel) {
-        self.kernel = kernel;
     }
 
     pub(crate) fn set_kernels(&mut self, kernels: Kernels) {
@@ -427,24 +355,11 @@ impl<B: Backend> Backbone<B> {
             "input_ids and attention_mask must have the same [batch, seq] shape"
         );
         let dtype = crate::precision::float_dtype(precision);
-        let use_ops = self.kernels == Kernels::Fused && dtype == FloatDType::F32 && ops::has_fast_path::<B>();
-        if use_ops {
-            let padding = attention_mask.equal_elem(0);
-            let mut x = self.embeddings.forward(input_ids, true);
-            for layer in &self.layers {
-                x = layer.forward_fused(x, &padding);
-            }
-            return x;
-        }
-        let fused = match self.kernel {
-            AttentionKernel::Auto => !B::ad_enabled(&input_ids.device()),
-            AttentionKernel::Fused => true,
-            AttentionKernel::Explicit => false,
-        };
-        let mask = padding_mask(attention_mask, self.heads);
-        let mut x = self.embeddings.forward(input_ids, false);
+        let seam = Seam(self.kernels);
+        let padding = attention_mask.equal_elem(0);
+        let mut x = self.embeddings.forward(input_ids, seam);
         for layer in &self.layers {
-            x = layer.forward(x, &mask, dtype, fused);
+            x = layer.forward(x, &padding, dtype, seam);
         }
         x
     }

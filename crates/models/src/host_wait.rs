@@ -5,9 +5,8 @@
 //! work. Issue 24's goal is no such wait in a steady-state training step, so the waits must be
 //! countable. CubeCL 0.10 logs kernel launches and compilations but neither read-backs nor
 //! syncs, and Burn has no hook for them either, so bertlab counts them itself: every read-back
-//! and sync of a training step goes through [`read`] or [`sync`] (the dropout seed of the fused
-//! path, the f16 overflow check's gradient norm, the logits `PendingLogits` reads, the timed
-//! step's phase syncs), and [`count`] is how many there have been in this process.
+//! and sync of a training step goes through [`read`] or [`sync`] (the step state the trainer
+//! settles with the logits, the logits `PendingLogits` reads, the timed step's phase syncs), and [`count`] is how many there have been in this process.
 //! `bertlab bench step-profile` reports the count per step.
 //!
 //! What this does not see: waits inside Burn or CubeCL themselves (autotuning times its

@@ -14,7 +14,7 @@ mod weights;
 pub use bertlab_model_config::{
     check_tokenizer_fits, Activation, Architecture, ConfigError, ConfigSizes, ModelConfig,
 };
-pub use encoder::{cls, mean_pool, AttentionKernel, Backbone, Embeddings, EncoderLayer};
+pub use encoder::{cls, mean_pool, Backbone, Embeddings, EncoderLayer};
 pub use error::ModelError;
 pub use model::{
     export_classifier, has_classifier_head, load_classifier, load_encoder, Encoder, EncoderOutput,

@@ -10,7 +10,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Int, Tensor};
 
-use crate::encoder::{cls, linear, AttentionKernel, Backbone};
+use crate::encoder::{cls, linear, Backbone};
 use crate::error::ModelError;
 use crate::ops::Kernels;
 use crate::precision::Precision;
@@ -133,12 +133,6 @@ impl<B: Backend> TextClassifier<B> {
     /// The configuration the model was built from (labels included).
     pub fn config(&self) -> &ModelConfig {
         &self.config
-    }
-
-    /// Choose the attention implementation (default [`AttentionKernel::Auto`]).
-    pub fn with_attention_kernel(mut self, kernel: AttentionKernel) -> Self {
-        self.backbone.set_kernel(kernel);
-        self
     }
 
     /// Choose the fused ops or Burn's plain decomposition (default [`Kernels::Fused`]).
@@ -358,12 +352,6 @@ impl<B: Backend> Encoder<B> {
     /// The configuration the encoder was built from.
     pub fn config(&self) -> &ModelConfig {
         &self.config
-    }
-
-    /// Choose the attention implementation (default [`AttentionKernel::Auto`]).
-    pub fn with_attention_kernel(mut self, kernel: AttentionKernel) -> Self {
-        self.backbone.set_kernel(kernel);
-        self
     }
 
     /// Choose the fused ops or Burn's plain decomposition (default [`Kernels::Fused`]).

@@ -3,8 +3,8 @@
 //! [`Precision`] is a run setting, defined once in bertlab-run (which carries no Burn); this
 //! module maps it to Burn's dtype. Parameters always stay f32 (master weights): each forward
 //! casts them, with [`burn::tensor::Tensor::cast`], to the compute dtype where they enter a
-//! matmul. LayerNorm, softmax (on the explicit attention path), residual sums and the logits
-//! stay f32.
+//! matmul. LayerNorm, the attention scores and softmax, residual sums and the logits stay
+//! f32.
 
 use burn::tensor::FloatDType;
 

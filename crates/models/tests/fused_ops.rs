@@ -306,20 +306,23 @@ fn dropout_keeps_one_minus_p_scaled_and_independent() {
     }
 }
 
+/// Masks come from `ops::seed_dropout`'s host-side sequence: no read-back from the device.
 #[test]
-fn dropout_masks_follow_the_backend_seed() {
+fn dropout_masks_follow_the_dropout_seed() {
     let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     let draw = |seed: u64| {
-        AD::seed(&device, seed);
+        ops::seed_dropout(seed);
+        let waits = bertlab_models::host_wait::count();
         let first = DropoutMask::draw::<AD>(0.1, &device).expect("training draws a mask");
         let second = DropoutMask::draw::<AD>(0.1, &device).expect("training draws a mask");
+        assert_eq!(bertlab_models::host_wait::count(), waits, "drawing a mask waits for nothing");
         (first, second)
     };
     let (a1, a2) = draw(5);
     assert_ne!(a1.seed(), a2.seed(), "successive calls get independent masks");
-    assert_eq!(draw(5), (a1, a2), "the same backend seed gives the same masks");
-    assert_ne!(draw(6).0, a1, "another backend seed gives other masks");
+    assert_eq!(draw(5), (a1, a2), "the same seed gives the same masks");
+    assert_ne!(draw(6).0, a1, "another seed gives other masks");
     assert!(DropoutMask::draw::<Flex>(0.1, &device).is_none(), "no dropout without autodiff");
     assert!(DropoutMask::draw::<AD>(0.0, &device).is_none(), "no dropout at p = 0");
 }
@@ -396,6 +399,7 @@ fn seeded_training_step_is_bit_identical_across_reruns() {
     let device = Default::default();
     let run = |seed: u64| {
         AD::seed(&device, seed);
+        ops::seed_dropout(seed);
         step(&model, &expected)
     };
     let (logits, grads) = run(21);

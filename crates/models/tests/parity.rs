@@ -1,11 +1,11 @@
 //! f32 eval-mode parity with `transformers` (PyTorch) on the shared fixtures: max abs error
-//! ≤ 1e-4. Each check runs the fused ops (`Kernels::Fused`, the default) and the reference
-//! model with each explicit attention choice, so every path is held to the fixtures.
+//! ≤ 1e-4. Each check runs the fused ops (`Kernels::Fused`, the default) and the seam's
+//! reference decomposition (`Kernels::Reference`), so both paths are held to the fixtures.
 
 mod common;
 
 use bertlab_hub::{HubOptions, RepoRef};
-use bertlab_models::{load_classifier, load_encoder, mean_pool, AttentionKernel, Kernels, Precision};
+use bertlab_models::{load_classifier, load_encoder, mean_pool, Kernels, Precision};
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
@@ -18,39 +18,39 @@ fn hub() -> HubOptions {
 }
 
 /// Encoder outputs of a fixture against its expected.json, fused and reference.
-fn check_encoder<B: Backend>(name: &str, kernel: AttentionKernel) {
-    check_encoder_with::<B>(name, kernel, Kernels::Fused);
-    check_encoder_with::<B>(name, kernel, Kernels::Reference);
+fn check_encoder<B: Backend>(name: &str) {
+    check_encoder_with::<B>(name, Kernels::Fused);
+    check_encoder_with::<B>(name, Kernels::Reference);
 }
 
-fn check_encoder_with<B: Backend>(name: &str, kernel: AttentionKernel, kernels: Kernels) {
+fn check_encoder_with<B: Backend>(name: &str, kernels: Kernels) {
     let Some(dir) = fixture(name) else { return };
     let expected = read_json(&dir.join("expected.json"));
     let device = B::Device::default();
     let (encoder, _, _) = load_encoder::<B>(&RepoRef::Local(dir), &hub(), &device).unwrap();
-    let encoder = encoder.with_attention_kernel(kernel).with_kernels(kernels);
+    let encoder = encoder.with_kernels(kernels);
     let ids = int_matrix::<B>(&expected["input_ids"], &device);
     let mask = int_matrix::<B>(&expected["attention_mask"], &device);
     let out = encoder.forward(ids, mask, Precision::F32);
     let err = max_abs_diff(&values(out.last_hidden_state), &flat_f32(&expected["last_hidden_state"]));
-    eprintln!("{name} last_hidden_state ({kernels:?}, {kernel:?}): max abs error {err:.2e}");
-    assert!(err <= TOLERANCE, "{name} last_hidden_state ({kernel:?}): max abs error {err}");
+    eprintln!("{name} last_hidden_state ({kernels:?}): max abs error {err:.2e}");
+    assert!(err <= TOLERANCE, "{name} last_hidden_state ({kernels:?}): max abs error {err}");
     match expected.get("pooler_output") {
         Some(pooled) => {
             let got = out.pooler_output.expect("BERT fixture has a pooler");
             let err = max_abs_diff(&values(got), &flat_f32(pooled));
-            assert!(err <= TOLERANCE, "{name} pooler_output ({kernel:?}): max abs error {err}");
+            assert!(err <= TOLERANCE, "{name} pooler_output ({kernels:?}): max abs error {err}");
         }
         None => assert!(out.pooler_output.is_none(), "{name}: DistilBERT has no pooler"),
     }
 }
 
-fn check_classifier<B: Backend>(name: &str, kernel: AttentionKernel) {
-    check_classifier_with::<B>(name, kernel, Kernels::Fused);
-    check_classifier_with::<B>(name, kernel, Kernels::Reference);
+fn check_classifier<B: Backend>(name: &str) {
+    check_classifier_with::<B>(name, Kernels::Fused);
+    check_classifier_with::<B>(name, Kernels::Reference);
 }
 
-fn check_classifier_with<B: Backend>(name: &str, kernel: AttentionKernel, kernels: Kernels) {
+fn check_classifier_with<B: Backend>(name: &str, kernels: Kernels) {
     let Some(dir) = fixture(name) else { return };
     let expected = read_json(&dir.join("expected.json"));
     let device = B::Device::default();
@@ -59,38 +59,34 @@ fn check_classifier_with<B: Backend>(name: &str, kernel: AttentionKernel, kernel
     assert!(report.initialised.is_empty(), "{name}: {report:?}");
     assert!(report.ignored.is_empty(), "{name}: {report:?}");
     assert_eq!(config.num_labels(), 2);
-    let model = model.with_attention_kernel(kernel).with_kernels(kernels);
+    let model = model.with_kernels(kernels);
     let ids = int_matrix::<B>(&expected["input_ids"], &device);
     let mask = int_matrix::<B>(&expected["attention_mask"], &device);
     let logits = model.forward(ids, mask, Precision::F32);
     assert_eq!(logits.dims(), [3, 2]);
     let err = max_abs_diff(&values(logits), &flat_f32(&expected["logits"]));
-    eprintln!("{name} logits ({kernels:?}, {kernel:?}): max abs error {err:.2e}");
-    assert!(err <= TOLERANCE, "{name} logits ({kernel:?}): max abs error {err}");
+    eprintln!("{name} logits ({kernels:?}): max abs error {err:.2e}");
+    assert!(err <= TOLERANCE, "{name} logits ({kernels:?}): max abs error {err}");
 }
 
 #[test]
 fn tiny_bert_hidden_state_and_pooler_match_transformers() {
-    check_encoder::<Flex>("tiny-bert", AttentionKernel::Auto);
-    check_encoder::<Flex>("tiny-bert", AttentionKernel::Explicit);
+    check_encoder::<Flex>("tiny-bert");
 }
 
 #[test]
 fn tiny_distilbert_hidden_state_matches_transformers() {
-    check_encoder::<Flex>("tiny-distilbert", AttentionKernel::Auto);
-    check_encoder::<Flex>("tiny-distilbert", AttentionKernel::Explicit);
+    check_encoder::<Flex>("tiny-distilbert");
 }
 
 #[test]
 fn tiny_bert_classifier_logits_match_transformers() {
-    check_classifier::<Flex>("tiny-bert-classifier", AttentionKernel::Fused);
-    check_classifier::<Flex>("tiny-bert-classifier", AttentionKernel::Explicit);
+    check_classifier::<Flex>("tiny-bert-classifier");
 }
 
 #[test]
 fn tiny_distilbert_classifier_logits_match_transformers() {
-    check_classifier::<Flex>("tiny-distilbert-classifier", AttentionKernel::Fused);
-    check_classifier::<Flex>("tiny-distilbert-classifier", AttentionKernel::Explicit);
+    check_classifier::<Flex>("tiny-distilbert-classifier");
 }
 
 /// The training backend in eval mode (`valid()`) gives the fixture's logits; in training mode
@@ -113,6 +109,7 @@ fn autodiff_model_is_in_training_mode_and_valid_is_eval_mode() {
     assert_eq!(eval.config(), &config, "the config survives valid()");
 
     <B as Backend>::seed(&device, 3);
+    bertlab_models::ops::seed_dropout(3);
     let ids = int_matrix::<B>(&expected["input_ids"], &device);
     let mask = int_matrix::<B>(&expected["attention_mask"], &device);
     let train = values(model.forward(ids, mask, Precision::F32));
@@ -163,8 +160,8 @@ fn mixed_precision_stays_close_to_f32() {
     let mask = int_matrix::<Flex>(&expected["attention_mask"], &device);
     let reference = flat_f32(&expected["mean_pooled"]);
     for (precision, bound) in [(Precision::F16, 5e-3), (Precision::BF16, 5e-2)] {
-        for kernel in [AttentionKernel::Fused, AttentionKernel::Explicit] {
-            let encoder = encoder.clone().with_attention_kernel(kernel);
+        for kernel in [Kernels::Fused, Kernels::Reference] {
+            let encoder = encoder.clone().with_kernels(kernel);
             let out = encoder.forward(ids.clone(), mask.clone(), precision);
             let mean = values(mean_pool(out.last_hidden_state, mask.clone()));
             let err = max_abs_diff(&mean, &reference);

@@ -55,6 +55,7 @@ pub(crate) fn fit_epoch<B: AutodiffBackend>(
 ) -> Result<EpochEnd, TrainError> {
     fitting.last_epoch = epoch;
     B::seed(device, epoch_seed(spec.seed, epoch));
+    bertlab_models::ops::seed_dropout(epoch_seed(spec.seed, epoch));
     let lengths = &prepared.train_lengths;
     let batches = prepared.buckets.epoch(lengths, &mut fitting.batch_rng);
     let padding = padding_stats(&batches, lengths);
