@@ -187,7 +187,7 @@ impl<B: AutodiffBackend> Adam<B> {
             no_decay: &self.no_decay,
             decays: self.settings.weight_decay != 0.0,
             epsilon: self.settings.epsilon,
-            factors,
+            factors: factors.packed(),
         };
         module.map(&mut mapper)
     }
@@ -222,6 +222,30 @@ pub struct DeviceFactors<B: Backend> {
     pub step_size: Tensor<B, 1>,
     /// `1 − lr·weight_decay`, 1 on a skipped step.
     pub decay: Tensor<B, 1>,
+}
+
+impl<B: Backend> DeviceFactors<B> {
+    /// The factors in one `[8]` tensor, in the order `bertlab_models::ops::adam` takes them
+    /// (the skip flag 1 or 0 last): the update of every parameter reads them from there.
+    fn packed(&self) -> Tensor<B, 1> {
+        let skip = match &self.skip {
+            Some(skip) => skip.clone().float(),
+            None => Tensor::zeros([1], &self.beta1.device()),
+        };
+        let parts = [
+            &self.beta1,
+            &self.grad1,
+            &self.beta2,
+            &self.grad2,
+            &self.sqrt_v_scale,
+            &self.step_size,
+            &self.decay,
+        ];
+        let mut parts: Vec<Tensor<B, 1>> = parts.into_iter().cloned().collect();
+        parts.push(skip);
+        debug_assert_eq!(parts.len(), bertlab_models::ops::adam::ADAM_FACTORS);
+        Tensor::cat(parts, 0)
+    }
 }
 
 /// The optimizer's state for one parameter: its dotted path, shape and moments (row-major f32),
@@ -405,7 +429,8 @@ struct DeviceAdamMapper<'a, B: AutodiffBackend> {
     no_decay: &'a HashSet<ParamId>,
     decays: bool,
     epsilon: f64,
-    factors: &'a DeviceFactors<B::InnerBackend>,
+    /// [`DeviceFactors::packed`].
+    factors: Tensor<B::InnerBackend, 1>,
 }
 
 impl<B: AutodiffBackend> ModuleMapper<B> for DeviceAdamMapper<'_, B> {
@@ -415,30 +440,20 @@ impl<B: AutodiffBackend> ModuleMapper<B> for DeviceAdamMapper<'_, B> {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let require_grad = tensor.is_require_grad();
-        let f = self.factors;
-        let dims = grad.dims();
-        // `[1]` → `[1, …, 1]`, broadcast against the parameter.
-        let b = |t: &Tensor<B::InnerBackend, 1>| t.clone().reshape([1; D]);
-        let grad = match &f.skip {
-            Some(skip) => grad.mask_fill(skip.clone().reshape([1; D]).expand(dims), 0.0),
-            None => grad,
-        };
-        let m = match self.first.remove::<B::InnerBackend, D>(id) {
-            Some(m) => m.mul(b(&f.beta1)).add(grad.clone().mul(b(&f.grad1))),
-            None => grad.clone().mul(b(&f.grad1)),
-        };
-        let g2 = grad.square().mul(b(&f.grad2));
-        let v = match self.second.remove::<B::InnerBackend, D>(id) {
-            Some(v) => v.mul(b(&f.beta2)).add(g2),
-            None => g2,
-        };
-        let denom = v.clone().sqrt().mul(b(&f.sqrt_v_scale)).add_scalar(self.epsilon);
-        let update = m.clone().div(denom).mul(b(&f.step_size));
-        let mut value: Tensor<B::InnerBackend, D> = tensor.inner();
-        if self.decays && !self.no_decay.contains(&id) {
-            value = value.mul(b(&f.decay));
-        }
-        let value = value.sub(update);
+        let first = self.first.remove::<B::InnerBackend, D>(id);
+        let second = self.second.remove::<B::InnerBackend, D>(id);
+        let decays = self.decays && !self.no_decay.contains(&id);
+        // One op of the models' seam: a backend's kernel (one launch a tensor on the GPU
+        // builds), else the same update in Burn tensor ops.
+        let (value, m, v) = bertlab_models::ops::adam_update(
+            tensor.inner(),
+            grad,
+            first,
+            second,
+            self.factors.clone(),
+            decays,
+            self.epsilon,
+        );
         self.first.register::<B::InnerBackend, D>(id, m);
         self.second.register::<B::InnerBackend, D>(id, v);
         let mut tensor = Tensor::<B, D>::from_inner(value);

@@ -218,5 +218,60 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
         &mut rng,
     );
     record("gelu", "[5, 211]".to_string(), e, F32_TOLERANCE);
+
+    // AdamW with device factors, on the inner backend (the optimizer runs there): a clean step
+    // with moments and decay, a first step, and a skipped step whose gradient has a NaN and an
+    // infinity (masked to 0: nothing may come out non-finite).
+    let (rows, cols) = (19, 23);
+    let n = rows * cols;
+    let clean = [0.9, 0.1 * 0.37, 0.999, 0.001 * 0.37 * 0.37, 31.6, 1e-3 * 0.95, 1.0 - 1e-5, 0.0];
+    let skipped = [1.0, 0.0, 1.0, 0.0, 31.6, 0.0, 1.0, 1.0];
+    for (case, factors, moments, decays) in [
+        ("a step with moments and weight decay", clean, true, true),
+        ("a parameter's first step, no decay", clean, false, false),
+        ("a skipped step, NaN and ∞ in the gradient", skipped, true, true),
+    ] {
+        let inner = |v: Vec<f32>| -> Tensor<B::InnerBackend, 2> {
+            Tensor::from_data(TensorData::new(v, [rows, cols]), device)
+        };
+        let mut grad = rng.values(n, 3.0);
+        if factors[super::adam::ADAM_SKIP] > 0.5 {
+            (grad[3], grad[n - 1]) = (f32::NAN, f32::INFINITY);
+        }
+        let value = inner(rng.values(n, 1.0));
+        let first = moments.then(|| inner(rng.values(n, 0.1)));
+        let second = moments.then(|| inner(rng.values(n, 0.01).iter().map(|x| x.abs()).collect()));
+        let packed = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(factors.to_vec(), [8]), device);
+        let run = |routed: bool| {
+            let args = (value.clone(), inner(grad.clone()), first.clone(), second.clone(), packed.clone());
+            let (p, m, v) = if routed {
+                super::adam_update(args.0, args.1, args.2, args.3, args.4, decays, 1e-8)
+            } else {
+                let prim = |t: Tensor<B::InnerBackend, 2>| t.into_primitive().tensor();
+                let (p, m, v) = super::adam::adam_update::<B::InnerBackend>(
+                    prim(args.0),
+                    prim(args.1),
+                    args.2.map(prim),
+                    args.3.map(prim),
+                    args.4.into_primitive().tensor(),
+                    decays,
+                    1e-8,
+                );
+                let t =
+                    |x| Tensor::<B::InnerBackend, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(x));
+                (t(p), t(m), t(v))
+            };
+            [p, m, v].map(|t| crate::host_wait::read(t).convert::<f32>().to_vec::<f32>().expect("f32 values"))
+        };
+        let (got, want) = (run(true), run(false));
+        let e = got.iter().zip(&want).map(|(g, w)| error(g, w)).fold(0.0, |a: f64, e| {
+            if a.is_nan() || e.is_nan() {
+                f64::NAN
+            } else {
+                a.max(e)
+            }
+        });
+        record("adam", format!("[{rows}, {cols}], {case}"), e, F32_TOLERANCE);
+    }
     checks
 }

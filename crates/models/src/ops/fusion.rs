@@ -187,6 +187,68 @@ fn layer_norm_backward<B: FusionBackend + FusedKernels>(
     }
 }
 
+/// `B::fused_adam` as a custom operation: inputs the parameter, its gradient, (both moments,)
+/// the packed factors; outputs the parameter and both moments.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn adam_update<B: FusionBackend + FusedOps>(
+    value: FloatTensor<Fusion<B>>,
+    grad: FloatTensor<Fusion<B>>,
+    first: Option<FloatTensor<Fusion<B>>>,
+    second: Option<FloatTensor<Fusion<B>>>,
+    factors: FloatTensor<Fusion<B>>,
+    decays: bool,
+    epsilon: f64,
+) -> (FloatTensor<Fusion<B>>, FloatTensor<Fusion<B>>, FloatTensor<Fusion<B>>) {
+    #[derive(Clone, Debug)]
+    struct AdamOp<B> {
+        desc: CustomOpIr,
+        decays: bool,
+        epsilon: f64,
+        _backend: core::marker::PhantomData<B>,
+    }
+
+    impl<B: FusionBackend + FusedOps> Operation<B::FusionRuntime> for AdamOp<B> {
+        fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
+            let mut inputs =
+                self.desc.inputs.iter().map(|ir| handles.get_float_tensor::<B>(ir)).collect::<Vec<_>>();
+            let factors = inputs.pop().expect("the factors");
+            let (first, second) = match inputs.len() {
+                4 => {
+                    let second = inputs.pop();
+                    (inputs.pop(), second)
+                }
+                _ => (None, None),
+            };
+            let grad = inputs.pop().expect("the gradient");
+            let value = inputs.pop().expect("the parameter");
+            let (p, m, v) = B::fused_adam(value, grad, first, second, factors, self.decays, self.epsilon);
+            let outputs = &self.desc.outputs;
+            handles.register_float_tensor::<B>(&outputs[0].id, p);
+            handles.register_float_tensor::<B>(&outputs[1].id, m);
+            handles.register_float_tensor::<B>(&outputs[2].id, v);
+        }
+    }
+
+    let client = value.client.clone();
+    let (shape, dtype) = (value.shape.clone(), value.dtype);
+    let mut operands = vec![value, grad];
+    if let (Some(m), Some(v)) = (first, second) {
+        operands.extend([m, v]);
+    }
+    operands.push(factors);
+    let streams = OperationStreams::with_inputs(operands.iter());
+    let outputs: Vec<TensorIr> =
+        (0..3).map(|_| TensorIr::uninit(client.create_empty_handle(), shape.clone(), dtype)).collect();
+    let inputs: Vec<TensorIr> = operands.into_iter().map(|t| t.into_ir()).collect();
+    let desc = CustomOpIr::new("bertlab_adam", &inputs, &outputs);
+    let op = AdamOp::<B> { desc: desc.clone(), decays, epsilon, _backend: core::marker::PhantomData };
+    let mut out = client.register(streams, OperationIr::Custom(desc), op).into_iter();
+    let p = out.next().expect("the parameter");
+    let m = out.next().expect("the first moment");
+    let v = out.next().expect("the second moment");
+    (p, m, v)
+}
+
 impl<B: FusionBackend + FusedKernels> FusedKernels for Fusion<B> {
     fn layer_norm_forward(
         residual: FloatTensor<Self>,
@@ -221,7 +283,7 @@ impl<B: FusionBackend + FusedKernels> FusedKernels for Fusion<B> {
 
 /// Inference under fusion (f32, f16, bf16): Burn's flash attention op, the
 /// LayerNorm and dropout kernels, the decomposition for the rest.
-impl<B: FusionBackend + FusedKernels> FusedOps for Fusion<B> {
+impl<B: FusionBackend + FusedKernels + FusedOps> FusedOps for Fusion<B> {
     fn accepts(dtype: DType) -> bool {
         is_float(dtype)
     }
@@ -244,6 +306,18 @@ impl<B: FusionBackend + FusedKernels> FusedOps for Fusion<B> {
         dropout: Option<DropoutMask>,
     ) -> FloatTensor<Self> {
         inference_layer_norm::<Self>(residual, branch, gamma, beta, epsilon, dropout)
+    }
+
+    fn fused_adam(
+        value: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        first: Option<FloatTensor<Self>>,
+        second: Option<FloatTensor<Self>>,
+        factors: FloatTensor<Self>,
+        decays: bool,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        adam_update::<B>(value, grad, first, second, factors, decays, epsilon)
     }
 
     fn fused_dropout(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {

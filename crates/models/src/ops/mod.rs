@@ -48,6 +48,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
 use burn::tensor::{Bool, DType, Tensor, TensorData, TensorPrimitive};
 
+pub mod adam;
 #[cfg(any(feature = "flex", feature = "cubecl"))]
 mod autodiff;
 pub mod check;
@@ -291,6 +292,21 @@ pub trait FusedOps: Backend {
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::gelu(x)
     }
+
+    /// One AdamW update with packed device factors ([`adam::adam_update`], any rank):
+    /// `(parameter, first moment, second moment)`.
+    #[allow(clippy::too_many_arguments)]
+    fn fused_adam(
+        value: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        first: Option<FloatTensor<Self>>,
+        second: Option<FloatTensor<Self>>,
+        factors: FloatTensor<Self>,
+        decays: bool,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        adam::adam_update::<Self>(value, grad, first, second, factors, decays, epsilon)
+    }
 }
 
 /// The forward and backward kernels behind `Autodiff<Self>`'s [`FusedOps`].
@@ -426,6 +442,16 @@ fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
 type LinearFn<B> = fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, LinearActivation) -> FloatTensor<B>;
 /// [`FusedOps::fused_attention`]'s signature.
 type AttentionFn<B> = fn(FloatTensor<B>, BoolTensor<B>, usize, Option<DropoutMask>) -> FloatTensor<B>;
+/// [`FusedOps::fused_adam`]'s signature.
+type AdamFn<B> = fn(
+    FloatTensor<B>,
+    FloatTensor<B>,
+    Option<FloatTensor<B>>,
+    Option<FloatTensor<B>>,
+    FloatTensor<B>,
+    bool,
+    f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 /// [`FusedOps::fused_residual_layer_norm`]'s signature.
 type LayerNormFn<B> = fn(
     FloatTensor<B>,
@@ -444,6 +470,7 @@ struct FastPath<B: Backend> {
     residual_layer_norm: LayerNormFn<B>,
     dropout: fn(FloatTensor<B>, DropoutMask) -> FloatTensor<B>,
     gelu: fn(FloatTensor<B>) -> FloatTensor<B>,
+    adam: AdamFn<B>,
     accepts: fn(DType) -> bool,
     dropout_accepts: fn(DType) -> bool,
 }
@@ -464,6 +491,7 @@ impl<B: FusedOps> FastPath<B> {
             residual_layer_norm: B::fused_residual_layer_norm,
             dropout: B::fused_dropout,
             gelu: B::fused_gelu,
+            adam: B::fused_adam,
             accepts: B::accepts,
             dropout_accepts: B::dropout_accepts,
         }
@@ -590,4 +618,29 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
         Some(fast) => float((fast.gelu)(prim(x))),
         None => reference::gelu(x),
     }
+}
+
+/// One AdamW update of a parameter (f32 master weights) with the step's factors packed on the
+/// device ([`adam::ADAM_FACTORS`]): `(parameter, first moment, second moment)`, a missing
+/// moment being 0. A backend's kernel where it has one ([`FusedOps::fused_adam`]), else
+/// [`adam::adam_update`].
+#[allow(clippy::too_many_arguments)]
+pub fn adam_update<B: Backend, const D: usize>(
+    value: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    first: Option<Tensor<B, D>>,
+    second: Option<Tensor<B, D>>,
+    factors: Tensor<B, 1>,
+    decays: bool,
+    epsilon: f64,
+) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
+    let mut dtypes = vec![value.dtype(), grad.dtype(), factors.dtype()];
+    dtypes.extend(first.iter().chain(&second).map(|t| t.dtype()));
+    let update = match fast_path_for::<B>(&dtypes) {
+        Some(fast) => fast.adam,
+        None => adam::adam_update::<B>,
+    };
+    let (p, m, v) =
+        update(prim(value), prim(grad), first.map(prim), second.map(prim), prim(factors), decays, epsilon);
+    (float(p), float(m), float(v))
 }

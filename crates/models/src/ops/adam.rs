@@ -1,0 +1,56 @@
+//! One AdamW update of a parameter tensor with the step's factors decided on the device
+//! (bertlab-train's `DeviceFactors`, packed): the optimizer's hot loop as an op of the seam, so
+//! a backend can run it as one kernel a tensor (the CubeCL backends do) instead of a mask, a
+//! product by each `[1]` factor and a fused chain.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive};
+
+/// The factors, packed in a `[ADAM_FACTORS]` f32 tensor in this order: `β₁'`, `g₁'`, `β₂'`,
+/// `g₂'`, the √v scale, the step size, the decay, and the skip flag (1 on a skipped step, else
+/// 0). The update is `g ← skip ? 0 : g`, `m ← β₁'·m + g₁'·g`, `v ← β₂'·v + g₂'·g²`,
+/// `p ← decay·p − step·m/(√v·scale + ε)` (decay only where weight decay applies).
+pub const ADAM_FACTORS: usize = 8;
+
+/// Index of the skip flag in the packed factors.
+pub const ADAM_SKIP: usize = 7;
+
+/// `(p, m, v)` after one update, in Burn tensor ops on the flattened tensors: the definition the
+/// kernels are checked against. A missing moment is 0 (a parameter's first update).
+pub fn adam_update<B: Backend>(
+    value: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    first: Option<FloatTensor<B>>,
+    second: Option<FloatTensor<B>>,
+    factors: FloatTensor<B>,
+    decays: bool,
+    epsilon: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let shape = value.shape();
+    let n = shape.num_elements();
+    let flat = |t: FloatTensor<B>| {
+        Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(B::float_reshape(t, [n].into())))
+    };
+    let back = |t: Tensor<B, 1>| B::float_reshape(t.into_primitive().tensor(), shape.clone());
+    let factors = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(factors));
+    let f = |i: usize| factors.clone().narrow(0, i, 1); // [1], broadcast against [n]
+    let skip = f(ADAM_SKIP).greater_elem(0.5).expand([n]);
+    let grad = flat(grad).mask_fill(skip, 0.0);
+    let m = match first.map(flat) {
+        Some(m) => m.mul(f(0)).add(grad.clone().mul(f(1))),
+        None => grad.clone().mul(f(1)),
+    };
+    let g2 = grad.square().mul(f(3));
+    let v = match second.map(flat) {
+        Some(v) => v.mul(f(2)).add(g2),
+        None => g2,
+    };
+    let denom = v.clone().sqrt().mul(f(4)).add_scalar(epsilon);
+    let update = m.clone().div(denom).mul(f(5));
+    let mut value = flat(value);
+    if decays {
+        value = value.mul(f(6));
+    }
+    (back(value.sub(update)), back(m), back(v))
+}
