@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod autodiff_lock;
 mod bert;
 mod distilbert;
 mod encoder;

@@ -59,6 +59,7 @@ use burn::tensor::ops::FloatTensorOps;
 
 #[test]
 fn linear_backward_matches_autodiff() {
+    let _graph_turn = bertlab_models::autodiff_lock::lock();
     let mut rng = Lcg(3);
     let (rows, d_in, d_out) = (19, 12, 21);
     for activation in [LinearActivation::Identity, LinearActivation::Gelu] {
@@ -95,6 +96,7 @@ fn linear_backward_matches_autodiff() {
 
 #[test]
 fn attention_backward_matches_autodiff_with_padding_and_dropout() {
+    let _graph_turn = bertlab_models::autodiff_lock::lock();
     let mut rng = Lcg(5);
     let (batch, seq, heads, head_dim) = (3, 11, 2, 8);
     let width = 3 * heads * head_dim;
@@ -148,6 +150,7 @@ fn attention_backward_matches_autodiff_with_padding_and_dropout() {
 
 #[test]
 fn layer_norm_backward_matches_autodiff() {
+    let _graph_turn = bertlab_models::autodiff_lock::lock();
     let mut rng = Lcg(7);
     let (rows, width, eps) = (17, 40, 1e-12);
     for (with_branch, dropout) in [(true, Some(DropoutMask::new(0.1, 9))), (true, None), (false, None)] {
@@ -210,6 +213,7 @@ fn layer_norm_backward_matches_autodiff() {
 
 #[test]
 fn gelu_and_dropout_backward_match_autodiff() {
+    let _graph_turn = bertlab_models::autodiff_lock::lock();
     let mut rng = Lcg(11);
     let (x, g) = (rng.values(3 * 257, 4.0), rng.values(3 * 257, 1.0));
     let xa = tensor::<AD, 2>(&x, [3, 257]).require_grad();

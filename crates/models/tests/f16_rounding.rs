@@ -89,6 +89,7 @@ fn elementwise_f16_ops_round_once() {
 /// host, below) is several roundings away.
 #[test]
 fn f16_matmuls_accumulate_in_f32() {
+    let _graph_turn = bertlab_models::autodiff_lock::lock();
     let mut rng = Lcg(7);
     let (m, k, n) = (512, 768, 256);
     let a = rng.f16_vec(m * k, 2.0);

@@ -68,6 +68,7 @@ fn compare_grads<const N: usize, const D: usize>(
     rng: &mut Lcg,
 ) {
     let run = |f: &dyn Fn(&[Tensor<AD, 1>]) -> Tensor<AD, D>, weights: Option<&[f32]>| {
+        let _graph_turn = bertlab_models::autodiff_lock::lock();
         let leaves: Vec<Tensor<AD, 1>> = inputs.iter().map(|(v, _)| leaf(v, [v.len()])).collect();
         let out = f(&leaves);
         let shape = out.dims();
@@ -342,6 +343,7 @@ impl ModuleVisitor<AD> for Grads<'_> {
 
 /// A training forward + backward of a fixture classifier; returns logits and gradients.
 fn step(model: &TextClassifier<AD>, expected: &serde_json::Value) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let _graph_turn = bertlab_models::autodiff_lock::lock();
     let device = Default::default();
     let ids = int_matrix::<AD>(&expected["input_ids"], &device);
     let mask = int_matrix::<AD>(&expected["attention_mask"], &device);

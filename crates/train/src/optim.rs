@@ -613,6 +613,12 @@ mod tests {
         (y.clone() * y.clone()).sum() + m.dense.forward(Tensor::<AB, 2>::ones([1, 3], device)).sum()
     }
 
+    /// The loss's gradients, in the process's autodiff turn (other tests train beside these).
+    fn gradients(m: &Tiny<AB>, device: &burn::tensor::Device<AB>) -> GradientsParams {
+        let _graph_turn = bertlab_models::autodiff_lock::lock();
+        GradientsParams::from_grads(loss(m, device).backward(), m)
+    }
+
     fn flat<const D: usize>(t: Tensor<impl Backend, D>) -> Vec<f64> {
         t.into_data().convert::<f32>().to_vec::<f32>().unwrap().into_iter().map(f64::from).collect()
     }
@@ -668,7 +674,7 @@ mod tests {
             let mut w_grads: Vec<Vec<f64>> = Vec::new();
             let mut b_grads: Vec<Vec<f64>> = Vec::new();
             for _ in 0..2 {
-                let grads = GradientsParams::from_grads(loss(&model, &device).backward(), &model);
+                let grads = gradients(&model, &device);
                 w_grads.push(
                     flat(grads.get::<Flex, 2>(model.dense.weight.id).unwrap())
                         .iter()
@@ -704,7 +710,7 @@ mod tests {
     fn norm_and_clip() {
         let device = Default::default();
         let model = tiny(&device);
-        let grads = GradientsParams::from_grads(loss(&model, &device).backward(), &model);
+        let grads = gradients(&model, &device);
         let mut want = 0.0;
         for g in [
             flat(grads.get::<Flex, 2>(model.dense.weight.id).unwrap()),

@@ -14,7 +14,7 @@ use crate::predict::batch_tensors;
 use crate::readback::logits_to_vec;
 use crate::schedule::LrSchedule;
 use crate::step_state::{StepCounts, StepRules, StepState};
-use bertlab_models::{host_wait, Precision, TextClassifier};
+use bertlab_models::{autodiff_lock, host_wait, Precision, TextClassifier};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -325,6 +325,9 @@ fn forward_backward_timed<B: AutodiffBackend>(
     let t = Instant::now();
     let (ids, mask) = batch_tensors::<B>(arrays, device);
     phase(t, |p| &mut p.upload);
+    // From the graph's first op to the end of its backward: another thread's backward must not
+    // reclaim this graph's steps (see `autodiff_lock`).
+    let _graph_turn = autodiff_lock::lock();
     let t = Instant::now();
     let logits = model.forward(ids, mask, precision); // [batch, classes], f32
                                                       // Rows after the labelled ones are filler (a partial batch filled to the batch size): out

@@ -93,6 +93,8 @@ fn linear_schedule() -> LrSchedule {
 /// key bias's, would make two trajectories part by ±lr for reasons that are not the optimizer.)
 #[test]
 fn device_verdict_steps_like_the_host_arithmetic() {
+    // Its gradient-norm read is a counted wait: not while another test counts its own.
+    let _serial = serial();
     let device = Default::default();
     for max_norm in [1e9, 0.05] {
         let schedule = linear_schedule();

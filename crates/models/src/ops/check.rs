@@ -78,6 +78,7 @@ fn compare<B: AutodiffBackend, const N: usize, const D: usize>(
 ) -> f64 {
     let mut weights: Option<Tensor<B, D>> = None;
     let mut run = |f: &dyn Fn(&[Tensor<B, 1>; N]) -> Tensor<B, D>| {
+        let _graph_turn = crate::autodiff_lock::lock();
         let leaves: [Tensor<B, 1>; N] = std::array::from_fn(|i| {
             Tensor::<B, 1>::from_data(TensorData::new(inputs[i].clone(), [inputs[i].len()]), device)
                 .require_grad()
