@@ -11,7 +11,9 @@ use burn::tensor::backend::Backend;
 
 use crate::encoder::Backbone;
 use crate::error::ModelError;
-use crate::weights::{visit_embedding, visit_layer_norm, visit_linear, ParamVisitor, Scope};
+use crate::weights::{
+    visit_embedding, visit_fused_linear, visit_layer_norm, visit_linear, ParamVisitor, Scope,
+};
 
 /// Visit every backbone parameter under its `BertModel` name; the pooler (when the backbone
 /// has one) in `pooler_scope`.
@@ -30,9 +32,8 @@ pub(crate) fn visit_backbone<B: Backend, V: ParamVisitor<B>>(
     visit_layer_norm(v, "embeddings.LayerNorm", s, &mut e.layer_norm)?;
     for (i, layer) in backbone.layers.iter_mut().enumerate() {
         let p = format!("encoder.layer.{i}");
-        visit_linear(v, &format!("{p}.attention.self.query"), s, &mut layer.query)?;
-        visit_linear(v, &format!("{p}.attention.self.key"), s, &mut layer.key)?;
-        visit_linear(v, &format!("{p}.attention.self.value"), s, &mut layer.value)?;
+        let qkv = ["query", "key", "value"].map(|n| format!("{p}.attention.self.{n}"));
+        visit_fused_linear(v, &qkv, s, &mut layer.qkv)?;
         visit_linear(v, &format!("{p}.attention.output.dense"), s, &mut layer.attention_output)?;
         visit_layer_norm(v, &format!("{p}.attention.output.LayerNorm"), s, &mut layer.attention_norm)?;
         visit_linear(v, &format!("{p}.intermediate.dense"), s, &mut layer.intermediate)?;

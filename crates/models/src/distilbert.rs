@@ -13,7 +13,9 @@ use burn::tensor::TensorData;
 
 use crate::encoder::Backbone;
 use crate::error::ModelError;
-use crate::weights::{visit_embedding, visit_layer_norm, visit_linear, Layout, ParamVisitor, Scope};
+use crate::weights::{
+    visit_embedding, visit_fused_linear, visit_layer_norm, visit_linear, Layout, ParamVisitor, Scope,
+};
 
 /// Visit every backbone parameter under its `DistilBertModel` name.
 ///
@@ -37,9 +39,8 @@ pub(crate) fn visit_backbone<B: Backend, V: ParamVisitor<B>>(
     visit_layer_norm(v, "embeddings.LayerNorm", s, &mut e.layer_norm)?;
     for (i, layer) in backbone.layers.iter_mut().enumerate() {
         let p = format!("transformer.layer.{i}");
-        visit_linear(v, &format!("{p}.attention.q_lin"), s, &mut layer.query)?;
-        visit_linear(v, &format!("{p}.attention.k_lin"), s, &mut layer.key)?;
-        visit_linear(v, &format!("{p}.attention.v_lin"), s, &mut layer.value)?;
+        let qkv = ["q_lin", "k_lin", "v_lin"].map(|n| format!("{p}.attention.{n}"));
+        visit_fused_linear(v, &qkv, s, &mut layer.qkv)?;
         visit_linear(v, &format!("{p}.attention.out_lin"), s, &mut layer.attention_output)?;
         visit_layer_norm(v, &format!("{p}.sa_layer_norm"), s, &mut layer.attention_norm)?;
         visit_linear(v, &format!("{p}.ffn.lin1"), s, &mut layer.intermediate)?;

@@ -177,12 +177,11 @@ impl<B: Backend> Embeddings<B> {
 /// One post-LayerNorm transformer layer.
 #[derive(Module, Debug)]
 pub struct EncoderLayer<B: Backend> {
-    /// Query projection.
-    pub query: Linear<B>,
-    /// Key projection.
-    pub key: Linear<B>,
-    /// Value projection.
-    pub value: Linear<B>,
+    /// The query, key and value projections as one `[hidden, 3·hidden]` layer: columns
+    /// `[0, hidden)` are the query's, then the key's, then the value's (`transformers`' three
+    /// linears side by side; loading and export split them by name). One parameter, so a
+    /// step multiplies by it as it is instead of concatenating three.
+    pub qkv: Linear<B>,
     /// Projection of the attended values back to the hidden size.
     pub attention_output: Linear<B>,
     /// LayerNorm after the attention residual.
@@ -232,9 +231,8 @@ impl<B: Backend> EncoderLayer<B> {
             Architecture::DistilBert => 0.0,
         };
         EncoderLayer {
-            query: dense(h, h),
-            key: dense(h, h),
-            value: dense(h, h),
+            // Fan-in `h` as for three `h → h` layers: the same initial distribution.
+            qkv: dense(h, 3 * h),
             attention_output: dense(h, h),
             attention_norm: norm(),
             intermediate: dense(h, i),
@@ -250,7 +248,7 @@ impl<B: Backend> EncoderLayer<B> {
     }
 
     /// `[batch, seq, hidden]` f32 → `[batch, seq, hidden]` f32, every op through the seam:
-    /// Q, K and V in one product with the concatenated weights, attention straight from that
+    /// Q, K and V in one product, attention straight from that
     /// `[batch, seq, 3·hidden]` projection, bias + GELU in the intermediate product, dropout +
     /// residual + LayerNorm in one op. `padding [batch, seq]` is true on padded tokens.
     ///
@@ -273,10 +271,8 @@ impl<B: Backend> EncoderLayer<B> {
             (w.cast(dtype), b.cast(dtype))
         };
 
-        let [(wq, bq), (wk, bk), (wv, bv)] = [&self.query, &self.key, &self.value].map(linear_params);
-        let qkv_weight = Tensor::cat(vec![wq, wk, wv], 1).cast(dtype); // [hidden, 3·hidden]
-        let qkv_bias = Tensor::cat(vec![bq, bk, bv], 0).cast(dtype);
-        let qkv = seam.linear(flat.clone().cast(dtype), qkv_weight, qkv_bias, LinearActivation::Identity);
+        let (w, b) = params(&self.qkv); // [hidden, 3·hidden], [3·hidden]
+        let qkv = seam.linear(flat.clone().cast(dtype), w, b, LinearActivation::Identity);
         let context = seam.attention(
             qkv.reshape([batch, seq, 3 * hidden]),
             padding.clone(),

@@ -82,6 +82,8 @@ pub(crate) trait ParamVisitor<B: Backend> {
     /// A 1-D parameter.
     fn vector(&mut self, name: &str, scope: Scope, param: &mut Param<Tensor<B, 1>>)
         -> Result<(), ModelError>;
+    /// Whether the walk replaces the parameters it visits (loading) rather than reads them.
+    fn replaces(&self) -> bool;
 }
 
 /// `name.weight` and `name.bias` of a linear layer.
@@ -94,6 +96,57 @@ pub(crate) fn visit_linear<B: Backend, V: ParamVisitor<B>>(
     v.matrix(&format!("{name}.weight"), scope, Layout::Transposed, &mut layer.weight)?;
     if let Some(bias) = layer.bias.as_mut() {
         v.vector(&format!("{name}.bias"), scope, bias)?;
+    }
+    Ok(())
+}
+
+/// One linear layer stored as the column blocks of several of the file's, `names` in order:
+/// BERT's query, key and value projections as one `[hidden, 3·hidden]` product, so that a
+/// step multiplies by the parameter as it is rather than concatenating three (on a GPU, six
+/// copy launches a layer and their backward). Each block is visited as a linear layer of its
+/// own, so the file keeps `transformers`' names and layout.
+pub(crate) fn visit_fused_linear<B: Backend, V: ParamVisitor<B>>(
+    v: &mut V,
+    names: &[String],
+    scope: Scope,
+    layer: &mut Linear<B>,
+) -> Result<(), ModelError> {
+    let [d_in, d_out] = layer.weight.lazy_shape().dims::<2>();
+    assert_eq!(d_out % names.len(), 0, "{d_out} columns in {} blocks", names.len());
+    let width = d_out / names.len();
+    let device = layer.weight.lazy_device();
+    // A block as a parameter of its own: the layer's values where it has them (export reads
+    // them), else a placeholder of the block's shape (loading replaces it).
+    fn block<B: Backend, const D: usize>(
+        param: &Param<Tensor<B, D>>,
+        shape: [usize; D],
+        index: usize,
+        device: &B::Device,
+    ) -> Param<Tensor<B, D>> {
+        let width = shape[D - 1];
+        match param.is_initialized() {
+            true => Param::from_tensor(param.val().detach().narrow(D - 1, index * width, width)),
+            false => Param::from_tensor(Tensor::zeros(shape, device)),
+        }
+    }
+    let mut weights = Vec::with_capacity(names.len());
+    let mut biases = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let mut weight = block(&layer.weight, [d_in, width], i, &device);
+        v.matrix(&format!("{name}.weight"), scope, Layout::Transposed, &mut weight)?;
+        weights.push(weight.val());
+        if let Some(bias) = layer.bias.as_ref() {
+            let mut bias = block(bias, [width], i, &device);
+            v.vector(&format!("{name}.bias"), scope, &mut bias)?;
+            biases.push(bias.val());
+        }
+    }
+    if v.replaces() {
+        // Detached: the concatenation is a leaf of its own, not an op on the blocks.
+        layer.weight = Param::from_tensor(Tensor::cat(weights, 1).detach());
+        if layer.bias.is_some() {
+            layer.bias = Some(Param::from_tensor(Tensor::cat(biases, 0).detach()));
+        }
     }
     Ok(())
 }
@@ -418,6 +471,10 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
         *param = Param::from_data(TensorData::new(values, [n]), &self.device);
         Ok(())
     }
+
+    fn replaces(&self) -> bool {
+        true
+    }
 }
 
 /// Collects parameters under their full `transformers` names, in PyTorch layout.
@@ -501,6 +558,10 @@ impl<B: Backend> ParamVisitor<B> for Collector {
         let [n] = param.lazy_shape().dims::<1>();
         self.tensors.insert(self.full_name(name, scope), (vec![n], param_values(param)));
         Ok(())
+    }
+
+    fn replaces(&self) -> bool {
+        false
     }
 }
 

@@ -87,9 +87,9 @@ mod kernels {
         if i >= output.len() {
             terminate!();
         }
-        let hash = mix(mix(u32::cast_from(i) ^ seed_lo) ^ seed_hi);
-        let kept = F::cast_from(f32::cast_from(input[i]) * scale);
-        output[i] = select(hash >= threshold, kept, F::new(0.0));
+        // A product, as the reference: a dropped ±∞ or NaN gives NaN, not 0, so an overflow
+        // the step must see is not hidden by the mask.
+        output[i] = F::cast_from(f32::cast_from(input[i]) * factor(i, seed_lo, seed_hi, threshold, scale));
     }
 
     /// The dropout factor of element `i`: `scale` where the hash of `(seed, i)` is at least
@@ -124,6 +124,27 @@ mod kernels {
     #[cube]
     fn row_index() -> usize {
         (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize
+    }
+
+    /// Element `index` of `residual + dropout(branch)` in f32 (`residual` alone without a
+    /// branch).
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
+    fn row_value<F: Float>(
+        residual: &Tensor<F>,
+        branch: &Tensor<F>,
+        index: usize,
+        seed_lo: u32,
+        seed_hi: u32,
+        threshold: u32,
+        scale: f32,
+        #[comptime] with_branch: bool,
+    ) -> f32 {
+        let mut x = f32::cast_from(residual[index]);
+        if with_branch {
+            x += f32::cast_from(branch[index]) * factor(index, seed_lo, seed_hi, threshold, scale);
+        }
+        x
     }
 
     /// One row of `LayerNorm(residual + dropout(branch))·γ + β` per cube: the row's sum, then
@@ -165,10 +186,7 @@ mod kernels {
         let mut sum = 0.0f32;
         let mut j = unit;
         while j < w {
-            let mut x = f32::cast_from(residual[base + j]);
-            if with_branch {
-                x += f32::cast_from(branch[base + j]) * factor(base + j, seed_lo, seed_hi, threshold, scale);
-            }
+            let x = row_value(residual, branch, base + j, seed_lo, seed_hi, threshold, scale, with_branch);
             sum += x;
             j += step;
         }
@@ -177,10 +195,7 @@ mod kernels {
         let mut squares = 0.0f32;
         let mut j = unit;
         while j < w {
-            let mut x = f32::cast_from(residual[base + j]);
-            if with_branch {
-                x += f32::cast_from(branch[base + j]) * factor(base + j, seed_lo, seed_hi, threshold, scale);
-            }
+            let x = row_value(residual, branch, base + j, seed_lo, seed_hi, threshold, scale, with_branch);
             squares += (x - mean) * (x - mean);
             j += step;
         }
@@ -189,10 +204,7 @@ mod kernels {
 
         let mut j = unit;
         while j < w {
-            let mut x = f32::cast_from(residual[base + j]);
-            if with_branch {
-                x += f32::cast_from(branch[base + j]) * factor(base + j, seed_lo, seed_hi, threshold, scale);
-            }
+            let x = row_value(residual, branch, base + j, seed_lo, seed_hi, threshold, scale, with_branch);
             let normed = (x - mean) / std;
             output[base + j] = F::cast_from(normed * f32::cast_from(gamma[j]) + f32::cast_from(beta[j]));
             if keep {
