@@ -125,7 +125,13 @@ pub(crate) fn visit_fused_linear<B: Backend, V: ParamVisitor<B>>(
     ) -> Param<Tensor<B, D>> {
         let width = shape[D - 1];
         match param.is_initialized() {
-            true => Param::from_tensor(param.val().detach().narrow(D - 1, index * width, width)),
+            // Off the graph and not tracked (an autodiff `detach` keeps `require_grad`, and a
+            // slice of a tracked tensor cannot become a parameter).
+            true => Param::from_tensor(param.val().detach().set_require_grad(false).narrow(
+                D - 1,
+                index * width,
+                width,
+            )),
             false => Param::from_tensor(Tensor::zeros(shape, device)),
         }
     }

@@ -120,6 +120,26 @@ fn export_then_reload_gives_identical_logits_and_transformers_names() {
     assert_eq!(logits(&reloaded, &dir), logits(&model, &dir), "identical logits after the round trip");
 }
 
+/// A model being trained (on an autodiff backend, parameters tracked) exports the same file:
+/// the fused Q/K/V parameter's blocks are read off the graph.
+#[test]
+fn a_training_model_exports_the_same_tensors() {
+    let Some(dir) = fixture("tiny-distilbert-classifier") else { return };
+    type AD = burn::backend::Autodiff<Flex>;
+    let (model, config, _) =
+        load_classifier::<AD>(&RepoRef::Local(dir.clone()), &hub(), &[], 0, &Default::default()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    export_classifier(&model, &config, out.path(), None).unwrap();
+    let original = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let exported = std::fs::read(out.path().join("model.safetensors")).unwrap();
+    let (original, exported) =
+        (SafeTensors::deserialize(&original).unwrap(), SafeTensors::deserialize(&exported).unwrap());
+    assert_eq!(original.len(), exported.len());
+    for (name, view) in original.tensors() {
+        assert_eq!(view.data(), exported.tensor(&name).unwrap().data(), "{name} changed in the export");
+    }
+}
+
 #[test]
 fn bert_export_uses_bert_prefix_and_keeps_pooler() {
     let Some(dir) = fixture("tiny-bert-classifier") else { return };
