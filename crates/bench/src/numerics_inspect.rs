@@ -147,8 +147,8 @@ pub(crate) fn underflow_frac(half: &[f64], reference: &[f64]) -> f64 {
     lost as f64 / nonzero.max(1) as f64
 }
 
-/// The kind of a parameter, its path without the layer index (`layers.3.query.weight` →
-/// `layers.*.query.weight`), so that the summary groups layers together.
+/// The kind of a parameter, its path without the layer index (`layers.3.qkv.weight` →
+/// `layers.*.qkv.weight`), so that the summary groups layers together.
 pub(crate) fn kind_of(path: &str) -> String {
     path.split('.')
         .map(|part| if part.parse::<usize>().is_ok() { "*" } else { part })
@@ -252,7 +252,7 @@ mod tests {
         assert_eq!((rel, norm), (4.0 / 3.0, 3.0));
         assert!(rel_l2(&[f64::NAN], &[1.0]).0.is_nan());
         assert_eq!(underflow_frac(&[0.0, 1.0, 0.0], &[1e-9, 1.0, 0.0]), 0.5);
-        assert_eq!(kind_of("backbone.layers.11.query.weight"), "backbone.layers.*.query.weight");
+        assert_eq!(kind_of("backbone.layers.11.qkv.weight"), "backbone.layers.*.qkv.weight");
         assert!(worst(1.0, f64::NAN).is_nan() && worst(f64::NAN, 0.0).is_nan());
         assert_eq!(worst(1.0, 2.0), 2.0);
         // The first Adam step moves by ±1 (bias-corrected m/√v) whatever the gradient's size.
