@@ -6,13 +6,14 @@
 //! differently. This optimizer does all three, working directly on a module and Burn's
 //! [`GradientsParams`], with the moment estimates kept as f32 tensors on the parameters' device.
 
+use bertlab_models::ops::adam::{AdamOperand, AdamUpdated};
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
 use burn::tensor::{Bool, Tensor, TensorPrimitive};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 pub use bertlab_run::OptimizerKind;
 
@@ -180,16 +181,27 @@ impl<B: AutodiffBackend> Adam<B> {
         mut grads: GradientsParams,
         factors: &DeviceFactors<B::InnerBackend>,
     ) -> M {
-        let mut mapper = DeviceAdamMapper::<B> {
+        // Two passes, so that the backend can update every tensor in a few launches: collect
+        // the operands, update them all in one op of the seam, then put the results in place.
+        let mut collect = CollectOperands::<B> {
             first: &mut self.first_moments,
             second: &mut self.second_moments,
             grads: &mut grads,
             no_decay: &self.no_decay,
             decays: self.settings.weight_decay != 0.0,
-            epsilon: self.settings.epsilon,
-            factors: factors.packed(),
+            ids: Vec::new(),
+            operands: Vec::new(),
         };
-        module.map(&mut mapper)
+        module.visit(&mut collect);
+        let ids = collect.ids;
+        let updated =
+            bertlab_models::ops::adam_update_many(collect.operands, factors.packed(), self.settings.epsilon);
+        let mut place = PlaceUpdates::<B> {
+            first: &mut self.first_moments,
+            second: &mut self.second_moments,
+            updated: ids.into_iter().zip(updated).collect(),
+        };
+        module.map(&mut place)
     }
 
     /// Set the count of steps applied (read back from the device).
@@ -422,45 +434,59 @@ impl<B: AutodiffBackend> ModuleMapper<B> for AdamMapper<'_, B> {
     }
 }
 
-struct DeviceAdamMapper<'a, B: AutodiffBackend> {
+/// The first pass of [`Adam::step_on_device`]: each parameter with a gradient, its gradient
+/// and moments (taken out of their maps), in the module's order.
+struct CollectOperands<'a, B: AutodiffBackend> {
     first: &'a mut GradientsParams,
     second: &'a mut GradientsParams,
     grads: &'a mut GradientsParams,
     no_decay: &'a HashSet<ParamId>,
     decays: bool,
-    epsilon: f64,
-    /// [`DeviceFactors::packed`].
-    factors: Tensor<B::InnerBackend, 1>,
+    ids: Vec<ParamId>,
+    operands: Vec<AdamOperand<B::InnerBackend>>,
 }
 
-impl<B: AutodiffBackend> ModuleMapper<B> for DeviceAdamMapper<'_, B> {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (id, tensor, mapper) = param.consume();
-        let Some(grad) = self.grads.remove::<B::InnerBackend, D>(id) else {
-            return Param::from_mapped_value(id, tensor, mapper);
-        };
-        let require_grad = tensor.is_require_grad();
+impl<B: AutodiffBackend> ModuleVisitor<B> for CollectOperands<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let id = param.id;
+        // A frozen or unused parameter has no gradient and stays as it is, like torch's
+        // `p.grad is None`.
+        let Some(grad) = self.grads.remove::<B::InnerBackend, D>(id) else { return };
+        let prim = |t: Tensor<B::InnerBackend, D>| t.into_primitive().tensor();
         let first = self.first.remove::<B::InnerBackend, D>(id);
         let second = self.second.remove::<B::InnerBackend, D>(id);
-        let decays = self.decays && !self.no_decay.contains(&id);
-        // One op of the models' seam: a backend's kernel (one launch a tensor on the GPU
-        // builds), else the same update in Burn tensor ops.
-        let (value, m, v) = bertlab_models::ops::adam_update(
-            tensor.inner(),
-            grad,
-            first,
-            second,
-            self.factors.clone(),
-            decays,
-            self.epsilon,
-        );
-        self.first.register::<B::InnerBackend, D>(id, m);
-        self.second.register::<B::InnerBackend, D>(id, v);
-        let mut tensor = Tensor::<B, D>::from_inner(value);
-        if require_grad {
-            tensor = tensor.require_grad();
+        self.ids.push(id);
+        self.operands.push(AdamOperand {
+            value: prim(param.val().inner()),
+            grad: prim(grad),
+            moments: first.zip(second).map(|(m, v)| (prim(m), prim(v))),
+            decays: self.decays && !self.no_decay.contains(&id),
+        });
+    }
+}
+
+/// The second pass of [`Adam::step_on_device`]: each updated parameter replaced by its new
+/// value (tracked again where it was), its moments kept for the next step.
+struct PlaceUpdates<'a, B: AutodiffBackend> {
+    first: &'a mut GradientsParams,
+    second: &'a mut GradientsParams,
+    updated: HashMap<ParamId, AdamUpdated<B::InnerBackend>>,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for PlaceUpdates<'_, B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some((value, m, v)) = self.updated.remove(&id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let float = |t| Tensor::<B::InnerBackend, D>::from_primitive(TensorPrimitive::Float(t));
+        self.first.register::<B::InnerBackend, D>(id, float(m));
+        self.second.register::<B::InnerBackend, D>(id, float(v));
+        let mut value = Tensor::<B, D>::from_inner(float(value));
+        if tensor.is_require_grad() {
+            value = value.require_grad();
         }
-        Param::from_mapped_value(id, tensor, mapper)
+        Param::from_mapped_value(id, value, mapper)
     }
 }
 

@@ -1,7 +1,7 @@
-//! One AdamW update of a parameter tensor with the step's factors decided on the device
+//! AdamW updates of parameter tensors with the step's factors decided on the device
 //! (bertlab-train's `DeviceFactors`, packed): the optimizer's hot loop as an op of the seam, so
-//! a backend can run it as one kernel a tensor (the CubeCL backends do) instead of a mask, a
-//! product by each `[1]` factor and a fused chain.
+//! a backend can update many tensors in one kernel launch (the CubeCL backends do) instead of a
+//! mask, a product by each `[1]` factor and a fused chain a tensor.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -15,6 +15,39 @@ pub const ADAM_FACTORS: usize = 8;
 
 /// Index of the skip flag in the packed factors.
 pub const ADAM_SKIP: usize = 7;
+
+/// One parameter tensor's operands of an update (any rank; every operand has the parameter's
+/// shape and dtype).
+#[derive(Debug, Clone)]
+pub struct AdamOperand<B: Backend> {
+    /// The parameter (the f32 master weights).
+    pub value: FloatTensor<B>,
+    /// Its gradient.
+    pub grad: FloatTensor<B>,
+    /// The first and second moments, or `None` before the parameter's first update (0).
+    pub moments: Option<(FloatTensor<B>, FloatTensor<B>)>,
+    /// Whether weight decay applies to it.
+    pub decays: bool,
+}
+
+/// A parameter tensor after an update: `(parameter, first moment, second moment)`.
+pub type AdamUpdated<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+/// [`adam_update`] of every operand, in order: the definition a backend's multi-tensor kernel
+/// is checked against.
+pub fn adam_update_many<B: Backend>(
+    operands: Vec<AdamOperand<B>>,
+    factors: FloatTensor<B>,
+    epsilon: f64,
+) -> Vec<AdamUpdated<B>> {
+    operands
+        .into_iter()
+        .map(|o| {
+            let (first, second) = o.moments.unzip();
+            adam_update::<B>(o.value, o.grad, first, second, factors.clone(), o.decays, epsilon)
+        })
+        .collect()
+}
 
 /// `(p, m, v)` after one update, in Burn tensor ops on the flattened tensors: the definition the
 /// kernels are checked against. A missing moment is 0 (a parameter's first update).

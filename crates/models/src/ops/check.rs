@@ -5,7 +5,8 @@
 //! it runs.
 
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Bool, Tensor, TensorData};
+use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::{Bool, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
 use super::{reference, DropoutMask, LinearActivation};
 
@@ -220,59 +221,87 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
     );
     record("gelu", "[5, 211]".to_string(), e, F32_TOLERANCE);
 
-    // AdamW with device factors, on the inner backend (the optimizer runs there): a clean step
-    // with moments and decay, a first step, and a skipped step whose gradient has a NaN and an
-    // infinity (masked to 0: nothing may come out non-finite).
-    let (rows, cols) = (19, 23);
-    let n = rows * cols;
+    // AdamW with device factors, on the inner backend (the optimizer runs there). Each case is
+    // one call of the multi-tensor op: tensors of ranks 1 to 3 and sizes from 1 element up,
+    // with and without moments (a parameter's first step) and weight decay, against the
+    // reference update of each tensor alone; on a clean step, and on a skipped step whose
+    // gradients hold NaN and infinities (masked to 0: nothing may come out non-finite).
     let clean = [0.9, 0.1 * 0.37, 0.999, 0.001 * 0.37 * 0.37, 31.6, 1e-3 * 0.95, 1.0 - 1e-5, 0.0];
     let skipped = [1.0, 0.0, 1.0, 0.0, 31.6, 0.0, 1.0, 1.0];
-    for (case, factors, moments, decays) in [
-        ("a step with moments and weight decay", clean, true, true),
-        ("a parameter's first step, no decay", clean, false, false),
-        ("a skipped step, NaN and ∞ in the gradient", skipped, true, true),
+    let tensors: [(&[usize], bool, bool); 7] = [
+        (&[19, 23], true, true),
+        (&[23], true, false),
+        (&[1], false, false),
+        (&[300], true, false),
+        (&[5, 7, 3], false, true),
+        (&[41, 2], true, true),
+        (&[2, 2], true, true),
+    ];
+    for (case, factors, operands) in [
+        ("one tensor with moments and weight decay", clean, &tensors[..1]),
+        ("one tensor's first step, no decay", clean, &tensors[2..3]),
+        ("7 tensors in one call, ranks 1-3, first steps and no decay among them", clean, &tensors[..]),
+        ("7 tensors, a skipped step, NaN and ∞ in the gradients", skipped, &tensors[..]),
     ] {
-        let inner = |v: Vec<f32>| -> Tensor<B::InnerBackend, 2> {
-            Tensor::from_data(TensorData::new(v, [rows, cols]), device)
-        };
-        let mut grad = rng.values(n, 3.0);
-        if factors[super::adam::ADAM_SKIP] > 0.5 {
-            (grad[3], grad[n - 1]) = (f32::NAN, f32::INFINITY);
-        }
-        let value = inner(rng.values(n, 1.0));
-        let first = moments.then(|| inner(rng.values(n, 0.1)));
-        let second = moments.then(|| inner(rng.values(n, 0.01).iter().map(|x| x.abs()).collect()));
-        let packed = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(factors.to_vec(), [8]), device);
-        let run = |routed: bool| {
-            let args = (value.clone(), inner(grad.clone()), first.clone(), second.clone(), packed.clone());
-            let (p, m, v) = if routed {
-                super::adam_update(args.0, args.1, args.2, args.3, args.4, decays, 1e-8)
-            } else {
-                let prim = |t: Tensor<B::InnerBackend, 2>| t.into_primitive().tensor();
-                let (p, m, v) = super::adam::adam_update::<B::InnerBackend>(
-                    prim(args.0),
-                    prim(args.1),
-                    args.2.map(prim),
-                    args.3.map(prim),
-                    args.4.into_primitive().tensor(),
-                    decays,
-                    1e-8,
-                );
-                let t =
-                    |x| Tensor::<B::InnerBackend, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(x));
-                (t(p), t(m), t(v))
-            };
-            [p, m, v].map(|t| crate::host_wait::read(t).convert::<f32>().to_vec::<f32>().expect("f32 values"))
-        };
-        let (got, want) = (run(true), run(false));
-        let e = got.iter().zip(&want).map(|(g, w)| error(g, w)).fold(0.0, |a: f64, e| {
-            if a.is_nan() || e.is_nan() {
-                f64::NAN
-            } else {
-                a.max(e)
-            }
-        });
-        record("adam", format!("[{rows}, {cols}], {case}"), e, F32_TOLERANCE);
+        let e = adam_error::<B>(device, &mut rng, factors, operands);
+        record("adam", case.to_string(), e, F32_TOLERANCE);
     }
     checks
+}
+
+/// The largest error of one multi-tensor AdamW call (routed to `B`'s fast path) against the
+/// reference update of each tensor alone, over every output; NaN if either side has one.
+/// `operands`: each tensor's shape, whether it has moments, whether it decays.
+fn adam_error<B: AutodiffBackend>(
+    device: &B::Device,
+    rng: &mut Lcg,
+    factors: [f32; super::adam::ADAM_FACTORS],
+    operands: &[(&[usize], bool, bool)],
+) -> f64 {
+    type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+    let skip = factors[super::adam::ADAM_SKIP] > 0.5;
+    let tensor = |values: Vec<f32>, shape: &[usize]| -> FloatTensor<Inner<B>> {
+        let flat = Tensor::<Inner<B>, 1>::from_data(
+            TensorData::new(values, [shape.iter().product::<usize>()]),
+            device,
+        );
+        <Inner<B> as FloatTensorOps<Inner<B>>>::float_reshape(flat.into_primitive().tensor(), shape.into())
+    };
+    let operands: Vec<super::adam::AdamOperand<Inner<B>>> = operands
+        .iter()
+        .map(|&(shape, moments, decays)| {
+            let n = shape.iter().product::<usize>();
+            let mut grad = rng.values(n, 3.0);
+            if skip {
+                grad[0] = f32::NAN;
+                grad[n - 1] = f32::INFINITY;
+            }
+            let value = tensor(rng.values(n, 1.0), shape);
+            let moments = moments.then(|| {
+                let second = rng.values(n, 0.01).iter().map(|x| x.abs()).collect();
+                (tensor(rng.values(n, 0.1), shape), tensor(second, shape))
+            });
+            super::adam::AdamOperand { value, grad: tensor(grad, shape), moments, decays }
+        })
+        .collect();
+    let packed = Tensor::<Inner<B>, 1>::from_data(TensorData::new(factors.to_vec(), [factors.len()]), device);
+    let host = |t: FloatTensor<Inner<B>>| {
+        let n = t.shape().num_elements();
+        let flat = <Inner<B> as FloatTensorOps<Inner<B>>>::float_reshape(t, [n].into());
+        let t = Tensor::<Inner<B>, 1>::from_primitive(TensorPrimitive::Float(flat));
+        crate::host_wait::read(t).convert::<f32>().to_vec::<f32>().expect("f32 values")
+    };
+    let outputs = |updated: Vec<super::adam::AdamUpdated<Inner<B>>>| -> Vec<Vec<f32>> {
+        updated.into_iter().flat_map(|(p, m, v)| [host(p), host(m), host(v)]).collect()
+    };
+    let got = outputs(super::adam_update_many(operands.clone(), packed.clone(), 1e-8));
+    let want =
+        outputs(super::adam::adam_update_many::<Inner<B>>(operands, packed.into_primitive().tensor(), 1e-8));
+    got.iter().zip(&want).map(|(g, w)| error(g, w)).fold(0.0, |a: f64, e| {
+        if a.is_nan() || e.is_nan() {
+            f64::NAN
+        } else {
+            a.max(e)
+        }
+    })
 }

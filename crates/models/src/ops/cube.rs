@@ -6,7 +6,7 @@
 //! | op | kernel |
 //! |---|---|
 //! | dropout (forward and backward) | `hash_dropout_kernel`: the mask hashed on the device |
-//! | AdamW with device factors (f16 steps) | `adam_kernel`: mask, moments and parameter in one pass a tensor |
+//! | AdamW with device factors (f16 steps) | `cube_adam`: mask, moments and parameter in one pass, many tensors a launch |
 //! | residual + dropout + LayerNorm | `layer_norm_forward_kernel`, `layer_norm_backward_kernel`: a row a cube, statistics in f32 (γ's and β's gradients: Burn's column sums) |
 
 use burn::tensor::backend::Backend;
@@ -18,10 +18,9 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElemen
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use self::kernels::{
-    adam_kernel, hash_dropout_kernel, layer_norm_backward_kernel, layer_norm_forward_kernel,
-};
+use self::kernels::{hash_dropout_kernel, layer_norm_backward_kernel, layer_norm_forward_kernel};
 
+use super::adam::{AdamOperand, AdamUpdated};
 use super::{DropoutMask, FusedKernels, FusedOps, HashMask, LayerNormGrads, LayerNormState};
 
 /// The float dtypes the CubeCL kernels take.
@@ -215,49 +214,6 @@ mod kernels {
         if keep && unit == 0 {
             inv_std[row] = F::cast_from(1.0f32 / std);
         }
-    }
-
-    /// One AdamW update a thread, as `ops::adam::adam_update` (the same operations in the same
-    /// order, in f32): `factors` packed as `ops::adam::ADAM_FACTORS` says; without `moments`
-    /// (a parameter's first update) both are 0 and `first`/`second` are placeholders.
-    #[cube(launch)]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn adam_kernel<F: Float>(
-        value: &Tensor<F>,
-        grad: &Tensor<F>,
-        first: &Tensor<F>,
-        second: &Tensor<F>,
-        factors: &Tensor<F>,
-        new_value: &mut Tensor<F>,
-        new_first: &mut Tensor<F>,
-        new_second: &mut Tensor<F>,
-        epsilon: f32,
-        #[comptime] moments: bool,
-        #[comptime] decays: bool,
-        #[define(F)] _dtype: StorageType,
-    ) {
-        let i = ABSOLUTE_POS;
-        if i >= new_value.len() {
-            terminate!();
-        }
-        let skip = f32::cast_from(factors[7]) > 0.5f32;
-        let g = select(skip, 0.0f32, f32::cast_from(grad[i]));
-        let mut m = g * f32::cast_from(factors[1]);
-        let g2 = g * g * f32::cast_from(factors[3]);
-        let mut v = g2;
-        if moments {
-            m = f32::cast_from(first[i]) * f32::cast_from(factors[0]) + g * f32::cast_from(factors[1]);
-            v = f32::cast_from(second[i]) * f32::cast_from(factors[2]) + g2;
-        }
-        let denom = f32::sqrt(v) * f32::cast_from(factors[4]) + epsilon;
-        let update = m / denom * f32::cast_from(factors[5]);
-        let mut p = f32::cast_from(value[i]);
-        if decays {
-            p *= f32::cast_from(factors[6]);
-        }
-        new_value[i] = F::cast_from(p - update);
-        new_first[i] = F::cast_from(m);
-        new_second[i] = F::cast_from(v);
     }
 
     /// One row of LayerNorm's backward per cube: with `ĝ = grad·γ`, `dx = (ĝ − mean(ĝ) −
@@ -494,62 +450,6 @@ fn layer_norm_backward<R: CubeRuntime>(
     (d_residual, with_branch.then_some(d_branch))
 }
 
-/// One AdamW update of a parameter tensor in one kernel (`ops::adam`).
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
-pub(crate) fn adam_update<R: CubeRuntime>(
-    value: CubeTensor<R>,
-    grad: CubeTensor<R>,
-    first: Option<CubeTensor<R>>,
-    second: Option<CubeTensor<R>>,
-    factors: CubeTensor<R>,
-    decays: bool,
-    epsilon: f64,
-) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
-    let value = prepared(value, "adam");
-    let dtype = value.dtype;
-    let same = |t: CubeTensor<R>| {
-        let t = prepared(t, "adam");
-        assert_eq!(t.dtype, dtype, "adam: every operand in the parameter's dtype");
-        t
-    };
-    let (grad, factors) = (same(grad), same(factors));
-    assert_eq!(factors.meta.num_elements(), super::adam::ADAM_FACTORS, "adam: the packed factors");
-    let moments = match (first, second) {
-        (Some(m), Some(v)) => Some((same(m), same(v))),
-        (None, None) => None,
-        _ => panic!("adam: both moments or neither"),
-    };
-    let n = value.meta.num_elements();
-    let new_value = empty_like(&value, value.shape());
-    let new_first = empty_like(&value, value.shape());
-    let new_second = empty_like(&value, value.shape());
-    if n > 0 {
-        let with_moments = moments.is_some();
-        let (first, second) =
-            moments.unwrap_or_else(|| (empty_like(&value, [1].into()), empty_like(&value, [1].into())));
-        let cube_dim = CubeDim::new(&value.client, n);
-        let cube_count = calculate_cube_count_elemwise(&value.client, n, cube_dim);
-        adam_kernel::launch::<R>(
-            &new_value.client,
-            cube_count,
-            cube_dim,
-            value.into_tensor_arg(),
-            grad.into_tensor_arg(),
-            first.into_tensor_arg(),
-            second.into_tensor_arg(),
-            factors.into_tensor_arg(),
-            new_value.clone().into_tensor_arg(),
-            new_first.clone().into_tensor_arg(),
-            new_second.clone().into_tensor_arg(),
-            epsilon as f32,
-            with_moments,
-            decays,
-            dtype.into(),
-        );
-    }
-    (new_value, new_first, new_second)
-}
-
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedKernels
     for CubeBackend<R, F, I, BT>
 {
@@ -680,15 +580,11 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedOps f
         hash_dropout(x, mask)
     }
 
-    fn fused_adam(
-        value: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        first: Option<FloatTensor<Self>>,
-        second: Option<FloatTensor<Self>>,
+    fn fused_adam_many(
+        operands: Vec<AdamOperand<Self>>,
         factors: FloatTensor<Self>,
-        decays: bool,
         epsilon: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        adam_update(value, grad, first, second, factors, decays, epsilon)
+    ) -> Vec<AdamUpdated<Self>> {
+        super::cube_adam::adam_update_many(operands, factors, epsilon)
     }
 }

@@ -10,6 +10,7 @@ use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
 
+use super::adam::{AdamOperand, AdamUpdated};
 use super::cube::{inference_attention, inference_layer_norm, is_float};
 use super::{DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormState};
 
@@ -187,66 +188,65 @@ fn layer_norm_backward<B: FusionBackend + FusedKernels>(
     }
 }
 
-/// `B::fused_adam` as a custom operation: inputs the parameter, its gradient, (both moments,)
-/// the packed factors; outputs the parameter and both moments.
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
-fn adam_update<B: FusionBackend + FusedOps>(
-    value: FloatTensor<Fusion<B>>,
-    grad: FloatTensor<Fusion<B>>,
-    first: Option<FloatTensor<Fusion<B>>>,
-    second: Option<FloatTensor<Fusion<B>>>,
+/// `B::fused_adam_many` as one custom operation: inputs each operand's parameter, gradient
+/// (and both moments), then the packed factors; outputs each operand's parameter and both
+/// moments, in order.
+fn adam_update_many<B: FusionBackend + FusedOps>(
+    operands: Vec<AdamOperand<Fusion<B>>>,
     factors: FloatTensor<Fusion<B>>,
-    decays: bool,
     epsilon: f64,
-) -> (FloatTensor<Fusion<B>>, FloatTensor<Fusion<B>>, FloatTensor<Fusion<B>>) {
+) -> Vec<AdamUpdated<Fusion<B>>> {
     #[derive(Clone, Debug)]
     struct AdamOp<B> {
         desc: CustomOpIr,
-        decays: bool,
+        /// Each operand's (has moments, decays).
+        layout: Vec<(bool, bool)>,
         epsilon: f64,
         _backend: core::marker::PhantomData<B>,
     }
 
     impl<B: FusionBackend + FusedOps> Operation<B::FusionRuntime> for AdamOp<B> {
         fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
-            let mut inputs =
-                self.desc.inputs.iter().map(|ir| handles.get_float_tensor::<B>(ir)).collect::<Vec<_>>();
-            let factors = inputs.pop().expect("the factors");
-            let (first, second) = match inputs.len() {
-                4 => {
-                    let second = inputs.pop();
-                    (inputs.pop(), second)
-                }
-                _ => (None, None),
-            };
-            let grad = inputs.pop().expect("the gradient");
-            let value = inputs.pop().expect("the parameter");
-            let (p, m, v) = B::fused_adam(value, grad, first, second, factors, self.decays, self.epsilon);
-            let outputs = &self.desc.outputs;
-            handles.register_float_tensor::<B>(&outputs[0].id, p);
-            handles.register_float_tensor::<B>(&outputs[1].id, m);
-            handles.register_float_tensor::<B>(&outputs[2].id, v);
+            let mut inputs = self.desc.inputs.iter().map(|ir| handles.get_float_tensor::<B>(ir));
+            let operands = self
+                .layout
+                .iter()
+                .map(|&(moments, decays)| {
+                    let mut next = || inputs.next().expect("an operand of the update");
+                    let (value, grad) = (next(), next());
+                    let moments = moments.then(|| (next(), next()));
+                    AdamOperand { value, grad, moments, decays }
+                })
+                .collect::<Vec<_>>();
+            let factors = inputs.next().expect("the factors");
+            let updated = B::fused_adam_many(operands, factors, self.epsilon);
+            for ((p, m, v), ids) in updated.into_iter().zip(self.desc.outputs.chunks(3)) {
+                handles.register_float_tensor::<B>(&ids[0].id, p);
+                handles.register_float_tensor::<B>(&ids[1].id, m);
+                handles.register_float_tensor::<B>(&ids[2].id, v);
+            }
         }
     }
 
-    let client = value.client.clone();
-    let (shape, dtype) = (value.shape.clone(), value.dtype);
-    let mut operands = vec![value, grad];
-    if let (Some(m), Some(v)) = (first, second) {
-        operands.extend([m, v]);
+    let Some(first) = operands.first() else { return Vec::new() };
+    let client = first.value.client.clone();
+    let layout: Vec<(bool, bool)> = operands.iter().map(|o| (o.moments.is_some(), o.decays)).collect();
+    let mut outputs: Vec<TensorIr> = Vec::with_capacity(3 * operands.len());
+    let mut inputs = Vec::new();
+    for o in operands {
+        let (shape, dtype) = (o.value.shape.clone(), o.value.dtype);
+        outputs.extend((0..3).map(|_| TensorIr::uninit(client.create_empty_handle(), shape.clone(), dtype)));
+        inputs.extend([o.value, o.grad]);
+        inputs.extend(o.moments.into_iter().flat_map(|(m, v)| [m, v]));
     }
-    operands.push(factors);
-    let streams = OperationStreams::with_inputs(operands.iter());
-    let outputs: Vec<TensorIr> =
-        (0..3).map(|_| TensorIr::uninit(client.create_empty_handle(), shape.clone(), dtype)).collect();
-    let inputs: Vec<TensorIr> = operands.into_iter().map(|t| t.into_ir()).collect();
+    inputs.push(factors);
+    let streams = OperationStreams::with_inputs(inputs.iter());
+    let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
     let desc = CustomOpIr::new("bertlab_adam", &inputs, &outputs);
-    let op = AdamOp::<B> { desc: desc.clone(), decays, epsilon, _backend: core::marker::PhantomData };
+    let op = AdamOp::<B> { desc: desc.clone(), layout, epsilon, _backend: core::marker::PhantomData };
     let mut out = client.register(streams, OperationIr::Custom(desc), op).into_iter();
-    let p = out.next().expect("the parameter");
-    let m = out.next().expect("the first moment");
-    let v = out.next().expect("the second moment");
-    (p, m, v)
+    let mut next = || out.next().expect("an output of the update");
+    (0..outputs.len() / 3).map(|_| (next(), next(), next())).collect()
 }
 
 impl<B: FusionBackend + FusedKernels> FusedKernels for Fusion<B> {
@@ -308,16 +308,12 @@ impl<B: FusionBackend + FusedKernels + FusedOps> FusedOps for Fusion<B> {
         inference_layer_norm::<Self>(residual, branch, gamma, beta, epsilon, dropout)
     }
 
-    fn fused_adam(
-        value: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        first: Option<FloatTensor<Self>>,
-        second: Option<FloatTensor<Self>>,
+    fn fused_adam_many(
+        operands: Vec<AdamOperand<Self>>,
         factors: FloatTensor<Self>,
-        decays: bool,
         epsilon: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        adam_update::<B>(value, grad, first, second, factors, decays, epsilon)
+    ) -> Vec<AdamUpdated<Self>> {
+        adam_update_many::<B>(operands, factors, epsilon)
     }
 
     fn fused_dropout(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {

@@ -56,6 +56,8 @@ pub mod check;
 pub(crate) mod cpu;
 #[cfg(feature = "cubecl")]
 mod cube;
+#[cfg(feature = "cubecl")]
+mod cube_adam;
 pub mod decomposed;
 #[cfg(feature = "flex")]
 mod flex;
@@ -293,19 +295,16 @@ pub trait FusedOps: Backend {
         Self::gelu(x)
     }
 
-    /// One AdamW update with packed device factors ([`adam::adam_update`], any rank):
-    /// `(parameter, first moment, second moment)`.
-    #[allow(clippy::too_many_arguments)]
-    fn fused_adam(
-        value: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        first: Option<FloatTensor<Self>>,
-        second: Option<FloatTensor<Self>>,
+    /// AdamW updates of many parameter tensors with packed device factors
+    /// ([`adam::adam_update_many`], any ranks): `(parameter, first moment, second moment)` of
+    /// each operand, in order. A backend with a multi-tensor kernel updates them in a few
+    /// launches instead of one or more a tensor.
+    fn fused_adam_many(
+        operands: Vec<adam::AdamOperand<Self>>,
         factors: FloatTensor<Self>,
-        decays: bool,
         epsilon: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        adam::adam_update::<Self>(value, grad, first, second, factors, decays, epsilon)
+    ) -> Vec<adam::AdamUpdated<Self>> {
+        adam::adam_update_many::<Self>(operands, factors, epsilon)
     }
 }
 
@@ -442,16 +441,8 @@ fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
 type LinearFn<B> = fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, LinearActivation) -> FloatTensor<B>;
 /// [`FusedOps::fused_attention`]'s signature.
 type AttentionFn<B> = fn(FloatTensor<B>, BoolTensor<B>, usize, Option<DropoutMask>) -> FloatTensor<B>;
-/// [`FusedOps::fused_adam`]'s signature.
-type AdamFn<B> = fn(
-    FloatTensor<B>,
-    FloatTensor<B>,
-    Option<FloatTensor<B>>,
-    Option<FloatTensor<B>>,
-    FloatTensor<B>,
-    bool,
-    f64,
-) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+/// [`FusedOps::fused_adam_many`]'s signature.
+type AdamFn<B> = fn(Vec<adam::AdamOperand<B>>, FloatTensor<B>, f64) -> Vec<adam::AdamUpdated<B>>;
 /// [`FusedOps::fused_residual_layer_norm`]'s signature.
 type LayerNormFn<B> = fn(
     FloatTensor<B>,
@@ -491,7 +482,7 @@ impl<B: FusedOps> FastPath<B> {
             residual_layer_norm: B::fused_residual_layer_norm,
             dropout: B::fused_dropout,
             gelu: B::fused_gelu,
-            adam: B::fused_adam,
+            adam: B::fused_adam_many,
             accepts: B::accepts,
             dropout_accepts: B::dropout_accepts,
         }
@@ -620,10 +611,29 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     }
 }
 
-/// One AdamW update of a parameter (f32 master weights) with the step's factors packed on the
-/// device ([`adam::ADAM_FACTORS`]): `(parameter, first moment, second moment)`, a missing
-/// moment being 0. A backend's kernel where it has one ([`FusedOps::fused_adam`]), else
-/// [`adam::adam_update`].
+/// AdamW updates of parameters (f32 master weights, any ranks) with the step's factors packed
+/// on the device ([`adam::ADAM_FACTORS`]): `(parameter, first moment, second moment)` of each
+/// operand, in order, a missing moment being 0. A backend's multi-tensor kernel where it has
+/// one ([`FusedOps::fused_adam_many`]), else [`adam::adam_update_many`].
+pub fn adam_update_many<B: Backend>(
+    operands: Vec<adam::AdamOperand<B>>,
+    factors: Tensor<B, 1>,
+    epsilon: f64,
+) -> Vec<adam::AdamUpdated<B>> {
+    use burn::tensor::TensorMetadata;
+    let mut dtypes = vec![factors.dtype()];
+    for o in &operands {
+        dtypes.extend([o.value.dtype(), o.grad.dtype()]);
+        dtypes.extend(o.moments.iter().flat_map(|(m, v)| [m.dtype(), v.dtype()]));
+    }
+    let update = match fast_path_for::<B>(&dtypes) {
+        Some(fast) => fast.adam,
+        None => adam::adam_update_many::<B>,
+    };
+    update(operands, prim(factors), epsilon)
+}
+
+/// One AdamW update of one parameter: [`adam_update_many`] of it alone.
 #[allow(clippy::too_many_arguments)]
 pub fn adam_update<B: Backend, const D: usize>(
     value: Tensor<B, D>,
@@ -634,13 +644,12 @@ pub fn adam_update<B: Backend, const D: usize>(
     decays: bool,
     epsilon: f64,
 ) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
-    let mut dtypes = vec![value.dtype(), grad.dtype(), factors.dtype()];
-    dtypes.extend(first.iter().chain(&second).map(|t| t.dtype()));
-    let update = match fast_path_for::<B>(&dtypes) {
-        Some(fast) => fast.adam,
-        None => adam::adam_update::<B>,
+    let operand = adam::AdamOperand {
+        value: prim(value),
+        grad: prim(grad),
+        moments: first.zip(second).map(|(m, v)| (prim(m), prim(v))),
+        decays,
     };
-    let (p, m, v) =
-        update(prim(value), prim(grad), first.map(prim), second.map(prim), prim(factors), decays, epsilon);
+    let (p, m, v) = adam_update_many(vec![operand], factors, epsilon).pop().expect("one update");
     (float(p), float(m), float(v))
 }
