@@ -21,12 +21,8 @@ use cubecl::prelude::{CubeCount, CubeDim};
 use self::kernels::{hash_dropout_kernel, layer_norm_backward_kernel, layer_norm_forward_kernel};
 
 use super::adam::{AdamOperand, AdamUpdated};
+use super::is_float;
 use super::{DropoutMask, FusedKernels, FusedOps, HashMask, LayerNormGrads, LayerNormState};
-
-/// The float dtypes the CubeCL kernels take.
-pub(crate) fn is_float(dtype: DType) -> bool {
-    matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
-}
 
 pub(crate) fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))

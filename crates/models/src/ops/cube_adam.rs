@@ -17,7 +17,7 @@ use cubecl::prelude::{CubeDim, SequenceArg};
 
 use self::kernels::adam_many_kernel;
 use super::adam::{AdamOperand, AdamUpdated, ADAM_FACTORS};
-use super::cube::is_float;
+use super::is_float;
 
 /// At most this many parameter tensors a launch: the kernel's body is unrolled once a tensor,
 /// so a longer group compiles a longer kernel for no fewer launches worth having.

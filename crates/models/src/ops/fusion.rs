@@ -11,7 +11,8 @@ use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
 
 use super::adam::{AdamOperand, AdamUpdated};
-use super::cube::{inference_attention, inference_layer_norm, is_float};
+use super::cube::{inference_attention, inference_layer_norm};
+use super::is_float;
 use super::{DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormState};
 
 /// `B::dropout_apply` as a custom operation of the fusion stream.

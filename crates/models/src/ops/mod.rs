@@ -508,6 +508,12 @@ fn registry() -> &'static Registry {
     })
 }
 
+/// The float dtypes the CubeCL kernels take.
+#[cfg(feature = "cubecl")]
+pub(crate) fn is_float(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+}
+
 /// Route the ops of this module to `B`'s [`FusedOps`] from now on, in this process: what a
 /// binary that knows its backend type does once at start-up (the CUDA and wgpu builds of
 /// `bertlab` register their backend and its `Autodiff`). Flex is registered already.
