@@ -104,6 +104,15 @@ impl Seam {
         }
     }
 
+    /// A master parameter in a product's dtype; on the fast path its gradient comes back in
+    /// that dtype ([`ops::param_cast`]).
+    fn param<B: Backend, const D: usize>(self, param: Tensor<B, D>, dtype: FloatDType) -> Tensor<B, D> {
+        match self.0 {
+            Kernels::Fused => ops::param_cast(param, dtype),
+            Kernels::Reference => param.cast(dtype),
+        }
+    }
+
     fn dropout<B: Backend, const D: usize>(self, x: Tensor<B, D>, mask: Option<DropoutMask>) -> Tensor<B, D> {
         match (self.0, mask) {
             (_, None) => x,
@@ -268,7 +277,7 @@ impl<B: Backend> EncoderLayer<B> {
         let flat = x.reshape([rows, hidden]);
         let params = |layer: &Linear<B>| {
             let (w, b) = linear_params(layer);
-            (w.cast(dtype), b.cast(dtype))
+            (seam.param(w, dtype), seam.param(b, dtype))
         };
 
         let (w, b) = params(&self.qkv); // [hidden, 3·hidden], [3·hidden]

@@ -128,3 +128,32 @@ fn f16_matmuls_accumulate_in_f32() {
         );
     }
 }
+
+/// A master parameter cast into an f16 product through the seam (`ops::param_cast`) gets its
+/// gradient back in f16, as the product made it, with the values Burn's cast would have
+/// widened: the optimizer widens it in its own kernel instead of a cast launch a parameter.
+/// Through Burn's cast (the reference path) it comes back in f32 with the same values.
+#[test]
+fn a_cast_parameters_gradient_comes_back_as_the_product_made_it() {
+    let _graph_turn = bertlab_models::autodiff_lock::lock();
+    let mut rng = Lcg(0x9a7a_0000_0000_0022);
+    let device = Default::default();
+    let (x, w) = (rng.f16_vec(3 * 4, 2.0), rng.f16_vec(4 * 5, 1.0));
+    let gradient = |seam: bool| {
+        let x = Tensor::<AD, 2>::from_data(TensorData::new(x.clone(), [3, 4]), &device).cast(FloatDType::F16);
+        let w = Tensor::<AD, 2>::from_data(TensorData::new(w.clone(), [4, 5]), &device).require_grad();
+        let w16 = match seam {
+            true => bertlab_models::ops::param_cast(w.clone(), FloatDType::F16),
+            false => w.clone().cast(FloatDType::F16),
+        };
+        let loss = x.matmul(w16).cast(FloatDType::F32).powi_scalar(2).sum();
+        let grad = w.grad(&loss.backward()).expect("the parameter's gradient");
+        (grad.dtype(), values(grad))
+    };
+    let (seam_dtype, seam) = gradient(true);
+    let (cast_dtype, cast) = gradient(false);
+    assert_eq!(seam_dtype, burn::tensor::DType::F16, "the seam hands the gradient on in f16");
+    assert_eq!(cast_dtype, burn::tensor::DType::F32, "Burn's cast widens it");
+    assert!(seam.iter().all(|v| v.is_finite()) && seam.iter().any(|v| *v != 0.0));
+    assert_eq!(seam, cast, "the same values either way");
+}

@@ -11,7 +11,7 @@ use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
-use burn::tensor::{Bool, Tensor, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, Tensor, TensorMetadata, TensorPrimitive};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
@@ -210,53 +210,27 @@ impl<B: AutodiffBackend> Adam<B> {
     }
 }
 
-/// The factors of one step's update as `[1]` tensors on the device, decided there
-/// ([`crate::step_state`]): the update of each parameter is
-/// `m ← beta1·m + grad1·g`, `v ← beta2·v + grad2·g²`,
+/// The factors of one step's update, decided on the device ([`crate::step_state`]) and packed
+/// in one `[ADAM_FACTORS]` tensor in the order `bertlab_models::ops::adam` takes them: the
+/// update of each parameter is `m ← β₁'·m + g₁'·g`, `v ← β₂'·v + g₂'·g²`,
 /// `p ← decay·p − step_size · m / (√v · sqrt_v_scale + ε)` (decay only where weight decay
-/// applies). A skipped step has `beta = 1`, `grad = 0`, `step_size = 0` and `decay = 1`: an
-/// update that changes nothing, with the non-finite gradients masked to 0 (`skip`) so that no
+/// applies). A skipped step has `β' = 1`, `g' = 0`, `step_size = 0`, `decay = 1` and the skip
+/// flag 1: an update that changes nothing, with the non-finite gradients masked to 0 so that no
 /// NaN reaches the moments.
 pub struct DeviceFactors<B: Backend> {
-    /// The step overflowed (`None` when it cannot: no dynamic loss scale).
-    pub skip: Option<Tensor<B, 1, Bool>>,
-    /// β₁, or 1 on a skipped step.
-    pub beta1: Tensor<B, 1>,
-    /// (1 − β₁) × the gradient multiplier (unscaling and clipping), or 0.
-    pub grad1: Tensor<B, 1>,
-    /// β₂, or 1.
-    pub beta2: Tensor<B, 1>,
-    /// (1 − β₂) × the multiplier², or 0.
-    pub grad2: Tensor<B, 1>,
-    /// What √v is multiplied by before ε is added (see [`AdamSettings::update_factors`]).
-    pub sqrt_v_scale: Tensor<B, 1>,
-    /// The step size, 0 on a skipped step.
-    pub step_size: Tensor<B, 1>,
-    /// `1 − lr·weight_decay`, 1 on a skipped step.
-    pub decay: Tensor<B, 1>,
+    packed: Tensor<B, 1>,
 }
 
 impl<B: Backend> DeviceFactors<B> {
-    /// The factors in one `[8]` tensor, in the order `bertlab_models::ops::adam` takes them
-    /// (the skip flag 1 or 0 last): the update of every parameter reads them from there.
-    fn packed(&self) -> Tensor<B, 1> {
-        let skip = match &self.skip {
-            Some(skip) => skip.clone().float(),
-            None => Tensor::zeros([1], &self.beta1.device()),
-        };
-        let parts = [
-            &self.beta1,
-            &self.grad1,
-            &self.beta2,
-            &self.grad2,
-            &self.sqrt_v_scale,
-            &self.step_size,
-            &self.decay,
-        ];
-        let mut parts: Vec<Tensor<B, 1>> = parts.into_iter().cloned().collect();
-        parts.push(skip);
-        debug_assert_eq!(parts.len(), bertlab_models::ops::adam::ADAM_FACTORS);
-        Tensor::cat(parts, 0)
+    /// Factors already packed as `bertlab_models::ops::adam::ADAM_FACTORS` says.
+    pub(crate) fn from_packed(packed: Tensor<B, 1>) -> DeviceFactors<B> {
+        debug_assert_eq!(packed.dims(), [bertlab_models::ops::adam::ADAM_FACTORS]);
+        DeviceFactors { packed }
+    }
+
+    /// The packed factors.
+    pub fn packed(&self) -> Tensor<B, 1> {
+        self.packed.clone()
     }
 }
 
@@ -405,6 +379,11 @@ impl<B: AutodiffBackend> ModuleMapper<B> for AdamMapper<'_, B> {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let require_grad = tensor.is_require_grad();
+        // A gradient in a product's dtype (`ops::param_cast`), widened first.
+        let grad = match grad.dtype() == tensor.dtype() {
+            true => grad,
+            false => grad.cast(tensor.dtype()),
+        };
         let s = &self.settings;
         let k = self.grad_multiplier;
         // Owned tensors let CPU backends update in place (one allocation per temporary).
@@ -544,8 +523,8 @@ impl<B: Backend> ModuleVisitor<B> for DecayVisitor {
 }
 
 /// Σ‖g‖² over all gradients of `module`, as one scalar tensor (read it with one sync), summed in
-/// the gradients' dtype (f32: the master weights' gradients). Non-finite gradients give a NaN or
-/// infinite result.
+/// f32 (a gradient in a product's dtype, `bertlab_models::ops::param_cast`, is widened first).
+/// Non-finite gradients give a NaN or infinite result.
 ///
 /// Few kernel launches on a fusing backend: the gradients are grouped by shape (a BERT has
 /// ~10 shapes for ~100 to ~200 tensors), each group's squares are added element-wise in one
@@ -578,8 +557,16 @@ pub fn grad_sq_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     }
     let mut v = ByShape::<B> { grads, groups: Vec::new() };
     module.visit(&mut v);
-    // Rank-agnostic backend ops: a group's members share one shape, whatever its rank.
-    let square = |g: Float<B>| B::InnerBackend::float_mul(g.clone(), g);
+    // Rank-agnostic backend ops: a group's members share one shape, whatever its rank. A
+    // gradient in a product's dtype (`ops::param_cast`) is squared in f32, where a loss-scaled
+    // f16 gradient's square cannot overflow; the cast joins the fused chain.
+    let square = |g: Float<B>| {
+        let g = match g.dtype() {
+            DType::F32 => g,
+            _ => B::InnerBackend::float_cast(g, FloatDType::F32),
+        };
+        B::InnerBackend::float_mul(g.clone(), g)
+    };
     let sums: Vec<Float<B>> = v
         .groups
         .into_iter()

@@ -44,6 +44,46 @@ pub(crate) struct StepState<B: Backend> {
     skips_in_row: Tensor<B, 1>,
     bias1: Tensor<B, 1>,
     bias2: Tensor<B, 1>,
+    /// The constants that pack the factors, made once for the run's Adam settings.
+    basis: FactorBasis<B>,
+    /// Those settings.
+    adam: AdamSettings,
+}
+
+/// `[ADAM_FACTORS]` columns: the packed factors are `constant + Σ column × quantity`
+/// ([`StepState::decide`]).
+struct FactorBasis<B: Backend> {
+    constant: Tensor<B, 1>,
+    applies: Tensor<B, 1>,
+    multiplier: Tensor<B, 1>,
+    multiplier_squared: Tensor<B, 1>,
+    sqrt_v_scale: Tensor<B, 1>,
+    step_size: Tensor<B, 1>,
+    lr: Tensor<B, 1>,
+}
+
+impl<B: Backend> FactorBasis<B> {
+    fn new(a: &AdamSettings, device: &B::Device) -> FactorBasis<B> {
+        debug_assert_eq!(bertlab_models::ops::adam::ADAM_FACTORS, 8);
+        let column = |values: [f64; 8]| {
+            Tensor::from_data(TensorData::new(values.map(|v| v as f32).to_vec(), [8]), device)
+        };
+        let one = |i: usize, value: f64| {
+            let mut values = [0.0; 8];
+            values[i] = value;
+            column(values)
+        };
+        FactorBasis {
+            // β₁', β₂', the decay and the skip flag start from 1.
+            constant: column([1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0]),
+            applies: column([a.beta1 - 1.0, 0.0, a.beta2 - 1.0, 0.0, 0.0, 0.0, 0.0, -1.0]),
+            multiplier: one(1, 1.0 - a.beta1),
+            multiplier_squared: one(3, 1.0 - a.beta2),
+            sqrt_v_scale: one(4, 1.0),
+            step_size: one(5, 1.0),
+            lr: one(6, -a.weight_decay),
+        }
+    }
 }
 
 /// How a step is decided: the scaler's rules, the clip, the optimizer and the schedule.
@@ -82,6 +122,8 @@ impl<B: Backend> StepState<B> {
             skips_in_row: scalar(0.0, device),
             bias1: scalar(1.0 - adam.beta1.powi(t), device),
             bias2: scalar(1.0 - adam.beta2.powi(t), device),
+            basis: FactorBasis::new(adam, device),
+            adam: *adam,
         }
     }
 
@@ -119,6 +161,7 @@ impl<B: Backend> StepState<B> {
     /// read back.
     pub(crate) fn decide(&mut self, sq_norm: Tensor<B, 1>, rules: &StepRules) -> DeviceFactors<B> {
         let device = sq_norm.device();
+        assert_eq!(*rules.adam, self.adam, "a step decided with other Adam settings than the state's");
         let dynamic = rules.scaler.is_dynamic();
         // Without a dynamic scale every step applies, as on the host path: a non-finite
         // gradient there is not an overflow to recover from, and the trainer reports the loss.
@@ -151,16 +194,22 @@ impl<B: Backend> StepState<B> {
                 (lr.clone() * bias2.clone().sqrt() / bias1.clone(), Tensor::ones([1], &device))
             }
         };
-        let factors = DeviceFactors {
-            skip: dynamic.then(|| skip.clone()),
-            beta1: applies.clone().mul_scalar(a.beta1 - 1.0).add_scalar(1.0),
-            grad1: multiplier.clone().mul_scalar(1.0 - a.beta1),
-            beta2: applies.clone().mul_scalar(a.beta2 - 1.0).add_scalar(1.0),
-            grad2: multiplier.clone().square().mul_scalar(1.0 - a.beta2),
-            sqrt_v_scale,
-            step_size: step_size * applies.clone(),
-            decay: (lr * applies.clone()).mul_scalar(-a.weight_decay).add_scalar(1.0),
-        };
+        // Packed by broadcasting each `[1]` quantity against a constant `[8]` column of the
+        // basis: one fused chain, where concatenating eight `[1]` tensors took a launch each.
+        // Every element has one non-zero term beside the constant, so each factor is the same
+        // f32 arithmetic as computed alone: β₁' = 1 + applies·(β₁ − 1), g₁' = multiplier·(1 −
+        // β₁), β₂', g₂' = multiplier²·(1 − β₂), the √v scale, the step size × applies, decay =
+        // 1 + lr·applies·(−weight decay), skip = 1 − applies (0 without a dynamic scale, where
+        // every step applies).
+        let basis = &self.basis;
+        let packed = basis.constant.clone()
+            + basis.applies.clone() * applies.clone()
+            + basis.multiplier.clone() * multiplier.clone()
+            + basis.multiplier_squared.clone() * multiplier.clone().square()
+            + basis.sqrt_v_scale.clone() * sqrt_v_scale
+            + basis.step_size.clone() * (step_size * applies.clone())
+            + basis.lr.clone() * (lr * applies.clone());
+        let factors = DeviceFactors::from_packed(packed);
 
         let attempts = self.applied.clone() + self.skipped.clone();
         if dynamic {

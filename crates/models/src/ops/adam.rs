@@ -17,12 +17,13 @@ pub const ADAM_FACTORS: usize = 8;
 pub const ADAM_SKIP: usize = 7;
 
 /// One parameter tensor's operands of an update (any rank; every operand has the parameter's
-/// shape and dtype).
+/// shape, and all but the gradient its dtype).
 #[derive(Debug, Clone)]
 pub struct AdamOperand<B: Backend> {
     /// The parameter (the f32 master weights).
     pub value: FloatTensor<B>,
-    /// Its gradient.
+    /// Its gradient: the parameter's shape, its dtype or a product's (`ops::param_cast`),
+    /// widened to f32 in the update.
     pub grad: FloatTensor<B>,
     /// The first and second moments, or `None` before the parameter's first update (0).
     pub moments: Option<(FloatTensor<B>, FloatTensor<B>)>,
@@ -66,6 +67,11 @@ pub fn adam_update<B: Backend>(
         Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(B::float_reshape(t, [n].into())))
     };
     let back = |t: Tensor<B, 1>| B::float_reshape(t.into_primitive().tensor(), shape.clone());
+    // A gradient in a product's dtype (`ops::param_cast`) widened to the parameter's first.
+    let grad = match (grad.dtype(), value.dtype()) {
+        (g, p) if g == p => grad,
+        (_, p) => B::float_cast(grad, p.into()),
+    };
     let factors = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(factors));
     let f = |i: usize| factors.clone().narrow(0, i, 1); // [1], broadcast against [n]
     let skip = f(ADAM_SKIP).greater_elem(0.5).expand([n]);

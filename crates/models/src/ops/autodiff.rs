@@ -9,6 +9,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
+use burn::tensor::FloatDType;
 
 use super::{DropoutMask, FusedKernels, FusedOps, LayerNormState, LinearActivation};
 
@@ -119,7 +120,29 @@ impl<B: FusedKernels> Backward<B, 1> for GeluBackward {
     }
 }
 
+/// A parameter's cast into a product's dtype, whose backward hands the gradient on as the
+/// product made it: the optimizer widens it where it reads it, in the same kernel.
+#[derive(Debug)]
+struct ParamCastBackward;
+
+impl<B: FusedKernels> Backward<B, 1> for ParamCastBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [param_node] = ops.parents.map(|n| n.map(|n| n.id));
+        let grad = grads.consume::<B>(&ops.node);
+        register::<B>(grads, param_node, param_node.map(|_| grad));
+    }
+}
+
 impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn fused_param_cast(param: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        match ParamCastBackward.prepare::<C>([param.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((), B::float_cast(param.primitive, dtype)),
+            OpsKind::UnTracked(prep) => prep.finish(B::float_cast(param.primitive, dtype)),
+        }
+    }
+
     fn dropout_accepts(dtype: burn::tensor::DType) -> bool {
         B::dropout_kernel_accepts(dtype)
     }

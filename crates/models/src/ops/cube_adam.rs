@@ -48,13 +48,14 @@ mod kernels {
     use cubecl::prelude::*;
 
     /// Element `i` of one tensor's update, as `ops::adam::adam_update` (the same operations
-    /// in the same order, in f32): `factors` packed as `ops::adam::ADAM_FACTORS` says; without
+    /// in the same order, in f32; the gradient, in the parameter's dtype or a product's, read
+    /// as f32): `factors` packed as `ops::adam::ADAM_FACTORS` says; without
     /// `moments` (a parameter's first update) both are 0.
     #[cube]
     #[allow(clippy::too_many_arguments)]
-    fn update<F: Float>(
+    fn update<F: Float, G: Float>(
         value: &Tensor<F>,
-        grad: &Tensor<F>,
+        grad: &Tensor<G>,
         first: &Tensor<F>,
         second: &Tensor<F>,
         factors: &Tensor<F>,
@@ -91,9 +92,9 @@ mod kernels {
     /// `moments` the moment sequences are empty.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn adam_many_kernel<F: Float>(
+    pub(super) fn adam_many_kernel<F: Float, G: Float>(
         values: Sequence<Tensor<F>>,
-        grads: Sequence<Tensor<F>>,
+        grads: Sequence<Tensor<G>>,
         firsts: Sequence<Tensor<F>>,
         seconds: Sequence<Tensor<F>>,
         factors: &Tensor<F>,
@@ -104,7 +105,7 @@ mod kernels {
         epsilon: f32,
         #[comptime] moments: bool,
         #[comptime] decays: bool,
-        #[define(F)] _dtype: StorageType,
+        #[define(F, G)] _dtypes: [StorageType; 2],
     ) {
         let count = comptime!(values.len());
         let cube = CUBE_POS;
@@ -122,7 +123,7 @@ mod kernels {
                     } else {
                         (values.index(k), values.index(k))
                     };
-                    update::<F>(
+                    update::<F, G>(
                         values.index(k),
                         grads.index(k),
                         first,
@@ -165,13 +166,18 @@ pub(crate) fn adam_update_many<R: CubeRuntime, F: FloatElement, I: IntElement, B
         .into_iter()
         .map(|AdamOperand { value, grad, moments, decays }| {
             let value = contiguous(value);
-            let same = |t: CubeTensor<R>| {
+            let shaped = |t: CubeTensor<R>| {
                 let t = contiguous(t);
-                assert_eq!(t.dtype, value.dtype, "adam: every operand in the parameter's dtype");
                 assert_eq!(t.shape(), value.shape(), "adam: every operand in the parameter's shape");
                 t
             };
-            let grad = same(grad);
+            let same = |t: CubeTensor<R>| {
+                let t = shaped(t);
+                assert_eq!(t.dtype, value.dtype, "adam: the moments in the parameter's dtype");
+                t
+            };
+            // The gradient may be in a product's dtype (`ops::param_cast`): read as f32.
+            let grad = shaped(grad);
             let moments = moments.map(|(m, v)| (same(m), same(v)));
             AdamOperand { value, grad, moments, decays }
         })
@@ -185,18 +191,19 @@ pub(crate) fn adam_update_many<R: CubeRuntime, F: FloatElement, I: IntElement, B
         .collect();
 
     // Groups of operands one kernel compilation serves, in the order they first appear.
-    let mut groups: Vec<((burn::tensor::DType, bool, bool), Vec<usize>)> = Vec::new();
-    for (index, AdamOperand { value, moments, decays, .. }) in operands.iter().enumerate() {
+    type Key = (burn::tensor::DType, burn::tensor::DType, bool, bool);
+    let mut groups: Vec<(Key, Vec<usize>)> = Vec::new();
+    for (index, AdamOperand { value, grad, moments, decays }) in operands.iter().enumerate() {
         if value.meta.num_elements() == 0 {
             continue;
         }
-        let key = (value.dtype, moments.is_some(), *decays);
+        let key = (value.dtype, grad.dtype, moments.is_some(), *decays);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, members)) => members.push(index),
             None => groups.push((key, vec![index])),
         }
     }
-    for ((_, moments, decays), members) in groups {
+    for ((dtype, grad_dtype, moments, decays), members) in groups {
         let client = factors.client.clone();
         let max_bindings = client.properties().hardware.max_bindings as usize;
         for chunk in members.chunks(chunk_len(members.len(), moments, max_bindings)) {
@@ -245,7 +252,7 @@ pub(crate) fn adam_update_many<R: CubeRuntime, F: FloatElement, I: IntElement, B
                 epsilon as f32,
                 moments,
                 decays,
-                factors.dtype.into(),
+                [dtype.into(), grad_dtype.into()],
             );
         }
     }

@@ -46,7 +46,7 @@ use std::sync::{OnceLock, RwLock};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
-use burn::tensor::{Bool, DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Bool, DType, FloatDType, Tensor, TensorData, TensorPrimitive};
 
 pub mod adam;
 #[cfg(any(feature = "flex", feature = "cubecl"))]
@@ -295,6 +295,14 @@ pub trait FusedOps: Backend {
         Self::gelu(x)
     }
 
+    /// A parameter (f32 master weights, any rank) in a product's `dtype`: a cast forward, and
+    /// backward the gradient handed on in `dtype` as the product made it (by default, Burn's
+    /// cast, whose backward casts it back to f32). The optimizer widens it to f32 where it
+    /// reads it, so a backend that passes it on saves a cast launch a parameter and a step.
+    fn fused_param_cast(param: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        Self::float_cast(param, dtype)
+    }
+
     /// AdamW updates of many parameter tensors with packed device factors
     /// ([`adam::adam_update_many`], any ranks): `(parameter, first moment, second moment)` of
     /// each operand, in order. A backend with a multi-tensor kernel updates them in a few
@@ -461,6 +469,7 @@ struct FastPath<B: Backend> {
     residual_layer_norm: LayerNormFn<B>,
     dropout: fn(FloatTensor<B>, DropoutMask) -> FloatTensor<B>,
     gelu: fn(FloatTensor<B>) -> FloatTensor<B>,
+    param_cast: fn(FloatTensor<B>, FloatDType) -> FloatTensor<B>,
     adam: AdamFn<B>,
     accepts: fn(DType) -> bool,
     dropout_accepts: fn(DType) -> bool,
@@ -482,6 +491,7 @@ impl<B: FusedOps> FastPath<B> {
             residual_layer_norm: B::fused_residual_layer_norm,
             dropout: B::fused_dropout,
             gelu: B::fused_gelu,
+            param_cast: B::fused_param_cast,
             adam: B::fused_adam_many,
             accepts: B::accepts,
             dropout_accepts: B::dropout_accepts,
@@ -614,6 +624,23 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     match fast_path_for::<B>(&[x.dtype()]) {
         Some(fast) => float((fast.gelu)(prim(x))),
         None => reference::gelu(x),
+    }
+}
+
+/// `param` (f32 master weights) in a product's `dtype`, for a training step's forward. Its
+/// gradient may come back in `dtype` ([`FusedOps::fused_param_cast`]: the `Autodiff` fast
+/// paths hand it on as the product made it, which saves a cast launch a parameter and a step);
+/// whoever reads it widens it ([`adam_update_many`] does). Nothing happens when `param` is in
+/// `dtype` already.
+pub fn param_cast<B: Backend, const D: usize>(param: Tensor<B, D>, dtype: FloatDType) -> Tensor<B, D> {
+    if param.dtype() == DType::from(dtype) {
+        return param;
+    }
+    // Only the master's dtype must be the fast path's: the cast itself is Burn's, whatever
+    // `dtype` is.
+    match fast_path_for::<B>(&[param.dtype()]) {
+        Some(fast) => float((fast.param_cast)(prim(param), dtype)),
+        None => param.cast(dtype),
     }
 }
 
