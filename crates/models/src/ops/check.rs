@@ -6,7 +6,7 @@
 
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
-use burn::tensor::{Bool, Tensor, TensorData, TensorMetadata, TensorPrimitive};
+use burn::tensor::{Bool, FloatDType, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
 use super::{reference, DropoutMask, LinearActivation};
 
@@ -237,13 +237,16 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
         (&[41, 2], true, true),
         (&[2, 2], true, true),
     ];
-    for (case, factors, operands) in [
-        ("one tensor with moments and weight decay", clean, &tensors[..1]),
-        ("one tensor's first step, no decay", clean, &tensors[2..3]),
-        ("7 tensors in one call, ranks 1-3, first steps and no decay among them", clean, &tensors[..]),
-        ("7 tensors, a skipped step, NaN and ∞ in the gradients", skipped, &tensors[..]),
+    // Gradients in f16 are what `param_cast` hands the update (read as f32).
+    let (f32_, f16_) = (FloatDType::F32, FloatDType::F16);
+    for (case, factors, operands, grads) in [
+        ("one tensor with moments and weight decay", clean, &tensors[..1], f32_),
+        ("one tensor's first step, no decay", clean, &tensors[2..3], f32_),
+        ("7 tensors in one call, ranks 1-3, first steps and no decay among them", clean, &tensors[..], f32_),
+        ("7 tensors, a skipped step, NaN and ∞ in the gradients", skipped, &tensors[..], f32_),
+        ("7 tensors, gradients in f16", clean, &tensors[..], f16_),
     ] {
-        let e = adam_error::<B>(device, &mut rng, factors, operands);
+        let e = adam_error::<B>(device, &mut rng, factors, operands, grads);
         record("adam", case.to_string(), e, F32_TOLERANCE);
     }
     checks
@@ -251,12 +254,14 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
 
 /// The largest error of one multi-tensor AdamW call (routed to `B`'s fast path) against the
 /// reference update of each tensor alone, over every output; NaN if either side has one.
-/// `operands`: each tensor's shape, whether it has moments, whether it decays.
+/// `operands`: each tensor's shape, whether it has moments, whether it decays; the gradients
+/// in `grad_dtype`.
 fn adam_error<B: AutodiffBackend>(
     device: &B::Device,
     rng: &mut Lcg,
     factors: [f32; super::adam::ADAM_FACTORS],
     operands: &[(&[usize], bool, bool)],
+    grad_dtype: FloatDType,
 ) -> f64 {
     type Inner<B> = <B as AutodiffBackend>::InnerBackend;
     let skip = factors[super::adam::ADAM_SKIP] > 0.5;
@@ -281,7 +286,8 @@ fn adam_error<B: AutodiffBackend>(
                 let second = rng.values(n, 0.01).iter().map(|x| x.abs()).collect();
                 (tensor(rng.values(n, 0.1), shape), tensor(second, shape))
             });
-            super::adam::AdamOperand { value, grad: tensor(grad, shape), moments, decays }
+            let grad = <Inner<B> as FloatTensorOps<Inner<B>>>::float_cast(tensor(grad, shape), grad_dtype);
+            super::adam::AdamOperand { value, grad, moments, decays }
         })
         .collect();
     let packed = Tensor::<Inner<B>, 1>::from_data(TensorData::new(factors.to_vec(), [factors.len()]), device);
