@@ -440,6 +440,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for CollectOperands<'_, B> {
             grad: prim(grad),
             moments: first.zip(second).map(|(m, v)| (prim(m), prim(v))),
             decays: self.decays && !self.no_decay.contains(&id),
+            copy: None,
         });
     }
 }
@@ -455,7 +456,7 @@ struct PlaceUpdates<'a, B: AutodiffBackend> {
 impl<B: AutodiffBackend> ModuleMapper<B> for PlaceUpdates<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (id, tensor, mapper) = param.consume();
-        let Some((value, m, v)) = self.updated.remove(&id) else {
+        let Some(AdamUpdated { value, first: m, second: v, .. }) = self.updated.remove(&id) else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let float = |t| Tensor::<B::InnerBackend, D>::from_primitive(TensorPrimitive::Float(t));

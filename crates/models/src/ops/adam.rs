@@ -5,7 +5,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive};
+use burn::tensor::{FloatDType, Tensor, TensorMetadata, TensorPrimitive};
 
 /// The factors, packed in a `[ADAM_FACTORS]` f32 tensor in this order: `β₁'`, `g₁'`, `β₂'`,
 /// `g₂'`, the √v scale, the step size, the decay, and the skip flag (1 on a skipped step, else
@@ -29,10 +29,24 @@ pub struct AdamOperand<B: Backend> {
     pub moments: Option<(FloatTensor<B>, FloatTensor<B>)>,
     /// Whether weight decay applies to it.
     pub decays: bool,
+    /// Also write the new parameter in this dtype, in the same pass, where the backend can
+    /// ([`AdamUpdated::copy`]): the low-precision copy the next forward's products read.
+    pub copy: Option<FloatDType>,
 }
 
-/// A parameter tensor after an update: `(parameter, first moment, second moment)`.
-pub type AdamUpdated<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+/// A parameter tensor after an update.
+#[derive(Debug, Clone)]
+pub struct AdamUpdated<B: Backend> {
+    /// The parameter.
+    pub value: FloatTensor<B>,
+    /// The first moment.
+    pub first: FloatTensor<B>,
+    /// The second moment.
+    pub second: FloatTensor<B>,
+    /// The parameter in [`AdamOperand::copy`]'s dtype, where the backend wrote it (the CubeCL
+    /// kernel does; the reference does not, and nothing needs it there).
+    pub copy: Option<FloatTensor<B>>,
+}
 
 /// [`adam_update`] of every operand, in order: the definition a backend's multi-tensor kernel
 /// is checked against.
@@ -45,7 +59,9 @@ pub fn adam_update_many<B: Backend>(
         .into_iter()
         .map(|o| {
             let (first, second) = o.moments.unzip();
-            adam_update::<B>(o.value, o.grad, first, second, factors.clone(), o.decays, epsilon)
+            let (value, first, second) =
+                adam_update::<B>(o.value, o.grad, first, second, factors.clone(), o.decays, epsilon);
+            AdamUpdated { value, first, second, copy: None }
         })
         .collect()
 }

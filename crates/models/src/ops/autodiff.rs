@@ -138,8 +138,8 @@ impl<B: FusedKernels> Backward<B, 1> for ParamCastBackward {
 impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn fused_param_cast(param: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
         match ParamCastBackward.prepare::<C>([param.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((), B::float_cast(param.primitive, dtype)),
-            OpsKind::UnTracked(prep) => prep.finish(B::float_cast(param.primitive, dtype)),
+            OpsKind::Tracked(prep) => prep.finish((), B::param_copy(param.primitive, dtype)),
+            OpsKind::UnTracked(prep) => prep.finish(B::param_copy(param.primitive, dtype)),
         }
     }
 

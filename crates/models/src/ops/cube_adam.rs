@@ -24,22 +24,18 @@ use super::is_float;
 const MAX_TENSORS_PER_LAUNCH: usize = 32;
 
 /// Bindings a parameter tensor takes: the parameter, its gradient and the three outputs, plus
-/// both moments when it has them.
-fn bindings_per_tensor(moments: bool) -> usize {
-    if moments {
-        7
-    } else {
-        5
-    }
+/// both moments when it has them, plus the low-precision copy when one is written.
+fn bindings_per_tensor(moments: bool, copies: bool) -> usize {
+    5 + 2 * usize::from(moments) + usize::from(copies)
 }
 
 /// How many of a group's `members` tensors one launch updates: as many as the device's
 /// bindings allow (one binding goes to the factors), at least one, at most
 /// [`MAX_TENSORS_PER_LAUNCH`], in near-equal chunks (at most two lengths, so at most two
 /// compilations a group).
-fn chunk_len(members: usize, moments: bool, max_bindings: usize) -> usize {
-    let per_launch =
-        (max_bindings.saturating_sub(1) / bindings_per_tensor(moments)).clamp(1, MAX_TENSORS_PER_LAUNCH);
+fn chunk_len(members: usize, moments: bool, copies: bool, max_bindings: usize) -> usize {
+    let per_launch = (max_bindings.saturating_sub(1) / bindings_per_tensor(moments, copies))
+        .clamp(1, MAX_TENSORS_PER_LAUNCH);
     let launches = members.div_ceil(per_launch).max(1);
     members.div_ceil(launches).max(1)
 }
@@ -66,7 +62,7 @@ mod kernels {
         epsilon: f32,
         #[comptime] moments: bool,
         #[comptime] decays: bool,
-    ) {
+    ) -> F {
         let skip = f32::cast_from(factors[7]) > 0.5f32;
         let g = select(skip, 0.0f32, f32::cast_from(grad[i]));
         let mut m = g * f32::cast_from(factors[1]);
@@ -82,14 +78,17 @@ mod kernels {
         if decays {
             p *= f32::cast_from(factors[6]);
         }
-        new_value[i] = F::cast_from(p - step);
+        let stored = F::cast_from(p - step);
+        new_value[i] = stored;
         new_first[i] = F::cast_from(m);
         new_second[i] = F::cast_from(v);
+        stored
     }
 
     /// One AdamW update a thread for every tensor of the sequences: tensor `k` owns the cubes
     /// `[cube_starts[k], cube_starts[k + 1])`; cubes past the last own nothing. Without
-    /// `moments` the moment sequences are empty.
+    /// `moments` the moment sequences are empty; with `copies` each new parameter is also
+    /// written in the gradients' dtype, else that sequence is empty.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn adam_many_kernel<F: Float, G: Float>(
@@ -101,10 +100,12 @@ mod kernels {
         new_values: &mut Sequence<Tensor<F>>,
         new_firsts: &mut Sequence<Tensor<F>>,
         new_seconds: &mut Sequence<Tensor<F>>,
+        copies: &mut Sequence<Tensor<G>>,
         cube_starts: Sequence<usize>,
         epsilon: f32,
         #[comptime] moments: bool,
         #[comptime] decays: bool,
+        #[comptime] with_copies: bool,
         #[define(F, G)] _dtypes: [StorageType; 2],
     ) {
         let count = comptime!(values.len());
@@ -123,7 +124,7 @@ mod kernels {
                     } else {
                         (values.index(k), values.index(k))
                     };
-                    update::<F, G>(
+                    let stored = update::<F, G>(
                         values.index(k),
                         grads.index(k),
                         first,
@@ -137,6 +138,11 @@ mod kernels {
                         moments,
                         decays,
                     );
+                    if with_copies {
+                        // The stored parameter rounded as a cast kernel rounds it.
+                        let copy = copies.index_mut(k);
+                        copy[i] = G::cast_from(stored);
+                    }
                 }
             }
         }
@@ -164,7 +170,7 @@ pub(crate) fn adam_update_many<R: CubeRuntime, F: FloatElement, I: IntElement, B
     assert_eq!(factors.meta.num_elements(), ADAM_FACTORS, "adam: the packed factors");
     let operands: Vec<AdamOperand<CubeBackend<R, F, I, BT>>> = operands
         .into_iter()
-        .map(|AdamOperand { value, grad, moments, decays }| {
+        .map(|AdamOperand { value, grad, moments, decays, copy }| {
             let value = contiguous(value);
             let shaped = |t: CubeTensor<R>| {
                 let t = contiguous(t);
@@ -179,7 +185,11 @@ pub(crate) fn adam_update_many<R: CubeRuntime, F: FloatElement, I: IntElement, B
             // The gradient may be in a product's dtype (`ops::param_cast`): read as f32.
             let grad = shaped(grad);
             let moments = moments.map(|(m, v)| (same(m), same(v)));
-            AdamOperand { value, grad, moments, decays }
+            if let Some(dtype) = copy {
+                let dtype = burn::tensor::DType::from(dtype);
+                assert_eq!(dtype, grad.dtype, "adam: the copy is written in the gradient's dtype");
+            }
+            AdamOperand { value, grad, moments, decays, copy }
         })
         .collect();
     for AdamOperand { value, .. } in &operands {
@@ -187,26 +197,34 @@ pub(crate) fn adam_update_many<R: CubeRuntime, F: FloatElement, I: IntElement, B
     }
     let outputs: Vec<AdamUpdated<CubeBackend<R, F, I, BT>>> = operands
         .iter()
-        .map(|AdamOperand { value, .. }| (empty_like(value), empty_like(value), empty_like(value)))
+        .map(|AdamOperand { value, copy, .. }| AdamUpdated {
+            value: empty_like(value),
+            first: empty_like(value),
+            second: empty_like(value),
+            copy: copy.map(|dtype| {
+                empty_device_dtype(value.client.clone(), value.device.clone(), value.shape(), dtype.into())
+            }),
+        })
         .collect();
 
     // Groups of operands one kernel compilation serves, in the order they first appear.
-    type Key = (burn::tensor::DType, burn::tensor::DType, bool, bool);
+    type Key = (burn::tensor::DType, burn::tensor::DType, bool, bool, bool);
     let mut groups: Vec<(Key, Vec<usize>)> = Vec::new();
-    for (index, AdamOperand { value, grad, moments, decays }) in operands.iter().enumerate() {
+    for (index, operand) in operands.iter().enumerate() {
+        let AdamOperand { value, grad, moments, decays, copy } = operand;
         if value.meta.num_elements() == 0 {
             continue;
         }
-        let key = (value.dtype, grad.dtype, moments.is_some(), *decays);
+        let key = (value.dtype, grad.dtype, moments.is_some(), *decays, copy.is_some());
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, members)) => members.push(index),
             None => groups.push((key, vec![index])),
         }
     }
-    for ((dtype, grad_dtype, moments, decays), members) in groups {
+    for ((dtype, grad_dtype, moments, decays, with_copies), members) in groups {
         let client = factors.client.clone();
         let max_bindings = client.properties().hardware.max_bindings as usize;
-        for chunk in members.chunks(chunk_len(members.len(), moments, max_bindings)) {
+        for chunk in members.chunks(chunk_len(members.len(), moments, with_copies, max_bindings)) {
             let largest = chunk.iter().map(|&i| operands[i].value.meta.num_elements()).max().unwrap_or(0);
             let cube_dim = CubeDim::new(&client, largest);
             let units = cube_dim.num_elems() as usize;
@@ -217,11 +235,12 @@ pub(crate) fn adam_update_many<R: CubeRuntime, F: FloatElement, I: IntElement, B
             let mut new_values = SequenceArg::new();
             let mut new_firsts = SequenceArg::new();
             let mut new_seconds = SequenceArg::new();
+            let mut copies = SequenceArg::new();
             let mut cube_starts = SequenceArg::<R, usize>::new();
             let mut cubes = 0usize;
             for &i in chunk {
                 let AdamOperand { value, grad, moments, .. } = &operands[i];
-                let (p, m, v) = &outputs[i];
+                let AdamUpdated { value: p, first: m, second: v, copy } = &outputs[i];
                 cube_starts.push(cubes);
                 cubes += value.meta.num_elements().div_ceil(units);
                 values.push(value.clone().into_tensor_arg());
@@ -233,6 +252,9 @@ pub(crate) fn adam_update_many<R: CubeRuntime, F: FloatElement, I: IntElement, B
                 new_values.push(p.clone().into_tensor_arg());
                 new_firsts.push(m.clone().into_tensor_arg());
                 new_seconds.push(v.clone().into_tensor_arg());
+                if let Some(copy) = copy {
+                    copies.push(copy.clone().into_tensor_arg());
+                }
             }
             cube_starts.push(cubes);
             let cube_count = calculate_cube_count_elemwise(&client, cubes * units, cube_dim);
@@ -248,10 +270,12 @@ pub(crate) fn adam_update_many<R: CubeRuntime, F: FloatElement, I: IntElement, B
                 new_values,
                 new_firsts,
                 new_seconds,
+                copies,
                 cube_starts,
                 epsilon as f32,
                 moments,
                 decays,
+                with_copies,
                 [dtype.into(), grad_dtype.into()],
             );
         }
@@ -266,14 +290,16 @@ mod tests {
     #[test]
     fn launches_follow_the_devices_bindings() {
         // Lavapipe offers 31 bindings: 4 tensors with moments a launch, 6 without.
-        assert_eq!(chunk_len(52, true, 31), 4);
-        assert_eq!(chunk_len(52, false, 31), 6);
+        assert_eq!(chunk_len(52, true, false, 31), 4);
+        assert_eq!(chunk_len(52, false, false, 31), 6);
+        // With the f16 copy, 8 bindings a tensor: 3 a launch.
+        assert_eq!(chunk_len(28, true, true, 31), 3);
         // CUDA offers 1 024: capped at 32 a launch, so DistilBERT's 52 tensors without weight
         // decay take two launches of 26 and its 28 with decay one.
-        assert_eq!(chunk_len(52, true, 1024), 26);
-        assert_eq!(chunk_len(28, true, 1024), 28);
+        assert_eq!(chunk_len(52, true, true, 1024), 26);
+        assert_eq!(chunk_len(28, true, true, 1024), 28);
         // A device with too few bindings for one tensor still gets one a launch.
-        assert_eq!(chunk_len(3, true, 2), 1);
-        assert_eq!(chunk_len(1, true, 1024), 1);
+        assert_eq!(chunk_len(3, true, false, 2), 1);
+        assert_eq!(chunk_len(1, true, false, 1024), 1);
     }
 }

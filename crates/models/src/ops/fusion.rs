@@ -4,11 +4,15 @@
 //! a kernel run the [`decomposed`](super::decomposed) defaults on `Fusion<B>` itself, where
 //! they fuse like any tensor op.
 
+use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
-use burn::tensor::DType;
+use burn::tensor::{DType, FloatDType};
 use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use super::adam::{AdamOperand, AdamUpdated};
 use super::cube::{inference_attention, inference_layer_norm};
@@ -189,19 +193,52 @@ fn layer_norm_backward<B: FusionBackend + FusedKernels>(
     }
 }
 
+/// The low-precision copies of the f32 master parameters that the AdamW kernel wrote in its
+/// pass, by the id of the master they copy: what a product's [`FusedKernels::param_copy`] reads
+/// instead of casting the master (one cast launch a parameter and a forward). Fusion tensor ids
+/// are unique in the process and never reused, so a copy is found only for the very tensor it
+/// copies; each update replaces its parameter's entry, so at most one copy a parameter lives.
+type Copies = Mutex<HashMap<u64, Box<dyn Any + Send + Sync>>>;
+
+fn copies() -> &'static Copies {
+    static COPIES: OnceLock<Copies> = OnceLock::new();
+    COPIES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The copy of `master` in `dtype`, if the last update wrote one.
+fn copy_of<B: FusionBackend>(
+    master: &FloatTensor<Fusion<B>>,
+    dtype: FloatDType,
+) -> Option<FloatTensor<Fusion<B>>> {
+    let copies = copies().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let copy = copies.get(&master.id.value())?.downcast_ref::<FloatTensor<Fusion<B>>>()?;
+    (copy.dtype == DType::from(dtype) && copy.shape == master.shape).then(|| copy.clone())
+}
+
+/// `param` in `dtype`: the update's copy where there is one, else a cast.
+fn param_copy<B: FusionBackend>(param: FloatTensor<Fusion<B>>, dtype: FloatDType) -> FloatTensor<Fusion<B>> {
+    match copy_of::<B>(&param, dtype) {
+        Some(copy) => copy,
+        None => <Fusion<B> as FloatTensorOps<Fusion<B>>>::float_cast(param, dtype),
+    }
+}
+
 /// `B::fused_adam_many` as one custom operation: inputs each operand's parameter, gradient
 /// (and both moments), then the packed factors; outputs each operand's parameter and both
-/// moments, in order.
+/// moments, and its copy in the gradient's dtype where that differs from the parameter's (a
+/// gradient `ops::param_cast` handed on): the copy is kept for the next forward's
+/// [`param_copy`] in place of the old parameter's.
 fn adam_update_many<B: FusionBackend + FusedOps>(
     operands: Vec<AdamOperand<Fusion<B>>>,
     factors: FloatTensor<Fusion<B>>,
     epsilon: f64,
 ) -> Vec<AdamUpdated<Fusion<B>>> {
+    /// Each operand's (has moments, decays, the copy's dtype).
+    type Layout = Vec<(bool, bool, Option<FloatDType>)>;
     #[derive(Clone, Debug)]
     struct AdamOp<B> {
         desc: CustomOpIr,
-        /// Each operand's (has moments, decays).
-        layout: Vec<(bool, bool)>,
+        layout: Layout,
         epsilon: f64,
         _backend: core::marker::PhantomData<B>,
     }
@@ -212,31 +249,48 @@ fn adam_update_many<B: FusionBackend + FusedOps>(
             let operands = self
                 .layout
                 .iter()
-                .map(|&(moments, decays)| {
+                .map(|&(moments, decays, copy)| {
                     let mut next = || inputs.next().expect("an operand of the update");
                     let (value, grad) = (next(), next());
                     let moments = moments.then(|| (next(), next()));
-                    AdamOperand { value, grad, moments, decays }
+                    AdamOperand { value, grad, moments, decays, copy }
                 })
                 .collect::<Vec<_>>();
             let factors = inputs.next().expect("the factors");
             let updated = B::fused_adam_many(operands, factors, self.epsilon);
-            for ((p, m, v), ids) in updated.into_iter().zip(self.desc.outputs.chunks(3)) {
-                handles.register_float_tensor::<B>(&ids[0].id, p);
-                handles.register_float_tensor::<B>(&ids[1].id, m);
-                handles.register_float_tensor::<B>(&ids[2].id, v);
+            let mut outputs = self.desc.outputs.iter();
+            for (u, &(_, _, copy)) in updated.into_iter().zip(&self.layout) {
+                let mut next = || outputs.next().expect("an output of the update");
+                handles.register_float_tensor::<B>(&next().id, u.value.clone());
+                handles.register_float_tensor::<B>(&next().id, u.first);
+                handles.register_float_tensor::<B>(&next().id, u.second);
+                if let Some(dtype) = copy {
+                    // A backend without a copying kernel: the cast it would have saved.
+                    let copy = u.copy.unwrap_or_else(|| B::float_cast(u.value, dtype));
+                    handles.register_float_tensor::<B>(&next().id, copy);
+                }
             }
         }
     }
 
     let Some(first) = operands.first() else { return Vec::new() };
     let client = first.value.client.clone();
-    let layout: Vec<(bool, bool)> = operands.iter().map(|o| (o.moments.is_some(), o.decays)).collect();
-    let mut outputs: Vec<TensorIr> = Vec::with_capacity(3 * operands.len());
+    let layout: Layout = operands
+        .iter()
+        .map(|o| {
+            let copy = (o.grad.dtype != o.value.dtype).then(|| FloatDType::from(o.grad.dtype));
+            (o.moments.is_some(), o.decays, copy)
+        })
+        .collect();
+    let masters: Vec<u64> = operands.iter().map(|o| o.value.id.value()).collect();
+    let mut outputs: Vec<TensorIr> = Vec::new();
     let mut inputs = Vec::new();
-    for o in operands {
+    for (o, &(_, _, copy)) in operands.into_iter().zip(&layout) {
         let (shape, dtype) = (o.value.shape.clone(), o.value.dtype);
         outputs.extend((0..3).map(|_| TensorIr::uninit(client.create_empty_handle(), shape.clone(), dtype)));
+        if let Some(copy) = copy {
+            outputs.push(TensorIr::uninit(client.create_empty_handle(), shape.clone(), copy.into()));
+        }
         inputs.extend([o.value, o.grad]);
         inputs.extend(o.moments.into_iter().flat_map(|(m, v)| [m, v]));
     }
@@ -244,13 +298,33 @@ fn adam_update_many<B: FusionBackend + FusedOps>(
     let streams = OperationStreams::with_inputs(inputs.iter());
     let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
     let desc = CustomOpIr::new("bertlab_adam", &inputs, &outputs);
-    let op = AdamOp::<B> { desc: desc.clone(), layout, epsilon, _backend: core::marker::PhantomData };
+    let op = AdamOp::<B> {
+        desc: desc.clone(),
+        layout: layout.clone(),
+        epsilon,
+        _backend: core::marker::PhantomData,
+    };
     let mut out = client.register(streams, OperationIr::Custom(desc), op).into_iter();
-    let mut next = || out.next().expect("an output of the update");
-    (0..outputs.len() / 3).map(|_| (next(), next(), next())).collect()
+    let mut copies = copies().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut updated = Vec::with_capacity(layout.len());
+    for (&(_, _, copy), master) in layout.iter().zip(masters) {
+        let mut next = || out.next().expect("an output of the update");
+        let (value, first, second) = (next(), next(), next());
+        let copy = copy.map(|_| next());
+        copies.remove(&master);
+        if let Some(copy) = &copy {
+            copies.insert(value.id.value(), Box::new(copy.clone()));
+        }
+        updated.push(AdamUpdated { value, first, second, copy });
+    }
+    updated
 }
 
 impl<B: FusionBackend + FusedKernels> FusedKernels for Fusion<B> {
+    fn param_copy(param: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        param_copy::<B>(param, dtype)
+    }
+
     fn layer_norm_forward(
         residual: FloatTensor<Self>,
         branch: Option<FloatTensor<Self>>,
@@ -285,6 +359,10 @@ impl<B: FusionBackend + FusedKernels> FusedKernels for Fusion<B> {
 /// Inference under fusion (f32, f16, bf16): Burn's flash attention op, the
 /// LayerNorm and dropout kernels, the decomposition for the rest.
 impl<B: FusionBackend + FusedKernels + FusedOps> FusedOps for Fusion<B> {
+    fn fused_param_cast(param: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        param_copy::<B>(param, dtype)
+    }
+
     fn accepts(dtype: DType) -> bool {
         is_float(dtype)
     }

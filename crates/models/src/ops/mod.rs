@@ -398,6 +398,12 @@ pub trait FusedKernels: Backend {
         decomposed::layer_norm_backward::<Self>(grad, state, gamma, dropout, with_branch)
     }
 
+    /// `param` in `dtype` for a product: a cast by default; a backend that keeps the copies its
+    /// AdamW update wrote ([`adam::AdamUpdated::copy`]) returns the current one instead.
+    fn param_copy(param: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        Self::float_cast(param, dtype)
+    }
+
     /// Whether [`FusedKernels::dropout_apply`] takes tensors of `dtype` (f32 by default).
     fn dropout_kernel_accepts(dtype: DType) -> bool {
         dtype == DType::F32
@@ -682,7 +688,8 @@ pub fn adam_update<B: Backend, const D: usize>(
         grad: prim(grad),
         moments: first.zip(second).map(|(m, v)| (prim(m), prim(v))),
         decays,
+        copy: None,
     };
-    let (p, m, v) = adam_update_many(vec![operand], factors, epsilon).pop().expect("one update");
-    (float(p), float(m), float(v))
+    let updated = adam_update_many(vec![operand], factors, epsilon).pop().expect("one update");
+    (float(updated.value), float(updated.first), float(updated.second))
 }
