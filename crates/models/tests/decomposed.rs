@@ -3,7 +3,9 @@
 //! decomposition, on Flex: each gradient within 1e-5 (relative to max(1, |autodiff|)), with
 //! padding and dropout. And `ops::check` (what `bertlab bench kernels` runs) on Flex's fast path.
 
-use bertlab_models::ops::{self, check, decomposed, reference, DropoutMask, LinearActivation};
+use bertlab_models::ops::{
+    self, check, decomposed, reference, AttentionState, DropoutMask, LinearActivation,
+};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -132,19 +134,22 @@ fn attention_backward_matches_autodiff_with_padding_and_dropout() {
             heads,
             dropout,
         );
-        assert_close("context", &host(flat(ctx)), &host_ad(want_ctx));
-        let d_qkv = decomposed::attention_backward::<Flex>(
-            prim(&g, [batch, seq, width / 3]),
-            prim(&qkv, [batch, seq, width]),
-            probs.unwrap(),
-            heads,
-            dropout,
-        );
-        assert_close(
-            &format!("d_qkv, dropout {dropout:?}"),
-            &host(flat(d_qkv)),
-            &host_ad(qa.grad(&grads).unwrap()),
-        );
+        assert_close("context", &host(flat(ctx.clone())), &host_ad(want_ctx));
+        let want = host_ad(qa.grad(&grads).unwrap());
+        // From the kept probabilities, and from a kernel's row statistics (the decomposition
+        // recomputes the probabilities; the statistics themselves are not read).
+        let row_stats = AttentionState::RowStats { context: ctx.clone(), log_sum_exp: ctx.clone() };
+        for (state, kind) in [(probs.unwrap(), "probabilities"), (row_stats, "row statistics")] {
+            let d_qkv = decomposed::attention_backward::<Flex>(
+                prim(&g, [batch, seq, width / 3]),
+                prim(&qkv, [batch, seq, width]),
+                state,
+                mask(),
+                heads,
+                dropout,
+            );
+            assert_close(&format!("d_qkv from the {kind}, dropout {dropout:?}"), &host(flat(d_qkv)), &want);
+        }
     }
 }
 
@@ -233,7 +238,7 @@ fn gelu_and_dropout_backward_match_autodiff() {
 fn op_check_passes_on_flex_and_fails_on_nan() {
     assert!(ops::has_fast_path::<AD>() && ops::has_fast_path::<Flex>());
     let checks = check::check_ops::<AD>(&Default::default(), 1);
-    assert_eq!(checks.len(), 14, "{checks:?}");
+    assert_eq!(checks.len(), 16, "{checks:?}");
     for c in &checks {
         assert!(c.passed(), "{c:?}");
     }

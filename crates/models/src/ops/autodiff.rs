@@ -11,7 +11,7 @@ use burn::backend::Autodiff;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
 use burn::tensor::FloatDType;
 
-use super::{DropoutMask, FusedKernels, FusedOps, LayerNormState, LinearActivation};
+use super::{AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormState, LinearActivation};
 
 fn register<B: FusedKernels>(grads: &mut Gradients, node: Option<NodeId>, grad: Option<FloatTensor<B>>) {
     if let (Some(node), Some(grad)) = (node, grad) {
@@ -42,15 +42,15 @@ impl<B: FusedKernels> Backward<B, 3> for LinearBackward {
 struct AttentionBackward;
 
 impl<B: FusedKernels> Backward<B, 1> for AttentionBackward {
-    /// QKV, probabilities, padding mask, heads, dropout.
-    type State = (FloatTensor<B>, FloatTensor<B>, BoolTensor<B>, usize, Option<DropoutMask>);
+    /// QKV, what the backward kernel reads, padding mask, heads, dropout.
+    type State = (FloatTensor<B>, AttentionState<B>, BoolTensor<B>, usize, Option<DropoutMask>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [qkv_node] = ops.parents.map(|n| n.map(|n| n.id));
         let grad = grads.consume::<B>(&ops.node);
-        let (qkv, probs, padding, heads, dropout) = ops.state;
+        let (qkv, state, padding, heads, dropout) = ops.state;
         if qkv_node.is_some() {
-            let d_qkv = B::attention_backward(grad, qkv, probs, padding, heads, dropout);
+            let d_qkv = B::attention_backward(grad, qkv, state, padding, heads, dropout);
             register::<B>(grads, qkv_node, Some(d_qkv));
         }
     }
@@ -147,6 +147,10 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         B::dropout_kernel_accepts(dtype)
     }
 
+    fn attention_accepts(dtype: burn::tensor::DType, head_dim: usize) -> bool {
+        Self::accepts(dtype) || B::attention_kernel_accepts(dtype, head_dim)
+    }
+
     fn fused_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -180,10 +184,10 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     ) -> FloatTensor<Self> {
         match AttentionBackward.prepare::<C>([qkv.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (ctx, probs) =
+                let (ctx, state) =
                     B::attention_forward(qkv.primitive.clone(), key_padding.clone(), heads, dropout, true);
-                let probs = probs.expect("attention_forward keeps the probabilities when asked to");
-                prep.finish((qkv.primitive, probs, key_padding, heads, dropout), ctx)
+                let state = state.expect("attention_forward keeps its state when asked to");
+                prep.finish((qkv.primitive, state, key_padding, heads, dropout), ctx)
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::attention_forward(qkv.primitive, key_padding, heads, dropout, false).0)

@@ -139,11 +139,11 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
         record("linear", format!("[{rows}, {d_in}]·[{d_in}, {d_out}] {activation:?}"), e, F32_TOLERANCE);
     }
 
-    let (batch, seq, heads, head_dim) = (3, 13, 2, 8);
-    let width = 3 * heads * head_dim;
-    // Row r keeps its first seq − 4r tokens (row 0 unpadded).
-    let padding: Vec<bool> = (0..batch * seq).map(|i| i % seq >= seq - 4 * (i / seq)).collect();
-    for prob in [0.0, 0.1] {
+    // Row r keeps its first seq − 4r tokens (row 0 unpadded); 70 tokens of 32-wide heads span
+    // three of the CubeCL kernel's 32-row tiles, the last one partial.
+    for (batch, seq, heads, head_dim, prob) in [(3, 13, 2, 8, 0.0), (3, 13, 2, 8, 0.1), (3, 70, 2, 32, 0.1)] {
+        let width = 3 * heads * head_dim;
+        let padding: Vec<bool> = (0..batch * seq).map(|i| i % seq >= seq - 4 * (i / seq)).collect();
         let dropout = (prob > 0.0).then(|| DropoutMask::new(prob, 0x5eed_0000_0000_0001 ^ seed));
         let inputs = [rng.values(batch * seq * width, 1.0)];
         let mask = || Tensor::<B, 2, Bool>::from_data(TensorData::new(padding.clone(), [batch, seq]), device);
@@ -161,6 +161,35 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
             F32_TOLERANCE,
         );
     }
+
+    // In f16 (what an f16 step's attention gets): the routed op and the decomposition in f16,
+    // each against the decomposition in f32. Rounding the operands and the output to f16
+    // costs both the same; the routed op may add its own summation order, so it passes
+    // within twice the decomposition's own error (which is NaN, and fails, if either is).
+    let (batch, seq, heads, head_dim) = (3, 70, 2, 32);
+    let width = 3 * heads * head_dim;
+    let padding: Vec<bool> = (0..batch * seq).map(|i| i % seq >= seq - 4 * (i / seq)).collect();
+    let dropout = Some(DropoutMask::new(0.1, 0x5eed_0000_0000_0004 ^ seed));
+    let inputs = [rng.values(batch * seq * width, 1.0)];
+    let mask = || Tensor::<B, 2, Bool>::from_data(TensorData::new(padding.clone(), [batch, seq]), device);
+    type Attention<B> = fn(Tensor<B, 3>, Tensor<B, 2, Bool>, usize, Option<DropoutMask>) -> Tensor<B, 3>;
+    let in_dtype = |attention: Attention<B>, dtype: FloatDType| {
+        move |t: &[Tensor<B, 1>; 1]| {
+            let qkv = shaped(&t[0], [batch, seq, width]).cast(dtype);
+            attention(qkv, mask(), heads, dropout).cast(FloatDType::F32)
+        }
+    };
+    let f32_reference = in_dtype(reference::attention, FloatDType::F32);
+    let routed =
+        compare(device, &inputs, &in_dtype(super::attention, FloatDType::F16), &f32_reference, &mut rng);
+    let decomposed =
+        compare(device, &inputs, &in_dtype(reference::attention, FloatDType::F16), &f32_reference, &mut rng);
+    record(
+        "attention",
+        format!("qkv [{batch}, {seq}, {width}] in f16 against f32, padded rows, dropout 0.1 (the decomposition in f16: {decomposed:.1e})"),
+        routed,
+        2.0 * decomposed,
+    );
 
     let (rows, width, eps) = (29, 48, 1e-12);
     for (with_branch, prob) in [(true, 0.1), (true, 0.0), (false, 0.0)] {

@@ -7,7 +7,8 @@
 //! |---|---|
 //! | dropout (forward and backward) | `hash_dropout_kernel`: the mask hashed on the device |
 //! | AdamW with device factors (f16 steps) | `cube_adam`: mask, moments and parameter in one pass, many tensors a launch |
-//! | residual + dropout + LayerNorm | `layer_norm_forward_kernel`, `layer_norm_backward_kernel`: a row a cube, statistics in f32 (γ's and β's gradients: Burn's column sums) |
+//! | residual + dropout + LayerNorm | `layer_norm_forward_kernel`, `layer_norm_backward_kernel`: a row a cube, statistics in f32 (γ's and β's gradients: `layer_norm_affine_grad_kernel`, both column sums in one launch) |
+//! | attention in training (forward and backward) | `cube_attention`: flash-style, from the fused QKV projection, softmax, padding mask and dropout inside, one launch forward and two backward |
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{AttentionModuleOptions, BoolTensor, FloatTensor};
@@ -18,11 +19,14 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElemen
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::{CubeCount, CubeDim};
 
-use self::kernels::{hash_dropout_kernel, layer_norm_backward_kernel, layer_norm_forward_kernel};
+use self::kernels::{
+    hash_dropout_kernel, layer_norm_affine_grad_kernel, layer_norm_backward_kernel, layer_norm_forward_kernel,
+};
 
 use super::adam::{AdamOperand, AdamUpdated};
+use super::cube_attention;
 use super::is_float;
-use super::{DropoutMask, FusedKernels, FusedOps, HashMask, LayerNormGrads, LayerNormState};
+use super::{AttentionState, DropoutMask, FusedKernels, FusedOps, HashMask, LayerNormGrads, LayerNormState};
 
 pub(crate) fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
@@ -48,7 +52,7 @@ pub(crate) fn flash_attention<B: Backend>(
 }
 
 /// The CubeCL kernels (their own module: CubeCL's prelude has its own `Tensor`).
-mod kernels {
+pub(crate) mod kernels {
     use cubecl::prelude::*;
 
     /// One round of the `lowbias32` hash, as `ops::hash` on the host.
@@ -90,7 +94,7 @@ mod kernels {
     /// The dropout factor of element `i`: `scale` where the hash of `(seed, i)` is at least
     /// `threshold`, else 0 (threshold 0 and scale 1: no dropout).
     #[cube]
-    fn factor(i: usize, seed_lo: u32, seed_hi: u32, threshold: u32, scale: f32) -> f32 {
+    pub(crate) fn factor(i: usize, seed_lo: u32, seed_hi: u32, threshold: u32, scale: f32) -> f32 {
         let hash = mix(mix(u32::cast_from(i) ^ seed_lo) ^ seed_hi);
         select(hash >= threshold, scale, 0.0f32)
     }
@@ -268,12 +272,60 @@ mod kernels {
             j += step;
         }
     }
+    /// γ's and β's gradients of LayerNorm, `dγ = Σ_rows grad ⊙ x̂` and `dβ = Σ_rows grad`, in
+    /// one launch: a cube a `columns`-wide block of columns, its `lanes` rows of units each
+    /// summing every `lanes`-th row in f32, the lanes then summed in shared memory.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn layer_norm_affine_grad_kernel<F: Float>(
+        grad: &Tensor<F>,
+        x_hat: &Tensor<F>,
+        d_gamma: &mut Tensor<F>,
+        d_beta: &mut Tensor<F>,
+        rows: u32,
+        width: u32,
+        #[comptime] columns: u32,
+        #[comptime] lanes: u32,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let column = UNIT_POS_X as usize;
+        let lane = UNIT_POS_Y as usize;
+        let c = CUBE_POS_X as usize * columns as usize + column;
+        let w = width as usize;
+        let mut sum_g = 0.0f32;
+        let mut sum_gx = 0.0f32;
+        if c < w {
+            let mut r = lane;
+            while r < rows as usize {
+                let g = f32::cast_from(grad[r * w + c]);
+                sum_g += g;
+                sum_gx += g * f32::cast_from(x_hat[r * w + c]);
+                r += lanes as usize;
+            }
+        }
+        let mut shared_g = SharedMemory::<f32>::new((columns * lanes) as usize);
+        let mut shared_gx = SharedMemory::<f32>::new((columns * lanes) as usize);
+        shared_g[lane * columns as usize + column] = sum_g;
+        shared_gx[lane * columns as usize + column] = sum_gx;
+        sync_cube();
+        if lane == 0 && c < w {
+            let mut total_g = 0.0f32;
+            let mut total_gx = 0.0f32;
+            #[unroll]
+            for l in 0..lanes {
+                total_g += shared_g[l as usize * columns as usize + column];
+                total_gx += shared_gx[l as usize * columns as usize + column];
+            }
+            d_gamma[c] = F::cast_from(total_gx);
+            d_beta[c] = F::cast_from(total_g);
+        }
+    }
 }
 
 /// A dropout mask as the kernels take it: `(seed_lo, seed_hi, threshold, scale)`, element `i`
 /// scaled by `scale` when its hash is at least `threshold`, else zeroed. No mask: threshold 0
 /// (every hash passes) and scale 1.
-fn hash_params(mask: Option<DropoutMask>) -> (u32, u32, u32, f32) {
+pub(crate) fn hash_params(mask: Option<DropoutMask>) -> (u32, u32, u32, f32) {
     match mask.map(HashMask::new) {
         None => (0, 0, 0, 1.0),
         Some(hm) if hm.drop_all => (hm.seed as u32, (hm.seed >> 32) as u32, u32::MAX, 0.0),
@@ -446,6 +498,38 @@ fn layer_norm_backward<R: CubeRuntime>(
     (d_residual, with_branch.then_some(d_branch))
 }
 
+/// `(dγ, dβ)` of LayerNorm from the rows' gradient and `x̂`: one launch, 32 columns × 8 lanes
+/// of rows a cube.
+fn layer_norm_affine_grad<R: CubeRuntime>(
+    grad: CubeTensor<R>,
+    x_hat: CubeTensor<R>,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    const COLUMNS: u32 = 32;
+    const LANES: u32 = 8;
+    let [grad, x_hat] = [grad, x_hat].map(|t| prepared(t, "residual_layer_norm backward"));
+    let (rows, width) = rows_width(&grad);
+    let dtype = grad.dtype;
+    let d_gamma = empty_like(&grad, [width].into());
+    let d_beta = empty_like(&grad, [width].into());
+    if width > 0 {
+        layer_norm_affine_grad_kernel::launch::<R>(
+            &d_gamma.client,
+            CubeCount::Static(width.div_ceil(COLUMNS as usize) as u32, 1, 1),
+            CubeDim::new_2d(COLUMNS, LANES),
+            grad.into_tensor_arg(),
+            x_hat.into_tensor_arg(),
+            d_gamma.clone().into_tensor_arg(),
+            d_beta.clone().into_tensor_arg(),
+            rows as u32,
+            width as u32,
+            COLUMNS,
+            LANES,
+            dtype.into(),
+        );
+    }
+    (d_gamma, d_beta)
+}
+
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedKernels
     for CubeBackend<R, F, I, BT>
 {
@@ -469,22 +553,11 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedKerne
         dropout: Option<DropoutMask>,
         with_branch: bool,
     ) -> LayerNormGrads<Self> {
-        let width = gamma.meta.shape()[0];
         let x_hat = state.x_hat.clone();
         let (residual, branch) =
             layer_norm_backward(grad.clone(), state.x_hat, state.inv_std, gamma, dropout, with_branch);
-        // γ's and β's gradients are sums over rows: Burn's reductions.
-        let grad = float::<Self, 2>(grad);
-        LayerNormGrads {
-            residual,
-            branch,
-            gamma: (grad.clone() * float::<Self, 2>(x_hat))
-                .sum_dim(0)
-                .reshape([width])
-                .into_primitive()
-                .tensor(),
-            beta: grad.sum_dim(0).reshape([width]).into_primitive().tensor(),
-        }
+        let (gamma, beta) = layer_norm_affine_grad(grad, x_hat);
+        LayerNormGrads { residual, branch, gamma, beta }
     }
 
     fn dropout_kernel_accepts(dtype: DType) -> bool {
@@ -493,6 +566,44 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedKerne
 
     fn dropout_apply(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {
         hash_dropout(x, mask)
+    }
+
+    fn attention_kernel_accepts(dtype: DType, head_dim: usize) -> bool {
+        cube_attention::accepts(dtype, head_dim)
+    }
+
+    fn attention_forward(
+        qkv: FloatTensor<Self>,
+        key_padding: BoolTensor<Self>,
+        heads: usize,
+        dropout: Option<DropoutMask>,
+        keep: bool,
+    ) -> (FloatTensor<Self>, Option<AttentionState<Self>>) {
+        let head_dim = qkv.meta.shape()[2] / 3 / heads.max(1);
+        if !cube_attention::accepts(qkv.dtype, head_dim) {
+            return super::decomposed::attention_forward::<Self>(qkv, key_padding, heads, dropout, keep);
+        }
+        let (context, log_sum_exp) = cube_attention::forward(qkv, key_padding, heads, dropout);
+        let state = keep.then(|| AttentionState::RowStats { context: context.clone(), log_sum_exp });
+        (context, state)
+    }
+
+    fn attention_backward(
+        grad: FloatTensor<Self>,
+        qkv: FloatTensor<Self>,
+        state: AttentionState<Self>,
+        key_padding: BoolTensor<Self>,
+        heads: usize,
+        dropout: Option<DropoutMask>,
+    ) -> FloatTensor<Self> {
+        match state {
+            AttentionState::RowStats { context, log_sum_exp } => {
+                cube_attention::backward(grad, qkv, context, log_sum_exp, key_padding, heads, dropout)
+            }
+            probs => {
+                super::decomposed::attention_backward::<Self>(grad, qkv, probs, key_padding, heads, dropout)
+            }
+        }
     }
 }
 

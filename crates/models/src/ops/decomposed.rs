@@ -7,9 +7,9 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{FloatDType, Tensor, TensorPrimitive};
 
-use super::{reference, DropoutMask, LayerNormGrads, LayerNormState, LinearActivation};
+use super::{reference, AttentionState, DropoutMask, LayerNormGrads, LayerNormState, LinearActivation};
 
 fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
@@ -63,14 +63,14 @@ pub fn linear_backward<B: Backend>(
     ]
 }
 
-/// `(context, probabilities before dropout if keep_probs)`.
+/// `(context, the probabilities before dropout if keep)`.
 pub fn attention_forward<B: Backend>(
     qkv: FloatTensor<B>,
     key_padding: BoolTensor<B>,
     heads: usize,
     dropout: Option<DropoutMask>,
-    keep_probs: bool,
-) -> (FloatTensor<B>, Option<FloatTensor<B>>) {
+    keep: bool,
+) -> (FloatTensor<B>, Option<AttentionState<B>>) {
     let [q, k, v] = reference::split_heads::<B>(float(qkv), heads);
     let probs = reference::attention_probs(q, k, Tensor::from_primitive(key_padding));
     let dropped = match dropout {
@@ -79,24 +79,31 @@ pub fn attention_forward<B: Backend>(
     };
     let dtype = v.dtype();
     let context = reference::merge_heads(dropped.cast(dtype).matmul(v));
-    (prim(context), keep_probs.then(|| prim(probs)))
+    (prim(context), keep.then(|| AttentionState::Probs(prim(probs))))
 }
 
 /// The gradient of `qkv`: with `P` the probabilities, `P'` after dropout and `g` the
 /// context's gradient per head, `dV = P'ᵀ·g`, `dP = dropout(g·Vᵀ)`, the softmax's
 /// `dS = P ⊙ (dP − Σ_keys dP ⊙ P)` (0 on padded keys, where `P` is 0), `dQ = dS·K/√d` and
-/// `dK = dSᵀ·Q/√d`, merged back side by side.
+/// `dK = dSᵀ·Q/√d`, merged back side by side. From a kernel's row statistics
+/// ([`AttentionState::RowStats`]), `P` is recomputed.
 pub fn attention_backward<B: Backend>(
     grad: FloatTensor<B>,
     qkv: FloatTensor<B>,
-    probs: FloatTensor<B>,
+    state: AttentionState<B>,
+    key_padding: BoolTensor<B>,
     heads: usize,
     dropout: Option<DropoutMask>,
 ) -> FloatTensor<B> {
     let [q, k, v] = reference::split_heads::<B>(float(qkv), heads);
     let head_dim = q.dims()[3];
     let scale = (head_dim as f64).powf(-0.5);
-    let probs: Tensor<B, 4> = float(probs);
+    let probs: Tensor<B, 4> = match state {
+        AttentionState::Probs(probs) => float(probs),
+        AttentionState::RowStats { .. } => {
+            reference::attention_probs(q.clone(), k.clone(), Tensor::from_primitive(key_padding))
+        }
+    };
     let grad: Tensor<B, 3> = float(grad);
     let [batch, seq, _] = grad.dims();
     let grad = grad.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2); // [batch, heads, seq, head_dim]
@@ -104,10 +111,13 @@ pub fn attention_backward<B: Backend>(
         Some(mask) => reference::dropout(t, mask),
         None => t,
     };
-    let dv = apply(probs.clone()).swap_dims(2, 3).matmul(grad.clone());
-    let dp = apply(grad.matmul(v.swap_dims(2, 3))); // [batch, heads, seq, seq]
+    // The products in the operands' dtype, the softmax's backward in the probabilities' f32
+    // (casts to the same dtype are no-ops in f32).
+    let dtype = FloatDType::from(v.dtype());
+    let dv = apply(probs.clone()).cast(dtype).swap_dims(2, 3).matmul(grad.clone());
+    let dp = apply(grad.matmul(v.swap_dims(2, 3)).cast(FloatDType::F32)); // [batch, heads, seq, seq]
     let row = (dp.clone() * probs.clone()).sum_dim(3);
-    let ds = probs * (dp - row) * scale;
+    let ds = (probs * (dp - row) * scale).cast(dtype);
     let dq = ds.clone().matmul(k);
     let dk = ds.swap_dims(2, 3).matmul(q);
     prim(Tensor::cat(vec![dq, dk, dv].into_iter().map(reference::merge_heads).collect(), 2))

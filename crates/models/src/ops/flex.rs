@@ -7,7 +7,9 @@ use burn::tensor::{Bytes, DType, Shape};
 use burn_flex::{FlexTensor, Layout};
 
 use super::cpu::{self, attention, linear, norm, Mask};
-use super::{DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormState, LinearActivation};
+use super::{
+    AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormState, LinearActivation,
+};
 
 /// A contiguous f32 tensor (copied only when it is a strided view).
 fn contiguous(t: FlexTensor) -> FlexTensor {
@@ -102,26 +104,41 @@ impl FusedKernels for Flex {
         key_padding: BoolTensor<Self>,
         heads: usize,
         dropout: Option<DropoutMask>,
-        keep_probs: bool,
-    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        keep: bool,
+    ) -> (FloatTensor<Self>, Option<AttentionState<Self>>) {
         let qkv = contiguous(qkv);
         let d = attention_dims(&qkv, heads);
         let padded = padding_bytes(key_padding);
-        let (ctx, probs) = attention::forward(values(&qkv), &padded, d, dropout.map(Mask::new), keep_probs);
+        let (ctx, probs) = attention::forward(values(&qkv), &padded, d, dropout.map(Mask::new), keep);
         (
             tensor(ctx, &[d.batch, d.seq, d.heads * d.head_dim]),
-            probs.map(|p| tensor(p, &[d.batch, d.heads, d.seq, d.seq])),
+            probs.map(|p| AttentionState::Probs(tensor(p, &[d.batch, d.heads, d.seq, d.seq]))),
         )
     }
 
     fn attention_backward(
         grad: FloatTensor<Self>,
         qkv: FloatTensor<Self>,
-        probs: FloatTensor<Self>,
+        state: AttentionState<Self>,
         key_padding: BoolTensor<Self>,
         heads: usize,
         dropout: Option<DropoutMask>,
     ) -> FloatTensor<Self> {
+        // Flex's forward keeps the probabilities; row statistics (another forward's) go to
+        // the decomposition, which recomputes them.
+        let probs = match state {
+            AttentionState::Probs(probs) => probs,
+            state => {
+                return super::decomposed::attention_backward::<Self>(
+                    grad,
+                    qkv,
+                    state,
+                    key_padding,
+                    heads,
+                    dropout,
+                )
+            }
+        };
         let (dy, qkv, probs) = (contiguous(grad), contiguous(qkv), contiguous(probs));
         let d = attention_dims(&qkv, heads);
         let padded = padding_bytes(key_padding);

@@ -17,7 +17,7 @@ use std::sync::{Mutex, OnceLock};
 use super::adam::{AdamOperand, AdamUpdated};
 use super::cube::{inference_attention, inference_layer_norm};
 use super::is_float;
-use super::{DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormState};
+use super::{AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormState};
 
 /// `B::dropout_apply` as a custom operation of the fusion stream.
 fn dropout_apply<B: FusionBackend + FusedKernels>(
@@ -193,6 +193,126 @@ fn layer_norm_backward<B: FusionBackend + FusedKernels>(
     }
 }
 
+/// `B::attention_forward` (its kernel: `B::attention_kernel_accepts` holds) as a custom
+/// operation: inputs qkv and the padding mask; outputs the context and, when `keep`, the
+/// row log-sum-exps.
+fn attention_forward<B: FusionBackend + FusedKernels>(
+    qkv: FloatTensor<Fusion<B>>,
+    key_padding: BoolTensor<Fusion<B>>,
+    heads: usize,
+    dropout: Option<DropoutMask>,
+    keep: bool,
+) -> (FloatTensor<Fusion<B>>, Option<AttentionState<Fusion<B>>>) {
+    #[derive(Clone, Debug)]
+    struct AttentionForwardOp<B> {
+        desc: CustomOpIr,
+        heads: usize,
+        dropout: Option<DropoutMask>,
+        keep: bool,
+        _backend: core::marker::PhantomData<B>,
+    }
+
+    impl<B: FusionBackend + FusedKernels> Operation<B::FusionRuntime> for AttentionForwardOp<B> {
+        fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
+            let [qkv, padding]: &[TensorIr; 2] =
+                self.desc.inputs.as_slice().try_into().expect("qkv, padding");
+            let qkv = handles.get_float_tensor::<B>(qkv);
+            let padding = handles.get_bool_tensor::<B>(padding);
+            let (context, state) = B::attention_forward(qkv, padding, self.heads, self.dropout, self.keep);
+            let outputs = &self.desc.outputs;
+            handles.register_float_tensor::<B>(&outputs[0].id, context);
+            if let Some(state) = state {
+                let AttentionState::RowStats { log_sum_exp, .. } = state else {
+                    panic!("attention_kernel_accepts promised the kernel's row statistics")
+                };
+                handles.register_float_tensor::<B>(&outputs[1].id, log_sum_exp);
+            }
+        }
+    }
+
+    let client = qkv.client.clone();
+    let [batch, seq, width] = qkv.shape.dims();
+    let dtype = qkv.dtype;
+    let mut outputs =
+        vec![TensorIr::uninit(client.create_empty_handle(), [batch, seq, width / 3].into(), dtype)];
+    if keep {
+        outputs.push(TensorIr::uninit(client.create_empty_handle(), [batch, heads, seq].into(), DType::F32));
+    }
+    let streams = OperationStreams::with_inputs([&qkv, &key_padding]);
+    let inputs = [qkv.into_ir(), key_padding.into_ir()];
+    let desc = CustomOpIr::new("bertlab_attention_forward", &inputs, &outputs);
+    let op = AttentionForwardOp::<B> {
+        desc: desc.clone(),
+        heads,
+        dropout,
+        keep,
+        _backend: core::marker::PhantomData,
+    };
+    let mut out = client.register(streams, OperationIr::Custom(desc), op).into_iter();
+    let context = out.next().expect("the context");
+    let state = keep.then(|| AttentionState::RowStats {
+        context: context.clone(),
+        log_sum_exp: out.next().expect("the log-sum-exps"),
+    });
+    (context, state)
+}
+
+/// `B::attention_backward` from the kernel's row statistics as a custom operation: inputs
+/// the gradient, qkv, the context, the log-sum-exps and the padding mask; output qkv's
+/// gradient.
+#[allow(clippy::too_many_arguments)]
+fn attention_backward<B: FusionBackend + FusedKernels>(
+    grad: FloatTensor<Fusion<B>>,
+    qkv: FloatTensor<Fusion<B>>,
+    context: FloatTensor<Fusion<B>>,
+    log_sum_exp: FloatTensor<Fusion<B>>,
+    key_padding: BoolTensor<Fusion<B>>,
+    heads: usize,
+    dropout: Option<DropoutMask>,
+) -> FloatTensor<Fusion<B>> {
+    #[derive(Clone, Debug)]
+    struct AttentionBackwardOp<B> {
+        desc: CustomOpIr,
+        heads: usize,
+        dropout: Option<DropoutMask>,
+        _backend: core::marker::PhantomData<B>,
+    }
+
+    impl<B: FusionBackend + FusedKernels> Operation<B::FusionRuntime> for AttentionBackwardOp<B> {
+        fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
+            let [grad, qkv, context, log_sum_exp, padding]: &[TensorIr; 5] = self
+                .desc
+                .inputs
+                .as_slice()
+                .try_into()
+                .expect("gradient, qkv, context, log-sum-exps, padding");
+            let state = AttentionState::RowStats {
+                context: handles.get_float_tensor::<B>(context),
+                log_sum_exp: handles.get_float_tensor::<B>(log_sum_exp),
+            };
+            let d_qkv = B::attention_backward(
+                handles.get_float_tensor::<B>(grad),
+                handles.get_float_tensor::<B>(qkv),
+                state,
+                handles.get_bool_tensor::<B>(padding),
+                self.heads,
+                self.dropout,
+            );
+            handles.register_float_tensor::<B>(&self.desc.outputs[0].id, d_qkv);
+        }
+    }
+
+    let client = qkv.client.clone();
+    let output = TensorIr::uninit(client.create_empty_handle(), qkv.shape.clone(), qkv.dtype);
+    let streams = OperationStreams::with_inputs([&grad, &qkv, &context, &log_sum_exp, &key_padding]);
+    let inputs =
+        [grad.into_ir(), qkv.into_ir(), context.into_ir(), log_sum_exp.into_ir(), key_padding.into_ir()];
+    let desc = CustomOpIr::new("bertlab_attention_backward", &inputs, &[output]);
+    let op =
+        AttentionBackwardOp::<B> { desc: desc.clone(), heads, dropout, _backend: core::marker::PhantomData };
+    client.register(streams, OperationIr::Custom(desc), op).output()
+}
+
 /// The low-precision copies of the f32 master parameters that the AdamW kernel wrote in its
 /// pass, by the id of the master they copy: what a product's [`FusedKernels::param_copy`] reads
 /// instead of casting the master (one cast launch a parameter and a forward). Fusion tensor ids
@@ -353,6 +473,42 @@ impl<B: FusionBackend + FusedKernels> FusedKernels for Fusion<B> {
 
     fn dropout_apply(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {
         dropout_apply::<B>(x, mask)
+    }
+
+    fn attention_kernel_accepts(dtype: DType, head_dim: usize) -> bool {
+        B::attention_kernel_accepts(dtype, head_dim)
+    }
+
+    fn attention_forward(
+        qkv: FloatTensor<Self>,
+        key_padding: BoolTensor<Self>,
+        heads: usize,
+        dropout: Option<DropoutMask>,
+        keep: bool,
+    ) -> (FloatTensor<Self>, Option<AttentionState<Self>>) {
+        let head_dim = qkv.shape[2] / 3 / heads.max(1);
+        match B::attention_kernel_accepts(qkv.dtype, head_dim) {
+            true => attention_forward::<B>(qkv, key_padding, heads, dropout, keep),
+            false => super::decomposed::attention_forward::<Self>(qkv, key_padding, heads, dropout, keep),
+        }
+    }
+
+    fn attention_backward(
+        grad: FloatTensor<Self>,
+        qkv: FloatTensor<Self>,
+        state: AttentionState<Self>,
+        key_padding: BoolTensor<Self>,
+        heads: usize,
+        dropout: Option<DropoutMask>,
+    ) -> FloatTensor<Self> {
+        match state {
+            AttentionState::RowStats { context, log_sum_exp } => {
+                attention_backward::<B>(grad, qkv, context, log_sum_exp, key_padding, heads, dropout)
+            }
+            probs => {
+                super::decomposed::attention_backward::<Self>(grad, qkv, probs, key_padding, heads, dropout)
+            }
+        }
     }
 }
 

@@ -58,6 +58,8 @@ pub(crate) mod cpu;
 mod cube;
 #[cfg(feature = "cubecl")]
 mod cube_adam;
+#[cfg(feature = "cubecl")]
+mod cube_attention;
 pub mod decomposed;
 #[cfg(feature = "flex")]
 mod flex;
@@ -230,6 +232,14 @@ pub trait FusedOps: Backend {
         Self::accepts(dtype)
     }
 
+    /// Whether [`FusedOps::fused_attention`] takes `qkv` of `dtype` with heads of `head_dim`
+    /// ([`FusedOps::accepts`] by default; `Autodiff<B>` also takes what `B`'s attention kernel
+    /// does).
+    fn attention_accepts(dtype: DType, head_dim: usize) -> bool {
+        let _ = head_dim;
+        Self::accepts(dtype)
+    }
+
     /// `act(x·W + b)`: `x [rows, d_in]`, `weight [d_in, d_out]`, `bias [d_out]`.
     fn fused_linear(
         x: FloatTensor<Self>,
@@ -348,29 +358,35 @@ pub trait FusedKernels: Backend {
         decomposed::linear_backward::<Self>(grad, x, weight, pre_activation, activation, needs)
     }
 
-    /// `(context, probabilities [batch, heads, seq, seq] before dropout if keep_probs)`.
+    /// Whether the backend has an attention kernel (forward and backward) for `qkv` of `dtype`
+    /// with heads of `head_dim`: then `Autodiff<Self>` routes attention of that dtype to it,
+    /// whatever [`FusedOps::accepts`] says of the other ops. None by default.
+    fn attention_kernel_accepts(dtype: DType, head_dim: usize) -> bool {
+        let _ = (dtype, head_dim);
+        false
+    }
+
+    /// `(context, what the backward reads if keep)`.
     fn attention_forward(
         qkv: FloatTensor<Self>,
         key_padding: BoolTensor<Self>,
         heads: usize,
         dropout: Option<DropoutMask>,
-        keep_probs: bool,
-    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
-        decomposed::attention_forward::<Self>(qkv, key_padding, heads, dropout, keep_probs)
+        keep: bool,
+    ) -> (FloatTensor<Self>, Option<AttentionState<Self>>) {
+        decomposed::attention_forward::<Self>(qkv, key_padding, heads, dropout, keep)
     }
 
     /// The gradient of `qkv`.
     fn attention_backward(
         grad: FloatTensor<Self>,
         qkv: FloatTensor<Self>,
-        probs: FloatTensor<Self>,
+        state: AttentionState<Self>,
         key_padding: BoolTensor<Self>,
         heads: usize,
         dropout: Option<DropoutMask>,
     ) -> FloatTensor<Self> {
-        // The probabilities are 0 on padded keys already.
-        let _ = key_padding;
-        decomposed::attention_backward::<Self>(grad, qkv, probs, heads, dropout)
+        decomposed::attention_backward::<Self>(grad, qkv, state, key_padding, heads, dropout)
     }
 
     /// The output and, if `keep`, what the backward pass needs.
@@ -423,6 +439,24 @@ pub trait FusedKernels: Backend {
     fn erf_gelu_backward(grad: FloatTensor<Self>, x: FloatTensor<Self>) -> FloatTensor<Self> {
         decomposed::gelu_backward::<Self>(grad, x)
     }
+}
+
+/// What [`FusedKernels::attention_backward`] reads from the forward pass, besides `qkv` and
+/// the padding mask.
+#[derive(Debug, Clone)]
+pub enum AttentionState<B: Backend> {
+    /// The probabilities `[batch, heads, seq, seq]` before dropout: what the decomposition
+    /// (and Flex) keep.
+    Probs(FloatTensor<B>),
+    /// A flash-style kernel's: the output `[batch, seq, hidden]` and each query row's
+    /// log-sum-exp of its scaled, masked scores, `[batch, heads, seq]` in f32. The backward
+    /// recomputes the probabilities from them, so no `seq × seq` tensor is kept or written.
+    RowStats {
+        /// The forward's output.
+        context: FloatTensor<B>,
+        /// `max + ln Σ exp(score − max)` a query row.
+        log_sum_exp: FloatTensor<B>,
+    },
 }
 
 /// What [`FusedKernels::layer_norm_backward`] needs from the forward pass.
@@ -479,6 +513,7 @@ struct FastPath<B: Backend> {
     adam: AdamFn<B>,
     accepts: fn(DType) -> bool,
     dropout_accepts: fn(DType) -> bool,
+    attention_accepts: fn(DType, usize) -> bool,
 }
 
 impl<B: Backend> Clone for FastPath<B> {
@@ -501,6 +536,7 @@ impl<B: FusedOps> FastPath<B> {
             adam: B::fused_adam_many,
             accepts: B::accepts,
             dropout_accepts: B::dropout_accepts,
+            attention_accepts: B::attention_accepts,
         }
     }
 }
@@ -585,7 +621,8 @@ pub fn attention<B: Backend>(
         heads > 0 && width % (3 * heads) == 0,
         "attention: the last dimension ({width}) must be 3 × heads ({heads}) × head size"
     );
-    match fast_path_for::<B>(&[qkv.dtype()]) {
+    let head_dim = width / 3 / heads;
+    match fast_path::<B>().filter(|path| (path.attention_accepts)(qkv.dtype(), head_dim)) {
         Some(fast) => float((fast.attention)(prim(qkv), key_padding.into_primitive(), heads, dropout)),
         None => reference::attention(qkv, key_padding, heads, dropout),
     }
