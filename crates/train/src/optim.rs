@@ -10,8 +10,8 @@ use bertlab_models::ops::adam::{AdamOperand, AdamUpdated};
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ops::{FloatTensor, FloatTensorOps};
-use burn::tensor::{DType, FloatDType, Tensor, TensorMetadata, TensorPrimitive};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
@@ -527,59 +527,35 @@ impl<B: Backend> ModuleVisitor<B> for DecayVisitor {
 /// f32 (a gradient in a product's dtype, `bertlab_models::ops::param_cast`, is widened first).
 /// Non-finite gradients give a NaN or infinite result.
 ///
-/// Few kernel launches on a fusing backend: the gradients are grouped by shape (a BERT has
-/// ~10 shapes for ~100 to ~200 tensors), each group's squares are added element-wise in one
-/// chain of same-shaped operations (one fused kernel per group, or a few where a kernel's
-/// bindings run out), each group is summed once, and the group sums are added in one chain.
-/// Squaring and summing each tensor on its own took ~3.4 launches a tensor (354 of a DistilBERT
-/// f16 step on lavapipe, issue 24); concatenating the flattened gradients first, one copy launch
-/// a tensor and a copy of every gradient.
+/// The seam's [`bertlab_models::ops::sum_squares_many`]: on a CubeCL backend a few launches
+/// for all gradients (as many tensors a launch as the device's bindings allow, then one
+/// reduction); elsewhere the gradients grouped by shape, each group's squares added in one
+/// element-wise chain (one fused kernel under fusion) and summed once. Squaring and summing
+/// each tensor on its own took ~3.4 launches a tensor (354 of a DistilBERT f16 step on
+/// lavapipe, issue 24).
 pub fn grad_sq_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: &GradientsParams,
 ) -> Option<Tensor<B::InnerBackend, 1>> {
     type Float<B> = FloatTensor<<B as AutodiffBackend>::InnerBackend>;
-    struct ByShape<'a, B: AutodiffBackend> {
+    struct Collect<'a, B: AutodiffBackend> {
         grads: &'a GradientsParams,
-        /// (shape, that shape's gradients in the module's order), by first appearance.
-        groups: Vec<(Vec<usize>, Vec<Float<B>>)>,
+        /// The gradients in the module's order.
+        tensors: Vec<Float<B>>,
     }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for ByShape<'_, B> {
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_, B> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-                let shape = g.dims().to_vec();
-                let g = g.into_primitive().tensor();
-                match self.groups.iter_mut().find(|(s, _)| *s == shape) {
-                    Some((_, members)) => members.push(g),
-                    None => self.groups.push((shape, vec![g])),
-                }
+                self.tensors.push(g.into_primitive().tensor());
             }
         }
     }
-    let mut v = ByShape::<B> { grads, groups: Vec::new() };
+    let mut v = Collect::<B> { grads, tensors: Vec::new() };
     module.visit(&mut v);
-    // Rank-agnostic backend ops: a group's members share one shape, whatever its rank. A
-    // gradient in a product's dtype (`ops::param_cast`) is squared in f32, where a loss-scaled
-    // f16 gradient's square cannot overflow; the cast joins the fused chain.
-    let square = |g: Float<B>| {
-        let g = match g.dtype() {
-            DType::F32 => g,
-            _ => B::InnerBackend::float_cast(g, FloatDType::F32),
-        };
-        B::InnerBackend::float_mul(g.clone(), g)
-    };
-    let sums: Vec<Float<B>> = v
-        .groups
-        .into_iter()
-        .map(|(_, members)| {
-            let mut members = members.into_iter();
-            let first = square(members.next().expect("a group has a member"));
-            let squares = members.fold(first, |acc, g| B::InnerBackend::float_add(acc, square(g)));
-            B::InnerBackend::float_sum(squares)
-        })
-        .collect();
-    let total = sums.into_iter().reduce(B::InnerBackend::float_add)?;
-    Some(Tensor::from_primitive(TensorPrimitive::Float(total)))
+    // A gradient in a product's dtype (`ops::param_cast`) is squared in f32, where a
+    // loss-scaled f16 gradient's square cannot overflow: the seam's op does, in a few launches
+    // on a backend with a multi-tensor kernel.
+    bertlab_models::ops::sum_squares_many::<B::InnerBackend>(v.tensors)
 }
 
 /// The factor `torch.nn.utils.clip_grad_norm_` scales gradients by: `min(1, max_norm / (norm +

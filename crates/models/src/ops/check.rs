@@ -282,7 +282,65 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
         };
         record("adam", case, e, F32_TOLERANCE);
     }
+
+    // Σ x² of many tensors (the gradient norm), on the inner backend: f32 and f16 tensors of
+    // ranks 1 to 3, one spanning several of the CubeCL kernel's cubes, against the default
+    // (grouped by shape); and with a NaN and an ∞ among them, where both must come out NaN.
+    for (case, poison) in [
+        ("9 tensors, f32 and f16, ranks 1-3, 1 to 5 000 elements", false),
+        ("the same with a NaN and an ∞", true),
+    ] {
+        let (routed, reference) = sum_squares_pair::<B>(device, &mut rng, poison);
+        let e = match poison {
+            true if routed.is_nan() && reference.is_nan() => 0.0,
+            true => f64::INFINITY,
+            false => error(&[routed as f32], &[reference as f32]),
+        };
+        record("sum_squares", format!("{case}: {routed:e} against {reference:e}"), e, F32_TOLERANCE);
+    }
     checks
+}
+
+/// `Σ x²` of the same tensors routed to `B`'s inner backend's fast path and by the default
+/// decomposition.
+fn sum_squares_pair<B: AutodiffBackend>(device: &B::Device, rng: &mut Lcg, poison: bool) -> (f64, f64) {
+    type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+    let shapes: [&[usize]; 9] =
+        [&[5000], &[19, 23], &[23], &[1], &[5, 7, 3], &[19, 23], &[64, 3], &[7], &[2, 2]];
+    let tensors: Vec<FloatTensor<Inner<B>>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(k, shape)| {
+            let n = shape.iter().product::<usize>();
+            let mut values = rng.values(n, 3.0);
+            if poison && k == 1 {
+                values[7] = f32::NAN;
+            }
+            if poison && k == 6 {
+                values[0] = f32::INFINITY;
+            }
+            let flat = Tensor::<Inner<B>, 1>::from_data(TensorData::new(values, [n]), device);
+            let t = <Inner<B> as FloatTensorOps<Inner<B>>>::float_reshape(
+                flat.into_primitive().tensor(),
+                (*shape).into(),
+            );
+            // Every other tensor in f16, as the gradients `param_cast` hands on.
+            match k % 2 {
+                0 => t,
+                _ => <Inner<B> as FloatTensorOps<Inner<B>>>::float_cast(t, FloatDType::F16),
+            }
+        })
+        .collect();
+    let read = |t: Option<Tensor<Inner<B>, 1>>| {
+        let t = t.expect("a sum of nine tensors");
+        crate::host_wait::read(t).convert::<f32>().to_vec::<f32>().expect("f32 values")[0] as f64
+    };
+    let routed = read(super::sum_squares_many::<Inner<B>>(tensors.clone()));
+    let reference = read(
+        super::norm::sum_squares_many::<Inner<B>>(tensors)
+            .map(|t| Tensor::from_primitive(TensorPrimitive::Float(t))),
+    );
+    (routed, reference)
 }
 
 /// The largest error of one multi-tensor AdamW call (routed to `B`'s fast path) against the

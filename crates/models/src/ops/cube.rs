@@ -8,6 +8,7 @@
 //! | dropout (forward and backward) | `hash_dropout_kernel`: the mask hashed on the device |
 //! | AdamW with device factors (f16 steps) | `cube_adam`: mask, moments and parameter in one pass, many tensors a launch |
 //! | residual + dropout + LayerNorm | `layer_norm_forward_kernel`, `layer_norm_backward_kernel`: a row a cube, statistics in f32 (γ's and β's gradients: `layer_norm_affine_grad_kernel`, both column sums in one launch) |
+//! | Σ x² of many tensors (the gradient norm) | `cube_norm`: a few launches for all, a partial sum a cube |
 //! | attention in training (forward and backward) | `cube_attention`: flash-style, from the fused QKV projection, softmax, padding mask and dropout inside, one launch forward and two backward |
 
 use burn::tensor::backend::Backend;
@@ -101,7 +102,7 @@ pub(crate) mod kernels {
 
     /// The sum of `value` over the cube's units (a tree in shared memory); every unit gets it.
     #[cube]
-    fn cube_sum(value: f32, shared: &mut SharedMemory<f32>) -> f32 {
+    pub(crate) fn cube_sum(value: f32, shared: &mut SharedMemory<f32>) -> f32 {
         let unit = UNIT_POS_X as usize;
         shared[unit] = value;
         sync_cube();
@@ -693,5 +694,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedOps f
         epsilon: f64,
     ) -> Vec<AdamUpdated<Self>> {
         super::cube_adam::adam_update_many(operands, factors, epsilon)
+    }
+
+    fn fused_sum_squares_many(tensors: Vec<FloatTensor<Self>>) -> Option<FloatTensor<Self>> {
+        super::cube_norm::sum_squares_many::<R, F, I, BT>(tensors)
     }
 }

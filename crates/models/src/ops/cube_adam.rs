@@ -29,13 +29,24 @@ fn bindings_per_tensor(moments: bool, copies: bool) -> usize {
     5 + 2 * usize::from(moments) + usize::from(copies)
 }
 
-/// How many of a group's `members` tensors one launch updates: as many as the device's
-/// bindings allow (one binding goes to the factors), at least one, at most
-/// [`MAX_TENSORS_PER_LAUNCH`], in near-equal chunks (at most two lengths, so at most two
-/// compilations a group).
+/// How many of a group's `members` tensors one launch updates ([`tensors_per_launch`]; one
+/// binding goes to the factors).
 fn chunk_len(members: usize, moments: bool, copies: bool, max_bindings: usize) -> usize {
-    let per_launch = (max_bindings.saturating_sub(1) / bindings_per_tensor(moments, copies))
-        .clamp(1, MAX_TENSORS_PER_LAUNCH);
+    tensors_per_launch(members, bindings_per_tensor(moments, copies), 1, max_bindings)
+}
+
+/// How many of `members` tensors one launch of a multi-tensor kernel takes, each tensor taking
+/// `per_tensor` bindings and the launch `shared` more: as many as the device's bindings allow,
+/// at least one, at most [`MAX_TENSORS_PER_LAUNCH`], in near-equal chunks (at most two lengths,
+/// so at most two compilations a group).
+pub(crate) fn tensors_per_launch(
+    members: usize,
+    per_tensor: usize,
+    shared: usize,
+    max_bindings: usize,
+) -> usize {
+    let per_launch =
+        (max_bindings.saturating_sub(shared) / per_tensor.max(1)).clamp(1, MAX_TENSORS_PER_LAUNCH);
     let launches = members.div_ceil(per_launch).max(1);
     members.div_ceil(launches).max(1)
 }

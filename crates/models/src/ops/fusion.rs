@@ -440,6 +440,34 @@ fn adam_update_many<B: FusionBackend + FusedOps>(
     updated
 }
 
+/// `B::fused_sum_squares_many` as one custom operation: inputs the tensors, output the `[1]`
+/// f32 sum.
+fn sum_squares_many<B: FusionBackend + FusedOps>(
+    tensors: Vec<FloatTensor<Fusion<B>>>,
+) -> Option<FloatTensor<Fusion<B>>> {
+    #[derive(Clone, Debug)]
+    struct SumSquaresOp<B> {
+        desc: CustomOpIr,
+        _backend: core::marker::PhantomData<B>,
+    }
+
+    impl<B: FusionBackend + FusedOps> Operation<B::FusionRuntime> for SumSquaresOp<B> {
+        fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
+            let tensors = self.desc.inputs.iter().map(|ir| handles.get_float_tensor::<B>(ir)).collect();
+            let sum = B::fused_sum_squares_many(tensors).expect("a sum of at least one tensor");
+            handles.register_float_tensor::<B>(&self.desc.outputs[0].id, sum);
+        }
+    }
+
+    let client = tensors.first()?.client.clone();
+    let output = TensorIr::uninit(client.create_empty_handle(), [1].into(), DType::F32);
+    let streams = OperationStreams::with_inputs(tensors.iter());
+    let inputs: Vec<TensorIr> = tensors.into_iter().map(|t| t.into_ir()).collect();
+    let desc = CustomOpIr::new("bertlab_sum_squares", &inputs, &[output]);
+    let op = SumSquaresOp::<B> { desc: desc.clone(), _backend: core::marker::PhantomData };
+    Some(client.register(streams, OperationIr::Custom(desc), op).output())
+}
+
 impl<B: FusionBackend + FusedKernels> FusedKernels for Fusion<B> {
     fn param_copy(param: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
         param_copy::<B>(param, dtype)
@@ -549,6 +577,10 @@ impl<B: FusionBackend + FusedKernels + FusedOps> FusedOps for Fusion<B> {
         epsilon: f64,
     ) -> Vec<AdamUpdated<Self>> {
         adam_update_many::<B>(operands, factors, epsilon)
+    }
+
+    fn fused_sum_squares_many(tensors: Vec<FloatTensor<Self>>) -> Option<FloatTensor<Self>> {
+        sum_squares_many::<B>(tensors)
     }
 
     fn fused_dropout(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {

@@ -60,11 +60,14 @@ mod cube;
 mod cube_adam;
 #[cfg(feature = "cubecl")]
 mod cube_attention;
+#[cfg(feature = "cubecl")]
+mod cube_norm;
 pub mod decomposed;
 #[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "fusion")]
 mod fusion;
+pub mod norm;
 pub mod reference;
 
 /// Which implementation of the hot ops a model runs.
@@ -324,6 +327,13 @@ pub trait FusedOps: Backend {
     ) -> Vec<adam::AdamUpdated<Self>> {
         adam::adam_update_many::<Self>(operands, factors, epsilon)
     }
+
+    /// `Σ x²` over many tensors ([`norm::sum_squares_many`]: any ranks and float dtypes,
+    /// squared in f32, `[1]` f32, NaN or ∞ when any element is). A backend with a
+    /// multi-tensor kernel reads them in a few launches instead of a few a shape.
+    fn fused_sum_squares_many(tensors: Vec<FloatTensor<Self>>) -> Option<FloatTensor<Self>> {
+        norm::sum_squares_many::<Self>(tensors)
+    }
 }
 
 /// The forward and backward kernels behind `Autodiff<Self>`'s [`FusedOps`].
@@ -511,6 +521,7 @@ struct FastPath<B: Backend> {
     gelu: fn(FloatTensor<B>) -> FloatTensor<B>,
     param_cast: fn(FloatTensor<B>, FloatDType) -> FloatTensor<B>,
     adam: AdamFn<B>,
+    sum_squares: fn(Vec<FloatTensor<B>>) -> Option<FloatTensor<B>>,
     accepts: fn(DType) -> bool,
     dropout_accepts: fn(DType) -> bool,
     attention_accepts: fn(DType, usize) -> bool,
@@ -534,6 +545,7 @@ impl<B: FusedOps> FastPath<B> {
             gelu: B::fused_gelu,
             param_cast: B::fused_param_cast,
             adam: B::fused_adam_many,
+            sum_squares: B::fused_sum_squares_many,
             accepts: B::accepts,
             dropout_accepts: B::dropout_accepts,
             attention_accepts: B::attention_accepts,
@@ -729,4 +741,18 @@ pub fn adam_update<B: Backend, const D: usize>(
     };
     let updated = adam_update_many(vec![operand], factors, epsilon).pop().expect("one update");
     (float(updated.value), float(updated.first), float(updated.second))
+}
+
+/// `Σ x²` over every element of `tensors` (any ranks and float dtypes; a step's gradients),
+/// squared in f32: a `[1]` f32 tensor, NaN or ∞ when any element is; `None` for no tensors. A
+/// backend's multi-tensor kernel where it has one ([`FusedOps::fused_sum_squares_many`]),
+/// else [`norm::sum_squares_many`].
+pub fn sum_squares_many<B: Backend>(tensors: Vec<FloatTensor<B>>) -> Option<Tensor<B, 1>> {
+    use burn::tensor::TensorMetadata;
+    let dtypes: Vec<DType> = tensors.iter().map(|t| t.dtype()).collect();
+    let sum = match fast_path_for::<B>(&dtypes) {
+        Some(fast) => fast.sum_squares,
+        None => norm::sum_squares_many::<B>,
+    };
+    sum(tensors).map(float)
 }
