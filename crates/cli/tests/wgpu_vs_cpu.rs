@@ -354,7 +354,7 @@ fn wgpu_build_kernels_match_the_reference() {
     let out = run(&build, &dir, &["bench", "kernels", "--seed", "3"]);
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 18, "one line per op and case: {text}");
+    assert_eq!(lines.len(), 21, "one line per op and case: {text}");
     for line in &lines {
         assert_eq!(line["fast_path"], true, "the wgpu build must route the ops to its fast path: {line}");
         assert_eq!(line["passed"], true, "{line}");

@@ -289,9 +289,9 @@ impl<B: Backend> EncoderLayer<B> {
             DropoutMask::draw::<B>(self.attention_probs_dropout.prob, &device),
         );
         let (w, b) = params(&self.attention_output);
-        let attended = seam
-            .linear(context.reshape([rows, hidden]), w, b, LinearActivation::Identity)
-            .cast(FloatDType::F32);
+        // In the product's dtype: the LayerNorm widens it (its kernel as it reads it, and
+        // hands the gradient back in that dtype).
+        let attended = seam.linear(context.reshape([rows, hidden]), w, b, LinearActivation::Identity);
         let x = seam.residual_layer_norm(
             flat,
             Some(attended),
@@ -306,7 +306,7 @@ impl<B: Backend> EncoderLayer<B> {
             other => activate(other, seam.linear(x.clone().cast(dtype), w, b, LinearActivation::Identity)),
         }; // [rows, intermediate]
         let (w, b) = params(&self.output);
-        let out = seam.linear(inner, w, b, LinearActivation::Identity).cast(FloatDType::F32);
+        let out = seam.linear(inner, w, b, LinearActivation::Identity);
         let y = seam.residual_layer_norm(
             x,
             Some(out),

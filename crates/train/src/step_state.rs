@@ -165,13 +165,15 @@ impl<B: Backend> StepState<B> {
         let dynamic = rules.scaler.is_dynamic();
         // Without a dynamic scale every step applies, as on the host path: a non-finite
         // gradient there is not an overflow to recover from, and the trainer reports the loss.
-        let finite = if dynamic {
-            sq_norm.clone().is_finite()
+        // 1 or 0 (the seam's one kernel on a GPU; Burn's `is_finite` and `bool_not` took a
+        // launch an op), the masks compared from it in float ops that fuse.
+        let applies = if dynamic {
+            bertlab_models::ops::finite_flag(sq_norm.clone())
         } else {
-            Tensor::<B, 1>::ones([1], &device).equal_elem(1.0)
+            Tensor::<B, 1>::ones([1], &device)
         };
-        let skip = finite.clone().bool_not();
-        let applies = finite.clone().float();
+        let finite = applies.clone().greater_elem(0.5);
+        let skip = applies.clone().lower_elem(0.5);
         let norm = sq_norm.sqrt() / self.scale.clone();
         let mut multiplier = self.scale.clone().recip();
         if let Some(max_norm) = rules.grad_clip {

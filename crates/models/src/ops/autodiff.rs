@@ -60,14 +60,14 @@ impl<B: FusedKernels> Backward<B, 1> for AttentionBackward {
 struct ResidualLayerNormBackward;
 
 impl<B: FusedKernels> Backward<B, 4> for ResidualLayerNormBackward {
-    /// Saved rows, γ, the branch's dropout.
-    type State = (LayerNormState<B>, FloatTensor<B>, Option<DropoutMask>);
+    /// Saved rows, γ, the branch's dropout, the branch's dtype.
+    type State = (LayerNormState<B>, FloatTensor<B>, Option<DropoutMask>, burn::tensor::DType);
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [res_node, branch_node, gamma_node, beta_node] = ops.parents.map(|n| n.map(|n| n.id));
         let grad = grads.consume::<B>(&ops.node);
-        let (state, gamma, dropout) = ops.state;
-        let g = B::layer_norm_backward(grad, state, gamma, dropout, branch_node.is_some());
+        let (state, gamma, dropout, branch_dtype) = ops.state;
+        let g = B::layer_norm_backward(grad, state, gamma, dropout, branch_node.map(|_| branch_dtype));
         register::<B>(grads, res_node, Some(g.residual));
         register::<B>(grads, branch_node, g.branch);
         register::<B>(grads, gamma_node, Some(g.gamma));
@@ -86,7 +86,7 @@ impl<B: FusedKernels> Backward<B, 3> for LayerNormBackward {
         let [x_node, gamma_node, beta_node] = ops.parents.map(|n| n.map(|n| n.id));
         let grad = grads.consume::<B>(&ops.node);
         let (state, gamma) = ops.state;
-        let g = B::layer_norm_backward(grad, state, gamma, None, false);
+        let g = B::layer_norm_backward(grad, state, gamma, None, None);
         register::<B>(grads, x_node, Some(g.residual));
         register::<B>(grads, gamma_node, Some(g.gamma));
         register::<B>(grads, beta_node, Some(g.beta));
@@ -145,6 +145,11 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 
     fn dropout_accepts(dtype: burn::tensor::DType) -> bool {
         B::dropout_kernel_accepts(dtype)
+    }
+
+    fn layer_norm_accepts(residual: burn::tensor::DType, branch: Option<burn::tensor::DType>) -> bool {
+        Self::accepts(residual)
+            && branch.is_none_or(|b| Self::accepts(b) || B::layer_norm_kernel_accepts(residual, b))
     }
 
     fn attention_accepts(dtype: burn::tensor::DType, head_dim: usize) -> bool {
@@ -220,9 +225,10 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                     [residual.node.clone(), branch.node.clone(), gamma.node.clone(), beta.node.clone()];
                 match ResidualLayerNormBackward.prepare::<C>(nodes).compute_bound().stateful() {
                     OpsKind::Tracked(prep) => {
+                        let branch_dtype = burn::tensor::TensorMetadata::dtype(&branch.primitive);
                         let (y, state) = forward(true, residual, Some(branch));
                         let state = state.expect("layer_norm_forward keeps its state when asked to");
-                        prep.finish((state, gamma.primitive.clone(), dropout), y)
+                        prep.finish((state, gamma.primitive.clone(), dropout, branch_dtype), y)
                     }
                     OpsKind::UnTracked(prep) => prep.finish(forward(false, residual, Some(branch)).0),
                 }

@@ -192,7 +192,18 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
     );
 
     let (rows, width, eps) = (29, 48, 1e-12);
-    for (with_branch, prob) in [(true, 0.1), (true, 0.0), (false, 0.0)] {
+    // The branch in f16 beside the f32 residual is what an f16 step's LayerNorms get (a
+    // product's output). Both sides widen the same f16 values and round the branch's gradient
+    // to f16; values a few f32 ulps apart may round to neighbouring f16 values, so that case
+    // passes within one f16 ulp (2⁻¹⁰ relative).
+    let f16_ulp = 2f64.powi(-10);
+    let f32_ = FloatDType::F32;
+    for (with_branch, prob, branch_dtype, tolerance) in [
+        (true, 0.1, f32_, F32_TOLERANCE),
+        (true, 0.0, f32_, F32_TOLERANCE),
+        (false, 0.0, f32_, F32_TOLERANCE),
+        (true, 0.1, FloatDType::F16, f16_ulp),
+    ] {
         let dropout = (prob > 0.0).then(|| DropoutMask::new(prob, 0x1a7e_0000_0000_0002 ^ seed));
         let inputs = [
             rng.values(rows * width, 2.0),
@@ -210,7 +221,7 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
         ) -> Tensor<B, 2>;
         let run = |norm: Norm<B>| {
             move |t: &[Tensor<B, 1>; 4]| {
-                let branch = with_branch.then(|| shaped(&t[1], [rows, width]));
+                let branch = with_branch.then(|| shaped(&t[1], [rows, width]).cast(branch_dtype));
                 norm(shaped(&t[0], [rows, width]), branch, t[2].clone(), t[3].clone(), eps, dropout)
             }
         };
@@ -221,11 +232,12 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
             &run(reference::residual_layer_norm),
             &mut rng,
         );
-        let case = match with_branch {
-            true => format!("[{rows}, {width}] + branch, dropout {prob}"),
-            false => format!("[{rows}, {width}], no branch"),
+        let case = match (with_branch, branch_dtype) {
+            (true, FloatDType::F32) => format!("[{rows}, {width}] + branch, dropout {prob}"),
+            (true, dtype) => format!("[{rows}, {width}] f32 + {dtype:?} branch, dropout {prob}"),
+            (false, _) => format!("[{rows}, {width}], no branch"),
         };
-        record("residual_layer_norm", case, e, F32_TOLERANCE);
+        record("residual_layer_norm", case, e, tolerance);
     }
 
     // Dropout multiplies by the same factors on both sides: exact.
@@ -297,6 +309,26 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
             false => error(&[routed as f32], &[reference as f32]),
         };
         record("sum_squares", format!("{case}: {routed:e} against {reference:e}"), e, F32_TOLERANCE);
+    }
+
+    // The overflow flag: exact, on the values an overflow check meets (f32 and f16).
+    let values = [1.0, 0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3.0e38, -65504.0, 1e-40];
+    let want = [1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+    for dtype in [FloatDType::F32, FloatDType::F16] {
+        // 3e38 overflows f16 (∞: flag 0) and 1e-40 flushes to 0 there (flag 1).
+        let want: Vec<f32> = match dtype {
+            FloatDType::F16 => want.iter().enumerate().map(|(i, w)| if i == 5 { 0.0 } else { *w }).collect(),
+            _ => want.to_vec(),
+        };
+        let x =
+            Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+                .cast(dtype);
+        let got = crate::host_wait::read(super::finite_flag(x))
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32 values");
+        let e = error(&got, &want);
+        record("finite_flag", format!("{dtype:?}: 1, 0, NaN, ±∞, 3e38, −65 504, 1e−40"), e, 0.0);
     }
     checks
 }

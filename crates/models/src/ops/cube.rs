@@ -130,9 +130,9 @@ pub(crate) mod kernels {
     /// branch).
     #[cube]
     #[allow(clippy::too_many_arguments)]
-    fn row_value<F: Float>(
+    fn row_value<F: Float, G: Float>(
         residual: &Tensor<F>,
-        branch: &Tensor<F>,
+        branch: &Tensor<G>,
         index: usize,
         seed_lo: u32,
         seed_hi: u32,
@@ -153,9 +153,9 @@ pub(crate) mod kernels {
     /// of two.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn layer_norm_forward_kernel<F: Float>(
+    pub(super) fn layer_norm_forward_kernel<F: Float, G: Float>(
         residual: &Tensor<F>,
-        branch: &Tensor<F>,
+        branch: &Tensor<G>,
         gamma: &Tensor<F>,
         beta: &Tensor<F>,
         output: &mut Tensor<F>,
@@ -171,7 +171,7 @@ pub(crate) mod kernels {
         #[comptime] with_branch: bool,
         #[comptime] keep: bool,
         #[comptime] block: u32,
-        #[define(F)] _dtype: StorageType,
+        #[define(F, G)] _dtypes: [StorageType; 2],
     ) {
         let row = row_index();
         if row >= rows as usize {
@@ -186,7 +186,16 @@ pub(crate) mod kernels {
         let mut sum = 0.0f32;
         let mut j = unit;
         while j < w {
-            let x = row_value(residual, branch, base + j, seed_lo, seed_hi, threshold, scale, with_branch);
+            let x = row_value::<F, G>(
+                residual,
+                branch,
+                base + j,
+                seed_lo,
+                seed_hi,
+                threshold,
+                scale,
+                with_branch,
+            );
             sum += x;
             j += step;
         }
@@ -195,7 +204,16 @@ pub(crate) mod kernels {
         let mut squares = 0.0f32;
         let mut j = unit;
         while j < w {
-            let x = row_value(residual, branch, base + j, seed_lo, seed_hi, threshold, scale, with_branch);
+            let x = row_value::<F, G>(
+                residual,
+                branch,
+                base + j,
+                seed_lo,
+                seed_hi,
+                threshold,
+                scale,
+                with_branch,
+            );
             squares += (x - mean) * (x - mean);
             j += step;
         }
@@ -204,7 +222,16 @@ pub(crate) mod kernels {
 
         let mut j = unit;
         while j < w {
-            let x = row_value(residual, branch, base + j, seed_lo, seed_hi, threshold, scale, with_branch);
+            let x = row_value::<F, G>(
+                residual,
+                branch,
+                base + j,
+                seed_lo,
+                seed_hi,
+                threshold,
+                scale,
+                with_branch,
+            );
             let normed = (x - mean) / std;
             output[base + j] = F::cast_from(normed * f32::cast_from(gamma[j]) + f32::cast_from(beta[j]));
             if keep {
@@ -222,13 +249,13 @@ pub(crate) mod kernels {
     /// `d_branch` when `with_branch`; row means in f32.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn layer_norm_backward_kernel<F: Float>(
+    pub(super) fn layer_norm_backward_kernel<F: Float, G: Float>(
         grad: &Tensor<F>,
         x_hat: &Tensor<F>,
         inv_std: &Tensor<F>,
         gamma: &Tensor<F>,
         d_residual: &mut Tensor<F>,
-        d_branch: &mut Tensor<F>,
+        d_branch: &mut Tensor<G>,
         rows: u32,
         width: u32,
         seed_lo: u32,
@@ -237,7 +264,7 @@ pub(crate) mod kernels {
         scale: f32,
         #[comptime] with_branch: bool,
         #[comptime] block: u32,
-        #[define(F)] _dtype: StorageType,
+        #[define(F, G)] _dtypes: [StorageType; 2],
     ) {
         let row = row_index();
         if row >= rows as usize {
@@ -268,7 +295,7 @@ pub(crate) mod kernels {
             let dx = (g - mean_g - f32::cast_from(x_hat[base + j]) * mean_gx) * inv;
             d_residual[base + j] = F::cast_from(dx);
             if with_branch {
-                d_branch[base + j] = F::cast_from(dx * factor(base + j, seed_lo, seed_hi, threshold, scale));
+                d_branch[base + j] = G::cast_from(dx * factor(base + j, seed_lo, seed_hi, threshold, scale));
             }
             j += step;
         }
@@ -412,9 +439,12 @@ fn layer_norm_forward<R: CubeRuntime>(
     };
     let (gamma, beta) = (same(gamma), same(beta));
     let with_branch = branch.is_some();
+    // The branch may be in a product's dtype (read as f32 in the kernel).
+    let branch = branch.map(|b| prepared(b, "residual_layer_norm"));
+    let branch_dtype = branch.as_ref().map_or(dtype, |b| b.dtype);
     // Absent operands are 1-element placeholders the kernel never touches (comptime flags).
     let placeholder = || empty_like(&residual, [1].into());
-    let branch = branch.map(same).unwrap_or_else(placeholder);
+    let branch = branch.unwrap_or_else(placeholder);
     let output = empty_like(&residual, residual.shape());
     let (x_hat, inv_std) = match keep {
         true => (empty_like(&residual, residual.shape()), empty_like(&residual, [rows].into())),
@@ -444,21 +474,22 @@ fn layer_norm_forward<R: CubeRuntime>(
             with_branch,
             keep,
             block,
-            dtype.into(),
+            [dtype.into(), branch_dtype.into()],
         );
     }
     (output, keep.then_some((x_hat, inv_std)))
 }
 
-/// The backward kernel: `(d residual, d branch if with_branch)`.
+/// The backward kernel: `(d residual, d branch in `branch`'s dtype when asked for)`.
 fn layer_norm_backward<R: CubeRuntime>(
     grad: CubeTensor<R>,
     x_hat: CubeTensor<R>,
     inv_std: CubeTensor<R>,
     gamma: CubeTensor<R>,
     dropout: Option<DropoutMask>,
-    with_branch: bool,
+    branch: Option<DType>,
 ) -> (CubeTensor<R>, Option<CubeTensor<R>>) {
+    let with_branch = branch.is_some();
     let grad = prepared(grad, "residual_layer_norm backward");
     let (rows, width) = rows_width(&grad);
     let dtype = grad.dtype;
@@ -468,8 +499,10 @@ fn layer_norm_backward<R: CubeRuntime>(
         t
     });
     let d_residual = empty_like(&grad, grad.shape());
+    let branch_dtype = branch.unwrap_or(dtype);
+    assert!(is_float(branch_dtype), "residual_layer_norm backward: a float branch (got {branch_dtype:?})");
     let d_branch = match with_branch {
-        true => empty_like(&grad, grad.shape()),
+        true => empty_device_dtype(grad.client.clone(), grad.device.clone(), grad.shape(), branch_dtype),
         false => empty_like(&grad, [1].into()),
     };
     if rows > 0 {
@@ -493,7 +526,7 @@ fn layer_norm_backward<R: CubeRuntime>(
             scale,
             with_branch,
             block,
-            dtype.into(),
+            [dtype.into(), branch_dtype.into()],
         );
     }
     (d_residual, with_branch.then_some(d_branch))
@@ -552,13 +585,17 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedKerne
         state: LayerNormState<Self>,
         gamma: FloatTensor<Self>,
         dropout: Option<DropoutMask>,
-        with_branch: bool,
+        branch: Option<DType>,
     ) -> LayerNormGrads<Self> {
         let x_hat = state.x_hat.clone();
         let (residual, branch) =
-            layer_norm_backward(grad.clone(), state.x_hat, state.inv_std, gamma, dropout, with_branch);
+            layer_norm_backward(grad.clone(), state.x_hat, state.inv_std, gamma, dropout, branch);
         let (gamma, beta) = layer_norm_affine_grad(grad, x_hat);
         LayerNormGrads { residual, branch, gamma, beta }
+    }
+
+    fn layer_norm_kernel_accepts(residual: DType, branch: DType) -> bool {
+        is_float(residual) && is_float(branch)
     }
 
     fn dropout_kernel_accepts(dtype: DType) -> bool {
@@ -629,8 +666,8 @@ pub(crate) fn inference_attention<B: FusedOps>(
     }
 }
 
-/// `FusedOps::fused_residual_layer_norm` of the CubeCL backends: the LayerNorm kernel when
-/// every operand has one dtype (the kernel's one type parameter), else the reference.
+/// `FusedOps::fused_residual_layer_norm` of the CubeCL backends: the LayerNorm kernel when γ
+/// and β are in the residual's dtype (the branch may be in another), else the reference.
 pub(crate) fn inference_layer_norm<B: FusedKernels>(
     residual: FloatTensor<B>,
     branch: Option<FloatTensor<B>>,
@@ -640,7 +677,7 @@ pub(crate) fn inference_layer_norm<B: FusedKernels>(
     dropout: Option<DropoutMask>,
 ) -> FloatTensor<B> {
     let dtype = residual.dtype();
-    let same = [Some(&gamma), Some(&beta), branch.as_ref()].into_iter().flatten().all(|t| t.dtype() == dtype);
+    let same = gamma.dtype() == dtype && beta.dtype() == dtype;
     if same {
         B::layer_norm_forward(residual, branch, gamma, beta, epsilon, dropout, false).0
     } else {
@@ -698,5 +735,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedOps f
 
     fn fused_sum_squares_many(tensors: Vec<FloatTensor<Self>>) -> Option<FloatTensor<Self>> {
         super::cube_norm::sum_squares_many::<R, F, I, BT>(tensors)
+    }
+
+    fn fused_finite_flag(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        super::cube_norm::finite_flag(x)
     }
 }

@@ -9,14 +9,14 @@
 //! launch.
 
 use burn::tensor::ops::FloatTensorOps;
-use burn::tensor::DType;
+use burn::tensor::{DType, TensorMetadata};
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::{CubeDim, SequenceArg};
 
-use self::kernels::sum_squares_many_kernel;
+use self::kernels::{finite_flag_kernel, sum_squares_many_kernel};
 use super::cube_adam::tensors_per_launch;
 use super::is_float;
 
@@ -69,6 +69,43 @@ mod kernels {
             partials[first_partial + cube] = total;
         }
     }
+
+    /// `output[i] = 1` where `input[i]` is finite, else 0.
+    #[cube(launch)]
+    pub(super) fn finite_flag_kernel<F: Float>(
+        input: &Tensor<F>,
+        output: &mut Tensor<F>,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i >= output.len() {
+            terminate!();
+        }
+        let x = f32::cast_from(input[i]);
+        output[i] = F::cast_from(select(f32::is_nan(x) || f32::is_inf(x), 0.0f32, 1.0f32));
+    }
+}
+
+/// `ops::finite_flag` in one launch: 1 where `x` is finite, else 0.
+pub(crate) fn finite_flag<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
+    let x = burn_cubecl::kernel::into_contiguous(x);
+    assert!(is_float(x.dtype), "finite_flag: a float tensor (got {:?})", x.dtype);
+    let n = x.meta.num_elements();
+    let output = empty_device_dtype(x.client.clone(), x.device.clone(), x.shape(), x.dtype);
+    if n > 0 {
+        let cube_dim = CubeDim::new(&x.client, n);
+        let cube_count = calculate_cube_count_elemwise(&x.client, n, cube_dim);
+        let dtype = x.dtype;
+        finite_flag_kernel::launch::<R>(
+            &output.client,
+            cube_count,
+            cube_dim,
+            x.into_tensor_arg(),
+            output.clone().into_tensor_arg(),
+            dtype.into(),
+        );
+    }
+    output
 }
 
 /// `Σ x²` of `tensors` (`ops::sum_squares_many`): `[1]` f32.

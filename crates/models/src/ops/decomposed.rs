@@ -7,7 +7,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
-use burn::tensor::{FloatDType, Tensor, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, Tensor, TensorPrimitive};
 
 use super::{reference, AttentionState, DropoutMask, LayerNormGrads, LayerNormState, LinearActivation};
 
@@ -134,7 +134,8 @@ pub fn layer_norm_forward<B: Backend>(
     keep: bool,
 ) -> (FloatTensor<B>, Option<LayerNormState<B>>) {
     let residual: Tensor<B, 2> = float(residual);
-    let x = match (branch.map(float::<B, 2>), dropout) {
+    let dtype = FloatDType::from(residual.dtype());
+    let x = match (branch.map(|b| float::<B, 2>(b).cast(dtype)), dropout) {
         (Some(b), Some(mask)) => residual + reference::dropout(b, mask),
         (Some(b), None) => residual + b,
         (None, _) => residual,
@@ -153,7 +154,7 @@ pub fn layer_norm_backward<B: Backend>(
     state: LayerNormState<B>,
     gamma: FloatTensor<B>,
     dropout: Option<DropoutMask>,
-    with_branch: bool,
+    branch: Option<DType>,
 ) -> LayerNormGrads<B> {
     let grad: Tensor<B, 2> = float(grad);
     let x_hat: Tensor<B, 2> = float(state.x_hat);
@@ -163,9 +164,12 @@ pub fn layer_norm_backward<B: Backend>(
     let mean_g = g_hat.clone().mean_dim(1);
     let mean_gx = (g_hat.clone() * x_hat.clone()).mean_dim(1);
     let dx = (g_hat - mean_g - x_hat.clone() * mean_gx) * inv_std;
-    let branch = with_branch.then(|| match dropout {
-        Some(mask) => prim(reference::dropout(dx.clone(), mask)),
-        None => prim(dx.clone()),
+    let branch = branch.map(|dtype| {
+        let d_branch = match dropout {
+            Some(mask) => reference::dropout(dx.clone(), mask),
+            None => dx.clone(),
+        };
+        prim(d_branch.cast(FloatDType::from(dtype)))
     });
     LayerNormGrads {
         residual: prim(dx),

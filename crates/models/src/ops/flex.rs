@@ -186,8 +186,11 @@ impl FusedKernels for Flex {
         state: LayerNormState<Self>,
         gamma: FloatTensor<Self>,
         dropout: Option<DropoutMask>,
-        with_branch: bool,
+        branch: Option<DType>,
     ) -> LayerNormGrads<Self> {
+        // Flex takes f32 only (its `layer_norm_kernel_accepts` is the default): the branch's
+        // gradient is f32 too.
+        let with_branch = branch.is_some();
         let (dy, g) = (contiguous(grad), contiguous(gamma));
         let (x_hat, inv_std) = (contiguous(state.x_hat), contiguous(state.inv_std));
         let shape = dims(&dy);

@@ -130,13 +130,13 @@ fn layer_norm_backward<B: FusionBackend + FusedKernels>(
     state: LayerNormState<Fusion<B>>,
     gamma: FloatTensor<Fusion<B>>,
     dropout: Option<DropoutMask>,
-    with_branch: bool,
+    branch: Option<DType>,
 ) -> LayerNormGrads<Fusion<B>> {
     #[derive(Clone, Debug)]
     struct LayerNormBackwardOp<B> {
         desc: CustomOpIr,
         dropout: Option<DropoutMask>,
-        with_branch: bool,
+        branch: Option<DType>,
         _backend: core::marker::PhantomData<B>,
     }
 
@@ -151,7 +151,7 @@ fn layer_norm_backward<B: FusionBackend + FusedKernels>(
             };
             let grad = handles.get_float_tensor::<B>(grad);
             let gamma = handles.get_float_tensor::<B>(gamma);
-            let g = B::layer_norm_backward(grad, state, gamma, self.dropout, self.with_branch);
+            let g = B::layer_norm_backward(grad, state, gamma, self.dropout, self.branch);
             handles.register_float_tensor::<B>(&outputs[0].id, g.residual);
             let mut next = 1;
             if let Some(branch) = g.branch {
@@ -169,22 +169,18 @@ fn layer_norm_backward<B: FusionBackend + FusedKernels>(
     let operands = [grad, state.x_hat, state.inv_std, gamma];
     let streams = OperationStreams::with_inputs(operands.iter());
     let mut outputs = vec![TensorIr::uninit(client.create_empty_handle(), shape.clone(), dtype)];
-    if with_branch {
-        outputs.push(TensorIr::uninit(client.create_empty_handle(), shape, dtype));
+    if let Some(branch_dtype) = branch {
+        outputs.push(TensorIr::uninit(client.create_empty_handle(), shape, branch_dtype));
     }
     outputs.push(TensorIr::uninit(client.create_empty_handle(), width_shape.clone(), dtype));
     outputs.push(TensorIr::uninit(client.create_empty_handle(), width_shape, dtype));
     let inputs: Vec<TensorIr> = operands.into_iter().map(|t| t.into_ir()).collect();
     let desc = CustomOpIr::new("bertlab_layer_norm_backward", &inputs, &outputs);
-    let op = LayerNormBackwardOp::<B> {
-        desc: desc.clone(),
-        dropout,
-        with_branch,
-        _backend: core::marker::PhantomData,
-    };
+    let op =
+        LayerNormBackwardOp::<B> { desc: desc.clone(), dropout, branch, _backend: core::marker::PhantomData };
     let mut out = client.register(streams, OperationIr::Custom(desc), op).into_iter();
     let residual = out.next().expect("the residual's gradient");
-    let branch = if with_branch { out.next() } else { None };
+    let branch = branch.and_then(|_| out.next());
     LayerNormGrads {
         residual,
         branch,
@@ -440,6 +436,35 @@ fn adam_update_many<B: FusionBackend + FusedOps>(
     updated
 }
 
+/// `B::fused_finite_flag` as a custom operation.
+fn finite_flag<B: FusionBackend + FusedOps>(x: FloatTensor<Fusion<B>>) -> FloatTensor<Fusion<B>> {
+    #[derive(Clone, Debug)]
+    struct FiniteFlagOp<B> {
+        desc: CustomOpIr,
+        _backend: core::marker::PhantomData<B>,
+    }
+
+    impl<B: FusionBackend + FusedOps> Operation<B::FusionRuntime> for FiniteFlagOp<B> {
+        fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
+            let ([input], [output]) = self.desc.as_fixed();
+            let x = handles.get_float_tensor::<B>(input);
+            handles.register_float_tensor::<B>(&output.id, B::fused_finite_flag(x));
+        }
+    }
+
+    let client = x.client.clone();
+    let streams = OperationStreams::with_inputs([&x]);
+    let out = TensorIr::uninit(client.create_empty_handle(), x.shape.clone(), x.dtype);
+    let desc = CustomOpIr::new("bertlab_finite_flag", &[x.into_ir()], &[out]);
+    client
+        .register(
+            streams,
+            OperationIr::Custom(desc.clone()),
+            FiniteFlagOp::<B> { desc, _backend: core::marker::PhantomData },
+        )
+        .output()
+}
+
 /// `B::fused_sum_squares_many` as one custom operation: inputs the tensors, output the `[1]`
 /// f32 sum.
 fn sum_squares_many<B: FusionBackend + FusedOps>(
@@ -490,9 +515,13 @@ impl<B: FusionBackend + FusedKernels> FusedKernels for Fusion<B> {
         state: LayerNormState<Self>,
         gamma: FloatTensor<Self>,
         dropout: Option<DropoutMask>,
-        with_branch: bool,
+        branch: Option<DType>,
     ) -> LayerNormGrads<Self> {
-        layer_norm_backward::<B>(grad, state, gamma, dropout, with_branch)
+        layer_norm_backward::<B>(grad, state, gamma, dropout, branch)
+    }
+
+    fn layer_norm_kernel_accepts(residual: DType, branch: DType) -> bool {
+        B::layer_norm_kernel_accepts(residual, branch)
     }
 
     fn dropout_kernel_accepts(dtype: DType) -> bool {
@@ -581,6 +610,10 @@ impl<B: FusionBackend + FusedKernels + FusedOps> FusedOps for Fusion<B> {
 
     fn fused_sum_squares_many(tensors: Vec<FloatTensor<Self>>) -> Option<FloatTensor<Self>> {
         sum_squares_many::<B>(tensors)
+    }
+
+    fn fused_finite_flag(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        finite_flag::<B>(x)
     }
 
     fn fused_dropout(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {

@@ -235,6 +235,14 @@ pub trait FusedOps: Backend {
         Self::accepts(dtype)
     }
 
+    /// Whether [`FusedOps::fused_residual_layer_norm`] takes a residual (and γ, β) of
+    /// `residual`'s dtype with a branch of `branch`'s ([`FusedOps::accepts`] of both by
+    /// default; `Autodiff<B>` also takes what `B`'s LayerNorm kernel does: a branch in a
+    /// product's dtype beside the f32 residual stream).
+    fn layer_norm_accepts(residual: DType, branch: Option<DType>) -> bool {
+        Self::accepts(residual) && branch.is_none_or(Self::accepts)
+    }
+
     /// Whether [`FusedOps::fused_attention`] takes `qkv` of `dtype` with heads of `head_dim`
     /// ([`FusedOps::accepts`] by default; `Autodiff<B>` also takes what `B`'s attention kernel
     /// does).
@@ -270,7 +278,9 @@ pub trait FusedOps: Backend {
     }
 
     /// `LayerNorm(residual + dropout(branch))·γ + β` over the last dimension of
-    /// `[rows, width]` tensors; without `branch`, a plain LayerNorm.
+    /// `[rows, width]` tensors; without `branch`, a plain LayerNorm. The branch may be in
+    /// another dtype (a product's, [`FusedOps::layer_norm_accepts`]): it is widened to the
+    /// residual's.
     fn fused_residual_layer_norm(
         residual: FloatTensor<Self>,
         branch: Option<FloatTensor<Self>>,
@@ -333,6 +343,11 @@ pub trait FusedOps: Backend {
     /// multi-tensor kernel reads them in a few launches instead of a few a shape.
     fn fused_sum_squares_many(tensors: Vec<FloatTensor<Self>>) -> Option<FloatTensor<Self>> {
         norm::sum_squares_many::<Self>(tensors)
+    }
+
+    /// 1 where `x` is finite, else 0 ([`norm::finite_flag`]).
+    fn fused_finite_flag(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        norm::finite_flag::<Self>(x)
     }
 }
 
@@ -413,15 +428,23 @@ pub trait FusedKernels: Backend {
         decomposed::layer_norm_forward::<Self>(residual, branch, gamma, beta, epsilon, dropout, keep)
     }
 
-    /// Gradients of [`FusedKernels::layer_norm_forward`].
+    /// Gradients of [`FusedKernels::layer_norm_forward`]; the branch's (in `branch`, its
+    /// dtype) when asked for.
     fn layer_norm_backward(
         grad: FloatTensor<Self>,
         state: LayerNormState<Self>,
         gamma: FloatTensor<Self>,
         dropout: Option<DropoutMask>,
-        with_branch: bool,
+        branch: Option<DType>,
     ) -> LayerNormGrads<Self> {
-        decomposed::layer_norm_backward::<Self>(grad, state, gamma, dropout, with_branch)
+        decomposed::layer_norm_backward::<Self>(grad, state, gamma, dropout, branch)
+    }
+
+    /// Whether [`FusedKernels::layer_norm_forward`] takes a branch of `branch`'s dtype beside a
+    /// residual (and γ, β) of `residual`'s: then `Autodiff<Self>` routes it here, whatever
+    /// [`FusedOps::accepts`] says of `branch`. f32 only by default.
+    fn layer_norm_kernel_accepts(residual: DType, branch: DType) -> bool {
+        residual == DType::F32 && branch == DType::F32
     }
 
     /// `param` in `dtype` for a product: a cast by default; a backend that keeps the copies its
@@ -522,9 +545,11 @@ struct FastPath<B: Backend> {
     param_cast: fn(FloatTensor<B>, FloatDType) -> FloatTensor<B>,
     adam: AdamFn<B>,
     sum_squares: fn(Vec<FloatTensor<B>>) -> Option<FloatTensor<B>>,
+    finite_flag: fn(FloatTensor<B>) -> FloatTensor<B>,
     accepts: fn(DType) -> bool,
     dropout_accepts: fn(DType) -> bool,
     attention_accepts: fn(DType, usize) -> bool,
+    layer_norm_accepts: fn(DType, Option<DType>) -> bool,
 }
 
 impl<B: Backend> Clone for FastPath<B> {
@@ -546,9 +571,11 @@ impl<B: FusedOps> FastPath<B> {
             param_cast: B::fused_param_cast,
             adam: B::fused_adam_many,
             sum_squares: B::fused_sum_squares_many,
+            finite_flag: B::fused_finite_flag,
             accepts: B::accepts,
             dropout_accepts: B::dropout_accepts,
             attention_accepts: B::attention_accepts,
+            layer_norm_accepts: B::layer_norm_accepts,
         }
     }
 }
@@ -641,7 +668,8 @@ pub fn attention<B: Backend>(
 }
 
 /// `LayerNorm(residual + dropout(branch))·γ + β` over the last dimension of `[rows, width]`;
-/// without `branch`, a plain LayerNorm.
+/// without `branch`, a plain LayerNorm. The branch may be in a product's dtype beside an f32
+/// residual: it is widened (and its gradient comes back in its dtype).
 pub fn residual_layer_norm<B: Backend>(
     residual: Tensor<B, 2>,
     branch: Option<Tensor<B, 2>>,
@@ -650,9 +678,23 @@ pub fn residual_layer_norm<B: Backend>(
     epsilon: f64,
     dropout: Option<DropoutMask>,
 ) -> Tensor<B, 2> {
-    let mut dtypes = vec![residual.dtype(), gamma.dtype(), beta.dtype()];
-    dtypes.extend(branch.as_ref().map(|b| b.dtype()));
-    match fast_path_for::<B>(&dtypes) {
+    let dtype = residual.dtype();
+    let path_for = |branch: Option<DType>| {
+        fast_path::<B>().filter(|path| {
+            (path.layer_norm_accepts)(dtype, branch) && gamma.dtype() == dtype && beta.dtype() == dtype
+        })
+    };
+    // A fast path that takes the residual's dtype but not the branch's gets the branch widened
+    // first (what the reference does inside).
+    let (fast, branch) = match (path_for(branch.as_ref().map(|b| b.dtype())), branch) {
+        (Some(fast), branch) => (Some(fast), branch),
+        (None, Some(b)) if b.dtype() != dtype => match path_for(Some(dtype)) {
+            Some(fast) => (Some(fast), Some(b.cast(FloatDType::from(dtype)))),
+            None => (None, Some(b)),
+        },
+        (None, branch) => (None, branch),
+    };
+    match fast {
         Some(fast) => float((fast.residual_layer_norm)(
             prim(residual),
             branch.map(prim),
@@ -755,4 +797,14 @@ pub fn sum_squares_many<B: Backend>(tensors: Vec<FloatTensor<B>>) -> Option<Tens
         None => norm::sum_squares_many::<B>,
     };
     sum(tensors).map(float)
+}
+
+/// 1 where `x` is finite, 0 where it is NaN or ±∞ (element-wise, in `x`'s dtype): a step's
+/// overflow check as a number ([`norm::finite_flag`]; one kernel on the CubeCL backends).
+pub fn finite_flag<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let flag = match fast_path_for::<B>(&[x.dtype()]) {
+        Some(fast) => fast.finite_flag,
+        None => norm::finite_flag::<B>,
+    };
+    float(flag(prim(x)))
 }

@@ -83,8 +83,11 @@ pub fn residual_layer_norm<B: Backend>(
     epsilon: f64,
     dropout: Option<DropoutMask>,
 ) -> Tensor<B, 2> {
+    // A branch in a product's dtype is widened to the residual's, as an f32 residual stream
+    // adds it.
+    let dtype = FloatDType::from(residual.dtype());
     let x = match (branch, dropout) {
-        (Some(b), mask) => residual + super::dropout(b, mask),
+        (Some(b), mask) => residual + super::dropout(b.cast(dtype), mask),
         (None, _) => residual,
     };
     let (x_hat, _) = normalize(x, epsilon);
