@@ -19,8 +19,8 @@
 //! - Dropout acts on the probabilities with the hash mask of the `[batch, heads, seq, seq]`
 //!   tensor the reference drops, element for element, so both draw the same mask.
 //! - One unit a query row (forward, dQ) or a key row (dK, dV), its head's row and accumulators
-//!   in registers (`head_dim` is a compile-time size), `TILE` rows of the other side in shared
-//!   memory at a time.
+//!   in registers (`head_dim` is a compile-time size), a tile of the other side's rows in
+//!   shared memory at a time (`tile_rows`: 32 for heads up to 64 wide).
 
 use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::ops::numeric::empty_device_dtype;
@@ -62,9 +62,10 @@ mod kernels {
     /// The score of a padded key (`f32::MIN`, as the reference's `mask_fill`).
     const PADDED: f32 = -3.402_823_5e38f32;
 
-    /// Stages rows `first .. first + len` of one head's part (`part` 0: Q, 1: K, 2: V) of
-    /// `source` (`[batch, seq, parts·hidden]` rows of `stride` elements from `base`) into
-    /// `tile` as f32, the cube's units reading consecutive elements.
+    /// Stages rows `first .. first + len` of one head's slice of `source` (rows of `stride`
+    /// elements from `base`, the head's `head_dim` columns from `offset`: Q, K or V of `qkv`,
+    /// or the output's gradient) into `tile` as f32, the cube's units reading consecutive
+    /// elements.
     #[cube]
     #[allow(clippy::too_many_arguments)]
     fn stage<F: Float>(

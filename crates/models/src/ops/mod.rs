@@ -18,7 +18,7 @@
 //!   Flex implements all of them (multi-threaded, AVX-512/AVX2 loops picked at run time,
 //!   strided GEMMs without permuted copies); CubeCL backends (features `cubecl`, `fusion`:
 //!   `CubeBackend` for any CubeCL runtime, and `Fusion` over it) the ops they have CubeCL
-//!   kernels for, so far dropout and residual + dropout + LayerNorm;
+//!   kernels for, so far dropout, residual + dropout + LayerNorm and training attention;
 //! - [`FusedOps`]: the differentiable op a model calls — Burn's backend-extension pattern: the
 //!   trait is implemented for the plain backend (forward kernels only) and for
 //!   `Autodiff<B: FusedKernels>`, whose implementation records one graph node per op with a
