@@ -26,8 +26,9 @@ use self::kernels::{
 
 use super::adam::{AdamOperand, AdamUpdated};
 use super::cube_attention;
+use super::cube_shared::hash_params;
 use super::is_float;
-use super::{AttentionState, DropoutMask, FusedKernels, FusedOps, HashMask, LayerNormGrads, LayerNormState};
+use super::{AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormState};
 
 pub(crate) fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
@@ -53,20 +54,10 @@ pub(crate) fn flash_attention<B: Backend>(
 }
 
 /// The CubeCL kernels (their own module: CubeCL's prelude has its own `Tensor`).
-pub(crate) mod kernels {
+mod kernels {
     use cubecl::prelude::*;
 
-    /// One round of the `lowbias32` hash, as `ops::hash` on the host.
-    #[cube]
-    fn mix(x: u32) -> u32 {
-        let mut x = x;
-        x ^= x >> 16u32;
-        x *= 0x7feb_352du32;
-        x ^= x >> 15u32;
-        x *= 0x846c_a68bu32;
-        x ^= x >> 16u32;
-        x
-    }
+    use crate::ops::cube_shared::kernels::{cube_sum, factor};
 
     /// `output[i] = input[i] · factor(i)` with `factor` the `DropoutMask`'s hash mask, the same
     /// bits as `DropoutMask::factor` on the host: element `i` is kept when the hash of
@@ -90,33 +81,6 @@ pub(crate) mod kernels {
         // A product, as the reference: a dropped ±∞ or NaN gives NaN, not 0, so an overflow
         // the step must see is not hidden by the mask.
         output[i] = F::cast_from(f32::cast_from(input[i]) * factor(i, seed_lo, seed_hi, threshold, scale));
-    }
-
-    /// The dropout factor of element `i`: `scale` where the hash of `(seed, i)` is at least
-    /// `threshold`, else 0 (threshold 0 and scale 1: no dropout).
-    #[cube]
-    pub(crate) fn factor(i: usize, seed_lo: u32, seed_hi: u32, threshold: u32, scale: f32) -> f32 {
-        let hash = mix(mix(u32::cast_from(i) ^ seed_lo) ^ seed_hi);
-        select(hash >= threshold, scale, 0.0f32)
-    }
-
-    /// The sum of `value` over the cube's units (a tree in shared memory); every unit gets it.
-    #[cube]
-    pub(crate) fn cube_sum(value: f32, shared: &mut SharedMemory<f32>) -> f32 {
-        let unit = UNIT_POS_X as usize;
-        shared[unit] = value;
-        sync_cube();
-        let mut stride = (CUBE_DIM_X / 2) as usize;
-        while stride > 0 {
-            if unit < stride {
-                shared[unit] = shared[unit] + shared[unit + stride];
-            }
-            sync_cube();
-            stride /= 2;
-        }
-        let total = shared[0];
-        sync_cube();
-        total
     }
 
     /// The row this cube normalises (cubes laid out on a 2-D grid: more rows than one grid
@@ -347,17 +311,6 @@ pub(crate) mod kernels {
             d_gamma[c] = F::cast_from(total_gx);
             d_beta[c] = F::cast_from(total_g);
         }
-    }
-}
-
-/// A dropout mask as the kernels take it: `(seed_lo, seed_hi, threshold, scale)`, element `i`
-/// scaled by `scale` when its hash is at least `threshold`, else zeroed. No mask: threshold 0
-/// (every hash passes) and scale 1.
-pub(crate) fn hash_params(mask: Option<DropoutMask>) -> (u32, u32, u32, f32) {
-    match mask.map(HashMask::new) {
-        None => (0, 0, 0, 1.0),
-        Some(hm) if hm.drop_all => (hm.seed as u32, (hm.seed >> 32) as u32, u32::MAX, 0.0),
-        Some(hm) => (hm.seed as u32, (hm.seed >> 32) as u32, hm.threshold, hm.scale),
     }
 }
 

@@ -29,7 +29,7 @@ use burn_cubecl::CubeRuntime;
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use self::kernels::{attention_forward_kernel, attention_key_grad_kernel, attention_query_grad_kernel};
-use super::cube::hash_params;
+use super::cube_shared::hash_params;
 use super::is_float;
 use super::DropoutMask;
 
@@ -57,7 +57,7 @@ fn tile_rows(head_dim: usize) -> usize {
 mod kernels {
     use cubecl::prelude::*;
 
-    use crate::ops::cube::kernels::factor;
+    use crate::ops::cube_shared::kernels::factor;
 
     /// The score of a padded key (`f32::MIN`, as the reference's `mask_fill`).
     const PADDED: f32 = -3.402_823_5e38f32;

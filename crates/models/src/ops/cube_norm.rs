@@ -28,7 +28,7 @@ const ELEMENTS_PER_UNIT: usize = 8;
 mod kernels {
     use cubecl::prelude::*;
 
-    use crate::ops::cube::kernels::cube_sum;
+    use crate::ops::cube_shared::kernels::cube_sum;
 
     /// Tensor `k` owns the cubes `[cube_starts[k], cube_starts[k + 1])`; each cube writes the
     /// sum of the squares of its slice (`units × per_unit` elements, read `units` apart) to

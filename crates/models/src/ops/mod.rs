@@ -62,6 +62,8 @@ mod cube_adam;
 mod cube_attention;
 #[cfg(feature = "cubecl")]
 mod cube_norm;
+#[cfg(feature = "cubecl")]
+mod cube_shared;
 pub mod decomposed;
 #[cfg(feature = "flex")]
 mod flex;
