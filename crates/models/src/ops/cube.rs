@@ -14,7 +14,6 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{AttentionModuleOptions, BoolTensor, FloatTensor};
 use burn::tensor::{Bool, DType, Tensor, TensorMetadata, TensorPrimitive};
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::calculate_cube_count_elemwise;
@@ -26,7 +25,7 @@ use self::kernels::{
 
 use super::adam::{AdamOperand, AdamUpdated};
 use super::cube_attention;
-use super::cube_shared::hash_params;
+use super::cube_shared::{contiguous_float, empty_on, hash_params};
 use super::is_float;
 use super::{AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormState};
 
@@ -316,22 +315,17 @@ mod kernels {
 
 /// A contiguous float tensor of fewer than 2³² elements (the hash's index is 32 bits).
 fn prepared<R: CubeRuntime>(t: CubeTensor<R>, what: &str) -> CubeTensor<R> {
-    let t = burn_cubecl::kernel::into_contiguous(t);
+    let t = contiguous_float(t, what);
     let n = t.meta.num_elements();
     assert!(n < (1usize << 32), "{what}: {n} elements, the hash mask indexes fewer than 2³²");
-    assert!(is_float(t.dtype), "{what}: a float tensor (got {:?})", t.dtype);
     t
-}
-
-fn empty_like<R: CubeRuntime>(t: &CubeTensor<R>, shape: burn::tensor::Shape) -> CubeTensor<R> {
-    empty_device_dtype(t.client.clone(), t.device.clone(), shape, t.dtype)
 }
 
 /// `x · mask` on the device, in `x`'s dtype.
 pub(crate) fn hash_dropout<R: CubeRuntime>(x: CubeTensor<R>, mask: DropoutMask) -> CubeTensor<R> {
     let x = prepared(x, "dropout");
     let n = x.meta.num_elements();
-    let output = empty_like(&x, x.shape());
+    let output = empty_on(&x, x.shape(), x.dtype);
     if n == 0 {
         return output;
     }
@@ -396,11 +390,14 @@ fn layer_norm_forward<R: CubeRuntime>(
     let branch = branch.map(|b| prepared(b, "residual_layer_norm"));
     let branch_dtype = branch.as_ref().map_or(dtype, |b| b.dtype);
     // Absent operands are 1-element placeholders the kernel never touches (comptime flags).
-    let placeholder = || empty_like(&residual, [1].into());
+    let placeholder = || empty_on(&residual, [1].into(), residual.dtype);
     let branch = branch.unwrap_or_else(placeholder);
-    let output = empty_like(&residual, residual.shape());
+    let output = empty_on(&residual, residual.shape(), residual.dtype);
     let (x_hat, inv_std) = match keep {
-        true => (empty_like(&residual, residual.shape()), empty_like(&residual, [rows].into())),
+        true => (
+            empty_on(&residual, residual.shape(), residual.dtype),
+            empty_on(&residual, [rows].into(), residual.dtype),
+        ),
         false => (placeholder(), placeholder()),
     };
     if rows > 0 {
@@ -451,12 +448,12 @@ fn layer_norm_backward<R: CubeRuntime>(
         assert_eq!(t.dtype, dtype, "residual_layer_norm backward: every operand in the gradient's dtype");
         t
     });
-    let d_residual = empty_like(&grad, grad.shape());
+    let d_residual = empty_on(&grad, grad.shape(), grad.dtype);
     let branch_dtype = branch.unwrap_or(dtype);
     assert!(is_float(branch_dtype), "residual_layer_norm backward: a float branch (got {branch_dtype:?})");
     let d_branch = match with_branch {
-        true => empty_device_dtype(grad.client.clone(), grad.device.clone(), grad.shape(), branch_dtype),
-        false => empty_like(&grad, [1].into()),
+        true => empty_on(&grad, grad.shape(), branch_dtype),
+        false => empty_on(&grad, [1].into(), grad.dtype),
     };
     if rows > 0 {
         let (seed_lo, seed_hi, threshold, scale) = hash_params(if with_branch { dropout } else { None });
@@ -496,8 +493,8 @@ fn layer_norm_affine_grad<R: CubeRuntime>(
     let [grad, x_hat] = [grad, x_hat].map(|t| prepared(t, "residual_layer_norm backward"));
     let (rows, width) = rows_width(&grad);
     let dtype = grad.dtype;
-    let d_gamma = empty_like(&grad, [width].into());
-    let d_beta = empty_like(&grad, [width].into());
+    let d_gamma = empty_on(&grad, [width].into(), grad.dtype);
+    let d_beta = empty_on(&grad, [width].into(), grad.dtype);
     if width > 0 {
         layer_norm_affine_grad_kernel::launch::<R>(
             &d_gamma.client,

@@ -9,7 +9,6 @@
 //! a small bias does not pay for the threads of an embedding matrix beside it.
 
 use burn::tensor::TensorMetadata;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::calculate_cube_count_elemwise;
@@ -17,7 +16,7 @@ use cubecl::prelude::{CubeDim, SequenceArg};
 
 use self::kernels::adam_many_kernel;
 use super::adam::{AdamOperand, AdamUpdated, ADAM_FACTORS};
-use super::is_float;
+use super::cube_shared::{contiguous_float, empty_on};
 
 /// At most this many parameter tensors a launch: the kernel's body is unrolled once a tensor,
 /// so a longer group compiles a longer kernel for no fewer launches worth having.
@@ -160,16 +159,6 @@ mod kernels {
     }
 }
 
-fn contiguous<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<R> {
-    let t = burn_cubecl::kernel::into_contiguous(t);
-    assert!(is_float(t.dtype), "adam: a float tensor (got {:?})", t.dtype);
-    t
-}
-
-fn empty_like<R: CubeRuntime>(t: &CubeTensor<R>) -> CubeTensor<R> {
-    empty_device_dtype(t.client.clone(), t.device.clone(), t.shape(), t.dtype)
-}
-
 /// AdamW updates of `operands` (`ops::adam::adam_update_many`), in as few launches as the
 /// device's bindings allow.
 pub(crate) fn adam_update_many<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
@@ -177,14 +166,14 @@ pub(crate) fn adam_update_many<R: CubeRuntime, F: FloatElement, I: IntElement, B
     factors: CubeTensor<R>,
     epsilon: f64,
 ) -> Vec<AdamUpdated<CubeBackend<R, F, I, BT>>> {
-    let factors = contiguous(factors);
+    let factors = contiguous_float(factors, "adam");
     assert_eq!(factors.meta.num_elements(), ADAM_FACTORS, "adam: the packed factors");
     let operands: Vec<AdamOperand<CubeBackend<R, F, I, BT>>> = operands
         .into_iter()
         .map(|AdamOperand { value, grad, moments, decays, copy }| {
-            let value = contiguous(value);
+            let value = contiguous_float(value, "adam");
             let shaped = |t: CubeTensor<R>| {
-                let t = contiguous(t);
+                let t = contiguous_float(t, "adam");
                 assert_eq!(t.shape(), value.shape(), "adam: every operand in the parameter's shape");
                 t
             };
@@ -209,12 +198,10 @@ pub(crate) fn adam_update_many<R: CubeRuntime, F: FloatElement, I: IntElement, B
     let outputs: Vec<AdamUpdated<CubeBackend<R, F, I, BT>>> = operands
         .iter()
         .map(|AdamOperand { value, copy, .. }| AdamUpdated {
-            value: empty_like(value),
-            first: empty_like(value),
-            second: empty_like(value),
-            copy: copy.map(|dtype| {
-                empty_device_dtype(value.client.clone(), value.device.clone(), value.shape(), dtype.into())
-            }),
+            value: empty_on(value, value.shape(), value.dtype),
+            first: empty_on(value, value.shape(), value.dtype),
+            second: empty_on(value, value.shape(), value.dtype),
+            copy: copy.map(|dtype| empty_on(value, value.shape(), dtype.into())),
         })
         .collect();
 

@@ -22,16 +22,16 @@
 //!   in registers (`head_dim` is a compile-time size), a tile of the other side's rows in
 //!   shared memory at a time (`tile_rows`: 32 for heads up to 64 wide).
 
-use burn::tensor::{DType, Shape, TensorMetadata};
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn::tensor::{DType, TensorMetadata};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeRuntime;
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use self::kernels::{attention_forward_kernel, attention_key_grad_kernel, attention_query_grad_kernel};
-use super::cube_shared::hash_params;
+use super::cube_shared::{empty_on, hash_params};
 use super::is_float;
 use super::DropoutMask;
+use burn_cubecl::kernel::into_contiguous;
 
 /// The largest head size the kernels are compiled for: each unit holds two to four head rows
 /// in registers.
@@ -438,14 +438,6 @@ fn check_probability_count(batch: usize, heads: usize, seq: usize) {
     assert!(n < 1u128 << 32, "attention: {n} probabilities, the dropout hash indexes fewer than 2³²");
 }
 
-fn contiguous<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<R> {
-    burn_cubecl::kernel::into_contiguous(t)
-}
-
-fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
-    empty_device_dtype(like.client.clone(), like.device.clone(), shape, dtype)
-}
-
 /// `(context [batch, seq, hidden], log-sum-exps [batch, heads, seq] f32)`.
 pub(crate) fn forward<R: CubeRuntime>(
     qkv: CubeTensor<R>,
@@ -453,13 +445,13 @@ pub(crate) fn forward<R: CubeRuntime>(
     heads: usize,
     dropout: Option<DropoutMask>,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
-    let qkv = contiguous(qkv);
-    let padding = contiguous(padding);
+    let qkv = into_contiguous(qkv);
+    let padding = into_contiguous(padding);
     let [batch, seq, heads, head_dim] = dims(&qkv, heads);
     assert!(accepts(qkv.dtype, head_dim), "attention kernel: {:?} qkv, heads of {head_dim}", qkv.dtype);
     check_probability_count(batch, heads, seq);
-    let context = empty(&qkv, [batch, seq, heads * head_dim].into(), qkv.dtype);
-    let log_sum_exp = empty(&qkv, [batch, heads, seq].into(), DType::F32);
+    let context = empty_on(&qkv, [batch, seq, heads * head_dim].into(), qkv.dtype);
+    let log_sum_exp = empty_on(&qkv, [batch, heads, seq].into(), DType::F32);
     if batch * seq == 0 {
         return (context, log_sum_exp);
     }
@@ -502,7 +494,7 @@ pub(crate) fn backward<R: CubeRuntime>(
     dropout: Option<DropoutMask>,
 ) -> CubeTensor<R> {
     let [grad, qkv, context, log_sum_exp, padding] =
-        [grad, qkv, context, log_sum_exp, padding].map(contiguous);
+        [grad, qkv, context, log_sum_exp, padding].map(into_contiguous);
     let [batch, seq, heads, head_dim] = dims(&qkv, heads);
     let dtype = qkv.dtype;
     assert!(accepts(dtype, head_dim), "attention kernel: {dtype:?} qkv, heads of {head_dim}");
@@ -511,11 +503,11 @@ pub(crate) fn backward<R: CubeRuntime>(
         "attention backward: the gradient and output in qkv's dtype ({dtype:?}), the log-sum-exps in f32"
     );
     check_probability_count(batch, heads, seq);
-    let d_qkv = empty(&qkv, qkv.shape(), dtype);
+    let d_qkv = empty_on(&qkv, qkv.shape(), dtype);
     if batch * seq == 0 {
         return d_qkv;
     }
-    let delta = empty(&qkv, [batch, heads, seq].into(), DType::F32);
+    let delta = empty_on(&qkv, [batch, heads, seq].into(), DType::F32);
     let tile = tile_rows(head_dim);
     let (count, dim) = launch_shape(batch, seq, heads, tile);
     let (seed_lo, seed_hi, threshold, keep_scale) = hash_params(dropout);

@@ -18,7 +18,7 @@ use cubecl::prelude::{CubeDim, SequenceArg};
 
 use self::kernels::{finite_flag_kernel, sum_squares_many_kernel};
 use super::cube_adam::tensors_per_launch;
-use super::is_float;
+use super::cube_shared::{contiguous_float, empty_on};
 
 /// Units a cube.
 const UNITS: usize = 256;
@@ -88,10 +88,9 @@ mod kernels {
 
 /// `ops::finite_flag` in one launch: 1 where `x` is finite, else 0.
 pub(crate) fn finite_flag<R: CubeRuntime>(x: CubeTensor<R>) -> CubeTensor<R> {
-    let x = burn_cubecl::kernel::into_contiguous(x);
-    assert!(is_float(x.dtype), "finite_flag: a float tensor (got {:?})", x.dtype);
+    let x = contiguous_float(x, "finite_flag");
     let n = x.meta.num_elements();
-    let output = empty_device_dtype(x.client.clone(), x.device.clone(), x.shape(), x.dtype);
+    let output = empty_on(&x, x.shape(), x.dtype);
     if n > 0 {
         let cube_dim = CubeDim::new(&x.client, n);
         let cube_count = calculate_cube_count_elemwise(&x.client, n, cube_dim);
@@ -117,11 +116,7 @@ pub(crate) fn sum_squares_many<R: CubeRuntime, F: FloatElement, I: IntElement, B
     let per_cube = UNITS * ELEMENTS_PER_UNIT;
     let tensors: Vec<CubeTensor<R>> = tensors
         .into_iter()
-        .map(|t| {
-            let t = burn_cubecl::kernel::into_contiguous(t);
-            assert!(is_float(t.dtype), "sum_squares_many: a float tensor (got {:?})", t.dtype);
-            t
-        })
+        .map(|t| contiguous_float(t, "sum_squares_many"))
         .filter(|t| t.meta.num_elements() > 0)
         .collect();
     // One partial sum a cube, over every launch.

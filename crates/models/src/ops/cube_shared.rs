@@ -1,6 +1,13 @@
 //! What the CubeCL kernels of the seam share (`cube`, `cube_attention`, `cube_norm`): the
-//! dropout mask's hash on the device, its parameters from the host, and a cube-wide sum.
+//! dropout mask's hash on the device, its parameters from the host, a cube-wide sum, and how
+//! their launchers prepare operands.
 
+use burn::tensor::{DType, Shape};
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::CubeRuntime;
+
+use super::is_float;
 use super::{DropoutMask, HashMask};
 
 /// The shared `#[cube]` functions (their own module: CubeCL's prelude has its own `Tensor`).
@@ -56,4 +63,17 @@ pub(crate) fn hash_params(mask: Option<DropoutMask>) -> (u32, u32, u32, f32) {
         Some(hm) if hm.drop_all => (hm.seed as u32, (hm.seed >> 32) as u32, u32::MAX, 0.0),
         Some(hm) => (hm.seed as u32, (hm.seed >> 32) as u32, hm.threshold, hm.scale),
     }
+}
+
+/// `t` in a contiguous layout, checked to be f32, f16 or bf16 (`what`: the op, for the
+/// message).
+pub(crate) fn contiguous_float<R: CubeRuntime>(t: CubeTensor<R>, what: &str) -> CubeTensor<R> {
+    let t = burn_cubecl::kernel::into_contiguous(t);
+    assert!(is_float(t.dtype), "{what}: a float tensor (got {:?})", t.dtype);
+    t
+}
+
+/// An uninitialised tensor of `shape` and `dtype` on `like`'s device.
+pub(crate) fn empty_on<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape, dtype: DType) -> CubeTensor<R> {
+    empty_device_dtype(like.client.clone(), like.device.clone(), shape, dtype)
 }
