@@ -139,11 +139,11 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
         record("linear", format!("[{rows}, {d_in}]·[{d_in}, {d_out}] {activation:?}"), e, F32_TOLERANCE);
     }
 
-    // Row r keeps its first seq − 4r tokens (row 0 unpadded); 70 tokens of 32-wide heads span
+    // 70 tokens of 32-wide heads span
     // three of the CubeCL kernel's 32-row tiles, the last one partial.
     for (batch, seq, heads, head_dim, prob) in [(3, 13, 2, 8, 0.0), (3, 13, 2, 8, 0.1), (3, 70, 2, 32, 0.1)] {
         let width = 3 * heads * head_dim;
-        let padding: Vec<bool> = (0..batch * seq).map(|i| i % seq >= seq - 4 * (i / seq)).collect();
+        let padding = padded_rows(batch, seq);
         let dropout = (prob > 0.0).then(|| DropoutMask::new(prob, 0x5eed_0000_0000_0001 ^ seed));
         let inputs = [rng.values(batch * seq * width, 1.0)];
         let mask = || Tensor::<B, 2, Bool>::from_data(TensorData::new(padding.clone(), [batch, seq]), device);
@@ -168,7 +168,7 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
     // within twice the decomposition's own error (which is NaN, and fails, if either is).
     let (batch, seq, heads, head_dim) = (3, 70, 2, 32);
     let width = 3 * heads * head_dim;
-    let padding: Vec<bool> = (0..batch * seq).map(|i| i % seq >= seq - 4 * (i / seq)).collect();
+    let padding = padded_rows(batch, seq);
     let dropout = Some(DropoutMask::new(0.1, 0x5eed_0000_0000_0004 ^ seed));
     let inputs = [rng.values(batch * seq * width, 1.0)];
     let mask = || Tensor::<B, 2, Bool>::from_data(TensorData::new(padding.clone(), [batch, seq]), device);
@@ -333,6 +333,29 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
     checks
 }
 
+/// The padding mask of the attention cases: row `r` keeps its first `seq − 4r` tokens (row 0
+/// unpadded).
+fn padded_rows(batch: usize, seq: usize) -> Vec<bool> {
+    (0..batch * seq).map(|i| i % seq >= seq - 4 * (i / seq)).collect()
+}
+
+/// A tensor of `shape` holding `values` (row-major) on `B`'s inner backend, where the optimizer
+/// ops run.
+fn inner_tensor<B: AutodiffBackend>(
+    device: &B::Device,
+    values: Vec<f32>,
+    shape: &[usize],
+) -> FloatTensor<B::InnerBackend> {
+    let flat = Tensor::<B::InnerBackend, 1>::from_data(
+        TensorData::new(values, [shape.iter().product::<usize>()]),
+        device,
+    );
+    <B::InnerBackend as FloatTensorOps<B::InnerBackend>>::float_reshape(
+        flat.into_primitive().tensor(),
+        shape.into(),
+    )
+}
+
 /// `Σ x²` of the same tensors routed to `B`'s inner backend's fast path and by the default
 /// decomposition.
 fn sum_squares_pair<B: AutodiffBackend>(device: &B::Device, rng: &mut Lcg, poison: bool) -> (f64, f64) {
@@ -351,11 +374,7 @@ fn sum_squares_pair<B: AutodiffBackend>(device: &B::Device, rng: &mut Lcg, poiso
             if poison && k == 6 {
                 values[0] = f32::INFINITY;
             }
-            let flat = Tensor::<Inner<B>, 1>::from_data(TensorData::new(values, [n]), device);
-            let t = <Inner<B> as FloatTensorOps<Inner<B>>>::float_reshape(
-                flat.into_primitive().tensor(),
-                (*shape).into(),
-            );
+            let t = inner_tensor::<B>(device, values, shape);
             // Every other tensor in f16, as the gradients `param_cast` hands on.
             match k % 2 {
                 0 => t,
@@ -390,13 +409,7 @@ fn adam_error<B: AutodiffBackend>(
 ) -> (f64, usize) {
     type Inner<B> = <B as AutodiffBackend>::InnerBackend;
     let skip = factors[super::adam::ADAM_SKIP] > 0.5;
-    let tensor = |values: Vec<f32>, shape: &[usize]| -> FloatTensor<Inner<B>> {
-        let flat = Tensor::<Inner<B>, 1>::from_data(
-            TensorData::new(values, [shape.iter().product::<usize>()]),
-            device,
-        );
-        <Inner<B> as FloatTensorOps<Inner<B>>>::float_reshape(flat.into_primitive().tensor(), shape.into())
-    };
+    let tensor = |values: Vec<f32>, shape: &[usize]| inner_tensor::<B>(device, values, shape);
     let operands: Vec<super::adam::AdamOperand<Inner<B>>> = operands
         .iter()
         .map(|&(shape, moments, decays)| {
