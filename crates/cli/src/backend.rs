@@ -64,7 +64,7 @@ mod chosen {
     }
 }
 
-#[cfg(all(feature = "wgpu", not(feature = "cuda-unfused")))]
+#[cfg(all(feature = "wgpu-unfused", not(feature = "cuda-unfused")))]
 mod chosen {
     /// Inference backend: Burn's wgpu backend (Vulkan, Metal, DirectX 12), with kernel fusion.
     pub type Backend = burn::backend::Wgpu<f32, i32>;
@@ -103,7 +103,7 @@ mod chosen {
     }
 }
 
-#[cfg(all(feature = "cpu", not(any(feature = "cuda-unfused", feature = "wgpu"))))]
+#[cfg(all(feature = "cpu", not(any(feature = "cuda-unfused", feature = "wgpu-unfused"))))]
 mod chosen {
     /// Inference backend.
     pub type Backend = burn::backend::Flex;
@@ -126,7 +126,7 @@ mod chosen {
     }
 }
 
-#[cfg(not(any(feature = "cpu", feature = "cuda-unfused", feature = "wgpu")))]
+#[cfg(not(any(feature = "cpu", feature = "cuda-unfused", feature = "wgpu-unfused")))]
 compile_error!("build bertlab with the `cpu` (default), `cuda` or `wgpu` feature");
 
 pub use chosen::*;
@@ -141,7 +141,7 @@ pub type TrainBackend = burn::backend::Autodiff<Backend>;
 /// Route `bertlab_models::ops` to this build's fast paths: the CubeCL kernels of the GPU
 /// builds, for inference and training (Flex's are built in).
 pub fn register_fast_paths() {
-    #[cfg(any(feature = "cuda-unfused", feature = "wgpu"))]
+    #[cfg(any(feature = "cuda-unfused", feature = "wgpu-unfused"))]
     {
         bertlab_models::ops::register::<Backend>();
         bertlab_models::ops::register::<TrainBackend>();

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 /// The kernel cache folder for this environment: `BERTLAB_KERNEL_CACHE` (`off`, `0` or
 /// `none` for no cache), else `$XDG_CACHE_HOME/bertlab/kernels`, else
 /// `$HOME/.cache/bertlab/kernels`; `None` when off or no home is known.
-#[cfg_attr(not(any(feature = "cuda-unfused", feature = "wgpu")), allow(dead_code))] // (CPU build)
+#[cfg_attr(not(any(feature = "cuda-unfused", feature = "wgpu-unfused")), allow(dead_code))] // (CPU build)
 pub fn cache_dir(var: Option<&str>, xdg_cache_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
     let nonempty = |s: Option<&str>| s.map(str::trim).filter(|s| !s.is_empty()).map(PathBuf::from);
     match var.map(str::trim) {
@@ -37,7 +37,7 @@ pub fn cache_dir(var: Option<&str>, xdg_cache_home: Option<&str>, home: Option<&
 
 /// The autotune cache folder: `BERTLAB_AUTOTUNE_CACHE` (`off`, `0` or `none`: CubeCL's own
 /// place), else `$XDG_CACHE_HOME/bertlab/autotune`, else `$HOME/.cache/bertlab/autotune`.
-#[cfg_attr(not(any(feature = "cuda-unfused", feature = "wgpu")), allow(dead_code))] // (CPU build)
+#[cfg_attr(not(any(feature = "cuda-unfused", feature = "wgpu-unfused")), allow(dead_code))] // (CPU build)
 pub fn autotune_dir(var: Option<&str>, xdg_cache_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
     let kernels = cache_dir(var, xdg_cache_home, home)?;
     match var.map(str::trim) {
@@ -48,13 +48,13 @@ pub fn autotune_dir(var: Option<&str>, xdg_cache_home: Option<&str>, home: Optio
 
 /// Give CubeCL its configuration with the kernel cache (see the module docs), once, before
 /// the first device is made. Does nothing when CubeCL's configuration was already read.
-#[cfg(any(feature = "cuda-unfused", feature = "wgpu"))]
+#[cfg(any(feature = "cuda-unfused", feature = "wgpu-unfused"))]
 pub fn configure() {
     setup(None);
 }
 
 /// What [`setup`] did, once per process.
-#[cfg(any(feature = "cuda-unfused", feature = "wgpu"))]
+#[cfg(any(feature = "cuda-unfused", feature = "wgpu-unfused"))]
 struct Setup {
     /// The kernel cache turned on, if any.
     kernel_cache: Option<PathBuf>,
@@ -67,7 +67,7 @@ struct Setup {
 /// appending to `file`, in place of whatever `cubecl.toml` or `CUBECL_DEBUG_LOG` say for those
 /// two loggers (the bench reads the file and must find exactly those lines). An error when
 /// CubeCL was configured already, without the log.
-#[cfg(any(feature = "cuda-unfused", feature = "wgpu"))]
+#[cfg(any(feature = "cuda-unfused", feature = "wgpu-unfused"))]
 pub fn with_kernel_log(file: &std::path::Path) -> anyhow::Result<bertlab_bench::KernelLogSetup> {
     let done = setup(Some(file));
     if done.log.as_deref() != Some(file) {
@@ -80,7 +80,7 @@ pub fn with_kernel_log(file: &std::path::Path) -> anyhow::Result<bertlab_bench::
 }
 
 /// The configuration, set on the first call (with `log` if that call has one).
-#[cfg(any(feature = "cuda-unfused", feature = "wgpu"))]
+#[cfg(any(feature = "cuda-unfused", feature = "wgpu-unfused"))]
 fn setup(log: Option<&std::path::Path>) -> &'static Setup {
     use burn::cubecl::config::{
         cache::CacheConfig, compilation::CompilationLogLevel, profiling::ProfilingLogLevel,
@@ -145,7 +145,7 @@ fn setup(log: Option<&std::path::Path>) -> &'static Setup {
 
 /// Create `dir` if needed: CubeCL's cache gives up (after waiting on its lock file) when the
 /// folder is missing.
-#[cfg(any(feature = "cuda-unfused", feature = "wgpu"))]
+#[cfg(any(feature = "cuda-unfused", feature = "wgpu-unfused"))]
 fn usable(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }
