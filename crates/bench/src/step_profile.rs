@@ -274,7 +274,7 @@ fn measure<B: AutodiffBackend>(
         step += 1;
         let outcome = trainer.step(&[(arrays, labels)], device, None);
         for logits in outcome.logits {
-            pending.push(logits, ());
+            pending.push(logits, labels.len(), ());
         }
     };
     // The trainer reads every 64 batches; here only at the end of each block.

@@ -262,7 +262,7 @@ fn run_plan<B: AutodiffBackend>(
                 result.last_loss = mean_loss(&logits_to_vec(logits), &labels);
             }
         } else {
-            pending.push(logits, labels.clone());
+            pending.push(logits, labels.len(), labels.clone());
             if pending.due() {
                 if let Some((labels, host)) = pending.take().pop() {
                     result.last_loss = mean_loss(&host, &labels);

@@ -176,7 +176,7 @@ fn train_steps<B: AutodiffBackend>(
         lr = outcome.lr;
         for (logits, (_, labels)) in outcome.logits.into_iter().zip(packed) {
             step_in_epoch += 1;
-            pending.push(logits, BatchTag { labels, step: step_in_epoch, lr });
+            pending.push(logits, labels.len(), BatchTag { labels, step: step_in_epoch, lr });
         }
         if pending.due() {
             tally.read(&mut pending, bar, num_classes, dynamic_scale, epoch)?;

@@ -61,8 +61,7 @@ pub fn predict_logits<B: Backend>(
         let (ids, mask) = batch_tensors::<B>(&arrays, device);
         let logits = model.forward(ids, mask, settings.precision);
         // Filler rows (after the real ones) are computed for the shape's sake and dropped.
-        let logits = if batch.filler > 0 { logits.narrow(0, 0, batch.rows.len()) } else { logits };
-        pending.push(logits, batch.rows);
+        pending.push(logits, batch.rows.len(), batch.rows);
         if pending.due() {
             scatter(&mut pending);
         }

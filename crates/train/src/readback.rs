@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 /// waiting to be read back together.
 pub struct PendingLogits<B: Backend, T> {
     tensors: Vec<Tensor<B, 2>>,
-    tags: Vec<(T, usize)>,
+    /// Each tensor's tag, its rows and how many of them (the first) are kept.
+    tags: Vec<(T, usize, usize)>,
     max_batches: usize,
     max_wait: Duration,
     oldest: Option<Instant>,
@@ -40,12 +41,15 @@ impl<B: Backend, T> PendingLogits<B, T> {
         Self::new(64, Duration::from_millis(500))
     }
 
-    /// Queue one batch's logits (`[rows, classes]`, any float dtype).
-    pub fn push(&mut self, logits: Tensor<B, 2>, tag: T) {
+    /// Queue one batch's logits (`[rows, classes]`, any float dtype) whose first `kept` rows
+    /// are read back: the rest are filler ([`crate::Batch::filler`]), dropped on the host
+    /// rather than sliced off on the device (a kernel of its own, for one batch a split).
+    pub fn push(&mut self, logits: Tensor<B, 2>, kept: usize, tag: T) {
         let rows = logits.dims()[0];
+        assert!(kept <= rows, "{kept} rows kept of a batch of {rows}");
         self.oldest.get_or_insert_with(Instant::now);
         self.tensors.push(logits);
-        self.tags.push((tag, rows));
+        self.tags.push((tag, rows, kept));
     }
 
     /// Whether the queue should be read now.
@@ -63,8 +67,8 @@ impl<B: Backend, T> PendingLogits<B, T> {
         self.tensors.is_empty()
     }
 
-    /// Read every waiting tensor back in one transfer; returns each batch's tag and its f32
-    /// logits (row-major), in the order they were pushed.
+    /// Read every waiting tensor back in one transfer; returns each batch's tag and the f32
+    /// logits of its kept rows (row-major), in the order they were pushed.
     pub fn take(&mut self) -> Vec<(T, Vec<f32>)> {
         self.oldest = None;
         if self.tensors.is_empty() {
@@ -78,7 +82,13 @@ impl<B: Backend, T> PendingLogits<B, T> {
             Tensor::cat(tensors, 0)
         };
         let mut values = logits_to_vec(all).into_iter();
-        self.tags.drain(..).map(|(tag, rows)| (tag, values.by_ref().take(rows * classes).collect())).collect()
+        self.tags
+            .drain(..)
+            .map(|(tag, rows, kept)| {
+                let batch: Vec<f32> = values.by_ref().take(rows * classes).collect();
+                (tag, batch[..kept * classes].to_vec())
+            })
+            .collect()
     }
 }
 
@@ -102,23 +112,32 @@ mod tests {
     fn reads_batches_back_in_order_with_their_tags() {
         let mut q = PendingLogits::<Flex, &str>::new(3, Duration::from_secs(3600));
         assert!(!q.due() && q.is_empty());
-        q.push(logits(&[1.0, 2.0]), "a");
-        q.push(logits(&[3.0, 4.0, 5.0, 6.0]), "b");
+        q.push(logits(&[1.0, 2.0]), 1, "a");
+        q.push(logits(&[3.0, 4.0, 5.0, 6.0]), 2, "b");
         assert!(!q.due());
-        q.push(logits(&[7.0, 8.0]), "c");
+        q.push(logits(&[7.0, 8.0]), 1, "c");
         assert!(q.due());
         assert_eq!(q.len(), 3);
         let got = q.take();
         assert_eq!(got, vec![("a", vec![1.0, 2.0]), ("b", vec![3.0, 4.0, 5.0, 6.0]), ("c", vec![7.0, 8.0])]);
         assert!(q.is_empty() && !q.due() && q.take().is_empty());
-        q.push(logits(&[9.0, 10.0]), "d");
+        q.push(logits(&[9.0, 10.0]), 1, "d");
         assert_eq!(q.take(), vec![("d", vec![9.0, 10.0])]);
+    }
+
+    #[test]
+    fn filler_rows_are_dropped_and_the_next_batch_stays_aligned() {
+        let mut q = PendingLogits::<Flex, &str>::new(8, Duration::from_secs(3600));
+        // A filled batch of 3 rows, 1 labelled, then a full one.
+        q.push(logits(&[1.0, 2.0, 1.0, 2.0, 1.0, 2.0]), 1, "filled");
+        q.push(logits(&[3.0, 4.0, 5.0, 6.0]), 2, "full");
+        assert_eq!(q.take(), vec![("filled", vec![1.0, 2.0]), ("full", vec![3.0, 4.0, 5.0, 6.0])]);
     }
 
     #[test]
     fn a_zero_wait_reads_every_batch() {
         let mut q = PendingLogits::<Flex, u32>::new(64, Duration::ZERO);
-        q.push(logits(&[0.5, -0.5]), 7);
+        q.push(logits(&[0.5, -0.5]), 1, 7);
         assert!(q.due());
     }
 }

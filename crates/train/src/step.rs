@@ -5,7 +5,8 @@
 //! A step never waits for the device: with a dynamic loss scale (f16) or clipping, the verdict
 //! on the gradient norm is taken on the device ([`crate::step_state`]), and what it decided
 //! (steps applied and skipped, the scale) is read back by [`TrainStep::settle`], which the
-//! trainer calls when it reads the logits.
+//! trainer calls when it reads the logits. A backend with a multi-tensor AdamW kernel (the GPU
+//! builds) takes that path at every precision, so its update is a few launches.
 
 use crate::batching::BatchArrays;
 use crate::loss_scale::{DynamicLossScaler, SKIP_GRACE_STEPS};
@@ -44,7 +45,8 @@ pub struct PhaseTimes {
 
 /// What one optimizer step did.
 pub struct StepOutcome<B: Backend> {
-    /// Each micro-batch's logits (`[rows, classes]`, f32), still on the device, in order.
+    /// Each micro-batch's logits (`[rows, classes]`, f32, its filler rows included: the
+    /// labelled rows come first), still on the device, in order.
     pub logits: Vec<Tensor<B, 2>>,
     /// The learning rate of the step: exact when no step has been skipped since the last
     /// [`TrainStep::settle`] (the device holds the count the schedule follows).
@@ -116,10 +118,20 @@ impl<B: AutodiffBackend> TrainStep<B> {
         &self.scaler
     }
 
-    /// Whether the step's verdict (overflow, clipping) is taken on the device: with a dynamic
-    /// loss scale or a clip. Otherwise every step applies with the gradients as they are.
-    fn decides_on_device(&self) -> bool {
+    /// Whether a step has a verdict to take on the gradient norm: with a dynamic loss scale
+    /// (overflow) or a clip. Otherwise every step applies with the gradients as they are.
+    fn needs_verdict(&self) -> bool {
         self.scaler.is_dynamic() || self.grad_clip.is_some()
+    }
+
+    /// Whether the step's factors are decided on the device and the update runs through
+    /// [`Adam::step_on_device`]: where there is a verdict to take, and on every backend whose
+    /// AdamW is a multi-tensor kernel (the GPU builds), where the host path's update, a chain
+    /// of ops a parameter, would cost ~100 launches a step and a cast a parameter a forward
+    /// (the kernel also writes the product-dtype copy of each weight). The CPU build at f32
+    /// and bf16 without a clip keeps the host path: its factors are scalars there.
+    fn decides_on_device(&self) -> bool {
+        self.needs_verdict() || bertlab_models::ops::adam_is_multi_tensor::<B::InnerBackend>()
     }
 
     /// Read back what the device decided since the last call (steps applied and skipped, the
@@ -178,6 +190,7 @@ impl<B: AutodiffBackend> TrainStep<B> {
         let lr = self.next_lr();
         let model = self.model.take().expect("a TrainStep always holds its model");
         let on_device = self.decides_on_device();
+        let needs_verdict = self.needs_verdict();
         let state = on_device.then(|| {
             let settings = *self.optimizer.settings();
             let applied = self.optimizer.steps();
@@ -222,7 +235,11 @@ impl<B: AutodiffBackend> TrainStep<B> {
             return StepOutcome { logits, lr };
         };
         let t = Instant::now();
-        let sq_norm = grad_sq_norm::<B, _>(&model, &grads)
+        // The norm only matters to a verdict; without one the device decides from the step
+        // count and the schedule alone.
+        let sq_norm = needs_verdict
+            .then(|| grad_sq_norm::<B, _>(&model, &grads))
+            .flatten()
             .unwrap_or_else(|| Tensor::zeros([1], &device_of::<B>(device)));
         let rules = StepRules {
             scaler: &self.scaler,
@@ -264,23 +281,37 @@ struct LossWeight<B: Backend> {
 }
 
 /// Σ cross-entropy of `logits` (`[rows, classes]`) against `labels`, times `weight`: the
-/// training loss whose gradient a micro-batch contributes.
+/// training loss whose gradient a micro-batch contributes. Rows past the labels are filler
+/// ([`crate::Batch::filler`]): they are multiplied by 0, not sliced off, so that a filled batch
+/// runs the same kernels as a full one (a slice would be a batch of another shape to the
+/// loss's reductions: kernels compiled for it alone); their gradient is exactly 0, as a
+/// slice's would be.
 pub fn weighted_cross_entropy<B: Backend>(
     logits: Tensor<B, 2>,
     labels: &[u32],
     weight: f64,
     device: &B::Device,
 ) -> Tensor<B, 1> {
+    let rows = logits.dims()[0];
+    assert!(labels.len() <= rows, "{} labels for {rows} rows of logits", labels.len());
     let targets = Tensor::<B, 2, Int>::from_data(
-        TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len(), 1]),
+        TensorData::new(
+            labels.iter().map(|&l| l as i64).chain(std::iter::repeat(0)).take(rows).collect::<Vec<_>>(),
+            [rows, 1],
+        ),
         device,
     );
-    log_softmax(logits, 1).gather(1, targets).sum().mul_scalar(-weight)
+    // 1 on labelled rows, 0 on filler; multiplied in on full batches too (by 1, exactly), so
+    // that every batch is the same graph.
+    let counted = (0..rows).map(|r| if r < labels.len() { 1f32 } else { 0.0 }).collect::<Vec<_>>();
+    let counted = Tensor::<B, 2>::from_data(TensorData::new(counted, [rows, 1]), device);
+    (log_softmax(logits, 1).gather(1, targets) * counted).sum().mul_scalar(-weight)
 }
 
 /// Forward and backward of one micro-batch: gradients of `weight × Σ cross-entropy` over its
-/// labelled rows, and their logits (`[labels, classes]`, f32), still on the device. Rows of
-/// `arrays` past the labels are filler ([`crate::Batch::filler`]) and count for nothing.
+/// labelled rows, and their logits (`[rows, classes]`, f32, filler rows included), still on
+/// the device. Rows of `arrays` past the labels are filler ([`crate::Batch::filler`]) and
+/// count for nothing.
 ///
 /// Nothing here waits for the device: read the logits when they are needed, preferably many
 /// batches at once ([`crate::PendingLogits`]), so that the host keeps queueing work.
@@ -329,11 +360,11 @@ fn forward_backward_timed<B: AutodiffBackend>(
     // reclaim this graph's steps (see `autodiff_lock`).
     let _graph_turn = autodiff_lock::lock();
     let t = Instant::now();
-    let logits = model.forward(ids, mask, precision); // [batch, classes], f32
-                                                      // Rows after the labelled ones are filler (a partial batch filled to the batch size): out
-                                                      // of the loss, so out of the gradients, and out of the logits read back.
+    // [batch, classes], f32. Rows after the labelled ones are filler (a partial batch filled to
+    // the batch size): out of the loss, so out of the gradients; whoever reads the logits
+    // drops them (`PendingLogits::push` keeps the labelled rows).
+    let logits = model.forward(ids, mask, precision);
     assert!(labels.len() <= arrays.rows, "{} labels for a batch of {} rows", labels.len(), arrays.rows);
-    let logits = if labels.len() < arrays.rows { logits.narrow(0, 0, labels.len()) } else { logits };
     phase(t, |p| &mut p.forward);
     let kept = logits.clone().detach().inner();
     let t = Instant::now();

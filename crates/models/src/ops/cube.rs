@@ -12,8 +12,8 @@
 //! | attention in training (forward and backward) | `cube_attention`: flash-style, from the fused QKV projection, softmax, padding mask and dropout inside, one launch forward and two backward |
 
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{AttentionModuleOptions, BoolTensor, FloatTensor};
-use burn::tensor::{Bool, DType, Tensor, TensorMetadata, TensorPrimitive};
+use burn::tensor::ops::{BoolTensor, FloatTensor};
+use burn::tensor::{DType, Tensor, TensorMetadata, TensorPrimitive};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::calculate_cube_count_elemwise;
@@ -31,25 +31,6 @@ use super::{AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormGrads,
 
 pub(crate) fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
-/// Inference attention (no dropout) on Burn's attention op, CubeCL's flash kernel (f32
-/// accumulation), from the fused projection: `qkv [batch, seq, 3·hidden]` → `[batch, seq,
-/// hidden]`, padded keys masked out.
-pub(crate) fn flash_attention<B: Backend>(
-    qkv: FloatTensor<B>,
-    key_padding: BoolTensor<B>,
-    heads: usize,
-) -> FloatTensor<B> {
-    let [q, k, v] = super::reference::split_heads::<B>(float(qkv), heads);
-    let [batch, _, seq, _] = q.dims();
-    let mask = Tensor::<B, 2, Bool>::from_primitive(key_padding)
-        .reshape([batch, 1, 1, seq])
-        .repeat_dim(2, seq)
-        .repeat_dim(1, heads); // [batch, heads, seq, seq], true on padded keys
-    let context =
-        burn::tensor::module::attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
-    super::reference::merge_heads(context).into_primitive().tensor()
 }
 
 /// The CubeCL kernels (their own module: CubeCL's prelude has its own `Tensor`).
@@ -112,8 +93,9 @@ mod kernels {
 
     /// One row of `LayerNorm(residual + dropout(branch))·γ + β` per cube: the row's sum, then
     /// its centred sum of squares (two passes, as the reference's variance), then the output;
-    /// statistics in f32. Writes `x̂` and `1/σ` when `keep`. The cube's size is `block`, a power
-    /// of two.
+    /// statistics in f32. Writes `x̂` and `1/σ` when `keep` is 1: a runtime flag (uniform over
+    /// the launch, so the branch costs nothing), so that training and inference share one
+    /// compiled kernel. The cube's size is `block`, a power of two.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn layer_norm_forward_kernel<F: Float, G: Float>(
@@ -131,8 +113,8 @@ mod kernels {
         seed_hi: u32,
         threshold: u32,
         scale: f32,
+        keep: u32,
         #[comptime] with_branch: bool,
-        #[comptime] keep: bool,
         #[comptime] block: u32,
         #[define(F, G)] _dtypes: [StorageType; 2],
     ) {
@@ -197,12 +179,12 @@ mod kernels {
             );
             let normed = (x - mean) / std;
             output[base + j] = F::cast_from(normed * f32::cast_from(gamma[j]) + f32::cast_from(beta[j]));
-            if keep {
+            if keep == 1 {
                 x_hat[base + j] = F::cast_from(normed);
             }
             j += step;
         }
-        if keep && unit == 0 {
+        if keep == 1 && unit == 0 {
             inv_std[row] = F::cast_from(1.0f32 / std);
         }
     }
@@ -389,7 +371,8 @@ fn layer_norm_forward<R: CubeRuntime>(
     // The branch may be in a product's dtype (read as f32 in the kernel).
     let branch = branch.map(|b| prepared(b, "residual_layer_norm"));
     let branch_dtype = branch.as_ref().map_or(dtype, |b| b.dtype);
-    // Absent operands are 1-element placeholders the kernel never touches (comptime flags).
+    // Absent operands are 1-element placeholders the kernel never touches (`with_branch` and
+    // `keep` say which).
     let placeholder = || empty_on(&residual, [1].into(), residual.dtype);
     let branch = branch.unwrap_or_else(placeholder);
     let output = empty_on(&residual, residual.shape(), residual.dtype);
@@ -421,8 +404,8 @@ fn layer_norm_forward<R: CubeRuntime>(
             seed_hi,
             threshold,
             scale,
+            keep as u32,
             with_branch,
-            keep,
             block,
             [dtype.into(), branch_dtype.into()],
         );
@@ -595,25 +578,18 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedKerne
     }
 }
 
-/// `FusedOps::fused_attention` of the CubeCL backends (plain and fused): Burn's flash
-/// attention op for inference, the reference (with the dropout kernel) with dropout.
-pub(crate) fn inference_attention<B: FusedOps>(
+/// `FusedOps::fused_attention` of the CubeCL backends (plain and fused) outside autodiff: the
+/// training kernel's forward without its state ([`FusedKernels::attention_forward`]: the
+/// CubeCL attention kernel, or the decomposition for heads it does not take). One launch and
+/// the kernels training already compiled, where Burn's attention op without autotuning is its
+/// unfused fallback (two batched matmuls, the mask, a softmax: kernels of their own).
+pub(crate) fn inference_attention<B: FusedKernels>(
     qkv: FloatTensor<B>,
     key_padding: BoolTensor<B>,
     heads: usize,
     dropout: Option<DropoutMask>,
 ) -> FloatTensor<B> {
-    match dropout {
-        None => flash_attention::<B>(qkv, key_padding, heads),
-        Some(_) => super::reference::attention(
-            float::<B, 3>(qkv),
-            Tensor::from_primitive(key_padding),
-            heads,
-            dropout,
-        )
-        .into_primitive()
-        .tensor(),
-    }
+    B::attention_forward(qkv, key_padding, heads, dropout, false).0
 }
 
 /// `FusedOps::fused_residual_layer_norm` of the CubeCL backends: the LayerNorm kernel when γ
@@ -644,8 +620,8 @@ pub(crate) fn inference_layer_norm<B: FusedKernels>(
     }
 }
 
-/// Inference on a CubeCL backend (f32, f16, bf16): Burn's flash attention op, the
-/// LayerNorm and dropout kernels, the decomposition for the rest.
+/// Inference on a CubeCL backend (f32, f16, bf16): the attention, LayerNorm and dropout kernels,
+/// the decomposition for the rest.
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedOps for CubeBackend<R, F, I, BT> {
     fn accepts(dtype: DType) -> bool {
         is_float(dtype)
@@ -673,6 +649,10 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedOps f
 
     fn fused_dropout(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {
         hash_dropout(x, mask)
+    }
+
+    fn adam_is_multi_tensor() -> bool {
+        true
     }
 
     fn fused_adam_many(

@@ -569,8 +569,8 @@ impl<B: FusionBackend + FusedKernels> FusedKernels for Fusion<B> {
     }
 }
 
-/// Inference under fusion (f32, f16, bf16): Burn's flash attention op, the
-/// LayerNorm and dropout kernels, the decomposition for the rest.
+/// Inference under fusion (f32, f16, bf16): the attention, LayerNorm and dropout kernels, the
+/// decomposition for the rest.
 impl<B: FusionBackend + FusedKernels + FusedOps> FusedOps for Fusion<B> {
     fn fused_param_cast(param: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
         param_copy::<B>(param, dtype)
@@ -598,6 +598,10 @@ impl<B: FusionBackend + FusedKernels + FusedOps> FusedOps for Fusion<B> {
         dropout: Option<DropoutMask>,
     ) -> FloatTensor<Self> {
         inference_layer_norm::<Self>(residual, branch, gamma, beta, epsilon, dropout)
+    }
+
+    fn adam_is_multi_tensor() -> bool {
+        B::adam_is_multi_tensor()
     }
 
     fn fused_adam_many(

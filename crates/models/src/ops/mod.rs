@@ -328,6 +328,13 @@ pub trait FusedOps: Backend {
         Self::float_cast(param, dtype)
     }
 
+    /// Whether [`FusedOps::fused_adam_many`] is a multi-tensor kernel (a few launches for all
+    /// the parameters) rather than the update tensor by tensor: where it is, a trainer
+    /// updates through it every step, not only the steps whose verdict needs the device.
+    fn adam_is_multi_tensor() -> bool {
+        false
+    }
+
     /// AdamW updates of many parameter tensors with packed device factors
     /// ([`adam::adam_update_many`], any ranks): `(parameter, first moment, second moment)` of
     /// each operand, in order. A backend with a multi-tensor kernel updates them in a few
@@ -546,6 +553,7 @@ struct FastPath<B: Backend> {
     gelu: fn(FloatTensor<B>) -> FloatTensor<B>,
     param_cast: fn(FloatTensor<B>, FloatDType) -> FloatTensor<B>,
     adam: AdamFn<B>,
+    adam_is_multi_tensor: fn() -> bool,
     sum_squares: fn(Vec<FloatTensor<B>>) -> Option<FloatTensor<B>>,
     finite_flag: fn(FloatTensor<B>) -> FloatTensor<B>,
     accepts: fn(DType) -> bool,
@@ -572,6 +580,7 @@ impl<B: FusedOps> FastPath<B> {
             gelu: B::fused_gelu,
             param_cast: B::fused_param_cast,
             adam: B::fused_adam_many,
+            adam_is_multi_tensor: B::adam_is_multi_tensor,
             sum_squares: B::fused_sum_squares_many,
             finite_flag: B::fused_finite_flag,
             accepts: B::accepts,
@@ -741,6 +750,13 @@ pub fn param_cast<B: Backend, const D: usize>(param: Tensor<B, D>, dtype: FloatD
         Some(fast) => float((fast.param_cast)(prim(param), dtype)),
         None => param.cast(dtype),
     }
+}
+
+/// Whether `B` updates parameters in a multi-tensor kernel ([`adam_update_many`] takes a few
+/// launches for all of them, [`FusedOps::adam_is_multi_tensor`]); false where every tensor is
+/// its own chain of ops (the reference, Flex).
+pub fn adam_is_multi_tensor<B: Backend>() -> bool {
+    fast_path::<B>().is_some_and(|path| (path.adam_is_multi_tensor)())
 }
 
 /// AdamW updates of parameters (f32 master weights, any ranks) with the step's factors packed
