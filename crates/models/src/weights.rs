@@ -148,13 +148,42 @@ pub(crate) fn visit_fused_linear<B: Backend, V: ParamVisitor<B>>(
         }
     }
     if v.replaces() {
-        // Detached: the concatenation is a leaf of its own, not an op on the blocks.
-        layer.weight = Param::from_tensor(Tensor::cat(weights, 1).detach());
+        // Joined on the host, from the values just loaded: a concatenation on the device is
+        // two kernels (weight, bias) a GPU build compiles in every process for this alone.
+        layer.weight = Param::from_tensor(join_columns(weights, &device));
         if layer.bias.is_some() {
-            layer.bias = Some(Param::from_tensor(Tensor::cat(biases, 0).detach()));
+            layer.bias = Some(Param::from_tensor(join_columns(biases, &device)));
         }
     }
     Ok(())
+}
+
+/// `blocks` (each `[.., width_i]`, the same leading dimensions and dtype) side by side along
+/// their last dimension, as a new leaf tensor made from their values on the host.
+fn join_columns<B: Backend, const D: usize>(blocks: Vec<Tensor<B, D>>, device: &B::Device) -> Tensor<B, D> {
+    let data: Vec<TensorData> = blocks.into_iter().map(|b| b.into_data()).collect();
+    let first = &data[0];
+    let (dtype, lead) = (first.dtype, &first.shape[..D - 1]);
+    let row_bytes: Vec<usize> = data
+        .iter()
+        .map(|d| {
+            assert!(
+                d.dtype == dtype && &d.shape[..D - 1] == lead,
+                "blocks of one layer differ in dtype or rows"
+            );
+            d.bytes.len() / lead.iter().product::<usize>().max(1)
+        })
+        .collect();
+    let rows: usize = lead.iter().product();
+    let mut bytes = Vec::with_capacity(data.iter().map(|d| d.bytes.len()).sum());
+    for r in 0..rows {
+        for (d, &n) in data.iter().zip(&row_bytes) {
+            bytes.extend_from_slice(&d.bytes[r * n..(r + 1) * n]);
+        }
+    }
+    let mut shape = lead.to_vec();
+    shape.push(data.iter().map(|d| d.shape[D - 1]).sum());
+    Tensor::from_data(TensorData::from_bytes_vec(bytes, shape, dtype), device)
 }
 
 /// `name.weight` and `name.bias` of a LayerNorm (legacy files: `gamma`/`beta`).
