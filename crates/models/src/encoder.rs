@@ -378,8 +378,10 @@ impl<B: Backend> Backbone<B> {
 
 /// The hidden state of the first ([CLS]) token: `[batch, seq, hidden]` → `[batch, hidden]`.
 pub fn cls<B: Backend>(hidden: Tensor<B, 3>) -> Tensor<B, 2> {
-    let [batch, _, h] = hidden.dims();
-    hidden.narrow(1, 0, 1).reshape([batch, h])
+    let [batch, seq, h] = hidden.dims();
+    // The first `h` columns of each row's `seq·h`: a 2-D slice, whose backward is the same
+    // kernel as the position embeddings' (a 3-D one is another compilation on a GPU).
+    hidden.reshape([batch, seq * h]).narrow(1, 0, h)
 }
 
 /// Mean of the hidden states over the tokens of each row (padding excluded), as
