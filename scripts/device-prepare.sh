@@ -5,9 +5,10 @@
 # most 64 MiB, so the binaries are stripped and gzipped and only small inputs are carried:
 #
 #   .device/bertlab.gz        the release binary built with --features cuda (Burn's CUDA backend
-#                             with kernel fusion and autotuning, as users build it)
-#   .device/bertlab-alt.gz    the same without fusion and autotuning (--features cuda-unfused):
-#                             what those two are worth, and a fallback if fusion misbehaves
+#                             with kernel fusion, no autotuning: the default GPU build)
+#   .device/bertlab-alt.gz    the same without fusion (--features cuda-unfused): what fusion is
+#                             worth, and a fallback if it misbehaves (or, with
+#                             BERTLAB_CUDA_ALT_FEATURES=cuda-tuned, the autotuning build)
 #   .device/fixtures/tiny-*/  config.json, model.safetensors, expected.json (, adamw_step.json)
 #   .device/imdb-ids.json     1024 IMDB train reviews tokenized (bert-base-uncased vocabulary)
 #   .device/imdb-sample/      1999 IMDB reviews (the pool of --subset 0.04 --seed 42) in the Hub

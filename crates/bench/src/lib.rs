@@ -66,6 +66,8 @@ pub struct Runtime<B: AutodiffBackend> {
     /// that launches no GPU kernels (the CPU build), where `step-profile` counts host waits
     /// only.
     pub kernel_log: Option<KernelLog>,
+    /// Whether the build autotunes its matmuls and reductions (the `*-tuned` features).
+    pub autotunes: bool,
 }
 
 /// Turns on CubeCL's launch log (`[profiling]` logger at level `minimal`: an `Executing
@@ -85,13 +87,17 @@ pub struct KernelLogSetup {
 
 impl<B: AutodiffBackend> Runtime<B> {
     /// The backend this binary computes with, as the table shows it: `cuda`, `cuda+fusion`
-    /// (Burn's CUDA backend wrapped in its kernel-fusion layer), `cpu (burn-flex)`.
+    /// (Burn's CUDA backend wrapped in its kernel-fusion layer), `cuda+fusion+autotune`,
+    /// `cpu (burn-flex)`.
     fn build_label(&self) -> String {
+        let mut label = self.name.to_string();
         if std::any::type_name::<B::InnerBackend>().contains("Fusion") {
-            format!("{}+fusion", self.name)
-        } else {
-            self.name.to_string()
+            label.push_str("+fusion");
         }
+        if self.autotunes {
+            label.push_str("+autotune");
+        }
+        label
     }
 }
 

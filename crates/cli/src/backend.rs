@@ -131,6 +131,9 @@ compile_error!("build bertlab with the `cpu` (default), `cuda` or `wgpu` feature
 
 pub use chosen::*;
 
+/// Whether this build autotunes its matmuls and reductions (`cuda-tuned`, `wgpu-tuned`).
+pub const AUTOTUNES: bool = cfg!(any(feature = "cuda-tuned", feature = "wgpu-tuned"));
+
 /// The device of the inference (and training) backend.
 pub type Device = <Backend as burn::tensor::backend::BackendTypes>::Device;
 

@@ -94,6 +94,7 @@ fn main() {
                 device: backend::device,
                 hub: global.hub(),
                 kernel_log: backend::KERNEL_LOG,
+                autotunes: backend::AUTOTUNES,
             };
             bertlab_bench::run(args, &runtime)
         }

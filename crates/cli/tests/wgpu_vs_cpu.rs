@@ -1,6 +1,7 @@
 //! The GPU code path end to end: the `wgpu` build of `bertlab` (Burn's CubeCL backend with
-//! kernel fusion and autotuning, the path the CUDA build takes; on Mesa's lavapipe in CI) and
-//! the default CPU build each `train`, `eval` and `predict` the same run, and must agree.
+//! kernel fusion and bertlab's kernels, the path the default CUDA build takes; on Mesa's
+//! lavapipe in CI) and the default CPU build each `train`, `eval` and `predict` the same run,
+//! and must agree.
 //!
 //! The wgpu binary comes from `BERTLAB_WGPU_BIN` (`.ci/run` builds it with `cargo build --release
 //! -p bertlab --no-default-features --features wgpu` and sets it); without it these tests skip
