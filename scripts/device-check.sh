@@ -1,41 +1,45 @@
 #!/usr/bin/env bash
-# device-check.sh — the CUDA path's checks and benchmarks, in one run of at most 6 minutes
-# (issues 7 and 13), so that a fix and a rerun fit in 15 minutes of GPU time. Run it on a
-# machine with an NVIDIA GPU and no network (torch and transformers installed, nothing else)
-# from the repository root, after scripts/device-prepare.sh has put the release binary and the
-# small inputs into .device/ here and that folder was carried over:
+# device-check.sh — the CUDA path's checks and benchmarks, in one run of at most 4 minutes by
+# default (issue 24), so that a fix and a rerun fit in 15 minutes of GPU time with the
+# machine's start-ups. Run it on a machine with an NVIDIA GPU and no network (torch and
+# transformers installed, nothing else) from the repository root, after
+# scripts/device-prepare.sh has put the release binaries and the small inputs into .device/
+# here and that folder was carried over:
 #
 #   bash scripts/device-check.sh
 #
-# Stages, in order of value (the time budget cuts the last ones first), after the env probe and
-# `bench kernels` (bertlab's CubeCL kernels against the reference decomposition on the GPU):
-# 1. parity     — CUDA f32 logits and hidden states vs the transformers fixtures (≤ 1e-3), one
-#                 AdamW step vs PyTorch's, f16/bf16 vs f32 (max abs and relative error), on the
-#                 fixtures and on randomly initialised DistilBERT-base and BERT-base;
+# Stages, in order of value (the time budget cuts the last ones first), after the env probe:
+# 1. throughput — training seq/s of randomly initialised DistilBERT-base (max_len 128 and 512,
+#                 f16 and bf16) and BERT-base (512, bf16) with the notebook's batches (32 at 128,
+#                 8 at 512), fixed padding; the same batches in PyTorch (scripts/torch_bench.py:
+#                 transformers, autocast + GradScaler, AdamW) after each row; one table with
+#                 seq/s, the bertlab/PyTorch ratio and MFU;
 # 2. end-to-end — the real commands (scripts/device_e2e.py): transformers makes a randomly
 #                 initialised DistilBERT-base snapshot (the carried vocabulary), `bertlab train`
 #                 fine-tunes it 1 epoch on a carried IMDB sample (524 reviews, max_len 256) in
 #                 f16 and in bf16, the train-split loss must fall, `bertlab eval` and `bertlab
 #                 predict` run on best/, whose logits transformers must reproduce; a batch of
 #                 65536 at max_len 512 must hit CUDA out-of-memory and exit 3;
-# 3. throughput — training seq/s of randomly initialised DistilBERT-base (max_len 128 and 512,
-#                 f16 and bf16) and BERT-base (512, bf16) with the notebook's batches (32 at 128,
-#                 8 at 512), fixed padding; the same batches in PyTorch (scripts/torch_bench.py:
-#                 transformers, autocast + GradScaler, AdamW); one table with seq/s, the
-#                 bertlab/PyTorch ratio and MFU;
+# 3. parity     — CUDA f32 logits and hidden states vs the transformers fixtures (≤ 1e-3), one
+#                 AdamW step vs PyTorch's, f16/bf16 vs f32 (max abs and relative error), on the
+#                 fixtures and on randomly initialised DistilBERT-base and BERT-base; then
+#                 `bench kernels` (bertlab's CubeCL kernels against the reference decomposition
+#                 on the GPU, outputs and gradients);
+# Opt-in (DEVICE_CHECK_EXTRA, a comma list, or `all`):
 # 4. numerics   — up to 200 AdamW steps on fixed IMDB batches with a randomly initialised
 #                 DistilBERT-base in f32, f16 and bf16: largest gap between the loss curves and
 #                 the f16 steps lost to overflow (none allowed after the first 10); it stops
-#                 early, with a summary of the steps done, when the budget runs short;
-# 5. then, while time is left: a profiled run that times the phases of a step, one that reads
-#    the logits back every step, and the other build's env probe and f16 rows (see
-#    DEVICE_CHECK_PRIMARY below).
+#                 early, with a summary of the steps done, when the budget runs short
+#                 (`numerics`; issue 22's several initialisations: DEVICE_CHECK_NUMERICS_SEEDS);
+# 5. a profiled run that times the phases of a step, one that reads the logits back every step
+#    (`profile`), and the other build's env probe and f16 rows (`alt`, see DEVICE_CHECK_PRIMARY
+#    below).
 # Measured on an H200 (2026-11-30, BENCHMARKS.md), unfused build first: env 2 s, parity 28 s,
-# end-to-end 108 s, throughput with PyTorch 52 s, numerics 29 s; then the fused build's env
-# probe 30 s and its first f16 row, which did not finish within 94 s (its autotuning compiles
-# about 1 s a kernel), so the default 360 s budget cuts the stages after that. Each stage
-# prints how many kernels CubeCL compiled in it (its compilation log): on a bare machine that,
-# not the maths, is most of a stage's time.
+# end-to-end 108 s, throughput with PyTorch 52 s, numerics 29 s; then the build that also
+# autotuned (the default until issue 23): its env probe 30 s and its first f16 row, which did not
+# finish within 94 s (its autotuning compiles about 1 s a kernel). Each stage prints how many
+# kernels CubeCL compiled in it (its compilation log): on a bare machine that, not the maths, is
+# most of a stage's time.
 #
 # Without nvidia-smi (or with DEVICE_CHECK_MODE=cpu) it runs the same stages on the CPU build
 # with the tiny fixture models and a few steps, to test the script itself; the GPU-only parts
@@ -50,8 +54,8 @@
 # .device/fixtures | ../shared/fixtures; BERTLAB_IDS | .device/imdb-ids.json (made from
 # ../shared when missing); BERTLAB_SAMPLE | .device/imdb-sample (made from ../shared when
 # missing); BERTLAB_TOKENIZER | .device/tokenizer | the fixtures' tiny-distilbert.
-# Knobs: DEVICE_CHECK_QUICK=1 (fewest steps), DEVICE_CHECK_BUDGET_S (default 360: stages are cut
-# to fit), DEVICE_CHECK_STEPS (timed throughput steps, default 10 on GPU),
+# Knobs: DEVICE_CHECK_QUICK=1 (fewest steps), DEVICE_CHECK_BUDGET_S (default 240: stages are cut
+# to fit), DEVICE_CHECK_EXTRA (opt-in stages: numerics, profile, alt, or all), DEVICE_CHECK_STEPS (timed throughput steps, default 10 on GPU),
 # DEVICE_CHECK_NUMERICS_STEPS (default 200 on GPU), DEVICE_CHECK_NUMERICS_SEEDS (opt-in: issue
 # 22's numerics over these initialisations, each replayed in PyTorch), DEVICE_CHECK_SKIP (comma list of kernels,
 # parity, e2e, numerics, throughput, torch, alt, profile), DEVICE_CHECK_TORCH=0 (no PyTorch rows),
@@ -64,7 +68,7 @@ set -uo pipefail # no -e: a failed stage is reported and the next one runs
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
 STARTED=$(date +%s)
-BUDGET=${DEVICE_CHECK_BUDGET_S:-360}
+BUDGET=${DEVICE_CHECK_BUDGET_S:-240}
 QUICK=${DEVICE_CHECK_QUICK:-0}
 SKIP=",${DEVICE_CHECK_SKIP:-},"
 TORCH=${DEVICE_CHECK_TORCH:-1}
@@ -89,6 +93,8 @@ say() { printf '%s\n' "$*" | tee -a "$LOG"; }
 elapsed() { echo $(($(date +%s) - STARTED)); }
 remaining() { echo $((BUDGET - $(elapsed))); }
 skipped() { [[ "$SKIP" == *",$1,"* ]]; }
+EXTRA=",${DEVICE_CHECK_EXTRA:-},"
+extra() { [[ "$EXTRA" == *",$1,"* || "$EXTRA" == ",all," ]]; }
 
 first_file() {
     local f
@@ -317,12 +323,6 @@ if grep -q 'UNSUPPORTED_PTX_VERSION\|Unable to load the PTX' "$WORK/stage.out"; 
     say "      (nvidia-smi's 'CUDA Version') first on LD_LIBRARY_PATH, or build .device/ptx-shim.so"
     say "      (scripts/device-prepare.sh does, with gcc) so that this script preloads it"
 fi
-# The ops seam's fast path (bertlab's CubeCL kernels) against the reference decomposition on
-# this device: outputs and gradients of each op (issue 24); the stage fails on a mismatch.
-if ! skipped kernels; then
-    stage "kernels" 60 - "$BIN" bench kernels
-fi
-
 # Sizes per mode. GPU: the real models and the notebook's shapes. CPU: tiny models, few steps.
 # THROUGHPUT rows are MODEL|MAX_LENS|PRECISIONS: each is timed in bertlab, then in PyTorch on
 # the same batches, before the next row starts (so a budget cut leaves complete rows).
@@ -394,23 +394,41 @@ BERTLAB_JSONL=$RESULTS/throughput-bertlab.jsonl
 TORCH_JSONL=$RESULTS/throughput-torch.jsonl
 PLAN=$RESULTS/plan.jsonl
 
-# 1. parity
-if ! skipped parity; then
-    if [[ -z "$FIXTURES" ]]; then
-        say "==> parity: skipped (no fixtures)"
-        STATUS+=("parity: skipped (no fixtures)")
-    else
-        args=(--fixtures "$FIXTURES")
-        if [[ $PARITY_IDS == 1 && -n "$IDS" ]]; then
-            args+=(--ids-file "$IDS")
-        fi
-        stage "parity" 90 "$RESULTS/parity.jsonl" "$BIN" bench parity "${args[@]}"
-    fi
-fi
-
 HAVE_TORCH=0
 if command -v python3 >/dev/null 2>&1 && python3 -c 'import torch, transformers' >/dev/null 2>&1; then
     HAVE_TORCH=1
+fi
+
+# 1. throughput: bertlab and PyTorch on the same batch plans, row by row, so that a budget cut
+# still leaves complete rows.
+TORCH_ROWS=$HAVE_TORCH
+if [[ $TORCH == 0 ]] || skipped torch; then
+    TORCH_ROWS=0
+fi
+if ! skipped throughput; then
+    common=(--ids-file "$IDS" --batch "$BATCH" --padding "$PADDING" --steps "$STEPS" --warmup "$WARMUP")
+    for row in "${THROUGHPUT[@]}"; do
+        IFS='|' read -r model lens precisions <<<"$row"
+        label=$(basename "$model")
+        plan=$WORK/plan-$label.jsonl
+        stage "plan $label" 30 - "$BIN" bench train-throughput "${common[@]}" --max-len "$lens" \
+            --plan-out "$plan" --plan-only
+        # (rows share plans: the results keep each once)
+        [[ -f "$plan" ]] && cat "$plan" >>"$PLAN" && sort -u -o "$PLAN" "$PLAN"
+        for precision in ${precisions//,/ }; do
+            stage "throughput $label $precision" 100 "$BERTLAB_JSONL" "$BIN" bench train-throughput \
+                "${common[@]}" --max-len "$lens" --arch "$model" --precision "$precision"
+        done
+        if [[ $TORCH_ROWS == 1 ]]; then
+            stage "torch $label" 100 "$TORCH_JSONL" python3 "$ROOT/scripts/torch_bench.py" \
+                --plan "$plan" --ids-file "$IDS" --arch "$model" --precision "$precisions"
+        fi
+    done
+    if [[ $TORCH_ROWS == 0 ]]; then
+        say "==> torch: skipped (DEVICE_CHECK_TORCH=0, or no python3 with torch and transformers)"
+        STATUS+=("torch: skipped")
+    fi
+    print_table
 fi
 
 # 2. end-to-end: the commands a user runs, on a base-size model that transformers makes here.
@@ -442,40 +460,31 @@ if ! skipped e2e; then
     fi
 fi
 
-# 3. throughput: bertlab and PyTorch on the same batch plans, row by row, so that a budget cut
-# still leaves complete rows.
-if [[ $TORCH == 0 ]] || skipped torch; then
-    HAVE_TORCH=0
-fi
-if ! skipped throughput; then
-    common=(--ids-file "$IDS" --batch "$BATCH" --padding "$PADDING" --steps "$STEPS" --warmup "$WARMUP")
-    for row in "${THROUGHPUT[@]}"; do
-        IFS='|' read -r model lens precisions <<<"$row"
-        label=$(basename "$model")
-        plan=$WORK/plan-$label.jsonl
-        stage "plan $label" 30 - "$BIN" bench train-throughput "${common[@]}" --max-len "$lens" \
-            --plan-out "$plan" --plan-only
-        # (rows share plans: the results keep each once)
-        [[ -f "$plan" ]] && cat "$plan" >>"$PLAN" && sort -u -o "$PLAN" "$PLAN"
-        for precision in ${precisions//,/ }; do
-            stage "throughput $label $precision" 100 "$BERTLAB_JSONL" "$BIN" bench train-throughput \
-                "${common[@]}" --max-len "$lens" --arch "$model" --precision "$precision"
-        done
-        if [[ $HAVE_TORCH == 1 ]]; then
-            stage "torch $label" 100 "$TORCH_JSONL" python3 "$ROOT/scripts/torch_bench.py" \
-                --plan "$plan" --ids-file "$IDS" --arch "$model" --precision "$precisions"
+# 3. parity, then bertlab's kernels against the reference decomposition on this device
+if ! skipped parity; then
+    if [[ -z "$FIXTURES" ]]; then
+        say "==> parity: skipped (no fixtures)"
+        STATUS+=("parity: skipped (no fixtures)")
+    else
+        args=(--fixtures "$FIXTURES")
+        if [[ $PARITY_IDS == 1 && -n "$IDS" ]]; then
+            args+=(--ids-file "$IDS")
         fi
-    done
-    if [[ $HAVE_TORCH == 0 ]]; then
-        say "==> torch: skipped (DEVICE_CHECK_TORCH=0, or no python3 with torch and transformers)"
-        STATUS+=("torch: skipped")
+        stage "parity" 90 "$RESULTS/parity.jsonl" "$BIN" bench parity "${args[@]}"
     fi
-    print_table
 fi
 
-# 4. numerics (after the table: its 3 × 200 steps stop early, with a summary of the steps done,
+# The ops seam's fast path (bertlab's CubeCL kernels) against the reference decomposition on
+# this device: outputs and gradients of each op (issue 24); the stage fails on a mismatch.
+if ! skipped kernels; then
+    stage "kernels" 60 - "$BIN" bench kernels
+fi
+
+# The rest is opt-in (DEVICE_CHECK_EXTRA=numerics,profile,alt or all): the default run fits 4
+# minutes, so that two tries fit 15 minutes of device time with the machine's start-ups.
+# 4. numerics, opt-in (after the table: its 3 × 200 steps stop early, with a summary of the steps done,
 # when the budget runs short).
-if ! skipped numerics; then
+if extra numerics && ! skipped numerics; then
     left=$(($(remaining) - 10))
     cap=$((left < 150 ? left : 150))
     stage "numerics" 160 "$RESULTS/numerics.jsonl" "$BIN" bench numerics --arch "$NUM_ARCH" \
@@ -512,7 +521,7 @@ if [[ -n "${DEVICE_CHECK_NUMERICS_SEEDS:-}" && -n "$IDS" ]]; then
 fi
 
 # Where a step's time goes (the device is synced between phases, so this run is slower).
-if [[ -n "$IDS" ]] && ! skipped profile && ! skipped throughput; then
+if [[ -n "$IDS" ]] && extra profile && ! skipped profile && ! skipped throughput; then
     stage "profile ${FIRST_MODEL##*/} f16" 60 - "$BIN" bench train-throughput --ids-file "$IDS" \
         --max-len "$FIRST_LEN" --batch "$BATCH" --padding fixed --steps "$STEPS" --warmup "$WARMUP" \
         --arch "$FIRST_MODEL" --precision f16 --profile
@@ -526,7 +535,7 @@ fi
 
 # Last, while time is left: the other build's env probe and its f16 rows of the first model
 # (same plans, same seeds), then the table again.
-if [[ -n "$ALT_BIN" ]] && ! skipped alt; then
+if [[ -n "$ALT_BIN" ]] && extra alt && ! skipped alt; then
     stage "env ($ALT_LABEL build)" 60 - "$ALT_BIN" bench env
     if ! skipped throughput; then
         IFS='|' read -r model lens _ <<<"${THROUGHPUT[0]}"

@@ -243,6 +243,8 @@ fn device_check_script_runs_in_quick_cpu_mode() {
         .env("DEVICE_CHECK_QUICK", "1")
         .env("DEVICE_CHECK_TORCH", "0")
         .env("DEVICE_CHECK_MODE", "cpu")
+        // Every stage, the opt-in ones too: this rehearses the whole script.
+        .env("DEVICE_CHECK_EXTRA", "all")
         .env("BERTLAB_BIN", BIN)
         .env("BERTLAB_SHARED", &shared)
         .env("BERTLAB_IDS", "/nonexistent/ids.json")
@@ -259,6 +261,12 @@ fn device_check_script_runs_in_quick_cpu_mode() {
     assert!(stdout.contains(" failed") && stdout.contains("passed, 0 failed"), "{stdout}");
     assert!(stdout.contains("| tiny-distilbert | 64 | 8 | fixed | f16 |"), "{stdout}");
     assert!(!stdout.contains("FAILED") && !stdout.contains("TIMED OUT"), "{stdout}");
+    // Throughput first, then parity (issue 24's order), then the opt-in stages.
+    let at = |stage: &str| stdout.find(stage).unwrap_or_else(|| panic!("no {stage:?} in {stdout}"));
+    assert!(
+        at("==> throughput ") < at("==> parity (limit")
+            && at("==> parity (limit") < at("==> numerics (limit")
+    );
     // The end-to-end stage runs where python3 has torch and transformers, else says why it skips.
     assert!(
         stdout.contains("==> end-to-end (limit")
