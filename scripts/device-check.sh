@@ -14,7 +14,13 @@
 #                 8 at 512), fixed padding; the same batches in PyTorch (scripts/torch_bench.py:
 #                 transformers, autocast + GradScaler, AdamW) after each row; one table with
 #                 seq/s, the bertlab/PyTorch ratio and MFU;
-# 2. end-to-end — the real commands (scripts/device_e2e.py): transformers makes a randomly
+# 2. first run  — a user's first fine-tuning (scripts/device_first_run.py, issue 23): one epoch
+#                 of a random DistilBERT-base on 6998 carried IMDB reviews at 32 × 128 in bf16,
+#                 then validation and test, `bertlab train` from empty caches (cold) and again
+#                 (warm), against PyTorch's whole process (import, tokenize, the epoch under
+#                 autocast, evaluation) on the same rows: one line with bertlab_cold_s,
+#                 bertlab_warm_s and torch_s;
+#    end-to-end — the real commands (scripts/device_e2e.py): transformers makes a randomly
 #                 initialised DistilBERT-base snapshot (the carried vocabulary), `bertlab train`
 #                 fine-tunes it 1 epoch on a carried IMDB sample (524 reviews, max_len 256) in
 #                 f16 and in bf16, the train-split loss must fall, `bertlab eval` and `bertlab
@@ -58,7 +64,8 @@
 # to fit), DEVICE_CHECK_EXTRA (opt-in stages: numerics, profile, alt, or all), DEVICE_CHECK_STEPS (timed throughput steps, default 10 on GPU),
 # DEVICE_CHECK_NUMERICS_STEPS (default 200 on GPU), DEVICE_CHECK_NUMERICS_SEEDS (opt-in: issue
 # 22's numerics over these initialisations, each replayed in PyTorch), DEVICE_CHECK_SKIP (comma list of kernels,
-# parity, e2e, numerics, throughput, torch, alt, profile), DEVICE_CHECK_TORCH=0 (no PyTorch rows),
+# parity, first-run, e2e, numerics, throughput, torch, alt, profile), DEVICE_CHECK_TORCH=0 (no
+# PyTorch rows), BERTLAB_FIRST_RUN_SAMPLE (the first-run stage's data),
 # DEVICE_CHECK_PADDING (throughput paddings; default fixed on GPU, fixed,bucket on CPU),
 # DEVICE_CHECK_PRIMARY (unfused | fused: which CUDA build runs the stages, default fused),
 # BERTLAB_ALT_BIN (with BERTLAB_BIN or on the CPU: a second build run last, like the other
@@ -87,7 +94,7 @@ RESULTS=$(cd "$RESULTS" && pwd)
 LOG=$RESULTS/device-check.txt
 : >"$LOG"
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+trap 'rm -rf "$WORK" "$WORK-first-run"' EXIT
 
 say() { printf '%s\n' "$*" | tee -a "$LOG"; }
 elapsed() { echo $(($(date +%s) - STARTED)); }
@@ -431,7 +438,58 @@ if ! skipped throughput; then
     print_table
 fi
 
-# 2. end-to-end: the commands a user runs, on a base-size model that transformers makes here.
+# 2a. first run (issue 23): a user's first fine-tuning, cold and warm, against PyTorch's whole
+# process on the same rows (scripts/device_first_run.py); its JSON line goes in e2e.jsonl (the
+# device tool brings back 8 files at most).
+if ! skipped first-run; then
+    FIRST_SAMPLE=""
+    for d in "${BERTLAB_FIRST_RUN_SAMPLE:-}" "$ROOT/.device/imdb-first-run"; do
+        if [[ -n "$d" && -d "$d/plain_text" ]]; then
+            FIRST_SAMPLE=$(realpath "$d")
+            break
+        fi
+    done
+    if [[ $HAVE_TORCH == 0 ]]; then
+        say "==> first-run: skipped (it needs python3 with torch and transformers)"
+        STATUS+=("first-run: skipped (no python3 with torch and transformers)")
+    elif [[ -z "$TOKENIZER" ]]; then
+        say "==> first-run: skipped (no vocabulary: .device/tokenizer or the fixtures' tiny-distilbert)"
+        STATUS+=("first-run: skipped (no vocabulary)")
+    else
+        # GPU: the issue's run, 6998 reviews at 32 × 128 in bf16 (.device/imdb-first-run). CPU:
+        # the script's rehearsal, a tenth of the small sample at 8 × 64.
+        first_args=(--batch 32 --max-len 128 --precision bf16 --subset 1)
+        if [[ $MODE != gpu ]]; then
+            first_args=(--batch 8 --max-len 64 --precision bf16 --subset 0.1)
+            if [[ -z "$FIRST_SAMPLE" ]]; then
+                FIRST_SAMPLE=$SAMPLE
+                if [[ -z "$FIRST_SAMPLE" && -d "$SHARED/data/hf-imdb" ]]; then
+                    FIRST_SAMPLE=$WORK/imdb-sample
+                    [[ -d "$FIRST_SAMPLE" ]] || stage "make-sample" 60 - "$BIN" data sample \
+                        --source "$SHARED/data/hf-imdb" --subset 0.04 --seed 42 --out "$FIRST_SAMPLE"
+                    SAMPLE=$FIRST_SAMPLE
+                fi
+            fi
+        fi
+        if [[ -z "$FIRST_SAMPLE" || ! -d "$FIRST_SAMPLE/plain_text" ]]; then
+            say "==> first-run: skipped (no IMDB sample: .device/imdb-first-run)"
+            STATUS+=("first-run: skipped (no IMDB sample)")
+        else
+            commit=$(grep -o '"git": "[^"]*"' "$ROOT/.device/build-info.json" 2>/dev/null | cut -d'"' -f4)
+            # Outside $WORK: CubeCL reads a cubecl.toml in the working folder or above it, and
+            # $WORK's names this script's own kernel cache; the first run is a user's, cold.
+            cap=200
+            left=$(($(remaining) - 3))
+            limit=$((cap < left ? cap : left))
+            stage "first-run" "$cap" "$RESULTS/e2e.jsonl" python3 "$ROOT/scripts/device_first_run.py" \
+                --bin "$BIN" --sample "$FIRST_SAMPLE" --tokenizer "$TOKENIZER" --work "$WORK-first-run" \
+                --mode "$MODE" --commit "${commit:-unknown}" --max-seconds "$((limit > 20 ? limit - 5 : 15))" \
+                "${first_args[@]}"
+        fi
+    fi
+fi
+
+# 2b. end-to-end: the commands a user runs, on a base-size model that transformers makes here.
 if ! skipped e2e; then
     if [[ $HAVE_TORCH == 0 ]]; then
         say "==> end-to-end: skipped (it needs python3 with torch and transformers)"
@@ -557,7 +615,10 @@ if [[ -f "$RESULTS/parity.jsonl" ]]; then
     say "  parity checks: $pass passed, $failed failed"
     ((failed > 0)) && fail=1
 fi
-if [[ -f "$RESULTS/e2e.jsonl" ]]; then
+if grep -q '"first-run"' "$RESULTS/e2e.jsonl" 2>/dev/null; then
+    say "  first run: $(grep '"first-run"' "$RESULTS/e2e.jsonl")"
+fi
+if grep -q '"bench": "e2e' "$RESULTS/e2e.jsonl" 2>/dev/null; then
     # (the stage itself fails when a check fails)
     say "  end-to-end: $(grep '"e2e-summary"' "$RESULTS/e2e.jsonl" || echo 'no summary')"
 fi

@@ -14,6 +14,8 @@
 #   .device/imdb-sample/      1999 IMDB reviews (the pool of --subset 0.04 --seed 42) in the Hub
 #                             parquet layout, which `bertlab train --source` reads: the
 #                             end-to-end stage trains on 524 of them
+#   .device/imdb-first-run/   9998 IMDB reviews (the pool of --subset 0.2 --seed 42), the
+#                             first-run stage's data: 6998 train, 1000 validation, 2000 test
 #   .device/tokenizer/        the bert-base-uncased vocabulary and tokenizer files (from the
 #                             fixtures) of the end-to-end stage's DistilBERT-base snapshot
 #   .device/ptx-shim.so       scripts/ptx_version_shim.c, preloaded by device-check.sh when the
@@ -85,6 +87,8 @@ done
 "$NEW/bertlab" bench make-ids --source "$SHARED/data/hf-imdb" --model "$SHARED/models/all-MiniLM-L6-v2" \
     --rows 1024 --max-len 512 --seed 0 --out "$NEW/imdb-ids.json"
 "$NEW/bertlab" data sample --source "$SHARED/data/hf-imdb" --subset 0.04 --seed 42 --out "$NEW/imdb-sample"
+# The first-run stage's data (issue 23): the pool of --subset 0.2, 6 998 training reviews.
+"$NEW/bertlab" data sample --source "$SHARED/data/hf-imdb" --subset 0.2 --seed 42 --out "$NEW/imdb-first-run"
 mkdir -p "$NEW/tokenizer"
 for file in tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json; do
     cp "$SHARED/fixtures/tiny-distilbert/$file" "$NEW/tokenizer/"

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""PyTorch baseline for `cargo bench -p bertlab --bench finetune`: the plain Hugging Face loop.
+"""PyTorch baseline for `cargo bench -p bertlab --bench finetune` and the device check's first-run
+stage (scripts/device_first_run.py): the plain Hugging Face loop.
 
 Fine-tunes a BERT-family checkpoint on the rows `--data` holds (JSON Lines of
 {"split": "train"|"val"|"test", "text", "label"}, written by the bench from bertlab's split, so
@@ -7,13 +8,17 @@ both sides see the same rows): the checkpoint's fast tokenizer, truncation to --
 padded to their longest row, `AutoModelForSequenceClassification` with a fresh head, AdamW
 (--lr, eps 1e-8, weight decay 0.01 except biases and LayerNorm weights, as HF's Trainer),
 shuffled batches of --batch, --epochs epochs each followed by a validation pass, then a test
-pass at --eval-batch — what a PyTorch notebook does, eager, on --threads CPU threads.
+pass at --eval-batch — what a PyTorch notebook does, eager, on --threads CPU threads or on the
+GPU (--device cuda), in --precision f32, or bf16 / f16 under torch.autocast (f16 with a
+GradScaler: the notebook's mixed_float16).
 
 Prints one JSON line: seconds of each phase (load, tokenize, train, val, test, total) and the
 test accuracy.
 
     python3 scripts/torch_finetune.py --model DIR --data rows.jsonl --max-len 128 --batch 16 \
-        --eval-batch 64 --epochs 1 --lr 5e-5 --seed 11 --threads 2
+        --eval-batch 64 --epochs 1 --lr 5e-5 --seed 11 --threads 2 [--device cuda --precision bf16]
+
+(`bertlab data split --json --rows-out rows.jsonl` writes the rows of a run's splits.)
 
 Needs torch and transformers; nothing else (no network).
 """
@@ -38,12 +43,28 @@ def main():
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", default="f32", choices=["f32", "bf16", "f16"])
     args = p.parse_args()
 
     import torch
     import transformers
 
-    torch.set_num_threads(args.threads)
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = {"f32": None, "bf16": torch.bfloat16, "f16": torch.float16}[args.precision]
+    scaler = torch.amp.GradScaler("cuda") if args.precision == "f16" and args.device == "cuda" else None
+
+    def autocast():
+        if dtype is None:
+            return torch.autocast(device.type, enabled=False)
+        return torch.autocast(device.type, dtype=dtype)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     torch.manual_seed(args.seed)
     random.seed(args.seed)
 
@@ -57,7 +78,7 @@ def main():
     tokenizer = transformers.AutoTokenizer.from_pretrained(args.model)
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
         args.model, num_labels=num_labels
-    )
+    ).to(device)
     load_s = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -75,7 +96,8 @@ def main():
         for start in range(0, len(order), size):
             picked = order[start:start + size]
             padded = tokenizer.pad({"input_ids": [ids[i] for i in picked]}, return_tensors="pt")
-            yield padded["input_ids"], padded["attention_mask"], torch.tensor([labels[i] for i in picked])
+            yield (padded["input_ids"].to(device), padded["attention_mask"].to(device),
+                   torch.tensor([labels[i] for i in picked], device=device))
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     groups = [
@@ -91,7 +113,8 @@ def main():
         correct = 0
         with torch.no_grad():
             for ids, mask, labels in batches(*encoded[name], args.eval_batch, False):
-                logits = model(input_ids=ids, attention_mask=mask).logits
+                with autocast():
+                    logits = model(input_ids=ids, attention_mask=mask).logits
                 correct += int((logits.argmax(-1) == labels).sum())
         return correct / len(encoded[name][0])
 
@@ -100,10 +123,17 @@ def main():
         model.train()
         t = time.perf_counter()
         for ids, mask, labels in batches(*encoded["train"], args.batch, True):
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            optimizer.step()
+            with autocast():
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             optimizer.zero_grad()
+        sync()
         train_s += time.perf_counter() - t
         t = time.perf_counter()
         evaluate("val")
@@ -116,6 +146,9 @@ def main():
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
+        "device": args.device,
+        "precision": args.precision,
+        "train_rows": len(encoded["train"][0]),
         "load_seconds": load_s,
         "tokenize_seconds": tokenize_s,
         "train_seconds": train_s,

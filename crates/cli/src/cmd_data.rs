@@ -26,6 +26,11 @@ enum DataCommand {
         /// Print JSON: {"pool": N, "train": [...], "val": [...], "test": [...]}.
         #[arg(long)]
         json: bool,
+        /// Also write the rows of the splits to this file, one JSON line each: {"split":
+        /// "train"|"val"|"test", "text", "label" (class id)}, train rows first: what another
+        /// framework's script reads to train on the same rows (scripts/torch_finetune.py).
+        #[arg(long, value_name = "FILE")]
+        rows_out: Option<PathBuf>,
     },
     /// Write the pool of a subset (the rows `--subset F --seed S` trains, validates and tests
     /// on) as a small dataset in the Hub layout: OUT/plain_text/{split}-00000-of-00001.parquet
@@ -64,10 +69,14 @@ pub fn run(args: DataArgs, global: &crate::Global) -> anyhow::Result<()> {
             );
             println!("Classes: {}", data.class_names.join(", "));
         }
-        DataCommand::Split { split: s, json } => {
-            let (_, split, _) = load_and_split(&s, global)?;
+        DataCommand::Split { split: s, json, rows_out } => {
             if !json {
                 anyhow::bail!("`bertlab data split` prints JSON only: add --json");
+            }
+            let (splits, split, _) = load_and_split(&s, global)?;
+            if let Some(path) = rows_out {
+                write_rows(&splits.joined(), &split, &path)
+                    .with_context(|| format!("writing --rows-out {}", path.display()))?;
             }
             let out = serde_json::json!({
                 "pool": split.pool.len(),
@@ -79,6 +88,24 @@ pub fn run(args: DataArgs, global: &crate::Global) -> anyhow::Result<()> {
         }
         DataCommand::Sample { split: s, out } => write_sample(&s, &out, global)?,
     }
+    Ok(())
+}
+
+/// The rows of each split as JSON lines (`--rows-out`).
+fn write_rows(
+    data: &bertlab_data::LabeledTexts,
+    split: &RunSplits,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for (name, rows) in [("train", &split.train), ("val", &split.val), ("test", &split.test)] {
+        for &r in rows.iter() {
+            let line = serde_json::json!({"split": name, "text": data.texts[r], "label": data.labels[r]});
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 

@@ -67,3 +67,42 @@ fn a_sample_holds_the_pool_of_its_subset() {
     assert!(again.contains("499 rows"), "a sample of the whole sample rewrites it: {again}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn rows_out_writes_each_splits_rows_in_order() {
+    let Some(shared) = shared() else { return };
+    let source = shared.join("data/hf-imdb");
+    let source = source.to_str().unwrap();
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("rows-out-{}.jsonl", std::process::id()));
+    let split: Value = serde_json::from_str(&stdout(&bertlab(&[
+        "data",
+        "split",
+        "--source",
+        source,
+        "--subset",
+        "0.01",
+        "--json",
+        "--rows-out",
+        file.to_str().unwrap(),
+    ])))
+    .unwrap();
+    let hub = bertlab_data::HubOptions::default();
+    let all = bertlab_data::DatasetSource::LocalDir(shared.join("data/hf-imdb")).load(&hub).unwrap();
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The split's rows, split by split in the order `data split` lists them: the text and the
+    // class id of each row id.
+    let want: Vec<(&str, usize)> = ["train", "val", "test"]
+        .iter()
+        .flat_map(|k| split[*k].as_array().unwrap().iter().map(move |v| (*k, v.as_u64().unwrap() as usize)))
+        .collect();
+    assert_eq!(lines.len(), want.len());
+    assert_eq!(want.iter().filter(|(k, _)| *k == "train").count(), 349);
+    for (line, (name, row)) in lines.iter().zip(&want) {
+        assert_eq!(line["split"], *name);
+        assert_eq!(line["text"], all.texts[*row].as_str());
+        assert_eq!(line["label"].as_u64(), Some(all.labels[*row] as u64));
+    }
+    let _ = std::fs::remove_file(&file);
+}
