@@ -114,6 +114,23 @@ first_file() {
     return 1
 }
 
+# The first of the folders (empty names skipped) holding every one of the comma-separated names
+# in $1, as an absolute path.
+first_dir_with() {
+    local names d n
+    IFS=, read -ra names <<<"$1"
+    shift
+    for d in "$@"; do
+        [[ -n "$d" ]] || continue
+        for n in "${names[@]}"; do
+            [[ -e "$d/$n" ]] || continue 2
+        done
+        realpath "$d"
+        return 0
+    done
+    return 1
+}
+
 # device-prepare.sh ships the CUDA binaries gzipped: unpack them into $WORK. On the CPU the
 # CPU build is used (the CUDA one would stop at its driver check).
 unpack() {
@@ -165,30 +182,22 @@ fi
 BIN=$(realpath "$BIN")
 SHARED=${BERTLAB_SHARED:-$ROOT/../shared}
 [[ -d "$SHARED" ]] && SHARED=$(cd "$SHARED" && pwd)
-FIXTURES=""
-for d in "${BERTLAB_FIXTURES:-}" "$ROOT/.device/fixtures" "$SHARED/fixtures"; do
-    if [[ -n "$d" && -f "$d/tiny-bert/expected.json" ]]; then
-        FIXTURES=$(realpath "$d")
-        break
-    fi
-done
+FIXTURES=$(first_dir_with tiny-bert/expected.json "${BERTLAB_FIXTURES:-}" "$ROOT/.device/fixtures" \
+    "$SHARED/fixtures") || FIXTURES=""
 IDS=$(first_file "${BERTLAB_IDS:-}" "$ROOT/.device/imdb-ids.json") && IDS=$(realpath "$IDS") || IDS=""
 # The end-to-end stage's IMDB sample (`bertlab data sample`) and the vocabulary of its snapshot.
-SAMPLE=""
-for d in "${BERTLAB_SAMPLE:-}" "$ROOT/.device/imdb-sample"; do
-    if [[ -n "$d" && -d "$d/plain_text" ]]; then
-        SAMPLE=$(realpath "$d")
-        break
+SAMPLE=$(first_dir_with plain_text "${BERTLAB_SAMPLE:-}" "$ROOT/.device/imdb-sample") || SAMPLE=""
+TOKENIZER=$(first_dir_with vocab.txt,tokenizer.json "${BERTLAB_TOKENIZER:-}" "$ROOT/.device/tokenizer" \
+    "${FIXTURES:+$FIXTURES/tiny-distilbert}" "$SHARED/fixtures/tiny-distilbert") || TOKENIZER=""
+# Without a carried sample (a CPU rehearsal), the end-to-end and first-run stages share one made
+# from ../shared's IMDB, made at most once.
+sample_from_shared() {
+    if [[ -z "$SAMPLE" && -d "$SHARED/data/hf-imdb" ]]; then
+        SAMPLE=$WORK/imdb-sample
+        [[ -d "$SAMPLE/plain_text" ]] || stage "make-sample" 60 - "$BIN" data sample \
+            --source "$SHARED/data/hf-imdb" --subset 0.04 --seed 42 --out "$SAMPLE"
     fi
-done
-TOKENIZER=""
-for d in "${BERTLAB_TOKENIZER:-}" "$ROOT/.device/tokenizer" "${FIXTURES:+$FIXTURES/tiny-distilbert}" \
-    "$SHARED/fixtures/tiny-distilbert"; do
-    if [[ -n "$d" && -f "$d/vocab.txt" && -f "$d/tokenizer.json" ]]; then
-        TOKENIZER=$(realpath "$d")
-        break
-    fi
-done
+}
 
 # Kernels CubeCL has compiled so far in this run (its compilation log, see cubecl.toml below).
 compiled_kernels() {
@@ -442,13 +451,8 @@ fi
 # process on the same rows (scripts/device_first_run.py); its JSON line goes in e2e.jsonl (the
 # device tool brings back 8 files at most).
 if ! skipped first-run; then
-    FIRST_SAMPLE=""
-    for d in "${BERTLAB_FIRST_RUN_SAMPLE:-}" "$ROOT/.device/imdb-first-run"; do
-        if [[ -n "$d" && -d "$d/plain_text" ]]; then
-            FIRST_SAMPLE=$(realpath "$d")
-            break
-        fi
-    done
+    FIRST_SAMPLE=$(first_dir_with plain_text "${BERTLAB_FIRST_RUN_SAMPLE:-}" \
+        "$ROOT/.device/imdb-first-run") || FIRST_SAMPLE=""
     if [[ $HAVE_TORCH == 0 ]]; then
         say "==> first-run: skipped (it needs python3 with torch and transformers)"
         STATUS+=("first-run: skipped (no python3 with torch and transformers)")
@@ -462,13 +466,8 @@ if ! skipped first-run; then
         if [[ $MODE != gpu ]]; then
             first_args=(--batch 8 --max-len 64 --precision bf16 --subset 0.1)
             if [[ -z "$FIRST_SAMPLE" ]]; then
+                sample_from_shared
                 FIRST_SAMPLE=$SAMPLE
-                if [[ -z "$FIRST_SAMPLE" && -d "$SHARED/data/hf-imdb" ]]; then
-                    FIRST_SAMPLE=$WORK/imdb-sample
-                    [[ -d "$FIRST_SAMPLE" ]] || stage "make-sample" 60 - "$BIN" data sample \
-                        --source "$SHARED/data/hf-imdb" --subset 0.04 --seed 42 --out "$FIRST_SAMPLE"
-                    SAMPLE=$FIRST_SAMPLE
-                fi
             fi
         fi
         if [[ -z "$FIRST_SAMPLE" || ! -d "$FIRST_SAMPLE/plain_text" ]]; then
@@ -498,11 +497,7 @@ if ! skipped e2e; then
         say "==> end-to-end: skipped (no vocabulary: .device/tokenizer or the fixtures' tiny-distilbert)"
         STATUS+=("end-to-end: skipped (no vocabulary)")
     else
-        if [[ -z "$SAMPLE" && -d "$SHARED/data/hf-imdb" ]]; then
-            SAMPLE=$WORK/imdb-sample
-            stage "make-sample" 60 - "$BIN" data sample --source "$SHARED/data/hf-imdb" --subset 0.04 \
-                --seed 42 --out "$SAMPLE"
-        fi
+        sample_from_shared
         if [[ -z "$SAMPLE" || ! -d "$SAMPLE/plain_text" ]]; then
             say "==> end-to-end: skipped (no IMDB sample: .device/imdb-sample)"
             STATUS+=("end-to-end: skipped (no IMDB sample)")

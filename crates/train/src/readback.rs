@@ -85,8 +85,9 @@ impl<B: Backend, T> PendingLogits<B, T> {
         self.tags
             .drain(..)
             .map(|(tag, rows, kept)| {
-                let batch: Vec<f32> = values.by_ref().take(rows * classes).collect();
-                (tag, batch[..kept * classes].to_vec())
+                let mut batch: Vec<f32> = values.by_ref().take(rows * classes).collect();
+                batch.truncate(kept * classes);
+                (tag, batch)
             })
             .collect()
     }
