@@ -19,7 +19,7 @@ use bertlab_models::{autodiff_lock, host_wait, Precision, TextClassifier};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -281,31 +281,30 @@ struct LossWeight<B: Backend> {
 }
 
 /// Σ cross-entropy of `logits` (`[rows, classes]`) against `labels`, times `weight`: the
-/// training loss whose gradient a micro-batch contributes. Rows past the labels are filler
-/// ([`crate::Batch::filler`]): they are multiplied by 0, not sliced off, so that a filled batch
-/// runs the same kernels as a full one (a slice would be a batch of another shape to the
-/// loss's reductions: kernels compiled for it alone); their gradient is exactly 0, as a
-/// slice's would be.
+/// training loss whose gradient a micro-batch contributes. Computed as
+/// `−weight × Σ log_softmax(logits) ⊙ targets`, where `targets` is the one-hot `[rows,
+/// classes]` matrix of the labels: one upload, and an element-wise product the backward fuses
+/// (a gather would need its index tensor uploaded and a scatter in the backward). Rows past the
+/// labels are filler ([`crate::Batch::filler`]): their row of `targets` is all 0, so that a
+/// filled batch runs the same kernels as a full one (a slice would be a batch of another shape
+/// to the loss's reductions: kernels compiled for it alone), and their gradient is exactly 0,
+/// as a slice's would be.
 pub fn weighted_cross_entropy<B: Backend>(
     logits: Tensor<B, 2>,
     labels: &[u32],
     weight: f64,
     device: &B::Device,
 ) -> Tensor<B, 1> {
-    let rows = logits.dims()[0];
+    let [rows, classes] = logits.dims();
     assert!(labels.len() <= rows, "{} labels for {rows} rows of logits", labels.len());
-    let targets = Tensor::<B, 2, Int>::from_data(
-        TensorData::new(
-            labels.iter().map(|&l| l as i64).chain(std::iter::repeat(0)).take(rows).collect::<Vec<_>>(),
-            [rows, 1],
-        ),
-        device,
-    );
-    // 1 on labelled rows, 0 on filler; multiplied in on full batches too (by 1, exactly), so
-    // that every batch is the same graph.
-    let counted = (0..rows).map(|r| if r < labels.len() { 1f32 } else { 0.0 }).collect::<Vec<_>>();
-    let counted = Tensor::<B, 2>::from_data(TensorData::new(counted, [rows, 1]), device);
-    (log_softmax(logits, 1).gather(1, targets) * counted).sum().mul_scalar(-weight)
+    let mut targets = vec![0f32; rows * classes];
+    for (r, &label) in labels.iter().enumerate() {
+        let label = label as usize;
+        assert!(label < classes, "label {label} of row {r} for {classes} classes");
+        targets[r * classes + label] = 1.0;
+    }
+    let targets = Tensor::<B, 2>::from_data(TensorData::new(targets, [rows, classes]), device);
+    (log_softmax(logits, 1) * targets).sum().mul_scalar(-weight)
 }
 
 /// Forward and backward of one micro-batch: gradients of `weight × Σ cross-entropy` over its
