@@ -7,7 +7,9 @@ use anyhow::{bail, Context as _, Result};
 use bertlab_pipeline::store::{write_atomic, LOG_FILE, RECORD_FILE, SPEC_FILE};
 use bertlab_pipeline::{oom_retry_batch, PlannedRun, Planner, ProblemManifest, RunRecord, SpecTarget};
 use bertlab_run::format::format_duration;
-use std::collections::{BTreeMap, VecDeque};
+use bertlab_run::shape::batch_shapes_text;
+use bertlab_run::RunSpec;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -118,6 +120,36 @@ enum Outcome {
     Failed(String),
 }
 
+/// The batch shapes this pipeline's completed runs met, per model, data and precision (what a
+/// kernel depends on besides its shape). A GPU build compiled and tuned their kernels into the
+/// machine's caches, so a later run's warm-up skips them (`bertlab train --warmed-shapes`): the
+/// pipeline warms each shape once, not once per run. Kept for this process only (the caches may
+/// be emptied between two `cargo xtask`s).
+#[derive(Default)]
+struct WarmedShapes(Mutex<HashMap<String, BTreeSet<[usize; 2]>>>);
+
+impl WarmedShapes {
+    /// What, besides the batch shape, decides which kernels a run compiles.
+    fn key(spec: &RunSpec) -> String {
+        format!(
+            "{}|{}|{:?}|{}|{}",
+            spec.model, spec.source, spec.dataset_config, spec.label_column, spec.precision
+        )
+    }
+
+    /// The shapes met so far by runs of `spec`'s kind, sorted.
+    fn of(&self, spec: &RunSpec) -> Vec<[usize; 2]> {
+        let warmed = self.0.lock().expect("warmed shapes lock");
+        warmed.get(&Self::key(spec)).map(|s| s.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// Count `shapes` as met by a run of `spec`'s kind.
+    fn add(&self, spec: &RunSpec, shapes: &[[usize; 2]]) {
+        let mut warmed = self.0.lock().expect("warmed shapes lock");
+        warmed.entry(Self::key(spec)).or_default().extend(shapes.iter().copied());
+    }
+}
+
 /// Run every stage of `ctx` in order; `Ok(false)` when a run failed or a stage could not start.
 pub fn run_pipeline(
     ctx: &Context,
@@ -148,6 +180,7 @@ pub fn run_pipeline(
     } else {
         gpus.iter().map(|g| format!("cuda:{g}")).collect()
     };
+    let warmed = WarmedShapes::default();
     let mut ok = true;
     let mut offset = 0;
     for stage in &ctx.stages {
@@ -202,11 +235,11 @@ pub fn run_pipeline(
         let failures = Mutex::new(Vec::new());
         std::thread::scope(|scope| {
             for device in &devices {
-                let (queue, failures, progress) = (&queue, &failures, &progress);
+                let (queue, failures, progress, warmed) = (&queue, &failures, &progress, &warmed);
                 scope.spawn(move || loop {
                     let Some(run) = queue.lock().expect("queue lock").pop_front() else { break };
                     let pos = position + run.index + 1;
-                    match train_run(ctx, &run, bertlab, device, pos, progress, verbose) {
+                    match train_run(ctx, &run, bertlab, device, pos, progress, warmed, verbose) {
                         Ok(Outcome::Completed) => {}
                         Ok(Outcome::Failed(why)) => {
                             progress.count(FAILED);
@@ -236,7 +269,9 @@ pub fn run_pipeline(
     Ok(ok)
 }
 
-/// Train `run` on `device`, retrying with half the batch after an out-of-memory exit.
+/// Train `run` on `device`, retrying with half the batch after an out-of-memory exit; its
+/// warm-up skips the shapes `warmed` holds, and the shapes it met join them.
+#[allow(clippy::too_many_arguments)]
 fn train_run(
     ctx: &Context,
     run: &PlannedRun,
@@ -244,6 +279,7 @@ fn train_run(
     device: &str,
     pos: usize,
     progress: &Progress,
+    warmed: &WarmedShapes,
     verbose: bool,
 ) -> Result<Outcome> {
     let (model, source) = ctx.run_inputs(run)?;
@@ -273,14 +309,17 @@ fn train_run(
     }
     let mut fresh = false;
     loop {
-        prepare(ctx, run, &run.spec_toml(&target, batch)?, &tag)?;
+        let spec_toml = run.spec_toml(&target, batch)?;
+        prepare(ctx, run, &spec_toml, &tag)?;
+        let spec = RunSpec::from_toml_str(&spec_toml, &dir.join(SPEC_FILE))?;
+        let warmed_before = warmed.of(&spec);
         let retry = match (batch, planned) {
             (Some(b), Some(p)) if b < p => format!(" (batch {b} after running out of memory at {p})"),
             _ => String::new(),
         };
         eprintln!("{tag} training {}/{} on {device}: {}{retry}", run.stage, run.run_id, run.describe());
         let started = Instant::now();
-        let status = spawn_train(bertlab, &dir, verbose, &tag, fresh)?;
+        let status = spawn_train(bertlab, &dir, verbose, &tag, fresh, &warmed_before)?;
         let seconds = started.elapsed().as_secs_f64();
         match status.code() {
             Some(0) => {
@@ -292,6 +331,7 @@ fn train_run(
                         dir.display()
                     )));
                 };
+                warmed.add(&spec, record.shapes.as_deref().unwrap_or_default());
                 progress.finish(run, Some(seconds));
                 progress.count(TRAINED);
                 let test = record.test.as_ref();
@@ -407,10 +447,17 @@ fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
 }
 
-/// `bertlab train --spec <dir>/run.toml`, output to `<dir>/train.log` (and to stderr when
-/// verbose); the child dies with this process (Linux: PR_SET_PDEATHSIG), so a killed sweep
-/// leaves no orphan training.
-fn spawn_train(bertlab: &Path, dir: &Path, verbose: bool, tag: &str, fresh: bool) -> Result<ExitStatus> {
+/// `bertlab train --spec <dir>/run.toml [--warmed-shapes …]`, output to `<dir>/train.log` (and
+/// to stderr when verbose); the child dies with this process (Linux: PR_SET_PDEATHSIG), so a
+/// killed sweep leaves no orphan training.
+fn spawn_train(
+    bertlab: &Path,
+    dir: &Path,
+    verbose: bool,
+    tag: &str,
+    fresh: bool,
+    warmed_shapes: &[[usize; 2]],
+) -> Result<ExitStatus> {
     let log_path = dir.join(LOG_FILE);
     // Appended: a resumed or retried run keeps the log of its earlier attempts.
     let log = std::fs::OpenOptions::new()
@@ -423,6 +470,11 @@ fn spawn_train(bertlab: &Path, dir: &Path, verbose: bool, tag: &str, fresh: bool
         .arg("--spec")
         .arg(dir.join(SPEC_FILE))
         .args(fresh.then_some("--fresh"))
+        .args(if warmed_shapes.is_empty() {
+            vec![]
+        } else {
+            vec!["--warmed-shapes".to_string(), batch_shapes_text(warmed_shapes)]
+        })
         .stdin(Stdio::null())
         .current_dir(crate::workspace_root());
     if verbose {

@@ -9,9 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// A `bertlab` that "trains" by writing a record: val accuracy grows with max_len; it exits 3
-/// (out of memory) when `batch > FAKE_OOM_ABOVE`, 1 when `max_len == FAKE_FAIL_LEN`, and logs
-/// start/end times and devices to `FAKE_LOG`.
+/// A `bertlab` that "trains" by writing a record: val accuracy grows with max_len, the one shape
+/// met is `batch × max_len`; it exits 3 (out of memory) when `batch > FAKE_OOM_ABOVE`, 1 when
+/// `max_len == FAKE_FAIL_LEN`, and logs start/end times, devices, batch and `--warmed-shapes`
+/// to `FAKE_LOG`.
 const FAKE: &str = r#"#!/usr/bin/env bash
 set -eu
 if [ "$1" = "train" ] && [ "$2" = "--help" ]; then echo "Usage: bertlab train"; exit 0; fi
@@ -19,6 +20,8 @@ spec="$3"
 get() { sed -n "s/^$1 = \"\{0,1\}\([^\"]*\)\"\{0,1\}\$/\1/p" "$spec"; }
 out=$(get out); batch=$(get batch); max_len=$(get max_len); lr=$(get lr); device=$(get device)
 subset=$(get subset); model=$(get model)
+warmed=-; prev=""
+for a in "$@"; do if [ "$prev" = "--warmed-shapes" ]; then warmed=$a; fi; prev=$a; done
 # A complete record (schema 1) of this spec: status, error, epochs, val accuracy, test metrics.
 record() {
   cat <<REC
@@ -31,13 +34,13 @@ record() {
  "data": {"source": "x", "total_rows": 160, "pool": 160, "train": 100, "val": 20, "test": 40,
           "class_names": ["neg", "pos"], "train_truncated": 0, "train_padding": {"real_tokens": 1000, "padded_tokens": 1200}},
  "epochs": $3, "best_epoch": 1, "stopped_early": false, "restored_epoch": 1, "val_acc_at_min_val_loss": $4,
- "test": $5,
+ "test": $5, "shapes": [[$batch, $max_len]],
  "timings": {"data_seconds": 0.0, "tokenize_seconds": 0.0, "model_load_seconds": 0.0, "fit_seconds": 1.5,
              "test_seconds": 0.1, "elapsed_seconds": 1.6, "export_seconds": 0.0, "total_seconds": 2.0},
  "peak_rss_bytes": null, "best_dir": null}
 REC
 }
-echo "start $(date +%s.%N) $device $batch" >> "$FAKE_LOG"
+echo "start $(date +%s.%N) $device $batch $warmed" >> "$FAKE_LOG"
 sleep "${FAKE_SLEEP:-0}"
 if [ -n "${FAKE_OOM_ABOVE:-}" ] && [ "$batch" -gt "$FAKE_OOM_ABOVE" ]; then
   echo "error: CUDA out of memory" >&2; echo "end $(date +%s.%N) $device" >> "$FAKE_LOG"; exit 3
@@ -163,6 +166,26 @@ fn a_failed_run_fails_the_sweep_and_blocks_what_depends_on_it() {
     assert!(ok, "{log}");
     assert_eq!(log.matches("] training ").count(), 1 + 1, "{log}");
     assert_eq!(log.matches("] reused ").count(), 1, "{log}");
+}
+
+#[test]
+fn each_run_is_told_the_shapes_earlier_runs_met_so_the_pipeline_warms_each_once() {
+    let s = setup();
+    let (ok, log) = xtask(&s, "warm", &["--backend", "cpu"], &[]);
+    assert!(ok, "{log}");
+    let warmed: Vec<String> = std::fs::read_to_string(&s.log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("start "))
+        .map(|l| l.split_whitespace().nth(4).unwrap().to_string())
+        .collect();
+    // The sweep's runs in order (32 × 128, 16 × 256, 8 × 512, 8 × 64), then problem "data"'s
+    // subset 0.5 with the best run's 8 × 512 (its subset 1.0 is the best run itself: reused).
+    assert_eq!(
+        warmed,
+        ["-", "32x128", "16x256,32x128", "8x512,16x256,32x128", "8x64,8x512,16x256,32x128"],
+        "{log}"
+    );
 }
 
 #[test]

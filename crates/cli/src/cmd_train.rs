@@ -45,6 +45,11 @@ pub struct TrainArgs {
     /// No warm-up (the default of the CPU build, which compiles no kernels).
     #[arg(long)]
     no_warmup: bool,
+    /// Batch shapes (`ROWSxLENGTH`, comma-separated, e.g. 32x128,32x96) whose kernels are
+    /// compiled and tuned already, met by an earlier run on this machine: the warm-up skips
+    /// them. `cargo xtask` passes the shapes its earlier runs met, so a pipeline warms each once.
+    #[arg(long, value_delimiter = ',', value_parser = bertlab_run::shape::parse_batch_shape)]
+    warmed_shapes: Vec<[usize; 2]>,
 }
 
 impl TrainArgs {
@@ -108,6 +113,7 @@ pub fn run(args: TrainArgs, global: &crate::Global) -> anyhow::Result<()> {
         fresh: args.fresh,
         overwrite: args.overwrite,
         warmup: args.warmup || (!args.no_warmup && crate::backend::COMPILES_KERNELS),
+        warmed_shapes: args.warmed_shapes,
     };
     let record = train::<TrainBackend>(&spec, &device, &options)
         .with_context(|| format!("training run {}", spec.out.display()))?;

@@ -142,3 +142,25 @@ fn a_pipeline_plans_every_setting_into_the_run_spec_the_record_and_the_report() 
         assert_eq!(row[at], spec.value_text(key).unwrap(), "{key}");
     }
 }
+
+#[test]
+fn dry_run_lists_the_planned_shapes_and_a_bad_warmed_shape_names_its_flag() {
+    let out = Command::new(BIN)
+        .args(["train", "--dry-run", "--max-len", "96", "--batch", "16", "--eval-batch", "64", "--out", "r"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("r: at most 6 batch shapes (rows × length): 16×32 16×64 16×96 64×32 64×64 64×96 —"),
+        "{text}"
+    );
+    let out =
+        Command::new(BIN).args(["train", "--dry-run", "--warmed-shapes", "32x128,32y96"]).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--warmed-shapes") && err.contains("'32y96' is not a batch shape ROWSxLENGTH"),
+        "{err}"
+    );
+}

@@ -9,6 +9,7 @@ pub mod inference;
 pub mod metrics;
 pub mod naming;
 pub mod record;
+pub mod shape;
 pub mod source_ref;
 pub mod spec;
 

@@ -245,6 +245,10 @@ pub struct Timings {
     /// planned batch shape), when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_seconds: Option<f64>,
+    /// The batch shapes that warm-up ran, when there was one: those of the run not met by
+    /// earlier runs (`--warmed-shapes`, which `cargo xtask` passes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_shapes: Option<usize>,
 }
 
 /// A file that is not a readable run record.

@@ -39,6 +39,9 @@ pub struct TrainOptions {
     /// Before the first step, one forward and backward pass at each planned batch shape, so a
     /// GPU build compiles and tunes its kernels up front (see `warmup.rs`).
     pub warmup: bool,
+    /// Batch shapes whose kernels are compiled and tuned already (met by an earlier run on this
+    /// machine; `cargo xtask` passes those its earlier runs met): the warm-up skips them.
+    pub warmed_shapes: Vec<[usize; 2]>,
 }
 
 /// Train, validate, test and export one run described by `spec` on `device`.
@@ -114,10 +117,13 @@ fn run_stages<B: AutodiffBackend>(
     let prepared = prepare::<B>(spec, device, &options.hub, quiet, record)?;
     let mut fitting = load::<B>(spec, &prepared, device, record, resume)?;
     if options.warmup {
-        let shapes = run_shapes(spec, &prepared, &fitting);
+        let (warmed, shapes): (Vec<[usize; 2]>, Vec<[usize; 2]>) = run_shapes(spec, &prepared, &fitting)
+            .into_iter()
+            .partition(|s| options.warmed_shapes.contains(s));
         let pad_id = prepared.tokenizer.pad_id();
         record.timings.warmup_seconds =
-            Some(warm_up(spec, &shapes, fitting.trainer.model(), pad_id, device, quiet));
+            Some(warm_up(spec, &shapes, warmed.len(), fitting.trainer.model(), pad_id, device, quiet));
+        record.timings.warmup_shapes = Some(shapes.len());
     }
     for epoch in fitting.first_epoch..spec.epochs {
         if fit_epoch(spec, &prepared, device, options.progress, &mut fitting, epoch, record)?

@@ -41,17 +41,29 @@ pub(crate) fn run_shapes<B: AutodiffBackend>(
 }
 
 /// Run `model` forward and backward once at each of `shapes` (rows of `pad_id`, all attended),
-/// in `spec`'s precision, waiting for the device after each; says what it does unless `quiet`.
-/// Returns the seconds it took.
+/// in `spec`'s precision, waiting for the device after each; says what it does unless `quiet`
+/// (and that `warmed` more shapes were warm already, met by earlier runs). Returns the seconds
+/// it took.
 pub(crate) fn warm_up<B: AutodiffBackend>(
     spec: &RunSpec,
     shapes: &[[usize; 2]],
+    warmed: usize,
     model: &TextClassifier<B>,
     pad_id: u32,
     device: &B::Device,
     quiet: bool,
 ) -> f64 {
     let started = Instant::now();
+    if !quiet && warmed > 0 {
+        eprintln!(
+            "Warm-up: {warmed} of the run's {} batch shapes were met by earlier runs (--warmed-shapes): \
+             their kernels are in the caches",
+            warmed + shapes.len()
+        );
+    }
+    if shapes.is_empty() {
+        return started.elapsed().as_secs_f64();
+    }
     for (i, &[rows, len]) in shapes.iter().enumerate() {
         if !quiet {
             eprintln!(

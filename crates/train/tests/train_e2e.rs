@@ -254,14 +254,22 @@ fn a_warm_up_changes_nothing_but_the_time() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let run = |name: &str, warmup: bool| {
+    let run = |name: &str, warmup: bool, warmed_shapes: Vec<[usize; 2]>| {
         let spec = RunSpec { epochs: 1, ..spec(&shared, &tmp.path().join(name)) };
-        let opts = TrainOptions { skip_export: true, warmup, ..options() };
+        let opts = TrainOptions { skip_export: true, warmup, warmed_shapes, ..options() };
         train::<AB>(&spec, &Default::default(), &opts).unwrap()
     };
-    let (cold, warm) = (run("cold", false), run("warm", true));
-    assert_eq!(cold.timings.warmup_seconds, None);
+    let (cold, warm) = (run("cold", false, vec![]), run("warm", true, vec![[1, 1]]));
+    assert_eq!((cold.timings.warmup_seconds, cold.timings.warmup_shapes), (None, None));
     assert!(warm.timings.warmup_seconds.is_some_and(|s| s > 0.0), "{:?}", warm.timings);
+    // It ran every shape the run then met, and no other.
+    let met = warm.shapes.clone().unwrap();
+    assert!(met.len() >= 2, "{met:?}");
+    assert_eq!(warm.timings.warmup_shapes, Some(met.len()));
+    // A later run that is told which shapes were met before warms only the others.
+    let later = run("later", true, met[1..].to_vec());
+    assert_eq!(later.timings.warmup_shapes, Some(1), "{:?}", later.timings);
+    assert_eq!(run("last", true, met.clone()).timings.warmup_shapes, Some(0));
     // The same weights, batches, losses and metrics: the warm-up's passes leave no trace.
     let (mut a, b) = (cold.without_timings(), warm.without_timings());
     a.spec.out = b.spec.out.clone();
