@@ -8,7 +8,8 @@ use bertlab_pipeline::estimate::{
 use bertlab_pipeline::plan::{subset_text, StagePlan};
 use bertlab_pipeline::{PlannedRun, Planner, StageKey};
 use bertlab_run::format::{format_count, format_duration, format_lr, format_number};
-use std::collections::BTreeMap;
+use bertlab_run::RunSpec;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A stage's plan, real or assumed (planned with the most expensive run of the problem it depends
 /// on standing in for its best, which is not known yet).
@@ -199,7 +200,34 @@ pub fn print_plan(ctx: &Context, planner: &Planner<'_>, fresh: bool) -> Result<(
         format_count(rate.flops_per_s),
         rate.origin
     );
+    if ctx.backend != Backend::Cpu {
+        let shapes = planned_shapes(&views);
+        println!(
+            "Batch shapes (rows × length) the GPU build compiles and tunes kernels for, each once for the \
+             pipeline (a run's warm-up skips those earlier runs met){}:",
+            if assumed { ", at most" } else { "" }
+        );
+        for ((role, precision), set) in &shapes {
+            let text: Vec<String> = set.iter().map(|[rows, len]| format!("{rows}×{len}")).collect();
+            println!("  {role} {precision}: {} — {}", set.len(), text.join(" "));
+        }
+    }
     Ok(())
+}
+
+/// The batch shapes every run of the plan may meet ([`RunSpec::planned_shapes`]), per model role
+/// and precision (what a kernel depends on besides its shape).
+fn planned_shapes(views: &[PlanView]) -> BTreeMap<(String, String), BTreeSet<[usize; 2]>> {
+    let mut shapes: BTreeMap<(String, String), BTreeSet<[usize; 2]>> = BTreeMap::new();
+    for run in views.iter().flat_map(|v| &v.plan.runs) {
+        let mut spec = RunSpec::default();
+        run.settings.apply_to(&mut spec);
+        shapes
+            .entry((run.role.clone(), spec.precision.to_string()))
+            .or_default()
+            .extend(spec.planned_shapes());
+    }
+    shapes
 }
 
 /// Warn that training runs on the CPU, with the time it will take.

@@ -267,6 +267,15 @@ fn dry_run_shows_dependencies_and_estimates_without_training() {
         out.contains("1 of pool 0.5 = 0.5") && out.contains("est. time") && out.contains("padded tok."),
         "{out}"
     );
+    assert!(!out.contains("Batch shapes"), "the CPU build compiles no kernels: {out}");
+    // A GPU plan lists the shapes whose kernels the pipeline compiles: the sweep's 32 × (32…128),
+    // 16 × (32…256) and 8 × (32…512) at multiples of 32 (8 × 64's are among the last), and the
+    // waiting problem's provisional configuration, one of those.
+    let (ok, out) = xtask(&s, "dry", &["--backend", "cuda", "--dry-run"], &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("compiles and tunes kernels for, each once for the pipeline"), "{out}");
+    assert!(out.contains("  small f32: 28 — 8×32 8×64 8×96 8×128 8×160 "), "{out}");
+    assert!(out.contains(" 8×512 16×32 ") && out.contains(" 16×256 32×32 32×64 32×96 32×128\n"), "{out}");
     assert!(!s.log.exists() && !s.dir.join("dry").join("fake").exists(), "a dry run writes nothing");
 }
 
