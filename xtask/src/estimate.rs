@@ -8,7 +8,6 @@ use bertlab_pipeline::estimate::{
 use bertlab_pipeline::plan::{subset_text, StagePlan};
 use bertlab_pipeline::{PlannedRun, Planner, StageKey};
 use bertlab_run::format::{format_count, format_duration, format_lr, format_number};
-use bertlab_run::RunSpec;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A stage's plan, real or assumed (planned with the most expensive run of the problem it depends
@@ -33,7 +32,18 @@ pub fn estimate(ctx: &Context, run: &PlannedRun) -> RunEstimate {
         }
         _ => None,
     };
-    estimate_run(run, &FoundShape::for_reference(&model).shape, KnownRows::of(run, recorded))
+    let known = match KnownRows::of(run, recorded) {
+        // A local dataset's rows are counted before it is trained on.
+        KnownRows::Unknown => {
+            let mut spec = run.settings.to_spec();
+            if let Some(source) = ctx.run_inputs(run).ok().and_then(|(_, source)| source) {
+                spec.source = source;
+            }
+            ctx.rows.count(&spec).map_or(KnownRows::Unknown, KnownRows::Counted)
+        }
+        known => known,
+    };
+    estimate_run(run, &FoundShape::for_reference(&model).shape, known)
 }
 
 /// Plans of every stage, assumed where a dependency has no records yet.
@@ -220,8 +230,7 @@ pub fn print_plan(ctx: &Context, planner: &Planner<'_>, fresh: bool) -> Result<(
 fn planned_shapes(views: &[PlanView]) -> BTreeMap<(String, String), BTreeSet<[usize; 2]>> {
     let mut shapes: BTreeMap<(String, String), BTreeSet<[usize; 2]>> = BTreeMap::new();
     for run in views.iter().flat_map(|v| &v.plan.runs) {
-        let mut spec = RunSpec::default();
-        run.settings.apply_to(&mut spec);
+        let spec = run.settings.to_spec();
         shapes
             .entry((run.role.clone(), spec.precision.to_string()))
             .or_default()

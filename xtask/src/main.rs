@@ -5,6 +5,7 @@ mod build;
 mod estimate;
 mod exec;
 mod identity;
+mod rows;
 mod slurm;
 
 use anyhow::{bail, Context as _, Result};
@@ -315,6 +316,8 @@ pub struct Context {
     pub backend: Backend,
     /// Whether the backend was chosen because no GPU was found.
     pub gpu_visible: bool,
+    /// Split sizes of local datasets, for the estimates (counted once the binary is known).
+    pub rows: rows::RowCounter,
 }
 
 impl Context {
@@ -366,7 +369,16 @@ fn pipeline(name: &str, args: RunArgs) -> Result<bool> {
     if !args.gpus.is_empty() && backend != Backend::Cuda {
         bail!("--gpus {:?}: needs the cuda backend (drop --backend cpu)", args.gpus);
     }
-    let ctx = Context { stages, options, store, resolver, backend, gpu_visible };
+    let ctx = Context { stages, options, store, resolver, backend, gpu_visible, rows: Default::default() };
+    let given = args
+        .bertlab
+        .clone()
+        .or_else(|| std::env::var_os("BERTLAB_BIN").filter(|v| !v.is_empty()).map(PathBuf::from));
+    // A plan counts the rows of local data with the binary when one is given (a dry run builds
+    // none); a run, with the one it trains with.
+    if let Some(p) = &given {
+        ctx.rows.use_bertlab(&absolute(p));
+    }
     let identity = identity::ContentIdentity::new(&ctx.resolver);
     let planner = Planner::new(&lib, ctx.stages.clone(), &ctx.options, &ctx.store)?.with_identity(&identity);
     // Check every model and data reference up front: a typo should not surface after an hour.
@@ -407,15 +419,12 @@ fn pipeline(name: &str, args: RunArgs) -> Result<bool> {
     if backend == Backend::Cpu && !gpu_visible && !for_slurm {
         estimate::warn_cpu(&ctx, &planner)?;
     }
-    let given = args
-        .bertlab
-        .clone()
-        .or_else(|| std::env::var_os("BERTLAB_BIN").filter(|v| !v.is_empty()).map(PathBuf::from));
     let bertlab = match &given {
         Some(p) => absolute(p),
         None => build::build_bertlab(backend)?,
     };
     build::check_bertlab(&bertlab)?;
+    ctx.rows.use_bertlab(&bertlab);
     if args.emit == Some(Emit::Slurm) {
         slurm::emit(&ctx, &planner, &bertlab, name, &slurm_options)?;
         return Ok(true);

@@ -16,6 +16,16 @@ use std::process::{Command, Output};
 const FAKE: &str = r#"#!/usr/bin/env bash
 set -eu
 if [ "$1" = "train" ] && [ "$2" = "--help" ]; then echo "Usage: bertlab train"; exit 0; fi
+# `data split --json`: the notebook's split sizes of a 200-row dataset at --subset (ids 0, 1, …).
+if [ "$1" = "data" ] && [ "$2" = "split" ]; then
+  sub=1; prev=""
+  for a in "$@"; do if [ "$prev" = "--subset" ]; then sub=$a; fi; prev=$a; done
+  awk -v s="$sub" 'function ceil(x) { return x == int(x) ? x : int(x) + 1 }
+    function ids(n,   i, t) { t = ""; for (i = 0; i < n; i++) t = t (i ? ", " : "") i; return "[" t "]" }
+    BEGIN { pool = int(s * 200); test = ceil(0.2 * pool); val = ceil(0.125 * (pool - test));
+            printf "{\"pool\": %d, \"train\": %s, \"val\": %s, \"test\": %s}\n", pool, ids(pool - test - val), ids(val), ids(test) }'
+  exit 0
+fi
 spec="$3"
 get() { sed -n "s/^$1 = \"\{0,1\}\([^\"]*\)\"\{0,1\}\$/\1/p" "$spec"; }
 out=$(get out); batch=$(get batch); max_len=$(get max_len); lr=$(get lr); device=$(get device)
@@ -268,6 +278,9 @@ fn dry_run_shows_dependencies_and_estimates_without_training() {
         "{out}"
     );
     assert!(!out.contains("Batch shapes"), "the CPU build compiles no kernels: {out}");
+    // The data is a local folder: its rows are counted (`bertlab data split`: the stand-in's
+    // 200 rows, a pool of 100 at 0.5), not assumed to be IMDB's.
+    assert!(out.contains(" 70/10/20 ") && !out.contains("IMDB's"), "{out}");
     // A GPU plan lists the shapes whose kernels the pipeline compiles: the sweep's 32 × (32…128),
     // 16 × (32…256) and 8 × (32…512) at multiples of 32 (8 × 64's are among the last), and the
     // waiting problem's provisional configuration, one of those.

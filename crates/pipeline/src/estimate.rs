@@ -172,6 +172,8 @@ pub struct RunEstimate {
 pub enum KnownRows {
     /// Counted: from the run's own record.
     Recorded(SplitSizes),
+    /// Counted: the data read before the run (`bertlab data split` of a local dataset).
+    Counted(SplitSizes),
     /// Computed: IMDB (whose size is known) under the notebook's recipe.
     Imdb,
     /// Not known until the data is read (another dataset, or its own splits): the estimate uses
@@ -196,7 +198,7 @@ impl KnownRows {
     /// The sizes an estimate uses for a run at `subset`.
     pub fn sizes(self, subset: f64) -> SplitSizes {
         match self {
-            KnownRows::Recorded(rows) => rows,
+            KnownRows::Recorded(rows) | KnownRows::Counted(rows) => rows,
             KnownRows::Imdb | KnownRows::Unknown => split_sizes(IMDB_ROWS, subset),
         }
     }
@@ -349,6 +351,7 @@ mod tests {
         assert!(!is_imdb_reference("../shared/data/hf-imdb"));
         let recorded = SplitSizes { pool: 160, train: 112, val: 16, test: 32 };
         assert_eq!(KnownRows::Recorded(recorded).sizes(0.5), recorded);
+        assert_eq!(KnownRows::Counted(recorded).sizes(0.5), recorded);
         assert_eq!(KnownRows::Unknown.sizes(0.25), split_sizes(IMDB_ROWS, 0.25));
     }
 
