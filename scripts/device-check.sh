@@ -31,7 +31,9 @@
 #                 fixtures and on randomly initialised DistilBERT-base and BERT-base; then
 #                 `bench kernels` (bertlab's CubeCL kernels against the reference decomposition
 #                 on the GPU, outputs and gradients);
-# Opt-in (DEVICE_CHECK_EXTRA, a comma list, or `all`):
+# Opt-in (DEVICE_CHECK_EXTRA, a comma list, or `all`); `pipeline`: a user's `cargo xtask all` on
+#    random base-size snapshots from empty caches, its wall time beside the plan's estimate
+#    (scripts/device_pipeline.py, issue 23);
 # 4. numerics   — up to 200 AdamW steps on fixed IMDB batches with a randomly initialised
 #                 DistilBERT-base in f32, f16 and bf16: largest gap between the loss curves and
 #                 the f16 steps lost to overflow (none allowed after the first 10); it stops
@@ -61,10 +63,10 @@
 # ../shared when missing); BERTLAB_SAMPLE | .device/imdb-sample (made from ../shared when
 # missing); BERTLAB_TOKENIZER | .device/tokenizer | the fixtures' tiny-distilbert.
 # Knobs: DEVICE_CHECK_QUICK=1 (fewest steps), DEVICE_CHECK_BUDGET_S (default 240: stages are cut
-# to fit), DEVICE_CHECK_EXTRA (opt-in stages: numerics, profile, alt, or all), DEVICE_CHECK_STEPS (timed throughput steps, default 10 on GPU),
+# to fit), DEVICE_CHECK_EXTRA (opt-in stages: numerics, pipeline, profile, alt, or all), DEVICE_CHECK_STEPS (timed throughput steps, default 10 on GPU),
 # DEVICE_CHECK_NUMERICS_STEPS (default 200 on GPU), DEVICE_CHECK_NUMERICS_SEEDS (opt-in: issue
 # 22's numerics over these initialisations, each replayed in PyTorch), DEVICE_CHECK_SKIP (comma list of kernels,
-# parity, first-run, e2e, numerics, throughput, torch, alt, profile), DEVICE_CHECK_TORCH=0 (no
+# parity, first-run, e2e, numerics, pipeline, throughput, torch, alt, profile), DEVICE_CHECK_TORCH=0 (no
 # PyTorch rows), BERTLAB_FIRST_RUN_SAMPLE (the first-run stage's data),
 # DEVICE_CHECK_PADDING (throughput paddings; default fixed on GPU, fixed,bucket on CPU),
 # DEVICE_CHECK_PRIMARY (unfused | fused: which CUDA build runs the stages, default fused),
@@ -94,7 +96,7 @@ RESULTS=$(cd "$RESULTS" && pwd)
 LOG=$RESULTS/device-check.txt
 : >"$LOG"
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK" "$WORK-first-run"' EXIT
+trap 'rm -rf "$WORK" "$WORK-first-run" "$WORK-pipeline"' EXIT
 
 say() { printf '%s\n' "$*" | tee -a "$LOG"; }
 elapsed() { echo $(($(date +%s) - STARTED)); }
@@ -533,7 +535,7 @@ if ! skipped kernels; then
     stage "kernels" 60 - "$BIN" bench kernels
 fi
 
-# The rest is opt-in (DEVICE_CHECK_EXTRA=numerics,profile,alt or all): the default run fits 4
+# The rest is opt-in (DEVICE_CHECK_EXTRA=numerics,pipeline,profile,alt or all): the default run fits 4
 # minutes, so that two tries fit 15 minutes of device time with the machine's start-ups.
 # 4. numerics, opt-in (after the table: its 3 × 200 steps stop early, with a summary of the steps done,
 # when the budget runs short).
@@ -570,6 +572,51 @@ if [[ -n "${DEVICE_CHECK_NUMERICS_SEEDS:-}" && -n "$IDS" ]]; then
     if [[ -f "$RESULTS/numerics-seeds-torch.jsonl" ]]; then
         python3 "$ROOT/scripts/numerics_seeds.py" "$RESULTS/numerics-seeds.jsonl" \
             "$RESULTS/numerics-seeds-torch.jsonl" | tee -a "$LOG"
+    fi
+fi
+
+# 4c. A user's pipeline, opt-in (`pipeline`, issue 23): `cargo xtask all` with random
+# DistilBERT-base and BERT-base snapshots on the first-run stage's 9998 reviews (--subset 1 of
+# them, one epoch, bf16), from empty caches, its wall time beside the plan's estimate
+# (scripts/device_pipeline.py; its JSON line goes in e2e.jsonl). DEVICE_CHECK_PIPELINE and
+# DEVICE_CHECK_PIPELINE_SUBSET choose another pipeline or subset. On the CPU: the tiny sizes
+# on a fifth of the small sample.
+if extra pipeline && ! skipped pipeline; then
+    if [[ -n "${BERTLAB_XTASK:-}" ]]; then
+        XTASK=$(first_file "$BERTLAB_XTASK") || XTASK=""
+    elif [[ $MODE == gpu && -f "$ROOT/.device/xtask.gz" ]]; then
+        unpack "$ROOT/.device/xtask.gz" "$WORK/xtask" && XTASK=$WORK/xtask || XTASK=""
+    else
+        XTASK=$(first_file "${CARGO_TARGET_DIR:-/tmp/bertlab-target}/release/xtask" \
+            "$ROOT/target/release/xtask") || XTASK=""
+    fi
+    PIPE_SAMPLE=$(first_dir_with plain_text "${BERTLAB_FIRST_RUN_SAMPLE:-}" \
+        "$ROOT/.device/imdb-first-run") || PIPE_SAMPLE=""
+    pipe_args=(--pipeline "${DEVICE_CHECK_PIPELINE:-all}" --subset "${DEVICE_CHECK_PIPELINE_SUBSET:-1}"
+        --epochs 1 --precision bf16)
+    if [[ $MODE != gpu ]]; then
+        pipe_args=(--pipeline all --subset 0.2 --epochs 1 --precision bf16)
+        if [[ -z "$PIPE_SAMPLE" ]]; then
+            sample_from_shared
+            PIPE_SAMPLE=$SAMPLE
+        fi
+    fi
+    if [[ $HAVE_TORCH == 0 ]]; then
+        say "==> pipeline: skipped (it needs python3 with torch and transformers)"
+        STATUS+=("pipeline: skipped (no python3 with torch and transformers)")
+    elif [[ -z "$XTASK" ]]; then
+        say "==> pipeline: skipped (no xtask binary: .device/xtask.gz, or set BERTLAB_XTASK)"
+        STATUS+=("pipeline: skipped (no xtask)")
+    elif [[ -z "$TOKENIZER" || -z "$PIPE_SAMPLE" ]]; then
+        say "==> pipeline: skipped (no vocabulary or no IMDB sample: .device/tokenizer, .device/imdb-first-run)"
+        STATUS+=("pipeline: skipped (no vocabulary or sample)")
+    else
+        commit=$(grep -o '"git": "[^"]*"' "$ROOT/.device/build-info.json" 2>/dev/null | cut -d'"' -f4)
+        left=$(($(remaining) - 3))
+        stage "pipeline" "$left" "$RESULTS/e2e.jsonl" python3 "$ROOT/scripts/device_pipeline.py" \
+            --xtask "$XTASK" --bin "$BIN" --sample "$PIPE_SAMPLE" --tokenizer "$TOKENIZER" \
+            --work "$WORK-pipeline" --mode "$MODE" --commit "${commit:-unknown}" \
+            --max-seconds "$((left > 20 ? left - 5 : 15))" "${pipe_args[@]}"
     fi
 fi
 
@@ -612,6 +659,9 @@ if [[ -f "$RESULTS/parity.jsonl" ]]; then
 fi
 if grep -q '"first-run"' "$RESULTS/e2e.jsonl" 2>/dev/null; then
     say "  first run: $(grep '"first-run"' "$RESULTS/e2e.jsonl")"
+fi
+if grep -q '"bench": "pipeline"' "$RESULTS/e2e.jsonl" 2>/dev/null; then
+    say "  pipeline: $(grep '"bench": "pipeline"' "$RESULTS/e2e.jsonl")"
 fi
 if grep -q '"bench": "e2e' "$RESULTS/e2e.jsonl" 2>/dev/null; then
     # (the stage itself fails when a check fails)

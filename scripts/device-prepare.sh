@@ -9,6 +9,7 @@
 #   .device/bertlab-alt.gz    the same without fusion (--features cuda-unfused): what fusion is
 #                             worth, and a fallback if it misbehaves (or, with
 #                             BERTLAB_CUDA_ALT_FEATURES=cuda-tuned, the autotuning build)
+#   .device/xtask.gz          `cargo xtask` (no GPU code), for the opt-in pipeline stage
 #   .device/fixtures/tiny-*/  config.json, model.safetensors, expected.json (, adamw_step.json)
 #   .device/imdb-ids.json     1024 IMDB train reviews tokenized (bert-base-uncased vocabulary)
 #   .device/imdb-sample/      1999 IMDB reviews (the pool of --subset 0.04 --seed 42) in the Hub
@@ -114,6 +115,10 @@ if [[ -n "$ALT_FEATURES" ]]; then
     build "$ALT_FEATURES" "$NEW/bertlab-alt"
     gzip -9 -n "$NEW/bertlab-alt"
 fi
+echo "==> building xtask in $TARGET"
+CARGO_TARGET_DIR=$TARGET nice cargo build --release -j "$JOBS" -p xtask
+strip -o "$NEW/xtask" "$TARGET/release/xtask"
+gzip -9 -n "$NEW/xtask"
 
 git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || git_rev="$git_rev+dirty"

@@ -89,18 +89,25 @@ class Run:
         return code, out, seconds
 
 
-def make_snapshot(run, torch, transformers, out):
-    """A random DistilBERT classifier in the HF layout, with the carried tokenizer files."""
+def make_snapshot(run, torch, transformers, out, arch="distilbert"):
+    """A random DistilBERT (or, with arch="bert", BERT) classifier in the HF layout, with the
+    carried tokenizer files: the base sizes on a GPU, 2 layers of width 64 on the CPU."""
     vocab = os.path.join(run.args.tokenizer, "vocab.txt")
     with open(vocab, encoding="utf-8") as f:
         vocab_size = sum(1 for _ in f)
-    sizes = {} if run.args.mode == "gpu" else {"n_layers": 2, "dim": 64, "hidden_dim": 128, "n_heads": 4}
-    config = transformers.DistilBertConfig(
-        vocab_size=vocab_size, num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1},
-        **sizes,
-    )
+    labels = {"num_labels": 2, "id2label": {0: "neg", 1: "pos"}, "label2id": {"neg": 0, "pos": 1}}
+    small = run.args.mode != "gpu"
+    if arch == "bert":
+        sizes = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+                 "num_attention_heads": 4} if small else {}
+        config = transformers.BertConfig(vocab_size=vocab_size, **labels, **sizes)
+        make, layers, dim = transformers.BertForSequenceClassification, "num_hidden_layers", "hidden_size"
+    else:
+        sizes = {"n_layers": 2, "dim": 64, "hidden_dim": 128, "n_heads": 4} if small else {}
+        config = transformers.DistilBertConfig(vocab_size=vocab_size, **labels, **sizes)
+        make, layers, dim = transformers.DistilBertForSequenceClassification, "n_layers", "dim"
     torch.manual_seed(run.args.seed)
-    model = transformers.DistilBertForSequenceClassification(config)
+    model = make(config)
     with torch.no_grad():
         model.classifier.bias.copy_(torch.tensor([0.5, -0.5]))
     model.save_pretrained(out, safe_serialization=True)
@@ -109,7 +116,8 @@ def make_snapshot(run, torch, transformers, out):
         if os.path.exists(src):
             shutil.copy(src, out)
     params = sum(p.numel() for p in model.parameters())
-    return {"params": params, "layers": config.n_layers, "dim": config.dim, "vocab_size": vocab_size}
+    return {"params": params, "layers": getattr(config, layers), "dim": getattr(config, dim),
+            "vocab_size": vocab_size}
 
 
 def eval_json(run, step, model, split, precision, cap, extra=()):

@@ -267,12 +267,15 @@ fn device_check_script_runs_in_quick_cpu_mode() {
         at("==> throughput ") < at("==> parity (limit")
             && at("==> parity (limit") < at("==> numerics (limit")
     );
-    // The end-to-end stage runs where python3 has torch and transformers, else says why it skips.
-    assert!(
-        stdout.contains("==> end-to-end (limit")
-            || stdout.contains("==> end-to-end: skipped (it needs python3"),
-        "{stdout}"
-    );
+    // The end-to-end and pipeline stages run where python3 has torch and transformers, else
+    // say why they skip.
+    for stage in ["end-to-end", "pipeline"] {
+        assert!(
+            stdout.contains(&format!("==> {stage} (limit"))
+                || stdout.contains(&format!("==> {stage}: skipped (it needs python3")),
+            "{stdout}"
+        );
+    }
     // Everything printed is in the results file, and the device tool brings back 8 files at most.
     let log = std::fs::read_to_string(out_dir.join("device-check.txt")).unwrap();
     assert!(log.contains("==> summary") && log.contains("\"bench\":\"numerics-summary\""));
