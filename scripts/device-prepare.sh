@@ -138,9 +138,10 @@ dev_bytes=$(du -sb "$DEV" | cut -f1)
 total=$((repo_bytes + dev_bytes))
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 echo
-echo "==> .device/: $(mib "$dev_bytes") (binaries $(mib "$(cat "$DEV"/bertlab*.gz | wc -c)") gzipped," \
+echo "==> .device/: $(mib "$dev_bytes") (binaries $(mib "$(cat "$DEV"/*.gz | wc -c)") gzipped," \
     "fixtures $(mib "$(du -sb "$DEV/fixtures" | cut -f1)"), ids $(mib "$(stat -c %s "$DEV/imdb-ids.json")")," \
-    "IMDB sample $(mib "$(du -sb "$DEV/imdb-sample" | cut -f1)"), tokenizer $(mib "$(du -sb "$DEV/tokenizer" | cut -f1)"))"
+    "IMDB samples $(mib "$(du -scb "$DEV/imdb-sample" "$DEV/imdb-first-run" | tail -1 | cut -f1)")," \
+    "tokenizer $(mib "$(du -sb "$DEV/tokenizer" | cut -f1)"))"
 echo "    repository files: $(mib "$repo_bytes"); total carried: $(mib "$total") of 64 MiB"
 if ((total > LIMIT)); then
     echo "error: over the 64 MiB the device tool carries" >&2
@@ -151,12 +152,15 @@ cat <<EOF
 ==> on the GPU machine (the device tool's \`run\`), in one go:
     command:   bash scripts/device-check.sh
     carry:     [".device"]
-    timeout_s: 420
+    timeout_s: 300
     (kind: leave it out — one H100 or H200; the script reads the GPU's name for the MFU peak.
-    It ends within its 360 s budget, cutting the last stages, so a fix and a rerun fit in the
+    It ends within its 240 s budget, cutting the last stages, so a fix and a rerun fit in the
     15 minutes of device time.)
+    The opt-in stages in a second call, e.g. DEVICE_CHECK_EXTRA=pipeline,numerics
+    DEVICE_CHECK_SKIP=throughput,first-run,e2e,parity,kernels DEVICE_CHECK_BUDGET_S=400
+    bash scripts/device-check.sh (timeout_s 460).
     Results come back under \$OUT: device-check.txt (everything printed), table.md,
-    parity.jsonl, e2e.jsonl, numerics.jsonl, throughput-bertlab.jsonl, throughput-torch.jsonl,
-    plan.jsonl.
+    parity.jsonl, e2e.jsonl (with the first-run and pipeline lines), numerics.jsonl,
+    throughput-bertlab.jsonl, throughput-torch.jsonl, plan.jsonl.
     Here, the same script runs on the CPU build:  DEVICE_CHECK_QUICK=1 bash scripts/device-check.sh
 EOF
