@@ -191,14 +191,44 @@ IDS=$(first_file "${BERTLAB_IDS:-}" "$ROOT/.device/imdb-ids.json") && IDS=$(real
 SAMPLE=$(first_dir_with plain_text "${BERTLAB_SAMPLE:-}" "$ROOT/.device/imdb-sample") || SAMPLE=""
 TOKENIZER=$(first_dir_with vocab.txt,tokenizer.json "${BERTLAB_TOKENIZER:-}" "$ROOT/.device/tokenizer" \
     "${FIXTURES:+$FIXTURES/tiny-distilbert}" "$SHARED/fixtures/tiny-distilbert") || TOKENIZER=""
-# Without a carried sample (a CPU rehearsal), the end-to-end and first-run stages share one made
-# from ../shared's IMDB, made at most once.
+# The first-run and pipeline stages' data: 9998 carried reviews.
+FIRST_SAMPLE=$(first_dir_with plain_text "${BERTLAB_FIRST_RUN_SAMPLE:-}" "$ROOT/.device/imdb-first-run") ||
+    FIRST_SAMPLE=""
+# The commit the carried binaries were built from, for the JSON lines.
+BUILD_COMMIT=$(grep -o '"git": "[^"]*"' "$ROOT/.device/build-info.json" 2>/dev/null | cut -d'"' -f4)
+BUILD_COMMIT=${BUILD_COMMIT:-unknown}
+# Without a carried sample (a CPU rehearsal), the end-to-end, first-run and pipeline stages share
+# one made from ../shared's IMDB, made at most once.
 sample_from_shared() {
     if [[ -z "$SAMPLE" && -d "$SHARED/data/hf-imdb" ]]; then
         SAMPLE=$WORK/imdb-sample
         [[ -d "$SAMPLE/plain_text" ]] || stage "make-sample" 60 - "$BIN" data sample \
             --source "$SHARED/data/hf-imdb" --subset 0.04 --seed 42 --out "$SAMPLE"
     fi
+}
+# On the CPU without the first-run data, the first-run and pipeline stages use the small sample.
+first_sample_on_cpu() {
+    if [[ $MODE != gpu && -z "$FIRST_SAMPLE" ]]; then
+        sample_from_shared
+        FIRST_SAMPLE=$SAMPLE
+    fi
+}
+# Say that stage $1 is skipped and why ($2; $3, shorter, for the summary).
+skip_stage() {
+    say "==> $1: skipped ($2)"
+    STATUS+=("$1: skipped (${3:-$2})")
+}
+# Whether stage $1, a script on a snapshot transformers makes, can run (python3 with torch and
+# transformers, and the carried vocabulary); says why not.
+snapshot_stage_ready() {
+    if [[ $HAVE_TORCH == 0 ]]; then
+        skip_stage "$1" "it needs python3 with torch and transformers" "no python3 with torch and transformers"
+    elif [[ -z "$TOKENIZER" ]]; then
+        skip_stage "$1" "no vocabulary: .device/tokenizer or the fixtures' tiny-distilbert" "no vocabulary"
+    else
+        return 0
+    fi
+    return 1
 }
 
 # Kernels CubeCL has compiled so far in this run (its compilation log, see cubecl.toml below).
@@ -452,74 +482,47 @@ fi
 # 2a. first run (issue 23): a user's first fine-tuning, cold and warm, against PyTorch's whole
 # process on the same rows (scripts/device_first_run.py); its JSON line goes in e2e.jsonl (the
 # device tool brings back 8 files at most).
-if ! skipped first-run; then
-    FIRST_SAMPLE=$(first_dir_with plain_text "${BERTLAB_FIRST_RUN_SAMPLE:-}" \
-        "$ROOT/.device/imdb-first-run") || FIRST_SAMPLE=""
-    if [[ $HAVE_TORCH == 0 ]]; then
-        say "==> first-run: skipped (it needs python3 with torch and transformers)"
-        STATUS+=("first-run: skipped (no python3 with torch and transformers)")
-    elif [[ -z "$TOKENIZER" ]]; then
-        say "==> first-run: skipped (no vocabulary: .device/tokenizer or the fixtures' tiny-distilbert)"
-        STATUS+=("first-run: skipped (no vocabulary)")
+if ! skipped first-run && snapshot_stage_ready first-run; then
+    # GPU: the issue's run, 6998 reviews at 32 × 128 in bf16 (.device/imdb-first-run). CPU: the
+    # script's rehearsal, a tenth of the small sample at 8 × 64.
+    first_args=(--batch 32 --max-len 128 --precision bf16 --subset 1)
+    [[ $MODE != gpu ]] && first_args=(--batch 8 --max-len 64 --precision bf16 --subset 0.1)
+    first_sample_on_cpu
+    if [[ -z "$FIRST_SAMPLE" ]]; then
+        skip_stage first-run "no IMDB sample: .device/imdb-first-run" "no IMDB sample"
     else
-        # GPU: the issue's run, 6998 reviews at 32 × 128 in bf16 (.device/imdb-first-run). CPU:
-        # the script's rehearsal, a tenth of the small sample at 8 × 64.
-        first_args=(--batch 32 --max-len 128 --precision bf16 --subset 1)
-        if [[ $MODE != gpu ]]; then
-            first_args=(--batch 8 --max-len 64 --precision bf16 --subset 0.1)
-            if [[ -z "$FIRST_SAMPLE" ]]; then
-                sample_from_shared
-                FIRST_SAMPLE=$SAMPLE
-            fi
-        fi
-        if [[ -z "$FIRST_SAMPLE" || ! -d "$FIRST_SAMPLE/plain_text" ]]; then
-            say "==> first-run: skipped (no IMDB sample: .device/imdb-first-run)"
-            STATUS+=("first-run: skipped (no IMDB sample)")
-        else
-            commit=$(grep -o '"git": "[^"]*"' "$ROOT/.device/build-info.json" 2>/dev/null | cut -d'"' -f4)
-            # Outside $WORK: CubeCL reads a cubecl.toml in the working folder or above it, and
-            # $WORK's names this script's own kernel cache; the first run is a user's, cold.
-            cap=200
-            left=$(($(remaining) - 3))
-            limit=$((cap < left ? cap : left))
-            stage "first-run" "$cap" "$RESULTS/e2e.jsonl" python3 "$ROOT/scripts/device_first_run.py" \
-                --bin "$BIN" --sample "$FIRST_SAMPLE" --tokenizer "$TOKENIZER" --work "$WORK-first-run" \
-                --mode "$MODE" --commit "${commit:-unknown}" --max-seconds "$((limit > 20 ? limit - 5 : 15))" \
-                "${first_args[@]}"
-        fi
+        # Outside $WORK: CubeCL reads a cubecl.toml in the working folder or above it, and
+        # $WORK's names this script's own kernel cache; the first run is a user's, cold.
+        cap=200
+        left=$(($(remaining) - 3))
+        limit=$((cap < left ? cap : left))
+        stage "first-run" "$cap" "$RESULTS/e2e.jsonl" python3 "$ROOT/scripts/device_first_run.py" \
+            --bin "$BIN" --sample "$FIRST_SAMPLE" --tokenizer "$TOKENIZER" --work "$WORK-first-run" \
+            --mode "$MODE" --commit "$BUILD_COMMIT" --max-seconds "$((limit > 20 ? limit - 5 : 15))" \
+            "${first_args[@]}"
     fi
 fi
 
 # 2b. end-to-end: the commands a user runs, on a base-size model that transformers makes here.
-if ! skipped e2e; then
-    if [[ $HAVE_TORCH == 0 ]]; then
-        say "==> end-to-end: skipped (it needs python3 with torch and transformers)"
-        STATUS+=("end-to-end: skipped (no python3 with torch and transformers)")
-    elif [[ -z "$TOKENIZER" ]]; then
-        say "==> end-to-end: skipped (no vocabulary: .device/tokenizer or the fixtures' tiny-distilbert)"
-        STATUS+=("end-to-end: skipped (no vocabulary)")
+if ! skipped e2e && snapshot_stage_ready end-to-end; then
+    sample_from_shared
+    if [[ -z "$SAMPLE" || ! -d "$SAMPLE/plain_text" ]]; then
+        skip_stage end-to-end "no IMDB sample: .device/imdb-sample" "no IMDB sample"
     else
-        sample_from_shared
-        if [[ -z "$SAMPLE" || ! -d "$SAMPLE/plain_text" ]]; then
-            say "==> end-to-end: skipped (no IMDB sample: .device/imdb-sample)"
-            STATUS+=("end-to-end: skipped (no IMDB sample)")
-        else
-            # The script stops starting steps 10 s before the stage's limit, to print its summary.
-            cap=150
-            left=$(($(remaining) - 3))
-            limit=$((cap < left ? cap : left))
-            stage "end-to-end" "$cap" "$RESULTS/e2e.jsonl" python3 "$ROOT/scripts/device_e2e.py" --bin "$BIN" \
-                --sample "$SAMPLE" --tokenizer "$TOKENIZER" --work "$WORK/e2e" --mode "$MODE" \
-                --max-seconds "$((limit > 20 ? limit - 10 : 10))"
-        fi
+        # The script stops starting steps 10 s before the stage's limit, to print its summary.
+        cap=150
+        left=$(($(remaining) - 3))
+        limit=$((cap < left ? cap : left))
+        stage "end-to-end" "$cap" "$RESULTS/e2e.jsonl" python3 "$ROOT/scripts/device_e2e.py" --bin "$BIN" \
+            --sample "$SAMPLE" --tokenizer "$TOKENIZER" --work "$WORK/e2e" --mode "$MODE" \
+            --max-seconds "$((limit > 20 ? limit - 10 : 10))"
     fi
 fi
 
 # 3. parity, then bertlab's kernels against the reference decomposition on this device
 if ! skipped parity; then
     if [[ -z "$FIXTURES" ]]; then
-        say "==> parity: skipped (no fixtures)"
-        STATUS+=("parity: skipped (no fixtures)")
+        skip_stage parity "no fixtures"
     else
         args=(--fixtures "$FIXTURES")
         if [[ $PARITY_IDS == 1 && -n "$IDS" ]]; then
@@ -581,7 +584,7 @@ fi
 # (scripts/device_pipeline.py; its JSON line goes in e2e.jsonl). DEVICE_CHECK_PIPELINE and
 # DEVICE_CHECK_PIPELINE_SUBSET choose another pipeline or subset. On the CPU: the tiny sizes
 # on a fifth of the small sample.
-if extra pipeline && ! skipped pipeline; then
+if extra pipeline && ! skipped pipeline && snapshot_stage_ready pipeline; then
     if [[ -n "${BERTLAB_XTASK:-}" ]]; then
         XTASK=$(first_file "$BERTLAB_XTASK") || XTASK=""
     elif [[ $MODE == gpu && -f "$ROOT/.device/xtask.gz" ]]; then
@@ -590,32 +593,19 @@ if extra pipeline && ! skipped pipeline; then
         XTASK=$(first_file "${CARGO_TARGET_DIR:-/tmp/bertlab-target}/release/xtask" \
             "$ROOT/target/release/xtask") || XTASK=""
     fi
-    PIPE_SAMPLE=$(first_dir_with plain_text "${BERTLAB_FIRST_RUN_SAMPLE:-}" \
-        "$ROOT/.device/imdb-first-run") || PIPE_SAMPLE=""
     pipe_args=(--pipeline "${DEVICE_CHECK_PIPELINE:-all}" --subset "${DEVICE_CHECK_PIPELINE_SUBSET:-1}"
         --epochs 1 --precision bf16)
-    if [[ $MODE != gpu ]]; then
-        pipe_args=(--pipeline all --subset 0.2 --epochs 1 --precision bf16)
-        if [[ -z "$PIPE_SAMPLE" ]]; then
-            sample_from_shared
-            PIPE_SAMPLE=$SAMPLE
-        fi
-    fi
-    if [[ $HAVE_TORCH == 0 ]]; then
-        say "==> pipeline: skipped (it needs python3 with torch and transformers)"
-        STATUS+=("pipeline: skipped (no python3 with torch and transformers)")
-    elif [[ -z "$XTASK" ]]; then
-        say "==> pipeline: skipped (no xtask binary: .device/xtask.gz, or set BERTLAB_XTASK)"
-        STATUS+=("pipeline: skipped (no xtask)")
-    elif [[ -z "$TOKENIZER" || -z "$PIPE_SAMPLE" ]]; then
-        say "==> pipeline: skipped (no vocabulary or no IMDB sample: .device/tokenizer, .device/imdb-first-run)"
-        STATUS+=("pipeline: skipped (no vocabulary or sample)")
+    [[ $MODE != gpu ]] && pipe_args=(--pipeline all --subset 0.2 --epochs 1 --precision bf16)
+    first_sample_on_cpu
+    if [[ -z "$XTASK" ]]; then
+        skip_stage pipeline "no xtask binary: .device/xtask.gz, or set BERTLAB_XTASK" "no xtask"
+    elif [[ -z "$FIRST_SAMPLE" ]]; then
+        skip_stage pipeline "no IMDB sample: .device/imdb-first-run" "no IMDB sample"
     else
-        commit=$(grep -o '"git": "[^"]*"' "$ROOT/.device/build-info.json" 2>/dev/null | cut -d'"' -f4)
         left=$(($(remaining) - 3))
         stage "pipeline" "$left" "$RESULTS/e2e.jsonl" python3 "$ROOT/scripts/device_pipeline.py" \
-            --xtask "$XTASK" --bin "$BIN" --sample "$PIPE_SAMPLE" --tokenizer "$TOKENIZER" \
-            --work "$WORK-pipeline" --mode "$MODE" --commit "${commit:-unknown}" \
+            --xtask "$XTASK" --bin "$BIN" --sample "$FIRST_SAMPLE" --tokenizer "$TOKENIZER" \
+            --work "$WORK-pipeline" --mode "$MODE" --commit "$BUILD_COMMIT" \
             --max-seconds "$((left > 20 ? left - 5 : 15))" "${pipe_args[@]}"
     fi
 fi

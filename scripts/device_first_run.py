@@ -49,6 +49,23 @@ def timed(cmd, cwd=None, env=None, timeout=None):
     return code, out, round(time.monotonic() - t0, 1)
 
 
+def clock(max_seconds):
+    """A function giving the seconds left of MAX_SECONDS from now (at least 5, for a last step)."""
+    started = time.monotonic()
+    return lambda: max(5.0, max_seconds - (time.monotonic() - started))
+
+
+def import_torch(stage):
+    """(torch, transformers), or None after saying that STAGE is skipped without them."""
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        log(f"{stage}: skipped ({e}: it needs python3 with torch and transformers)")
+        return None
+    return torch, transformers
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin", required=True)
@@ -65,17 +82,11 @@ def main():
     ap.add_argument("--commit", default=None)
     ap.add_argument("--max-seconds", type=float, default=600)
     args = ap.parse_args()
-    started = time.monotonic()
-
-    def left():
-        return max(5.0, args.max_seconds - (time.monotonic() - started))
-
-    try:
-        import torch
-        import transformers
-    except ImportError as e:
-        log(f"first-run: skipped ({e}: it needs python3 with torch and transformers)")
+    left = clock(args.max_seconds)
+    imported = import_torch("first-run")
+    if imported is None:
         return 0
+    torch, transformers = imported
     import device_e2e
 
     os.makedirs(args.work, exist_ok=True)

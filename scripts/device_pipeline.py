@@ -26,13 +26,12 @@ import json
 import os
 import re
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from device_first_run import log, timed  # noqa: E402
+from device_first_run import clock, import_torch, log, timed  # noqa: E402
 
 
 def seconds_of(text):
@@ -83,17 +82,11 @@ def main():
     ap.add_argument("--commit", default=None)
     ap.add_argument("--max-seconds", type=float, default=600)
     args = ap.parse_args()
-    started = time.monotonic()
-
-    def left():
-        return max(5.0, args.max_seconds - (time.monotonic() - started))
-
-    try:
-        import torch
-        import transformers
-    except ImportError as e:
-        log(f"pipeline: skipped ({e}: it needs python3 with torch and transformers)")
+    left = clock(args.max_seconds)
+    imported = import_torch("pipeline")
+    if imported is None:
         return 0
+    torch, transformers = imported
     import device_e2e
 
     os.makedirs(args.work, exist_ok=True)

@@ -309,9 +309,8 @@ fn train_run(
     }
     let mut fresh = false;
     loop {
-        let spec_toml = run.spec_toml(&target, batch)?;
-        prepare(ctx, run, &spec_toml, &tag)?;
-        let spec = RunSpec::from_toml_str(&spec_toml, &dir.join(SPEC_FILE))?;
+        let spec = run.spec(&target, batch);
+        prepare(ctx, run, &run.spec_file(&spec)?, &tag)?;
         let warmed_before = warmed.of(&spec);
         let retry = match (batch, planned) {
             (Some(b), Some(p)) if b < p => format!(" (batch {b} after running out of memory at {p})"),

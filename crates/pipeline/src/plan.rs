@@ -103,11 +103,10 @@ impl PlannedRun {
         parts.join(", ")
     }
 
-    /// The run spec (TOML) `bertlab train --spec` reads: every setting of the run, the model and
-    /// source resolved, and where/how it runs. `batch` overrides the planned batch (OOM retry).
-    pub fn spec_toml(&self, target: &SpecTarget<'_>, batch: Option<usize>) -> Result<String, PipelineError> {
-        let mut spec = RunSpec::default();
-        self.settings.apply_to(&mut spec);
+    /// The run spec `bertlab train --spec` reads: every setting of the run, the model and source
+    /// resolved, and where/how it runs. `batch` overrides the planned batch (OOM retry).
+    pub fn spec(&self, target: &SpecTarget<'_>, batch: Option<usize>) -> RunSpec {
+        let mut spec = self.settings.to_spec();
         spec.model = target.model.to_string();
         if let Some(source) = target.source {
             spec.source = source.to_string();
@@ -118,6 +117,17 @@ impl PlannedRun {
         spec.out = target.out.to_path_buf();
         spec.device = target.device.to_string();
         spec.cache_dir = target.cache_dir.map(Path::to_path_buf);
+        spec
+    }
+
+    /// [`Self::spec`] as the TOML file `bertlab train --spec` reads, with a header saying where it
+    /// comes from.
+    pub fn spec_toml(&self, target: &SpecTarget<'_>, batch: Option<usize>) -> Result<String, PipelineError> {
+        self.spec_file(&self.spec(target, batch))
+    }
+
+    /// `spec` (this run's, from [`Self::spec`]) as its TOML file, with the header.
+    pub fn spec_file(&self, spec: &RunSpec) -> Result<String, PipelineError> {
         let header = format!(
             "# Written by cargo xtask for {}/{} (run {}). Edit the pipeline, not this file.\n",
             self.stage, self.run_id, self.index
