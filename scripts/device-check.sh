@@ -191,9 +191,14 @@ IDS=$(first_file "${BERTLAB_IDS:-}" "$ROOT/.device/imdb-ids.json") && IDS=$(real
 SAMPLE=$(first_dir_with plain_text "${BERTLAB_SAMPLE:-}" "$ROOT/.device/imdb-sample") || SAMPLE=""
 TOKENIZER=$(first_dir_with vocab.txt,tokenizer.json "${BERTLAB_TOKENIZER:-}" "$ROOT/.device/tokenizer" \
     "${FIXTURES:+$FIXTURES/tiny-distilbert}" "$SHARED/fixtures/tiny-distilbert") || TOKENIZER=""
-# The first-run and pipeline stages' data: 9998 carried reviews.
-FIRST_SAMPLE=$(first_dir_with plain_text "${BERTLAB_FIRST_RUN_SAMPLE:-}" "$ROOT/.device/imdb-first-run") ||
-    FIRST_SAMPLE=""
+# The first-run and pipeline stages' data: 9998 carried reviews on the GPU; on the CPU, whose
+# rehearsal sizes its runs for the small sample, only one given by BERTLAB_FIRST_RUN_SAMPLE.
+if [[ $MODE == gpu ]]; then
+    FIRST_SAMPLE=$(first_dir_with plain_text "${BERTLAB_FIRST_RUN_SAMPLE:-}" "$ROOT/.device/imdb-first-run") ||
+        FIRST_SAMPLE=""
+else
+    FIRST_SAMPLE=$(first_dir_with plain_text "${BERTLAB_FIRST_RUN_SAMPLE:-}") || FIRST_SAMPLE=""
+fi
 # The commit the carried binaries were built from, for the JSON lines.
 BUILD_COMMIT=$(grep -o '"git": "[^"]*"' "$ROOT/.device/build-info.json" 2>/dev/null | cut -d'"' -f4)
 BUILD_COMMIT=${BUILD_COMMIT:-unknown}
