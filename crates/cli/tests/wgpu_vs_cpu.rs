@@ -355,7 +355,7 @@ fn wgpu_build_kernels_match_the_reference() {
     let out = run(&build, &dir, &["bench", "kernels", "--seed", "3"]);
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 21, "one line per op and case: {text}");
+    assert_eq!(lines.len(), 24, "one line per op and case: {text}");
     for line in &lines {
         assert_eq!(line["fast_path"], true, "the wgpu build must route the ops to its fast path: {line}");
         assert_eq!(line["passed"], true, "{line}");
@@ -368,6 +368,16 @@ fn wgpu_build_kernels_match_the_reference() {
         .find(|l| l["case"].as_str().is_some_and(|c| c.starts_with("7 tensors, gradients in f16")))
         .expect("the AdamW case with f16 gradients");
     assert!(f16_grads["case"].as_str().unwrap().ends_with(": 7 copies written"), "{f16_grads}");
+    // The LayerNorm kernel's f16 copy of its output (an f16 step's product input) is bit for
+    // bit the output's cast, in training and in inference.
+    let copies: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["case"].as_str().is_some_and(|c| c.contains("copy is the output's cast")))
+        .collect();
+    assert_eq!(copies.len(), 2, "{text}");
+    for copy in copies {
+        assert_eq!(number(&copy["max_error"], "copy error"), 0.0, "{copy}");
+    }
     let dropout = lines.iter().find(|l| l["op"] == "dropout").expect("a dropout line");
     assert_eq!(number(&dropout["max_error"], "dropout error"), 0.0, "{dropout}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -86,6 +86,9 @@ impl Seam {
         }
     }
 
+    /// With `copy`, the output in that dtype too, for the product that reads it next
+    /// ([`ops::residual_layer_norm_with_copy`]: on the fast path the LayerNorm's kernel writes
+    /// it, saving a cast's launch).
     #[allow(clippy::too_many_arguments)]
     fn residual_layer_norm<B: Backend>(
         self,
@@ -94,13 +97,24 @@ impl Seam {
         norm: &LayerNorm<B>,
         epsilon: f64,
         dropout: Option<DropoutMask>,
-    ) -> Tensor<B, 2> {
+        copy: Option<FloatDType>,
+    ) -> Hidden<B> {
         let (gamma, beta) = norm_params(norm);
-        match self.0 {
-            Kernels::Fused => ops::residual_layer_norm(residual, branch, gamma, beta, epsilon, dropout),
-            Kernels::Reference => {
-                reference::residual_layer_norm(residual, branch, gamma, beta, epsilon, dropout)
+        match (self.0, copy) {
+            (Kernels::Fused, Some(dtype)) => {
+                let (rows, copy) = ops::residual_layer_norm_with_copy(
+                    residual, branch, gamma, beta, epsilon, dropout, dtype,
+                );
+                Hidden { rows, copy: Some(copy) }
             }
+            (Kernels::Fused, None) => Hidden {
+                rows: ops::residual_layer_norm(residual, branch, gamma, beta, epsilon, dropout),
+                copy: None,
+            },
+            (Kernels::Reference, _) => Hidden {
+                rows: reference::residual_layer_norm(residual, branch, gamma, beta, epsilon, dropout),
+                copy: None,
+            },
         }
     }
 
@@ -118,6 +132,23 @@ impl Seam {
             (_, None) => x,
             (Kernels::Fused, mask) => ops::dropout(x, mask),
             (Kernels::Reference, Some(mask)) => reference::dropout(x, mask),
+        }
+    }
+}
+
+/// A hidden state as the layers pass it on: `[rows, hidden]` f32 (the residual stream) and,
+/// where the LayerNorm that made it wrote one, its copy in the products' dtype.
+struct Hidden<B: Backend> {
+    rows: Tensor<B, 2>,
+    copy: Option<Tensor<B, 2>>,
+}
+
+impl<B: Backend> Hidden<B> {
+    /// The rows in `dtype`, for a product: the copy where there is one in it, else a cast.
+    fn in_dtype(&self, dtype: FloatDType) -> Tensor<B, 2> {
+        match &self.copy {
+            Some(copy) if copy.dtype() == dtype.into() => copy.clone(),
+            _ => self.rows.clone().cast(dtype),
         }
     }
 }
@@ -178,8 +209,9 @@ impl<B: Backend> Embeddings<B> {
             &self.layer_norm,
             self.layer_norm_eps,
             None,
+            None,
         );
-        seam.dropout(x, DropoutMask::draw::<B>(self.dropout.prob, &device)).reshape([batch, seq, hidden])
+        seam.dropout(x.rows, DropoutMask::draw::<B>(self.dropout.prob, &device)).reshape([batch, seq, hidden])
     }
 }
 
@@ -256,32 +288,35 @@ impl<B: Backend> EncoderLayer<B> {
         }
     }
 
-    /// `[batch, seq, hidden]` f32 → `[batch, seq, hidden]` f32, every op through the seam:
-    /// Q, K and V in one product, attention straight from that
-    /// `[batch, seq, 3·hidden]` projection, bias + GELU in the intermediate product, dropout +
-    /// residual + LayerNorm in one op. `padding [batch, seq]` is true on padded tokens.
+    /// `[batch·seq, hidden]` f32 rows → the same, every op through the seam: Q, K and V in one
+    /// product, attention straight from that `[batch, seq, 3·hidden]` projection, bias + GELU
+    /// in the intermediate product, dropout + residual + LayerNorm in one op. `padding
+    /// [batch, seq]` is true on padded tokens. With `copy_out`, the output comes with its copy
+    /// in `dtype` (the next layer's first product reads it).
     ///
     /// Mixed precision as autocast splits it: the products' inputs (activations and weights,
     /// cast from the f32 masters) are in `dtype`, the attention scores and softmax in f32
     /// (inside [`ops::attention`]), the residual stream, LayerNorm and dropout on it in f32.
     fn forward(
         &self,
-        x: Tensor<B, 3>,
+        x: Hidden<B>,
         padding: &Tensor<B, 2, Bool>,
         dtype: FloatDType,
         seam: Seam,
-    ) -> Tensor<B, 3> {
-        let [batch, seq, hidden] = x.dims();
-        let device = x.device();
-        let rows = batch * seq;
-        let flat = x.reshape([rows, hidden]);
+        copy_out: bool,
+    ) -> Hidden<B> {
+        let [batch, seq] = padding.dims();
+        let [rows, hidden] = x.rows.dims();
+        let device = x.rows.device();
+        // The products' inputs in `dtype`, made by the LayerNorm before them (no copy in f32).
+        let copy = (dtype != FloatDType::F32).then_some(dtype);
         let params = |layer: &Linear<B>| {
             let (w, b) = linear_params(layer);
             (seam.param(w, dtype), seam.param(b, dtype))
         };
 
         let (w, b) = params(&self.qkv); // [hidden, 3·hidden], [3·hidden]
-        let qkv = seam.linear(flat.clone().cast(dtype), w, b, LinearActivation::Identity);
+        let qkv = seam.linear(x.in_dtype(dtype), w, b, LinearActivation::Identity);
         let context = seam.attention(
             qkv.reshape([batch, seq, 3 * hidden]),
             padding.clone(),
@@ -293,28 +328,29 @@ impl<B: Backend> EncoderLayer<B> {
         // hands the gradient back in that dtype).
         let attended = seam.linear(context.reshape([rows, hidden]), w, b, LinearActivation::Identity);
         let x = seam.residual_layer_norm(
-            flat,
+            x.rows,
             Some(attended),
             &self.attention_norm,
             self.layer_norm_eps,
             DropoutMask::draw::<B>(self.attention_output_dropout.prob, &device),
+            copy,
         );
 
         let (w, b) = params(&self.intermediate);
         let inner = match self.activation {
-            Activation::Gelu => seam.linear(x.clone().cast(dtype), w, b, LinearActivation::Gelu),
-            other => activate(other, seam.linear(x.clone().cast(dtype), w, b, LinearActivation::Identity)),
+            Activation::Gelu => seam.linear(x.in_dtype(dtype), w, b, LinearActivation::Gelu),
+            other => activate(other, seam.linear(x.in_dtype(dtype), w, b, LinearActivation::Identity)),
         }; // [rows, intermediate]
         let (w, b) = params(&self.output);
         let out = seam.linear(inner, w, b, LinearActivation::Identity);
-        let y = seam.residual_layer_norm(
-            x,
+        seam.residual_layer_norm(
+            x.rows,
             Some(out),
             &self.output_norm,
             self.layer_norm_eps,
             DropoutMask::draw::<B>(self.output_dropout.prob, &device),
-        );
-        y.reshape([batch, seq, hidden])
+            copy.filter(|_| copy_out),
+        )
     }
 }
 
@@ -362,11 +398,14 @@ impl<B: Backend> Backbone<B> {
         let dtype = crate::precision::float_dtype(precision);
         let seam = Seam(self.kernels);
         let padding = attention_mask.equal_elem(0);
-        let mut x = self.embeddings.forward(input_ids, seam);
-        for layer in &self.layers {
-            x = layer.forward(x, &padding, dtype, seam);
+        let embedded = self.embeddings.forward(input_ids, seam);
+        let [batch, seq, hidden] = embedded.dims();
+        // The embeddings' output is dropped out after its LayerNorm: the first layer casts it.
+        let mut x = Hidden { rows: embedded.reshape([batch * seq, hidden]), copy: None };
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x, &padding, dtype, seam, i + 1 < self.layers.len());
         }
-        x
+        x.rows.reshape([batch, seq, hidden])
     }
 
     /// BERT's pooler output `[batch, hidden]` (tanh of a dense layer on [CLS]), in f32.

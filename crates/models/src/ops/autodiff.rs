@@ -135,6 +135,37 @@ impl<B: FusedKernels> Backward<B, 1> for ParamCastBackward {
     }
 }
 
+/// A LayerNorm's output in a product's dtype, written by the LayerNorm's kernel: the forward
+/// launches nothing, and backward the gradient flows into the output's widened to its dtype,
+/// as through a cast.
+#[derive(Debug)]
+struct LayerNormCopyBackward;
+
+impl<B: FusedKernels> Backward<B, 1> for LayerNormCopyBackward {
+    /// The output's dtype.
+    type State = FloatDType;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [output_node] = ops.parents.map(|n| n.map(|n| n.id));
+        let grad = grads.consume::<B>(&ops.node);
+        register::<B>(grads, output_node, output_node.map(|_| B::float_cast(grad, ops.state)));
+    }
+}
+
+/// `copy` (a LayerNorm's output in another dtype, computed with it) as a node of the graph
+/// whose parent is the output.
+fn layer_norm_copy<B: FusedKernels, C: CheckpointStrategy>(
+    output: &FloatTensor<Autodiff<B, C>>,
+    copy: Option<FloatTensor<B>>,
+) -> Option<FloatTensor<Autodiff<B, C>>> {
+    let copy = copy?;
+    let dtype = FloatDType::from(burn::tensor::TensorMetadata::dtype(&output.primitive));
+    Some(match LayerNormCopyBackward.prepare::<C>([output.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(dtype, copy),
+        OpsKind::UnTracked(prep) => prep.finish(copy),
+    })
+}
+
 impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn fused_param_cast(param: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
         match ParamCastBackward.prepare::<C>([param.node.clone()]).compute_bound().stateful() {
@@ -207,7 +238,8 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         beta: FloatTensor<Self>,
         epsilon: f64,
         dropout: Option<DropoutMask>,
-    ) -> FloatTensor<Self> {
+        copy: Option<FloatDType>,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
         let forward = |keep: bool, residual: FloatTensor<Self>, branch: Option<FloatTensor<Self>>| {
             B::layer_norm_forward(
                 residual.primitive,
@@ -216,35 +248,45 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 beta.primitive.clone(),
                 epsilon,
                 dropout,
+                copy,
                 keep,
             )
         };
-        match branch {
+        let (output, copied) = match branch {
             Some(branch) => {
                 let nodes =
                     [residual.node.clone(), branch.node.clone(), gamma.node.clone(), beta.node.clone()];
                 match ResidualLayerNormBackward.prepare::<C>(nodes).compute_bound().stateful() {
                     OpsKind::Tracked(prep) => {
                         let branch_dtype = burn::tensor::TensorMetadata::dtype(&branch.primitive);
-                        let (y, state) = forward(true, residual, Some(branch));
-                        let state = state.expect("layer_norm_forward keeps its state when asked to");
-                        prep.finish((state, gamma.primitive.clone(), dropout, branch_dtype), y)
+                        let normed = forward(true, residual, Some(branch));
+                        let state = normed.state.expect("layer_norm_forward keeps its state when asked to");
+                        let state = (state, gamma.primitive.clone(), dropout, branch_dtype);
+                        (prep.finish(state, normed.output), normed.copy)
                     }
-                    OpsKind::UnTracked(prep) => prep.finish(forward(false, residual, Some(branch)).0),
+                    OpsKind::UnTracked(prep) => {
+                        let normed = forward(false, residual, Some(branch));
+                        (prep.finish(normed.output), normed.copy)
+                    }
                 }
             }
             None => {
                 let nodes = [residual.node.clone(), gamma.node.clone(), beta.node.clone()];
                 match LayerNormBackward.prepare::<C>(nodes).compute_bound().stateful() {
                     OpsKind::Tracked(prep) => {
-                        let (y, state) = forward(true, residual, None);
-                        let state = state.expect("layer_norm_forward keeps its state when asked to");
-                        prep.finish((state, gamma.primitive.clone()), y)
+                        let normed = forward(true, residual, None);
+                        let state = normed.state.expect("layer_norm_forward keeps its state when asked to");
+                        (prep.finish((state, gamma.primitive.clone()), normed.output), normed.copy)
                     }
-                    OpsKind::UnTracked(prep) => prep.finish(forward(false, residual, None).0),
+                    OpsKind::UnTracked(prep) => {
+                        let normed = forward(false, residual, None);
+                        (prep.finish(normed.output), normed.copy)
+                    }
                 }
             }
-        }
+        };
+        let copied = layer_norm_copy::<B, C>(&output, copied);
+        (output, copied)
     }
 
     fn fused_dropout(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {

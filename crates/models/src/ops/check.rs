@@ -240,6 +240,90 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
         record("residual_layer_norm", case, e, tolerance);
     }
 
+    // The output's copy in a product's dtype (an f16 step's LayerNorms before a product): the
+    // routed op's output beside its copy, against the reference's output beside that output's
+    // cast, and the gradients through both (the copy's flows back widened, as a cast's);
+    // within one f16 ulp, as the f16 branch above. Then, exact: the copy is the cast of the
+    // routed op's own output, in training and in inference.
+    let dropout = Some(DropoutMask::new(0.1, 0xc0b1_0000_0000_0005 ^ seed));
+    let f16_ = FloatDType::F16;
+    let inputs = [
+        rng.values(rows * width, 2.0),
+        rng.values(rows * width, 2.0),
+        rng.values(width, 1.0),
+        rng.values(width, 1.0),
+    ];
+    let routed = |t: &[Tensor<B, 1>; 4]| {
+        let branch = Some(shaped(&t[1], [rows, width]).cast(f16_));
+        let (y, copy) = super::residual_layer_norm_with_copy(
+            shaped(&t[0], [rows, width]),
+            branch,
+            t[2].clone(),
+            t[3].clone(),
+            eps,
+            dropout,
+            f16_,
+        );
+        Tensor::cat(vec![y, copy.cast(f32_)], 1)
+    };
+    let refer = |t: &[Tensor<B, 1>; 4]| {
+        let branch = Some(shaped(&t[1], [rows, width]).cast(f16_));
+        let y = reference::residual_layer_norm(
+            shaped(&t[0], [rows, width]),
+            branch,
+            t[2].clone(),
+            t[3].clone(),
+            eps,
+            dropout,
+        );
+        Tensor::cat(vec![y.clone(), y.cast(f16_).cast(f32_)], 1)
+    };
+    let e = compare(device, &inputs, &routed, &refer, &mut rng);
+    record(
+        "residual_layer_norm",
+        format!("[{rows}, {width}] f32 + F16 branch, dropout 0.1, with its F16 copy"),
+        e,
+        f16_ulp,
+    );
+    let copy_error = |training: bool| {
+        let leaf = |values: &Vec<f32>| {
+            Tensor::<B, 1>::from_data(TensorData::new(values.clone(), [values.len()]), device)
+        };
+        let residual = shaped(&leaf(&inputs[0]), [rows, width]);
+        let branch = shaped(&leaf(&inputs[1]), [rows, width]).cast(f16_);
+        let (gamma, beta) = (leaf(&inputs[2]), leaf(&inputs[3]));
+        let (y, copy) = match training {
+            true => {
+                let _graph_turn = crate::autodiff_lock::lock();
+                let (residual, gamma) = (residual.require_grad(), gamma.require_grad());
+                super::residual_layer_norm_with_copy(residual, Some(branch), gamma, beta, eps, dropout, f16_)
+            }
+            false => {
+                let inner = |t: Tensor<B, 2>| t.inner();
+                let (y, copy) = super::residual_layer_norm_with_copy(
+                    inner(residual),
+                    Some(inner(branch)),
+                    gamma.inner(),
+                    beta.inner(),
+                    eps,
+                    dropout,
+                    f16_,
+                );
+                (Tensor::from_inner(y), Tensor::from_inner(copy))
+            }
+        };
+        error(&host(copy), &host(y.cast(f16_)))
+    };
+    for (training, case) in [(true, "training"), (false, "inference")] {
+        let e = copy_error(training);
+        record(
+            "residual_layer_norm",
+            format!("[{rows}, {width}]: the F16 copy is the output's cast, {case}"),
+            e,
+            0.0,
+        );
+    }
+
     // Dropout multiplies by the same factors on both sides: exact.
     let mask = DropoutMask::new(0.1, 0xd20b_0000_0000_0003 ^ seed);
     let inputs = [rng.values(7 * 301, 3.0)];

@@ -13,7 +13,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
-use burn::tensor::{DType, Tensor, TensorMetadata, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, Tensor, TensorMetadata, TensorPrimitive};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::calculate_cube_count_elemwise;
@@ -27,7 +27,9 @@ use super::adam::{AdamOperand, AdamUpdated};
 use super::cube_attention;
 use super::cube_shared::{contiguous_float, empty_on, hash_params};
 use super::is_float;
-use super::{AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormState};
+use super::{
+    AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormOutput, LayerNormState,
+};
 
 pub(crate) fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
@@ -93,17 +95,19 @@ mod kernels {
 
     /// One row of `LayerNorm(residual + dropout(branch))·γ + β` per cube: the row's sum, then
     /// its centred sum of squares (two passes, as the reference's variance), then the output;
-    /// statistics in f32. Writes `x̂` and `1/σ` when `keep` is 1: a runtime flag (uniform over
-    /// the launch, so the branch costs nothing), so that training and inference share one
-    /// compiled kernel. The cube's size is `block`, a power of two.
+    /// statistics in f32. Writes `x̂` and `1/σ` when `keep` is 1, and the output's cast into
+    /// `copy` (a product's input) when `with_copy` is 1: runtime flags (uniform over the
+    /// launch, so the branches cost nothing), so that training and inference, with and
+    /// without a copy, share one compiled kernel. The cube's size is `block`, a power of two.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn layer_norm_forward_kernel<F: Float, G: Float>(
+    pub(super) fn layer_norm_forward_kernel<F: Float, G: Float, H: Float>(
         residual: &Tensor<F>,
         branch: &Tensor<G>,
         gamma: &Tensor<F>,
         beta: &Tensor<F>,
         output: &mut Tensor<F>,
+        copy: &mut Tensor<H>,
         x_hat: &mut Tensor<F>,
         inv_std: &mut Tensor<F>,
         rows: u32,
@@ -114,9 +118,10 @@ mod kernels {
         threshold: u32,
         scale: f32,
         keep: u32,
+        with_copy: u32,
         #[comptime] with_branch: bool,
         #[comptime] block: u32,
-        #[define(F, G)] _dtypes: [StorageType; 2],
+        #[define(F, G, H)] _dtypes: [StorageType; 3],
     ) {
         let row = row_index();
         if row >= rows as usize {
@@ -178,7 +183,11 @@ mod kernels {
                 with_branch,
             );
             let normed = (x - mean) / std;
-            output[base + j] = F::cast_from(normed * f32::cast_from(gamma[j]) + f32::cast_from(beta[j]));
+            let y = F::cast_from(normed * f32::cast_from(gamma[j]) + f32::cast_from(beta[j]));
+            output[base + j] = y;
+            if with_copy == 1 {
+                copy[base + j] = H::cast_from(y);
+            }
             if keep == 1 {
                 x_hat[base + j] = F::cast_from(normed);
             }
@@ -346,9 +355,9 @@ fn rows_width<R: CubeRuntime>(t: &CubeTensor<R>) -> (usize, usize) {
     (dims[0], dims[1])
 }
 
-/// The forward kernel of `LayerNorm(residual + dropout(branch))·γ + β`: the output and, when
-/// `keep`, `(x̂, 1/σ)`.
-#[allow(clippy::type_complexity)]
+/// The forward kernel of `LayerNorm(residual + dropout(branch))·γ + β`: the output, its
+/// cast to `copy` when asked for, and, when `keep`, `(x̂, 1/σ)`.
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn layer_norm_forward<R: CubeRuntime>(
     residual: CubeTensor<R>,
     branch: Option<CubeTensor<R>>,
@@ -356,8 +365,9 @@ fn layer_norm_forward<R: CubeRuntime>(
     beta: CubeTensor<R>,
     epsilon: f64,
     dropout: Option<DropoutMask>,
+    copy: Option<FloatDType>,
     keep: bool,
-) -> (CubeTensor<R>, Option<(CubeTensor<R>, CubeTensor<R>)>) {
+) -> (CubeTensor<R>, Option<CubeTensor<R>>, Option<(CubeTensor<R>, CubeTensor<R>)>) {
     let residual = prepared(residual, "residual_layer_norm");
     let (rows, width) = rows_width(&residual);
     let dtype = residual.dtype;
@@ -376,6 +386,13 @@ fn layer_norm_forward<R: CubeRuntime>(
     let placeholder = || empty_on(&residual, [1].into(), residual.dtype);
     let branch = branch.unwrap_or_else(placeholder);
     let output = empty_on(&residual, residual.shape(), residual.dtype);
+    // Without a copy, its placeholder takes the branch's dtype: the kernel compiled for a
+    // product's branch (f32 residual, f16 branch, f16 copy) serves the calls without a copy.
+    let copy_dtype = copy.map_or(branch_dtype, DType::from);
+    let copied = match copy {
+        Some(_) => empty_on(&residual, residual.shape(), copy_dtype),
+        None => empty_on(&residual, [1].into(), copy_dtype),
+    };
     let (x_hat, inv_std) = match keep {
         true => (
             empty_on(&residual, residual.shape(), residual.dtype),
@@ -395,6 +412,7 @@ fn layer_norm_forward<R: CubeRuntime>(
             gamma.into_tensor_arg(),
             beta.into_tensor_arg(),
             output.clone().into_tensor_arg(),
+            copied.clone().into_tensor_arg(),
             x_hat.clone().into_tensor_arg(),
             inv_std.clone().into_tensor_arg(),
             rows as u32,
@@ -405,12 +423,13 @@ fn layer_norm_forward<R: CubeRuntime>(
             threshold,
             scale,
             keep as u32,
+            copy.is_some() as u32,
             with_branch,
             block,
-            [dtype.into(), branch_dtype.into()],
+            [dtype.into(), branch_dtype.into(), copy_dtype.into()],
         );
     }
-    (output, keep.then_some((x_hat, inv_std)))
+    (output, copy.map(|_| copied), keep.then_some((x_hat, inv_std)))
 }
 
 /// The backward kernel: `(d residual, d branch in `branch`'s dtype when asked for)`.
@@ -507,10 +526,16 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedKerne
         beta: FloatTensor<Self>,
         epsilon: f64,
         dropout: Option<DropoutMask>,
+        copy: Option<FloatDType>,
         keep: bool,
-    ) -> (FloatTensor<Self>, Option<LayerNormState<Self>>) {
-        let (y, state) = layer_norm_forward(residual, branch, gamma, beta, epsilon, dropout, keep);
-        (y, state.map(|(x_hat, inv_std)| LayerNormState { x_hat, inv_std }))
+    ) -> LayerNormOutput<Self> {
+        let (output, copy, state) =
+            layer_norm_forward(residual, branch, gamma, beta, epsilon, dropout, copy, keep);
+        LayerNormOutput {
+            output,
+            copy,
+            state: state.map(|(x_hat, inv_std)| LayerNormState { x_hat, inv_std }),
+        }
     }
 
     fn layer_norm_backward(
@@ -601,13 +626,15 @@ pub(crate) fn inference_layer_norm<B: FusedKernels>(
     beta: FloatTensor<B>,
     epsilon: f64,
     dropout: Option<DropoutMask>,
-) -> FloatTensor<B> {
+    copy: Option<FloatDType>,
+) -> (FloatTensor<B>, Option<FloatTensor<B>>) {
     let dtype = residual.dtype();
     let same = gamma.dtype() == dtype && beta.dtype() == dtype;
     if same {
-        B::layer_norm_forward(residual, branch, gamma, beta, epsilon, dropout, false).0
+        let normed = B::layer_norm_forward(residual, branch, gamma, beta, epsilon, dropout, copy, false);
+        (normed.output, normed.copy)
     } else {
-        super::reference::residual_layer_norm(
+        let output: FloatTensor<B> = super::reference::residual_layer_norm(
             float::<B, 2>(residual),
             branch.map(float::<B, 2>),
             float(gamma),
@@ -616,7 +643,9 @@ pub(crate) fn inference_layer_norm<B: FusedKernels>(
             dropout,
         )
         .into_primitive()
-        .tensor()
+        .tensor();
+        let copy = copy.map(|dtype| B::float_cast(output.clone(), dtype));
+        (output, copy)
     }
 }
 
@@ -643,8 +672,9 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedOps f
         beta: FloatTensor<Self>,
         epsilon: f64,
         dropout: Option<DropoutMask>,
-    ) -> FloatTensor<Self> {
-        inference_layer_norm::<Self>(residual, branch, gamma, beta, epsilon, dropout)
+        copy: Option<FloatDType>,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        inference_layer_norm::<Self>(residual, branch, gamma, beta, epsilon, dropout, copy)
     }
 
     fn fused_dropout(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {

@@ -2,13 +2,15 @@
 //! of [`super::cpu`].
 
 use burn::backend::Flex;
+use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
-use burn::tensor::{Bytes, DType, Shape};
+use burn::tensor::{Bytes, DType, FloatDType, Shape};
 use burn_flex::{FlexTensor, Layout};
 
 use super::cpu::{self, attention, linear, norm, Mask};
 use super::{
-    AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormState, LinearActivation,
+    AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormOutput, LayerNormState,
+    LinearActivation,
 };
 
 /// A contiguous f32 tensor (copied only when it is a strided view).
@@ -161,8 +163,9 @@ impl FusedKernels for Flex {
         beta: FloatTensor<Self>,
         epsilon: f64,
         dropout: Option<DropoutMask>,
+        copy: Option<FloatDType>,
         keep: bool,
-    ) -> (FloatTensor<Self>, Option<LayerNormState<Self>>) {
+    ) -> LayerNormOutput<Self> {
         let (x, g, b) = (contiguous(residual), contiguous(gamma), contiguous(beta));
         let branch = branch.map(contiguous);
         let shape = dims(&x);
@@ -178,7 +181,8 @@ impl FusedKernels for Flex {
         let rows = shape[0];
         let state = saved
             .map(|s| LayerNormState { x_hat: tensor(s.x_hat, &shape), inv_std: tensor(s.inv_std, &[rows]) });
-        (tensor(y, &shape), state)
+        let output = tensor(y, &shape);
+        LayerNormOutput { copy: copy.map(|dtype| Self::float_cast(output.clone(), dtype)), output, state }
     }
 
     fn layer_norm_backward(
@@ -257,8 +261,10 @@ impl FusedOps for Flex {
         beta: FloatTensor<Self>,
         epsilon: f64,
         dropout: Option<DropoutMask>,
-    ) -> FloatTensor<Self> {
-        Self::layer_norm_forward(residual, branch, gamma, beta, epsilon, dropout, false).0
+        copy: Option<FloatDType>,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        let normed = Self::layer_norm_forward(residual, branch, gamma, beta, epsilon, dropout, copy, false);
+        (normed.output, normed.copy)
     }
 
     fn fused_dropout(x: FloatTensor<Self>, mask: DropoutMask) -> FloatTensor<Self> {

@@ -17,7 +17,9 @@ use std::sync::{Mutex, OnceLock};
 use super::adam::{AdamOperand, AdamUpdated};
 use super::cube::{inference_attention, inference_layer_norm};
 use super::is_float;
-use super::{AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormState};
+use super::{
+    AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormOutput, LayerNormState,
+};
 
 /// `B::dropout_apply` as a custom operation of the fusion stream.
 fn dropout_apply<B: FusionBackend + FusedKernels>(
@@ -53,8 +55,8 @@ fn dropout_apply<B: FusionBackend + FusedKernels>(
 }
 
 /// `B::layer_norm_forward` as a custom operation: inputs residual, (branch), γ, β; outputs
-/// the normalised rows and, when `keep`, x̂ and 1/σ.
-#[allow(clippy::type_complexity)]
+/// the normalised rows, (their copy,) and, when `keep`, x̂ and 1/σ.
+#[allow(clippy::too_many_arguments)]
 fn layer_norm_forward<B: FusionBackend + FusedKernels>(
     residual: FloatTensor<Fusion<B>>,
     branch: Option<FloatTensor<Fusion<B>>>,
@@ -62,14 +64,16 @@ fn layer_norm_forward<B: FusionBackend + FusedKernels>(
     beta: FloatTensor<Fusion<B>>,
     epsilon: f64,
     dropout: Option<DropoutMask>,
+    copy: Option<FloatDType>,
     keep: bool,
-) -> (FloatTensor<Fusion<B>>, Option<LayerNormState<Fusion<B>>>) {
+) -> LayerNormOutput<Fusion<B>> {
     #[derive(Clone, Debug)]
     struct LayerNormForwardOp<B> {
         desc: CustomOpIr,
         epsilon: f64,
         dropout: Option<DropoutMask>,
         with_branch: bool,
+        copy: Option<FloatDType>,
         keep: bool,
         _backend: core::marker::PhantomData<B>,
     }
@@ -82,13 +86,26 @@ fn layer_norm_forward<B: FusionBackend + FusedKernels>(
             let gamma = inputs.pop().expect("γ");
             let branch = if self.with_branch { inputs.pop() } else { None };
             let residual = inputs.pop().expect("the residual");
-            let (y, state) =
-                B::layer_norm_forward(residual, branch, gamma, beta, self.epsilon, self.dropout, self.keep);
-            let outputs = &self.desc.outputs;
-            handles.register_float_tensor::<B>(&outputs[0].id, y);
-            if let Some(state) = state {
-                handles.register_float_tensor::<B>(&outputs[1].id, state.x_hat);
-                handles.register_float_tensor::<B>(&outputs[2].id, state.inv_std);
+            let normed = B::layer_norm_forward(
+                residual,
+                branch,
+                gamma,
+                beta,
+                self.epsilon,
+                self.dropout,
+                self.copy,
+                self.keep,
+            );
+            let mut outputs = self.desc.outputs.iter();
+            let mut register = |t| {
+                let ir = outputs.next().expect("an output for each tensor the kernel wrote");
+                handles.register_float_tensor::<B>(&ir.id, t);
+            };
+            register(normed.output);
+            normed.copy.into_iter().for_each(&mut register);
+            if let Some(state) = normed.state {
+                register(state.x_hat);
+                register(state.inv_std);
             }
         }
     }
@@ -102,6 +119,9 @@ fn layer_norm_forward<B: FusionBackend + FusedKernels>(
     operands.extend([gamma, beta]);
     let streams = OperationStreams::with_inputs(operands.iter());
     let mut outputs = vec![TensorIr::uninit(client.create_empty_handle(), shape.clone(), dtype)];
+    if let Some(copy) = copy {
+        outputs.push(TensorIr::uninit(client.create_empty_handle(), shape.clone(), copy.into()));
+    }
     if keep {
         outputs.push(TensorIr::uninit(client.create_empty_handle(), shape, dtype));
         outputs.push(TensorIr::uninit(client.create_empty_handle(), [rows].into(), dtype));
@@ -113,14 +133,16 @@ fn layer_norm_forward<B: FusionBackend + FusedKernels>(
         epsilon,
         dropout,
         with_branch,
+        copy,
         keep,
         _backend: core::marker::PhantomData,
     };
     let mut out = client.register(streams, OperationIr::Custom(desc), op).into_iter();
-    let y = out.next().expect("the output");
+    let output = out.next().expect("the output");
+    let copy = copy.map(|_| out.next().expect("the copy"));
     let state =
         keep.then(|| LayerNormState { x_hat: out.next().expect("x̂"), inv_std: out.next().expect("1/σ") });
-    (y, state)
+    LayerNormOutput { output, copy, state }
 }
 
 /// `B::layer_norm_backward` as a custom operation: inputs the gradient, x̂, 1/σ, γ; outputs
@@ -505,9 +527,10 @@ impl<B: FusionBackend + FusedKernels> FusedKernels for Fusion<B> {
         beta: FloatTensor<Self>,
         epsilon: f64,
         dropout: Option<DropoutMask>,
+        copy: Option<FloatDType>,
         keep: bool,
-    ) -> (FloatTensor<Self>, Option<LayerNormState<Self>>) {
-        layer_norm_forward::<B>(residual, branch, gamma, beta, epsilon, dropout, keep)
+    ) -> LayerNormOutput<Self> {
+        layer_norm_forward::<B>(residual, branch, gamma, beta, epsilon, dropout, copy, keep)
     }
 
     fn layer_norm_backward(
@@ -596,8 +619,9 @@ impl<B: FusionBackend + FusedKernels + FusedOps> FusedOps for Fusion<B> {
         beta: FloatTensor<Self>,
         epsilon: f64,
         dropout: Option<DropoutMask>,
-    ) -> FloatTensor<Self> {
-        inference_layer_norm::<Self>(residual, branch, gamma, beta, epsilon, dropout)
+        copy: Option<FloatDType>,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        inference_layer_norm::<Self>(residual, branch, gamma, beta, epsilon, dropout, copy)
     }
 
     fn adam_is_multi_tensor() -> bool {

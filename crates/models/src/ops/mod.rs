@@ -163,7 +163,9 @@ pub trait FusedOps: Backend {
     /// `LayerNorm(residual + dropout(branch))·γ + β` over the last dimension of
     /// `[rows, width]` tensors; without `branch`, a plain LayerNorm. The branch may be in
     /// another dtype (a product's, [`FusedOps::layer_norm_accepts`]): it is widened to the
-    /// residual's.
+    /// residual's. With `copy`, also the output in that dtype (by default a cast of it; a
+    /// backend whose kernel writes both saves the cast's launch).
+    #[allow(clippy::too_many_arguments)]
     fn fused_residual_layer_norm(
         residual: FloatTensor<Self>,
         branch: Option<FloatTensor<Self>>,
@@ -171,8 +173,9 @@ pub trait FusedOps: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
         dropout: Option<DropoutMask>,
-    ) -> FloatTensor<Self> {
-        reference::residual_layer_norm(
+        copy: Option<FloatDType>,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        let output = reference::residual_layer_norm(
             float::<Self, 2>(residual),
             branch.map(float),
             float(gamma),
@@ -181,7 +184,9 @@ pub trait FusedOps: Backend {
             dropout,
         )
         .into_primitive()
-        .tensor()
+        .tensor();
+        let copy = cast_copy::<Self>(&output, copy);
+        (output, copy)
     }
 
     /// `x · mask` (any rank).
@@ -304,7 +309,8 @@ pub trait FusedKernels: Backend {
         decomposed::attention_backward::<Self>(grad, qkv, state, key_padding, heads, dropout)
     }
 
-    /// The output and, if `keep`, what the backward pass needs.
+    /// The output, its copy in `copy`'s dtype if asked for (by default a cast), and, if
+    /// `keep`, what the backward pass needs.
     #[allow(clippy::too_many_arguments)]
     fn layer_norm_forward(
         residual: FloatTensor<Self>,
@@ -313,9 +319,12 @@ pub trait FusedKernels: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
         dropout: Option<DropoutMask>,
+        copy: Option<FloatDType>,
         keep: bool,
-    ) -> (FloatTensor<Self>, Option<LayerNormState<Self>>) {
-        decomposed::layer_norm_forward::<Self>(residual, branch, gamma, beta, epsilon, dropout, keep)
+    ) -> LayerNormOutput<Self> {
+        let (output, state) =
+            decomposed::layer_norm_forward::<Self>(residual, branch, gamma, beta, epsilon, dropout, keep);
+        LayerNormOutput { copy: cast_copy::<Self>(&output, copy), output, state }
     }
 
     /// Gradients of [`FusedKernels::layer_norm_forward`]; the branch's (in `branch`, its
@@ -382,6 +391,22 @@ pub enum AttentionState<B: Backend> {
     },
 }
 
+/// What [`FusedKernels::layer_norm_forward`] returns.
+#[derive(Debug, Clone)]
+pub struct LayerNormOutput<B: Backend> {
+    /// The normalised rows, in the residual's dtype.
+    pub output: FloatTensor<B>,
+    /// The output in the dtype asked for: bit for bit the cast of `output`.
+    pub copy: Option<FloatTensor<B>>,
+    /// What the backward pass needs, when asked for.
+    pub state: Option<LayerNormState<B>>,
+}
+
+/// `output` cast to `copy` (the default of the ops that hand back a copy of their output).
+fn cast_copy<B: Backend>(output: &FloatTensor<B>, copy: Option<FloatDType>) -> Option<FloatTensor<B>> {
+    copy.map(|dtype| B::float_cast(output.clone(), dtype))
+}
+
 /// What [`FusedKernels::layer_norm_backward`] needs from the forward pass.
 #[derive(Debug, Clone)]
 pub struct LayerNormState<B: Backend> {
@@ -422,7 +447,8 @@ type LayerNormFn<B> = fn(
     FloatTensor<B>,
     f64,
     Option<DropoutMask>,
-) -> FloatTensor<B>;
+    Option<FloatDType>,
+) -> (FloatTensor<B>, Option<FloatTensor<B>>);
 
 /// A backend's [`FusedOps`] as the router keeps it: plain function pointers, so generic model
 /// code (which knows only `B: Backend`) can call them once the backend's type is matched.
@@ -570,6 +596,43 @@ pub fn residual_layer_norm<B: Backend>(
     epsilon: f64,
     dropout: Option<DropoutMask>,
 ) -> Tensor<B, 2> {
+    residual_layer_norm_copied(residual, branch, gamma, beta, epsilon, dropout, None).0
+}
+
+/// [`residual_layer_norm`] and its output in `copy`'s dtype, bit for bit the output's cast:
+/// the input of the product that reads the f32 output next. Where the backend has a
+/// LayerNorm kernel it writes both (no cast launch); the copy's gradient flows back into the
+/// output's, widened, as a cast's does.
+#[allow(clippy::too_many_arguments)]
+pub fn residual_layer_norm_with_copy<B: Backend>(
+    residual: Tensor<B, 2>,
+    branch: Option<Tensor<B, 2>>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+    dropout: Option<DropoutMask>,
+    copy: FloatDType,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    if residual.dtype() == DType::from(copy) {
+        let output = residual_layer_norm(residual, branch, gamma, beta, epsilon, dropout);
+        return (output.clone(), output);
+    }
+    let (output, copied) =
+        residual_layer_norm_copied(residual, branch, gamma, beta, epsilon, dropout, Some(copy));
+    let copied = copied.unwrap_or_else(|| output.clone().cast(copy));
+    (output, copied)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn residual_layer_norm_copied<B: Backend>(
+    residual: Tensor<B, 2>,
+    branch: Option<Tensor<B, 2>>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+    dropout: Option<DropoutMask>,
+    copy: Option<FloatDType>,
+) -> (Tensor<B, 2>, Option<Tensor<B, 2>>) {
     let dtype = residual.dtype();
     let path_for = |branch: Option<DType>| {
         fast_path::<B>().filter(|path| {
@@ -587,15 +650,19 @@ pub fn residual_layer_norm<B: Backend>(
         (None, branch) => (None, branch),
     };
     match fast {
-        Some(fast) => float((fast.residual_layer_norm)(
-            prim(residual),
-            branch.map(prim),
-            prim(gamma),
-            prim(beta),
-            epsilon,
-            dropout,
-        )),
-        None => reference::residual_layer_norm(residual, branch, gamma, beta, epsilon, dropout),
+        Some(fast) => {
+            let (output, copied) = (fast.residual_layer_norm)(
+                prim(residual),
+                branch.map(prim),
+                prim(gamma),
+                prim(beta),
+                epsilon,
+                dropout,
+                copy,
+            );
+            (float(output), copied.map(float))
+        }
+        None => (reference::residual_layer_norm(residual, branch, gamma, beta, epsilon, dropout), None),
     }
 }
 
