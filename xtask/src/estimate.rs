@@ -217,25 +217,30 @@ pub fn print_plan(ctx: &Context, planner: &Planner<'_>, fresh: bool) -> Result<(
              pipeline (a run's warm-up skips those earlier runs met){}:",
             if assumed { ", at most" } else { "" }
         );
-        for ((role, precision), set) in &shapes {
+        for (name, set) in &shapes {
             let text: Vec<String> = set.iter().map(|[rows, len]| format!("{rows}×{len}")).collect();
-            println!("  {role} {precision}: {} — {}", set.len(), text.join(" "));
+            println!("  {name}: {} — {}", set.len(), text.join(" "));
         }
     }
     Ok(())
 }
 
-/// The batch shapes every run of the plan may meet ([`RunSpec::planned_shapes`]), per model role
-/// and precision (what a kernel depends on besides its shape).
-fn planned_shapes(views: &[PlanView]) -> BTreeMap<(String, String), BTreeSet<[usize; 2]>> {
-    let mut shapes: BTreeMap<(String, String), BTreeSet<[usize; 2]>> = BTreeMap::new();
+/// The batch shapes every run of the plan may meet ([`RunSpec::planned_shapes`]), grouped as
+/// the pipeline's warm-ups share them ([`RunSpec::kernel_key`]), each group named by its model
+/// role and precision.
+fn planned_shapes(views: &[PlanView]) -> Vec<(String, BTreeSet<[usize; 2]>)> {
+    let mut groups: BTreeMap<String, (String, BTreeSet<[usize; 2]>)> = BTreeMap::new();
     for run in views.iter().flat_map(|v| &v.plan.runs) {
         let spec = run.settings.to_spec();
-        shapes
-            .entry((run.role.clone(), spec.precision.to_string()))
-            .or_default()
+        let name = || format!("{} {}", run.role, spec.precision);
+        groups
+            .entry(spec.kernel_key())
+            .or_insert_with(|| (name(), BTreeSet::new()))
+            .1
             .extend(spec.planned_shapes());
     }
+    let mut shapes: Vec<_> = groups.into_values().collect();
+    shapes.sort();
     shapes
 }
 

@@ -129,24 +129,16 @@ enum Outcome {
 struct WarmedShapes(Mutex<HashMap<String, BTreeSet<[usize; 2]>>>);
 
 impl WarmedShapes {
-    /// What, besides the batch shape, decides which kernels a run compiles.
-    fn key(spec: &RunSpec) -> String {
-        format!(
-            "{}|{}|{:?}|{}|{}",
-            spec.model, spec.source, spec.dataset_config, spec.label_column, spec.precision
-        )
-    }
-
     /// The shapes met so far by runs of `spec`'s kind, sorted.
     fn of(&self, spec: &RunSpec) -> Vec<[usize; 2]> {
         let warmed = self.0.lock().expect("warmed shapes lock");
-        warmed.get(&Self::key(spec)).map(|s| s.iter().copied().collect()).unwrap_or_default()
+        warmed.get(&spec.kernel_key()).map(|s| s.iter().copied().collect()).unwrap_or_default()
     }
 
     /// Count `shapes` as met by a run of `spec`'s kind.
     fn add(&self, spec: &RunSpec, shapes: &[[usize; 2]]) {
         let mut warmed = self.0.lock().expect("warmed shapes lock");
-        warmed.entry(Self::key(spec)).or_default().extend(shapes.iter().copied());
+        warmed.entry(spec.kernel_key()).or_default().extend(shapes.iter().copied());
     }
 }
 

@@ -443,6 +443,16 @@ impl RunSpec {
         shapes
     }
 
+    /// What, besides the batch shape, decides which kernels a run compiles and tunes: the
+    /// model, the data (its label count sizes the head) and the precision. Runs with the same
+    /// key and shape share their kernels, so a pipeline warms each such pair once.
+    pub fn kernel_key(&self) -> String {
+        format!(
+            "{}|{}|{:?}|{}|{}",
+            self.model, self.source, self.dataset_config, self.label_column, self.precision
+        )
+    }
+
     /// The spec as TOML; an error for a path that is not UTF-8 (TOML holds text only).
     pub fn to_toml(&self) -> Result<String, InvalidSetting> {
         for key in ["out", "cache_dir"] {
