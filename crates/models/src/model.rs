@@ -12,7 +12,7 @@ use burn::tensor::{FloatDType, Int, Tensor};
 
 use crate::encoder::{cls, linear, Backbone};
 use crate::error::ModelError;
-use crate::ops::Kernels;
+use crate::ops::{self, DropoutMask, Kernels};
 use crate::precision::Precision;
 use crate::weights::{visit_linear, Collector, LoadReport, Loader, ParamVisitor, Scope, WeightFile};
 use crate::{bert, distilbert};
@@ -50,8 +50,8 @@ fn visit_backbone<B: Backend, V: ParamVisitor<B>>(
 ///   `hidden_dropout_prob`) → `classifier`;
 /// - DistilBERT: [CLS] → `pre_classifier` → ReLU → dropout(`seq_classif_dropout`) → `classifier`.
 ///
-/// Dropout is active only on an autodiff backend (Burn's `Dropout` is the identity
-/// elsewhere), so `model.valid()` is the model in eval mode. The config travels with the
+/// Dropout is active only on an autodiff backend (the identity elsewhere, as Burn's
+/// `Dropout`), so `model.valid()` is the model in eval mode. The config travels with the
 /// module through `valid()`, `to_device()`, `fork()` and optimizer steps.
 #[derive(Module, Debug)]
 pub struct TextClassifier<B: Backend> {
@@ -127,7 +127,11 @@ impl<B: Backend> TextClassifier<B> {
             // BERT: the pooler.
             None => self.backbone.pool(hidden).expect("a BERT classifier is built with a pooler"),
         }; // [batch, hidden]
-        linear(&self.classifier, self.dropout.forward(features), FloatDType::F32)
+           // The seam's hash-mask dropout, as every other dropout of the model: reproducible under
+           // `ops::seed_dropout`, and on a GPU one kernel that draws no random numbers (Burn's
+           // `Dropout` draws a Bernoulli tensor: two launches and a kernel more to compile).
+        let mask = DropoutMask::draw::<B>(self.dropout.prob, &features.device());
+        linear(&self.classifier, ops::dropout(features, mask), FloatDType::F32)
     }
 
     /// The configuration the model was built from (labels included).
