@@ -11,9 +11,8 @@
 //! | Σ x² of many tensors (the gradient norm) | `cube_norm`: a few launches for all, a partial sum a cube |
 //! | attention in training (forward and backward) | `cube_attention`: flash-style, from the fused QKV projection, softmax, padding mask and dropout inside, one launch forward and two backward |
 
-use burn::tensor::backend::Backend;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
-use burn::tensor::{DType, FloatDType, Tensor, TensorMetadata, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, TensorMetadata};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::calculate_cube_count_elemwise;
@@ -30,10 +29,6 @@ use super::is_float;
 use super::{
     AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormOutput, LayerNormState,
 };
-
-pub(crate) fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
 
 /// The CubeCL kernels (their own module: CubeCL's prelude has its own `Tensor`).
 mod kernels {
@@ -634,18 +629,7 @@ pub(crate) fn inference_layer_norm<B: FusedKernels>(
         let normed = B::layer_norm_forward(residual, branch, gamma, beta, epsilon, dropout, copy, false);
         (normed.output, normed.copy)
     } else {
-        let output: FloatTensor<B> = super::reference::residual_layer_norm(
-            float::<B, 2>(residual),
-            branch.map(float::<B, 2>),
-            float(gamma),
-            float(beta),
-            epsilon,
-            dropout,
-        )
-        .into_primitive()
-        .tensor();
-        let copy = copy.map(|dtype| B::float_cast(output.clone(), dtype));
-        (output, copy)
+        super::reference_layer_norm_copied::<B>(residual, branch, gamma, beta, epsilon, dropout, copy)
     }
 }
 

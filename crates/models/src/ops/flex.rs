@@ -2,15 +2,14 @@
 //! of [`super::cpu`].
 
 use burn::backend::Flex;
-use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
 use burn::tensor::{Bytes, DType, FloatDType, Shape};
 use burn_flex::{FlexTensor, Layout};
 
 use super::cpu::{self, attention, linear, norm, Mask};
 use super::{
-    AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormOutput, LayerNormState,
-    LinearActivation,
+    cast_copy, AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormOutput,
+    LayerNormState, LinearActivation,
 };
 
 /// A contiguous f32 tensor (copied only when it is a strided view).
@@ -182,7 +181,7 @@ impl FusedKernels for Flex {
         let state = saved
             .map(|s| LayerNormState { x_hat: tensor(s.x_hat, &shape), inv_std: tensor(s.inv_std, &[rows]) });
         let output = tensor(y, &shape);
-        LayerNormOutput { copy: copy.map(|dtype| Self::float_cast(output.clone(), dtype)), output, state }
+        LayerNormOutput { copy: cast_copy::<Self>(&output, copy), output, state }
     }
 
     fn layer_norm_backward(

@@ -175,18 +175,7 @@ pub trait FusedOps: Backend {
         dropout: Option<DropoutMask>,
         copy: Option<FloatDType>,
     ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
-        let output = reference::residual_layer_norm(
-            float::<Self, 2>(residual),
-            branch.map(float),
-            float(gamma),
-            float(beta),
-            epsilon,
-            dropout,
-        )
-        .into_primitive()
-        .tensor();
-        let copy = cast_copy::<Self>(&output, copy);
-        (output, copy)
+        reference_layer_norm_copied::<Self>(residual, branch, gamma, beta, epsilon, dropout, copy)
     }
 
     /// `x · mask` (any rank).
@@ -402,9 +391,39 @@ pub struct LayerNormOutput<B: Backend> {
     pub state: Option<LayerNormState<B>>,
 }
 
-/// `output` cast to `copy` (the default of the ops that hand back a copy of their output).
-fn cast_copy<B: Backend>(output: &FloatTensor<B>, copy: Option<FloatDType>) -> Option<FloatTensor<B>> {
+/// `output` cast to `copy`: the copy of a LayerNorm's output where no kernel writes it.
+pub(crate) fn cast_copy<B: Backend>(
+    output: &FloatTensor<B>,
+    copy: Option<FloatDType>,
+) -> Option<FloatTensor<B>> {
     copy.map(|dtype| B::float_cast(output.clone(), dtype))
+}
+
+/// The reference LayerNorm on a backend's primitives and, when asked for, its output's cast:
+/// [`FusedOps::fused_residual_layer_norm`]'s default, and what a backend's fast path falls
+/// back to for operands its kernel does not take.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn reference_layer_norm_copied<B: Backend>(
+    residual: FloatTensor<B>,
+    branch: Option<FloatTensor<B>>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    epsilon: f64,
+    dropout: Option<DropoutMask>,
+    copy: Option<FloatDType>,
+) -> (FloatTensor<B>, Option<FloatTensor<B>>) {
+    let output = reference::residual_layer_norm(
+        float::<B, 2>(residual),
+        branch.map(float),
+        float(gamma),
+        float(beta),
+        epsilon,
+        dropout,
+    )
+    .into_primitive()
+    .tensor();
+    let copy = cast_copy::<B>(&output, copy);
+    (output, copy)
 }
 
 /// What [`FusedKernels::layer_norm_backward`] needs from the forward pass.
