@@ -5,6 +5,7 @@
 
 mod common;
 
+use bertlab_models::ops::check::{self, Lcg};
 use bertlab_models::ops::{self, reference, DropoutMask, LinearActivation};
 use bertlab_models::{Kernels, ModelConfig, Precision, TextClassifier};
 use burn::backend::{Autodiff, Flex};
@@ -18,77 +19,44 @@ type AD = Autodiff<Flex>;
 /// Tests that seed Flex's global RNG and then draw from it run one at a time.
 static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-const TOLERANCE: f32 = 1e-5;
-
-/// Deterministic uniform numbers in [-scale, scale).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (((self.next() + 1.0) * 0.5 * n as f32) as usize).min(n - 1)
-    }
-}
+const TOLERANCE: f64 = 1e-5;
 
 fn tensor<B: Backend, const D: usize>(values: &[f32], shape: [usize; D]) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(values.to_vec(), shape), &Default::default())
 }
 
-fn leaf<const D: usize>(values: &[f32], shape: [usize; D]) -> Tensor<AD, D> {
-    tensor::<AD, D>(values, shape).require_grad()
-}
-
-/// Element-wise `|got − want| ≤ 1e-5·max(1, |want|)`; NaN anywhere fails.
+/// `got` within 1e-5 of `want`, element-wise, relative to max(1, |want|); NaN anywhere fails.
 fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let mut worst = 0.0f32;
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs() / w.abs().max(1.0);
-        assert!(err <= TOLERANCE, "{what}[{i}]: fused {g}, reference {w}");
-        worst = worst.max(err);
-    }
-    eprintln!("{what}: max error {worst:.1e}");
+    assert_within(what, &check::worst_element(got, want));
 }
 
-/// Run `f` on fresh leaves of `inputs` (fused and reference side by side), backpropagate
-/// `Σ out·weights`, and compare outputs and every input's gradient.
+fn assert_within(what: &str, e: &check::TensorError) {
+    assert!(
+        e.max_error <= TOLERANCE,
+        "{what}[{}]: fused {}, reference {} (error {:e})",
+        e.at,
+        e.routed,
+        e.reference,
+        e.max_error
+    );
+    eprintln!("{what}: max error {:.1e}", e.max_error);
+}
+
+/// Run `fused` and `reference` on fresh leaves of `inputs` (`ops::check::compare_op`:
+/// backpropagate `Σ out·weights`) and assert the output and every input's gradient within
+/// 1e-5 relative to max(1, |reference|); NaN anywhere fails.
 fn compare_grads<const N: usize, const D: usize>(
     what: &str,
     inputs: [(&[f32], Vec<usize>); N],
-    fused: impl Fn(&[Tensor<AD, 1>]) -> Tensor<AD, D>,
-    reference: impl Fn(&[Tensor<AD, 1>]) -> Tensor<AD, D>,
+    fused: impl Fn(&[Tensor<AD, 1>; N]) -> Tensor<AD, D>,
+    reference: impl Fn(&[Tensor<AD, 1>; N]) -> Tensor<AD, D>,
     rng: &mut Lcg,
 ) {
-    let run = |f: &dyn Fn(&[Tensor<AD, 1>]) -> Tensor<AD, D>, weights: Option<&[f32]>| {
-        let _graph_turn = bertlab_models::autodiff_lock::lock();
-        let leaves: Vec<Tensor<AD, 1>> = inputs.iter().map(|(v, _)| leaf(v, [v.len()])).collect();
-        let out = f(&leaves);
-        let shape = out.dims();
-        let n: usize = shape.iter().product();
-        let w = weights.map(|w| w.to_vec()).unwrap_or_else(|| vec![1.0; n]);
-        let loss = (out.clone() * tensor::<AD, D>(&w, shape)).sum();
-        let grads = loss.backward();
-        let input_grads: Vec<Vec<f32>> = leaves
-            .iter()
-            .map(|l| l.grad(&grads).map(values).unwrap_or_else(|| vec![0.0; l.dims()[0]]))
-            .collect();
-        (values(out), input_grads, n)
-    };
-    let n = run(&reference, None).2;
-    let weights = rng.vec(n, 1.0);
-    let (out_f, grads_f, _) = run(&fused, Some(&weights));
-    let (out_r, grads_r, _) = run(&reference, Some(&weights));
-    assert_close(&format!("{what} output"), &out_f, &out_r);
-    for (i, (gf, gr)) in grads_f.iter().zip(&grads_r).enumerate() {
-        assert_close(&format!("{what} grad of input {i} {:?}", inputs[i].1), gf, gr);
+    let values = inputs.each_ref().map(|(v, _)| v.to_vec());
+    let c = check::compare_op::<AD, N, D>(&Default::default(), &values, &fused, &reference, rng);
+    assert_within(&format!("{what} output"), &c.output);
+    for (i, e) in c.grads.iter().enumerate() {
+        assert_within(&format!("{what} grad of input {i} {:?}", inputs[i].1), e);
     }
 }
 
@@ -100,9 +68,9 @@ fn shaped<const D: usize>(t: &Tensor<AD, 1>, shape: &[usize]) -> Tensor<AD, D> {
 fn linear_matches_reference_with_and_without_gelu() {
     let mut rng = Lcg(1);
     for (rows, d_in, d_out) in [(1, 1, 1), (7, 5, 3), (33, 64, 130), (130, 96, 40)] {
-        let x = rng.vec(rows * d_in, 2.0);
-        let w = rng.vec(d_in * d_out, 1.0);
-        let b = rng.vec(d_out, 1.0);
+        let x = rng.values(rows * d_in, 2.0);
+        let w = rng.values(d_in * d_out, 1.0);
+        let b = rng.values(d_out, 1.0);
         for act in [LinearActivation::Identity, LinearActivation::Gelu] {
             let inputs = [(&x[..], vec![rows, d_in]), (&w[..], vec![d_in, d_out]), (&b[..], vec![d_out])];
             compare_grads(
@@ -148,7 +116,7 @@ fn attention_matches_reference_with_padding_and_dropout() {
         [(1, 1, 1, 1), (2, 5, 3, 4), (3, 17, 2, 8), (4, 33, 4, 16), (2, 70, 2, 32)]
     {
         let hidden = heads * head_dim;
-        let qkv = rng.vec(batch * seq * 3 * hidden, 2.0);
+        let qkv = rng.values(batch * seq * 3 * hidden, 2.0);
         let padded = padding(&mut rng, batch, seq);
         let mask = || {
             Tensor::<AD, 2, Bool>::from_data(
@@ -173,10 +141,10 @@ fn attention_matches_reference_with_padding_and_dropout() {
 fn residual_layer_norm_matches_reference() {
     let mut rng = Lcg(3);
     for (rows, width, eps) in [(1, 2, 1e-12), (7, 33, 1e-5), (70, 384, 1e-12)] {
-        let x = rng.vec(rows * width, 3.0);
-        let branch = rng.vec(rows * width, 3.0);
-        let gamma = rng.vec(width, 1.5);
-        let beta = rng.vec(width, 1.0);
+        let x = rng.values(rows * width, 3.0);
+        let branch = rng.values(rows * width, 3.0);
+        let gamma = rng.values(width, 1.5);
+        let beta = rng.values(width, 1.0);
         for dropout in [None, Some(DropoutMask::new(0.1, 77 + rows as u64))] {
             let what = format!("layer norm {rows}x{width} dropout {}", dropout.is_some());
             let inputs = [
@@ -228,7 +196,7 @@ fn residual_layer_norm_matches_reference() {
 #[test]
 fn dropout_and_gelu_match_reference() {
     let mut rng = Lcg(4);
-    let x = rng.vec(3 * 1000, 6.0);
+    let x = rng.values(3 * 1000, 6.0);
     let mask = DropoutMask::new(0.3, 99);
     compare_grads(
         "dropout",
@@ -252,9 +220,9 @@ fn inference_forward_matches_reference() {
     let mut rng = Lcg(5);
     let (batch, seq, heads, head_dim) = (3, 20, 4, 8);
     let hidden = heads * head_dim;
-    let x = tensor::<Flex, 2>(&rng.vec(batch * seq * hidden, 2.0), [batch * seq, hidden]);
-    let w = tensor::<Flex, 2>(&rng.vec(hidden * 3 * hidden, 0.5), [hidden, 3 * hidden]);
-    let b = tensor::<Flex, 1>(&rng.vec(3 * hidden, 0.5), [3 * hidden]);
+    let x = tensor::<Flex, 2>(&rng.values(batch * seq * hidden, 2.0), [batch * seq, hidden]);
+    let w = tensor::<Flex, 2>(&rng.values(hidden * 3 * hidden, 0.5), [hidden, 3 * hidden]);
+    let b = tensor::<Flex, 1>(&rng.values(3 * hidden, 0.5), [3 * hidden]);
     let padded = padding(&mut rng, batch, seq);
     let mask = Tensor::<Flex, 2, Bool>::from_data(TensorData::new(padded, [batch, seq]), &Default::default());
     for act in [LinearActivation::Identity, LinearActivation::Gelu] {
@@ -267,9 +235,9 @@ fn inference_forward_matches_reference() {
     let got = ops::attention(qkv.clone(), mask.clone(), heads, None);
     let want = reference::attention(qkv, mask, heads, None);
     assert_close("inference attention", &values(got), &values(want));
-    let gamma = tensor::<Flex, 1>(&rng.vec(hidden, 1.0), [hidden]);
-    let beta = tensor::<Flex, 1>(&rng.vec(hidden, 1.0), [hidden]);
-    let branch = tensor::<Flex, 2>(&rng.vec(batch * seq * hidden, 2.0), [batch * seq, hidden]);
+    let gamma = tensor::<Flex, 1>(&rng.values(hidden, 1.0), [hidden]);
+    let beta = tensor::<Flex, 1>(&rng.values(hidden, 1.0), [hidden]);
+    let branch = tensor::<Flex, 2>(&rng.values(batch * seq * hidden, 2.0), [batch * seq, hidden]);
     let got =
         ops::residual_layer_norm(x.clone(), Some(branch.clone()), gamma.clone(), beta.clone(), 1e-12, None);
     let want = reference::residual_layer_norm(x, Some(branch), gamma, beta, 1e-12, None);

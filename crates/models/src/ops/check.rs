@@ -35,17 +35,26 @@ impl OpCheck {
 /// f32 error bound: both sides accumulate in f32, in different orders.
 pub const F32_TOLERANCE: f64 = 1e-5;
 
-/// Deterministic uniform numbers in [-1, 1).
-struct Lcg(u64);
+/// Deterministic uniform numbers in [-1, 1): the cases' data, the same for a seed on every
+/// machine (the kernel checks and the fused-op tests draw from it).
+#[derive(Debug, Clone)]
+pub struct Lcg(pub u64);
 
 impl Lcg {
-    fn next(&mut self) -> f32 {
+    /// The next number, in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
         self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
-    fn values(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
+    /// `n` numbers in [-scale, scale).
+    pub fn values(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform() * scale).collect()
+    }
+
+    /// A whole number in `0..n` (`n` ≥ 1).
+    pub fn below(&mut self, n: usize) -> usize {
+        (((self.uniform() + 1.0) * 0.5 * n as f32) as usize).min(n - 1)
     }
 }
 
@@ -53,30 +62,71 @@ fn host<B: AutodiffBackend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     crate::host_wait::read(t).convert::<f32>().to_vec().expect("f32 values")
 }
 
+/// The worst element of one compared tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TensorError {
+    /// `max |routed − reference| / max(1, |reference|)`; NaN when an element of either is NaN.
+    pub max_error: f64,
+    /// The flat index of the worst element (of the first NaN, if any).
+    pub at: usize,
+    /// The routed op's value there.
+    pub routed: f32,
+    /// The reference's value there.
+    pub reference: f32,
+}
+
 /// `max |a − b| / max(1, |b|)`, NaN when any element of either is NaN.
 fn error(a: &[f32], b: &[f32]) -> f64 {
+    worst_element(a, b).max_error
+}
+
+/// [`error`] and where, stopping at the first element where either is NaN.
+pub fn worst_element(a: &[f32], b: &[f32]) -> TensorError {
     assert_eq!(a.len(), b.len(), "compared tensors differ in size");
-    let mut worst = 0.0f64;
-    for (x, y) in a.iter().zip(b) {
+    let mut worst = TensorError { max_error: 0.0, at: 0, routed: 0.0, reference: 0.0 };
+    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
         let e = ((x - y).abs() / y.abs().max(1.0)) as f64;
-        if e.is_nan() {
-            return f64::NAN;
+        if e.is_nan() || e > worst.max_error {
+            worst = TensorError { max_error: e, at: i, routed: x, reference: y };
+            if e.is_nan() {
+                break;
+            }
         }
-        worst = worst.max(e);
     }
     worst
 }
 
-/// Runs `op` (the routed one, then the reference) on fresh leaves made of `inputs`,
-/// backpropagates `Σ output·weights` and returns the worst error over the output and the
-/// inputs' gradients.
-fn compare<B: AutodiffBackend, const N: usize, const D: usize>(
+/// An op's output and every input's gradient, routed against reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// The output's worst element.
+    pub output: TensorError,
+    /// Each input's gradient's worst element, in the inputs' order (an input without a
+    /// gradient counts as a gradient of zeros).
+    pub grads: Vec<TensorError>,
+}
+
+impl Comparison {
+    /// The worst error over the output and the gradients; NaN if any is NaN.
+    pub fn max_error(&self) -> f64 {
+        let all = std::iter::once(&self.output).chain(&self.grads);
+        all.fold(0.0, |worst: f64, e| match worst.is_nan() || e.max_error.is_nan() {
+            true => f64::NAN,
+            false => worst.max(e.max_error),
+        })
+    }
+}
+
+/// Runs `op` (the reference, then the routed one) on fresh leaves made of `inputs`,
+/// backpropagates `Σ output·weights` (weights drawn from `rng`, the same for both) and compares
+/// the outputs and the inputs' gradients.
+pub fn compare_op<B: AutodiffBackend, const N: usize, const D: usize>(
     device: &B::Device,
     inputs: &[Vec<f32>; N],
     routed: &dyn Fn(&[Tensor<B, 1>; N]) -> Tensor<B, D>,
     reference: &dyn Fn(&[Tensor<B, 1>; N]) -> Tensor<B, D>,
     rng: &mut Lcg,
-) -> f64 {
+) -> Comparison {
     let mut weights: Option<Tensor<B, D>> = None;
     let mut run = |f: &dyn Fn(&[Tensor<B, 1>; N]) -> Tensor<B, D>| {
         let _graph_turn = crate::autodiff_lock::lock();
@@ -104,15 +154,21 @@ fn compare<B: AutodiffBackend, const N: usize, const D: usize>(
     };
     let (out_r, grads_r) = run(reference);
     let (out_f, grads_f) = run(routed);
-    let mut worst = error(&out_f, &out_r);
-    for (f, r) in grads_f.iter().zip(&grads_r) {
-        let e = error(f, r);
-        if e.is_nan() || worst.is_nan() {
-            return f64::NAN;
-        }
-        worst = worst.max(e);
+    Comparison {
+        output: worst_element(&out_f, &out_r),
+        grads: grads_f.iter().zip(&grads_r).map(|(f, r)| worst_element(f, r)).collect(),
     }
-    worst
+}
+
+/// [`compare_op`]'s worst error.
+fn compare<B: AutodiffBackend, const N: usize, const D: usize>(
+    device: &B::Device,
+    inputs: &[Vec<f32>; N],
+    routed: &dyn Fn(&[Tensor<B, 1>; N]) -> Tensor<B, D>,
+    reference: &dyn Fn(&[Tensor<B, 1>; N]) -> Tensor<B, D>,
+    rng: &mut Lcg,
+) -> f64 {
+    compare_op(device, inputs, routed, reference, rng).max_error()
 }
 
 fn shaped<B: AutodiffBackend, const D: usize>(t: &Tensor<B, 1>, shape: [usize; D]) -> Tensor<B, D> {
