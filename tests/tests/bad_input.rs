@@ -492,3 +492,153 @@ fn a_broken_model_snapshot_is_refused_by_every_command_naming_file_and_key() {
     });
     every_command(&foreign, &["tokenizer", "30522", "vocab_size 30522", "does not belong to this model"]);
 }
+
+/// A run replaces `best/` and `checkpoint/` wholesale: what a run did not write there, the model
+/// it starts from, a file or an unreadable record are refused, and stay as they were.
+#[test]
+fn what_no_run_wrote_in_out_is_refused_and_left_intact() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let limit = Duration::from_secs(120);
+    let t = |name: &str| tmp.path().join(name);
+
+    std::fs::create_dir_all(t("user/best")).unwrap();
+    std::fs::write(t("user/best/mine.txt"), "keep").unwrap();
+    let out = run_with_limit(tiny_train(&shared, &t("user"), &[]), limit);
+    fails(&out, 1, &["user/best", "no bertlab run", "--overwrite"]);
+    assert_eq!(std::fs::read_to_string(t("user/best/mine.txt")).unwrap(), "keep");
+
+    std::fs::create_dir_all(t("ck/checkpoint")).unwrap();
+    std::fs::write(t("ck/checkpoint/mine.txt"), "keep").unwrap();
+    let out = run_with_limit(tiny_train(&shared, &t("ck"), &[]), limit);
+    fails(&out, 1, &["ck/checkpoint", "mine.txt", "--fresh"]);
+    assert_eq!(std::fs::read_to_string(t("ck/checkpoint/mine.txt")).unwrap(), "keep");
+
+    std::fs::write(t("a-file"), "keep").unwrap();
+    let out = run_with_limit(tiny_train(&shared, &t("a-file"), &[]), limit);
+    fails(&out, 1, &["--out", "a-file", "a file, not a directory"]);
+    assert_eq!(std::fs::read_to_string(t("a-file")).unwrap(), "keep");
+
+    std::fs::create_dir_all(t("garbled")).unwrap();
+    std::fs::write(t("garbled/record.json"), "garbage{").unwrap();
+    let out = run_with_limit(tiny_train(&shared, &t("garbled"), &[]), limit);
+    fails(&out, 1, &["garbled/record.json", "not a run record", "--overwrite"]);
+    assert_eq!(std::fs::read_to_string(t("garbled/record.json")).unwrap(), "garbage{");
+
+    // Fine-tuning M/best into --out M would replace the model being read.
+    copy_dir(&shared.join("fixtures/tiny-distilbert-classifier"), &t("m/best"));
+    let weights = std::fs::read(t("m/best/model.safetensors")).unwrap();
+    let mut train = tiny_train(&shared, &t("m"), &[]);
+    let args: Vec<String> = train.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let model_at = args.iter().position(|a| a == "--model").unwrap() + 1;
+    let mut args = args;
+    args[model_at] = t("m/best").display().to_string();
+    train = cmd(bertlab(), &args.iter().map(String::as_str).collect::<Vec<_>>());
+    train.env("HF_HUB_OFFLINE", "1");
+    fails(&run_with_limit(train, limit), 1, &["--out", "inside", "m/best"]);
+    assert_eq!(std::fs::read(t("m/best/model.safetensors")).unwrap(), weights);
+}
+
+/// An output path that is one of the command's inputs is refused before anything is written;
+/// an input with nothing to classify leaves an earlier output as it was.
+#[test]
+fn outputs_never_replace_their_inputs() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let limit = Duration::from_secs(120);
+    let sample = tmp.path().join("sample");
+    let s = sample.to_str().unwrap();
+    let source = shared.join("data/hf-imdb");
+    let made = run_with_limit(
+        cmd(
+            bertlab(),
+            &["data", "sample", "--source", source.to_str().unwrap(), "--subset", "0.02", "--out", s],
+        ),
+        limit,
+    );
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let train_file = sample.join("plain_text/train-00000-of-00001.parquet");
+    let before = std::fs::read(&train_file).unwrap();
+    let again = run_with_limit(
+        cmd(bertlab(), &["data", "sample", "--source", s, "--subset", "0.1", "--out", s]),
+        limit,
+    );
+    fails(&again, 2, &["--out", "a file of --source", "train-00000-of-00001.parquet"]);
+    assert_eq!(std::fs::read(&train_file).unwrap(), before);
+
+    let model = shared.join("fixtures/tiny-distilbert-classifier");
+    let m = model.to_str().unwrap();
+    let texts = tmp.path().join("texts.txt");
+    std::fs::write(&texts, "a fine film\na dull film\n").unwrap();
+    let x = texts.to_str().unwrap();
+    let same = run_with_limit(cmd(bertlab(), &["predict", "--model", m, "--file", x, "-o", x]), limit);
+    fails(&same, 2, &["--output", "texts.txt", "--file"]);
+    assert_eq!(std::fs::read_to_string(&texts).unwrap(), "a fine film\na dull film\n");
+
+    let empty = tmp.path().join("empty.txt");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let preds = tmp.path().join("preds.jsonl");
+    std::fs::write(&preds, "{\"earlier\": 1}\n").unwrap();
+    let out = run_with_limit(
+        cmd(
+            bertlab(),
+            &["predict", "--model", m, "--file", empty.to_str().unwrap(), "-o", preds.to_str().unwrap()],
+        ),
+        limit,
+    );
+    fails(&out, 1, &["empty.txt", "no texts"]);
+    assert_eq!(std::fs::read_to_string(&preds).unwrap(), "{\"earlier\": 1}\n");
+
+    let blank = run_with_limit(cmd(bertlab(), &["predict", "--model", m, "good", "  "]), limit);
+    fails(&blank, 2, &["text 2", "empty"]);
+}
+
+/// Labels that would train a classifier other than the one meant: a single class, and one
+/// number spelled two ways in a CSV (two classes).
+#[test]
+fn labels_that_would_train_the_wrong_classifier_are_refused() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = |name: &str, label: &dyn Fn(usize) -> &'static str| {
+        let path = tmp.path().join(name);
+        let mut text = String::from("text,label\n");
+        for i in 0..200 {
+            text.push_str(&format!("review number {i} of a film,{}\n", label(i)));
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let one = csv("one-class.csv", &|_| "pos");
+    let model = shared.join("fixtures/tiny-distilbert");
+    let out = tmp.path().join("run");
+    let mut train = cmd(
+        bertlab(),
+        &[
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--source",
+            one.to_str().unwrap(),
+            "--max-len",
+            "32",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    train.env("HF_HUB_OFFLINE", "1");
+    fails(&run_with_limit(train, Duration::from_secs(120)), 1, &["one-class.csv", "1 class", "at least 2"]);
+    assert!(!out.join("record.json").exists());
+
+    let spelled = csv("spelled.csv", &|i| match i % 20 {
+        0 => "1.0",
+        r if r % 2 == 0 => "0",
+        _ => "1",
+    });
+    let summary = cmd(bertlab(), &["data", "summary", "--source", spelled.to_str().unwrap()]);
+    fails(
+        &run_with_limit(summary, Duration::from_secs(60)),
+        1,
+        &["spelled.csv", "line", "\"1.0\"", "two classes"],
+    );
+}

@@ -244,8 +244,11 @@ pub fn run_pipeline(
                         Err(e) => {
                             progress.count(FAILED);
                             eprintln!(
-                                "[{pos}/{}] FAILED {}/{}: {e:#}",
-                                progress.total, run.stage, run.run_id
+                                "[{pos}/{}] FAILED {}/{}: {}",
+                                progress.total,
+                                run.stage,
+                                run.run_id,
+                                bertlab_run::format::error_chain(e.chain().map(|l| l.to_string()))
                             );
                             failures.lock().expect("failures lock").push(run.run_id.clone());
                         }

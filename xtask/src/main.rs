@@ -236,7 +236,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", bertlab_run::format::error_chain(e.chain().map(|l| l.to_string())));
             ExitCode::FAILURE
         }
     }

@@ -83,8 +83,34 @@ pub fn abbreviate<T: std::fmt::Display>(items: &[T]) -> String {
     }
 }
 
+/// An error and its causes on one line, outermost first, joined by `: ` as `{err:#}` writes
+/// them, except that a cause the message so far already quotes (an error whose message holds its
+/// `#[source]`, or repeats it after advice) is not written twice.
+pub fn error_chain<I: IntoIterator<Item = String>>(links: I) -> String {
+    let mut message = String::new();
+    for link in links {
+        if message.is_empty() {
+            message = link;
+        } else if !message.contains(&link) {
+            message.push_str(": ");
+            message.push_str(&link);
+        }
+    }
+    message
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn error_chains_write_each_cause_once() {
+        let links = |l: &[&str]| super::error_chain(l.iter().map(|s| s.to_string()));
+        assert_eq!(links(&["outer", "inner"]), "outer: inner");
+        assert_eq!(links(&["a.csv: cannot read it: gone", "gone"]), "a.csv: cannot read it: gone");
+        assert_eq!(links(&["x; to start over, pass --fresh: x", "x"]), "x; to start over, pass --fresh: x");
+        assert_eq!(links(&["run a", "b: c", "c"]), "run a: b: c");
+        assert_eq!(links(&[]), "");
+    }
+
     use super::*;
 
     #[test]

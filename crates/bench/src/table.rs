@@ -78,7 +78,17 @@ fn record_tflops(v: &Value) -> Option<f64> {
 }
 
 pub(crate) fn run(args: TableArgs) -> anyhow::Result<()> {
+    if let Some(peak) = args.peak_tflops.filter(|p| !(p.is_finite() && *p > 0.0)) {
+        anyhow::bail!("--peak-tflops {peak}: must be a positive number of TFLOP/s");
+    }
     let ours = read_records(&args.bertlab)?;
+    if ours.is_empty() {
+        anyhow::bail!(
+            "--bertlab {}: no `\"bench\": \"train-throughput\"` JSON lines in it (`bertlab bench throughput` \
+             writes them)",
+            args.bertlab.display()
+        );
+    }
     let theirs: BTreeMap<Key, Value> = match &args.torch {
         Some(p) if p.is_file() => read_records(p)?.into_iter().map(|v| (key_of(&v), v)).collect(),
         _ => BTreeMap::new(),

@@ -58,7 +58,7 @@ mod chosen {
             s => s
                 .trim_start_matches("cuda:")
                 .parse::<usize>()
-                .map_err(|_| anyhow::anyhow!("--device {spec:?}: expected cuda, cuda:N or N"))?,
+                .map_err(|_| crate::UsageError(format!("--device {spec:?}: expected cuda, cuda:N or N")))?,
         };
         Ok(burn::backend::cuda::CudaDevice::new(index))
     }
@@ -84,9 +84,9 @@ mod chosen {
         let spec = spec.trim();
         let index = |s: &str| {
             s.parse::<usize>().map_err(|_| {
-                anyhow::anyhow!(
+                crate::UsageError(format!(
                     "--device {spec:?}: expected default, wgpu, gpu, gpu:N, integrated, integrated:N or cpu"
-                )
+                ))
             })
         };
         Ok(match spec {
@@ -118,10 +118,23 @@ mod chosen {
     pub fn device(spec: &str) -> anyhow::Result<<Backend as burn::tensor::backend::BackendTypes>::Device> {
         match spec.trim() {
             "" | "cpu" | "default" => Ok(Default::default()),
-            other => anyhow::bail!(
-                "--device {other:?}: this bertlab was built for the CPU only; rebuild with \
-                 `cargo build --release -p bertlab --features cuda` to use a GPU"
-            ),
+            other => {
+                // A GPU's name needs another build; anything else is no device at all.
+                let gpu = ["cuda", "gpu", "wgpu", "integrated"]
+                    .iter()
+                    .any(|g| other == *g || other.starts_with(&format!("{g}:")))
+                    || other.parse::<usize>().is_ok();
+                if !gpu {
+                    return Err(crate::UsageError(format!(
+                        "--device {other:?}: expected cpu or default (a GPU build also takes cuda:N, gpu:N, …)"
+                    ))
+                    .into());
+                }
+                anyhow::bail!(
+                    "--device {other:?}: this bertlab was built for the CPU only; rebuild with \
+                     `cargo build --release -p bertlab --features cuda` to use a GPU"
+                )
+            }
         }
     }
 }

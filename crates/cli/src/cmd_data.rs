@@ -121,6 +121,19 @@ fn write_sample(s: &SplitArgs, out: &std::path::Path, global: &crate::Global) ->
     // A validation split carved from the pool is in it twice.
     pool.dedup();
     let data = splits.joined();
+    // The sample replaces its files wholesale: never the files it is drawn from.
+    let read: Vec<_> = data.sources.iter().filter_map(|f| f.path.canonicalize().ok()).collect();
+    for name in splits.present() {
+        let path = out.join(IMDB_CONFIG).join(format!("{}-00000-of-00001.parquet", name.name()));
+        if path.canonicalize().is_ok_and(|p| read.contains(&p)) {
+            return Err(crate::UsageError(format!(
+                "--out {}: {} is a file of --source, which the sample would replace; choose another --out",
+                out.display(),
+                path.display()
+            ))
+            .into());
+        }
+    }
     let mut start = 0;
     let mut written = Vec::new();
     for name in splits.present() {

@@ -51,7 +51,7 @@ fn rows(t: Tensor<Backend, 2>) -> anyhow::Result<Vec<Vec<f32>>> {
 
 /// Tokenize and encode the texts of `args`, with the settings they ran with.
 fn embed(args: &EncodeArgs, global: &crate::Global) -> anyhow::Result<(Vec<TextEmbedding>, Inference)> {
-    let run = recorded_run(&args.model);
+    let run = recorded_run(&args.model)?;
     let device = open_device(&args.inference, run.as_ref())?;
     let hub = global.hub();
     let repo = RepoRef::parse(&args.model, RepoKind::Model);
@@ -87,6 +87,19 @@ fn embed(args: &EncodeArgs, global: &crate::Global) -> anyhow::Result<(Vec<TextE
         let cls_rows = rows(cls(output.last_hidden_state.clone()))?;
         let mean_rows = rows(mean_pool(output.last_hidden_state, mask))?;
         let pooler_rows = output.pooler_output.map(rows).transpose()?;
+        // A NaN or infinity is no embedding: the model's numbers are broken.
+        let non_finite = cls_rows
+            .iter()
+            .chain(&mean_rows)
+            .chain(pooler_rows.iter().flatten())
+            .any(|r| r.iter().any(|v| !v.is_finite()));
+        if non_finite {
+            anyhow::bail!(
+                "--model {}: its output for these texts is not finite (NaN or infinite): the model's weights \
+                 or its config.json are broken",
+                args.model
+            );
+        }
         for (i, ((text, input_ids), (cls_hidden, mean_pooled))) in
             texts.iter().zip(ids).zip(cls_rows.into_iter().zip(mean_rows)).enumerate()
         {

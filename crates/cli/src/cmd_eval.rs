@@ -48,7 +48,7 @@ pub struct EvalArgs {
 /// Run `bertlab eval`.
 pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
     let hub = global.hub();
-    let run = recorded_run(&args.model);
+    let run = recorded_run(&args.model)?;
     let data = args.data.resolve(run.as_ref()).map_err(crate::invalid_flag)?;
     let (subset, seed, split_mode) = (data.subset, data.seed, data.splits);
     let data_options = DataOptions::of_spec(&data);

@@ -88,7 +88,8 @@ const CHUNK: usize = 8192;
 /// Run `bertlab predict`: every setting not given is the run's (when --model is a run's
 /// `best/`), else `bertlab train`'s default, and `max_len` the longest the model allows.
 pub fn run(args: PredictArgs, global: &crate::Global) -> anyhow::Result<()> {
-    let run = recorded_run(&args.model);
+    check_io(&args)?;
+    let run = recorded_run(&args.model)?;
     let device = open_device(&args.inference, run.as_ref())?;
     let hub = global.hub();
     let fine_tuned = load_fine_tuned(&args.model, &hub, &device)?;
@@ -103,6 +104,30 @@ pub fn run(args: PredictArgs, global: &crate::Global) -> anyhow::Result<()> {
         None => predict_texts(&args, &predictor),
         Some(file) => predict_file(&args, file, &predictor),
     }
+}
+
+/// Before the model is loaded: every text given on the command line has words, and `--output`
+/// is not the `--file` it would replace.
+fn check_io(args: &PredictArgs) -> anyhow::Result<()> {
+    if let Some(i) = args.texts.iter().position(|t| t.trim().is_empty()) {
+        return Err(crate::UsageError(format!(
+            "text {}: empty or only whitespace: nothing to classify",
+            i + 1
+        ))
+        .into());
+    }
+    if let (Some(file), Some(output)) = (&args.file, &args.output) {
+        let same = file.canonicalize().ok().is_some_and(|f| output.canonicalize().ok() == Some(f));
+        if same {
+            return Err(crate::UsageError(format!(
+                "--output {}: it is the --file being read, which the predictions would replace; choose another \
+                 --output",
+                output.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// A loaded model and the settings it runs with.
@@ -203,6 +228,14 @@ fn predict_file(args: &PredictArgs, file: &Path, predictor: &Predictor) -> anyho
             if texts.is_empty() {
                 break;
             }
+            if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+                anyhow::bail!(
+                    "{}: text {} is empty or only whitespace: nothing to classify (the training data \
+                     refuses such rows too)",
+                    file.display(),
+                    rows + i + 1
+                );
+            }
             let p = predictor.classify(&texts)?;
             for i in 0..texts.len() {
                 rows += 1;
@@ -235,6 +268,10 @@ fn predict_file(args: &PredictArgs, file: &Path, predictor: &Predictor) -> anyho
                 csv_out = Some(csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new()));
             }
             bar.inc(texts.len() as u64);
+        }
+        if rows == 0 {
+            // (an --output already there is left as it was)
+            anyhow::bail!("{}: no texts in it: nothing to classify", file.display());
         }
         Ok(())
     };

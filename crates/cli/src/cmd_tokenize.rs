@@ -117,7 +117,7 @@ fn encode_rows(
     let model = args.model.as_deref().context("--model is required")?;
     let tokenizer = load_tokenizer(model, hub)?;
     let settings = InferenceSettings { tokens: args.tokens.clone(), ..Default::default() };
-    let packed = resolve_inference(&settings, recorded_run(model).as_ref(), &tokenizer)?;
+    let packed = resolve_inference(&settings, recorded_run(model)?.as_ref(), &tokenizer)?;
     let texts: Vec<String> = match (&args.source, args.split) {
         (Some(source), Some(split)) => {
             let data = load_texts(source, Some(split), hub)?;

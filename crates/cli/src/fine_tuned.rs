@@ -55,9 +55,22 @@ pub fn check_finite_logits(logits: &[f32], num_labels: usize, model: &str) -> an
 
 /// The spec of the run that exported `model`, when it is a run's `best/` with the run's
 /// `record.json` beside it; `None` for any other model (a Hub id, a directory of other origin).
-pub fn recorded_run(model: &str) -> Option<RunSpec> {
-    let record = bertlab_run::inference::record_beside(std::path::Path::new(model))?;
-    RunRecord::read(&record).ok().map(|r| r.spec)
+/// A record beside a `best/` that cannot be read is an error: the flags not given would
+/// otherwise take other values than the run's, silently.
+pub fn recorded_run(model: &str) -> anyhow::Result<Option<RunSpec>> {
+    let dir = std::path::Path::new(model);
+    let Some(record) = bertlab_run::inference::record_beside(dir).filter(|r| r.is_file()) else {
+        return Ok(None);
+    };
+    match RunRecord::read(&record) {
+        Ok(r) => Ok(Some(r.spec)),
+        // Beside a directory of another name, a record.json may be anything.
+        Err(_) if dir.file_name().is_none_or(|n| n != "best") => Ok(None),
+        Err(e) => anyhow::bail!(
+            "--model {model}: {e}: the run's settings (max_len, precision, …) are unknown; repair or move \
+             that record"
+        ),
+    }
 }
 
 /// Check the flags that need no model (all but `max_len`'s bound, which needs the tokenizer)

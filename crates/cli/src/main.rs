@@ -130,7 +130,7 @@ fn exit_code(err: &anyhow::Error) -> i32 {
 /// their flags (`--batch 32`), not by their run-spec keys (`batch = 32`): a user of `bertlab`
 /// set them as flags. An error that wraps another transparently (a `TrainError` holding a
 /// `DataError`) is one link of the chain and renders what it wraps; one with a `#[source]`
-/// is followed by it, as before.
+/// is followed by it, unless the message already quotes it.
 fn in_flag_words(err: &anyhow::Error) -> String {
     let words = |e: &(dyn std::error::Error + 'static)| -> String {
         let names: Option<&dyn NamesSettings> = if let Some(e) = e.downcast_ref::<TrainError>() {
@@ -146,7 +146,7 @@ fn in_flag_words(err: &anyhow::Error) -> String {
         };
         names.map_or_else(|| e.to_string(), |n| n.render(SettingStyle::Flag))
     };
-    err.chain().map(words).collect::<Vec<_>>().join(": ")
+    bertlab_run::format::error_chain(err.chain().map(words))
 }
 
 /// `bertlab … | head` must end quietly when `head` closes the pipe. Rust ignores SIGPIPE, so a
@@ -208,12 +208,24 @@ mod tests {
         assert!(in_flag_words(&err).starts_with("--source \"hub:x\": expected"), "{err}");
         let bad = InvalidSetting { key: "max_len", value: "2".into(), why: "too short".into() };
         assert_eq!(in_flag_words(&anyhow::Error::new(bad)), "--max-len 2: too short");
-        // A #[source] is its own link, as `{:#}` writes it: nothing twice, nothing lost.
+        // A #[source] the message already quotes is not written again (`{:#}` writes it twice).
         let io =
             TrainError::Io { path: "runs/a/record.json".into(), source: std::io::Error::other("disk full") };
         let err = Err::<(), _>(io).context("training run runs/a").unwrap_err();
-        assert_eq!(in_flag_words(&err), format!("{err:#}"));
+        assert_eq!(format!("{err:#}"), "training run runs/a: runs/a/record.json: disk full: disk full");
+        assert_eq!(in_flag_words(&err), "training run runs/a: runs/a/record.json: disk full");
         let err = anyhow::anyhow!("plain").context("outer");
         assert_eq!(in_flag_words(&err), "outer: plain");
+        // A message that quotes its source, or repeats it after advice: written once.
+        #[derive(Debug, thiserror::Error)]
+        #[error("{path}: cannot read it: {source}")]
+        struct Quotes {
+            path: String,
+            #[source]
+            source: std::io::Error,
+        }
+        let quoted = Quotes { path: "a.csv".into(), source: std::io::Error::other("no such file") };
+        let err = anyhow::Error::new(quoted).context("loading --source a.csv");
+        assert_eq!(in_flag_words(&err), "loading --source a.csv: a.csv: cannot read it: no such file");
     }
 }

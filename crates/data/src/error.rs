@@ -192,6 +192,21 @@ pub enum DataError {
         /// The file whose `huggingface` metadata declares them.
         declared_by: PathBuf,
     },
+    /// Two spellings of one number as labels (`1` and `1.0`): they would be two classes.
+    #[error("{path}: {place}: label {label:?} is the number {first:?} (another row's label) written another way: they would train as two classes; write each class one way",
+            path = path.display(), place = unit.at(*row))]
+    LabelSpellings {
+        /// The file.
+        path: PathBuf,
+        /// The row (parquet, from 0) or line (CSV, JSON Lines, from 1).
+        row: usize,
+        /// How `row` counts.
+        unit: RowUnit,
+        /// The label as written there.
+        label: String,
+        /// The spelling met first.
+        first: String,
+    },
     /// Without declared class names: a label that cannot be a class id.
     #[error("{path}: {place}: label {label} is not a class id: without ClassLabel names in the files' `huggingface` metadata, labels must be class ids 0..k-1 with k at most {max}; {FIX_LABELS}",
             path = path.display(), place = unit.at(*row), max = bertlab_run::MAX_CLASSES)]

@@ -198,6 +198,7 @@ fn string_class_names(parts: &[FileRows], options: &DataOptions) -> Result<Vec<S
         .collect();
     names.sort_unstable();
     names.dedup();
+    check_number_spellings(parts, &names)?;
     if names.len() > bertlab_run::MAX_CLASSES {
         return Err(DataError::TooManyClasses {
             column: options.label_column.clone(),
@@ -206,6 +207,42 @@ fn string_class_names(parts: &[FileRows], options: &DataOptions) -> Result<Vec<S
         });
     }
     Ok(names.into_iter().map(str::to_owned).collect())
+}
+
+/// String labels (a text file's are always strings) that are one number spelled two ways, `1`
+/// and `1.0`, are refused: each spelling would be a class of its own.
+fn check_number_spellings(parts: &[FileRows], names: &[&str]) -> Result<(), DataError> {
+    let number = |s: &str| s.trim().parse::<f64>().ok().filter(|x| x.is_finite()).map(f64::to_bits);
+    let mut spelled: HashMap<u64, &str> = HashMap::new();
+    let mut clash = false;
+    for name in names {
+        if let Some(x) = number(name) {
+            clash |= spelled.insert(x, name).is_some();
+        }
+    }
+    if !clash {
+        return Ok(());
+    }
+    // Name the first row whose spelling differs from the first row's of that number.
+    let mut first: HashMap<u64, &str> = HashMap::new();
+    for part in parts {
+        let Labels::Strings(values) = &part.labels else { continue };
+        for (i, label) in values.iter().enumerate() {
+            let Some(x) = number(label) else { continue };
+            let seen = *first.entry(x).or_insert(label.as_str());
+            if seen != label {
+                let (unit, row) = part.place(i);
+                return Err(DataError::LabelSpellings {
+                    path: part.path().to_path_buf(),
+                    row,
+                    unit,
+                    label: label.clone(),
+                    first: seen.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A part's integer labels (none where they are strings).

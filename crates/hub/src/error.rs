@@ -4,12 +4,26 @@ use std::path::PathBuf;
 
 use crate::RepoKind;
 
+/// [`HubError::MissingLocal`]'s message: a path that is a file where a directory was meant says
+/// so (`--model best/config.json`), rather than looking inside it.
+fn missing_local(dir: &std::path::Path, file: &str) -> String {
+    if dir.is_file() {
+        format!("{}: a file, not a directory (expected a directory holding `{file}`)", dir.display())
+    } else {
+        format!(
+            "{}: no such file (looked for `{file}` in the local directory {})",
+            dir.join(file).display(),
+            dir.display()
+        )
+    }
+}
+
 /// What went wrong while resolving a file. Each message names the repository, file, URL, path
 /// or variable at fault and says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     /// The local directory does not hold the file.
-    #[error("{path}: no such file (looked for `{file}` in the local directory {dir})", path = dir.join(file).display(), dir = dir.display())]
+    #[error("{}", missing_local(dir, file))]
     MissingLocal {
         /// The directory searched.
         dir: PathBuf,

@@ -116,6 +116,16 @@ impl Fields<'_> {
         }
     }
 
+    /// A finite number above 0 (an epsilon, a standard deviation).
+    fn positive_or(&self, key: &str, default: f64) -> Result<f64, ConfigError> {
+        let x = self.f64_or(key, default)?;
+        if x.is_finite() && x > 0.0 {
+            Ok(x)
+        } else {
+            Err(self.error(key, format!("must be a positive number, found {x}")))
+        }
+    }
+
     fn bool_or(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(default),
@@ -375,7 +385,7 @@ impl ModelConfig {
                     max_position_embeddings: f.size("max_position_embeddings", POSITIONS)?,
                     type_vocab_size: f.size_or("type_vocab_size", 2, TOKEN_TYPES)?,
                     hidden_act: f.activation(k.activation, "gelu")?,
-                    layer_norm_eps: f.f64_or("layer_norm_eps", 1e-12)?,
+                    layer_norm_eps: f.positive_or("layer_norm_eps", 1e-12)?,
                     hidden_dropout_prob,
                     attention_probs_dropout_prob: f.probability_or("attention_probs_dropout_prob", 0.1)?,
                     classifier_dropout: f.probability_or("classifier_dropout", hidden_dropout_prob)?,
@@ -642,6 +652,15 @@ mod tests {
         let text = BERT.replace("}", r#", "num_labels": 3, "id2label": {"0": "a", "1": "b"}}"#);
         let msg = ModelConfig::from_json(&text, "c.json").unwrap_err().to_string();
         assert!(msg.contains("num_labels") && msg.contains("id2label"), "{msg}");
+        // An epsilon that would make every LayerNorm NaN (√ of a negative variance + ε).
+        for eps in ["-1.0", "0.0"] {
+            let text = BERT.replace('}', &format!(", \"layer_norm_eps\": {eps}}}"));
+            let msg = ModelConfig::from_json(&text, "c.json").unwrap_err().to_string();
+            assert!(
+                msg.contains("c.json") && msg.contains("`layer_norm_eps`") && msg.contains("positive"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -79,6 +79,24 @@ pub enum TrainError {
         /// The subset.
         subset: f64,
     },
+    /// The data has fewer than two classes.
+    #[error("{data}: {} class{} ({}): a classifier needs at least 2", names.len(), if names.len() == 1 { "" } else { "es" }, names.join(", "))]
+    TooFewClasses {
+        /// The data source.
+        data: String,
+        /// Its classes.
+        names: Vec<String>,
+    },
+    /// A class has no row in the training split.
+    #[error("{}", self.render(SettingStyle::Key))]
+    ClassWithoutRows {
+        /// The class.
+        class: String,
+        /// The data source.
+        data: String,
+        /// The subset.
+        subset: f64,
+    },
     /// Writing the record failed.
     #[error("{path}: {source}", path = path.display())]
     Io {
@@ -141,6 +159,16 @@ pub enum TrainError {
         path: PathBuf,
         /// The run directory.
         out: PathBuf,
+    },
+    /// The run directory (`out`) holds what a run must not replace, or cannot be one.
+    #[error("{}", self.render(SettingStyle::Key))]
+    OutNotARunDir {
+        /// The run directory.
+        out: PathBuf,
+        /// What is wrong.
+        why: String,
+        /// The switch that would go on anyway, and what it does (`to replace it`).
+        remedy: Option<(Setting, &'static str)>,
     },
     /// Another training writes to the same run directory (`out`).
     #[error("{}", self.render(SettingStyle::Key))]
@@ -231,6 +259,13 @@ impl NamesSettings for TrainError {
                 style.with_value(Setting::subset, subset),
                 style.name(Setting::subset)
             ),
+            TrainError::ClassWithoutRows { class, data, subset } => format!(
+                "{data}: class `{class}` has no row in the train split at {}: its part of the head would \
+                 never learn and it would count in macro-F1; drop it from the data (or from its declared \
+                 class names), or raise {}",
+                style.with_value(Setting::subset, subset),
+                style.name(Setting::subset)
+            ),
             TrainError::Checkpoint(e) => {
                 format!("{e}; to start the run over, {}", style.turn_on(Setting::fresh))
             }
@@ -249,6 +284,14 @@ impl NamesSettings for TrainError {
                 style.name(Setting::out),
                 style.turn_on(Setting::overwrite),
             ),
+            TrainError::OutNotARunDir { out, why, remedy } => format!(
+                "{}: {why}{}",
+                style.with_text(Setting::out, &out.display().to_string()),
+                remedy.map_or(String::new(), |(switch, does)| format!(
+                    "; move it, or {} {does}",
+                    style.turn_on(switch)
+                ))
+            ),
             TrainError::OutBusy { out, holder } => format!(
                 "another bertlab train{holder} is writing to {}; wait for it or choose another {}",
                 style.with_text(Setting::out, &out.display().to_string()),
@@ -260,6 +303,7 @@ impl NamesSettings for TrainError {
             | TrainError::Io { .. }
             | TrainError::Panic(_)
             | TrainError::DeviceFault { .. }
+            | TrainError::TooFewClasses { .. }
             | TrainError::NonFiniteResult { .. } => self.to_string(),
         }
     }

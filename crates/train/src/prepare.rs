@@ -138,6 +138,19 @@ fn load_data(
             return Err(TrainError::EmptySplit { split: name, subset: spec.subset });
         }
     }
+    // A classifier needs two classes, each with training rows: a class no training row has
+    // would get a head that never learns it and a share of macro-F1.
+    if data.class_names.len() < 2 {
+        return Err(TrainError::TooFewClasses { data: source.to_string(), names: data.class_names });
+    }
+    let counts = data.class_counts_of(&split.train);
+    if let Some(class) = counts.iter().position(|&n| n == 0) {
+        return Err(TrainError::ClassWithoutRows {
+            class: data.class_names[class].clone(),
+            data: source.to_string(),
+            subset: spec.subset,
+        });
+    }
     Ok((source, data, split))
 }
 

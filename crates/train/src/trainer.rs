@@ -17,7 +17,7 @@ use crate::warmup::{run_shapes, warm_up};
 use bertlab_hub::HubOptions;
 use bertlab_run::lock::{DirLock, LockError};
 use bertlab_run::record::peak_rss_bytes;
-use bertlab_run::{Environment, RunRecord, RunSpec, RECORD_FILE};
+use bertlab_run::{Environment, RunRecord, RunSpec, Setting, FAILED_RECORD_FILE, RECORD_FILE};
 use burn::tensor::backend::AutodiffBackend;
 use std::time::Instant;
 
@@ -56,6 +56,7 @@ pub fn train<B: AutodiffBackend>(
     options: &TrainOptions,
 ) -> Result<RunRecord, TrainError> {
     spec.validate()?;
+    check_out(spec, options)?;
     let _lock = lock_out(spec)?;
     let resume = open_out(spec, options)?;
     let environment = Environment::capture(
@@ -71,6 +72,82 @@ pub fn train<B: AutodiffBackend>(
     record.timings.total_seconds = started.elapsed().as_secs_f64();
     record.peak_rss_bytes = peak_rss_bytes();
     write_record(spec, record, outcome)
+}
+
+/// What a run may write over in `spec.out` is its own: `out` is a directory (or not there yet)
+/// other than the filesystem's root; the model it starts from is not inside `out/best` or
+/// `out/checkpoint` (the export and the checkpoint would replace it); a `best/` is a bertlab
+/// run's (there is a record, a failed run's record, an unreadable record moved aside, or a
+/// checkpoint beside it) or `overwrite` says to replace it; a `checkpoint/` has its `state.json`
+/// or `fresh` says to discard it. The run removes both wholesale, so nothing of a user's is
+/// there.
+fn check_out(spec: &RunSpec, options: &TrainOptions) -> Result<(), TrainError> {
+    let out = &spec.out;
+    let refuse = |why: String, remedy| Err(TrainError::OutNotARunDir { out: out.clone(), why, remedy });
+    if out.exists() && !out.is_dir() {
+        return refuse("it is a file, not a directory".into(), None);
+    }
+    let canonical = |p: &std::path::Path| p.canonicalize().ok();
+    if canonical(out).is_some_and(|c| c.parent().is_none()) {
+        return refuse("it is the filesystem's root".into(), None);
+    }
+    let best = out.join("best");
+    let checkpoint_dir = checkpoint::checkpoint_dir(out);
+    if let Some(model) = canonical(std::path::Path::new(&spec.model)) {
+        for inner in [&best, &checkpoint_dir] {
+            if canonical(inner).is_some_and(|inner| model.starts_with(inner)) {
+                return refuse(
+                    format!(
+                        "the model it starts from ({}) is inside {}, which the run replaces",
+                        spec.model,
+                        inner.display()
+                    ),
+                    None,
+                );
+            }
+        }
+    }
+    let has_state = checkpoint_dir.join("state.json").is_file();
+    if let Some(stranger) = foreign_checkpoint_file(&checkpoint_dir).filter(|_| !options.fresh) {
+        return refuse(
+            format!(
+                "{} holds {stranger}, which no bertlab checkpoint writes, and a run replaces that folder",
+                checkpoint_dir.display()
+            ),
+            Some((Setting::fresh, "to discard it")),
+        );
+    }
+    let run_was_here = has_state
+        || out.join(RECORD_FILE).exists()
+        || out.join(FAILED_RECORD_FILE).exists()
+        || std::fs::read_dir(out).into_iter().flatten().flatten().any(|entry| {
+            entry.file_name().to_string_lossy().starts_with(&format!("{RECORD_FILE}.unreadable-"))
+        });
+    if best.exists() && !run_was_here && !options.overwrite {
+        return refuse(
+            format!(
+                "{} is there but no bertlab run is (no record.json, failed-record.json or \
+                 checkpoint), and the run replaces that folder with its model",
+                best.display()
+            ),
+            Some((Setting::overwrite, "to replace it")),
+        );
+    }
+    Ok(())
+}
+
+/// The first entry of a checkpoint folder that a checkpoint does not write (its `state.json`,
+/// `state-<E>.json`, tensor files `*.bin`, and the hidden temporary files of atomic writes a
+/// kill may leave), if any: a kill while the first checkpoint is written leaves tensor files
+/// without a `state.json`, and that folder is still the run's.
+fn foreign_checkpoint_file(dir: &std::path::Path) -> Option<String> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|name| {
+        let ours = name.starts_with('.')
+            || name.ends_with(".bin")
+            || (name.starts_with("state") && name.ends_with(".json"));
+        !ours
+    })
 }
 
 /// One `bertlab train` per run directory at a time: the lock of `spec.out`, held until dropped.
@@ -90,6 +167,14 @@ fn open_out(spec: &RunSpec, options: &TrainOptions) -> Result<Option<Resume>, Tr
     let record_path = spec.out.join(RECORD_FILE);
     if record_path.exists() {
         if !options.overwrite {
+            // Say what is there: a completed run's record, or a file that is none.
+            if let Err(e) = RunRecord::read(&record_path) {
+                return Err(TrainError::OutNotARunDir {
+                    out: spec.out.clone(),
+                    why: format!("{e}: it is no completed run's record, and a run replaces it"),
+                    remedy: Some((Setting::overwrite, "to replace it")),
+                });
+            }
             return Err(TrainError::OutHoldsRun { path: record_path, out: spec.out.clone() });
         }
         // Asked to replace the run: its record goes first, so that no moment shows the old
