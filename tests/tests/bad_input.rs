@@ -137,6 +137,20 @@ fn flags_with_values_that_cannot_be_used_exit_2_naming_the_flag() {
     let mut c = Command::new(bertlab());
     c.args(["train", "--print-spec", "--out"]).arg(std::ffi::OsStr::from_bytes(b"runs/\xff"));
     fails(&run_with_limit(c, Duration::from_secs(30)), 2, &["--out", "UTF-8"]);
+    // No device of any build; and settings that contradict each other.
+    let out = run_with_limit(
+        cmd(bertlab(), &["predict", "--model", model.to_str().unwrap(), "--device", "banana", "hi"]),
+        Duration::from_secs(30),
+    );
+    fails(&out, 2, &["--device \"banana\"", "expected"]);
+    let out = run_with_limit(
+        cmd(bertlab(), &["train", "--print-spec", "--warmup-ratio", "0.1", "--schedule", "constant"]),
+        Duration::from_secs(30),
+    );
+    fails(&out, 2, &["--warmup-ratio 0.1", "constant schedule"]);
+    // xtask's flags exit 2 as bertlab's do.
+    let out = run_with_limit(cmd(xtask(), &["smoke", "--dry-run", "--subset", "0"]), Duration::from_secs(60));
+    fails(&out, 2, &["--subset 0", "(0, 1]"]);
 }
 
 #[test]

@@ -44,7 +44,7 @@ impl OutLock {
                 holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
                 out.display()
             ),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("--out {}", out.display()))),
         }
     }
 }

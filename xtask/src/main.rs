@@ -237,7 +237,14 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {}", bertlab_run::format::error_chain(e.chain().map(|l| l.to_string())));
-            ExitCode::FAILURE
+            // A flag's value that cannot apply is a usage error, as bertlab's and clap's own: 2.
+            let usage = e.chain().any(|l| {
+                matches!(
+                    l.downcast_ref::<bertlab_pipeline::PipelineError>(),
+                    Some(bertlab_pipeline::PipelineError::BadOption { .. })
+                )
+            });
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }

@@ -22,6 +22,12 @@ pub enum LockError {
         /// The holder's pid, as it wrote it.
         holder: Option<u32>,
     },
+    /// The directory to lock is a file.
+    #[error("{dir}: a file, not a directory", dir = dir.display())]
+    NotADirectory {
+        /// The path given as the directory.
+        dir: PathBuf,
+    },
     /// The lock file cannot be created or locked.
     #[error("{path}: {source}", path = path.display())]
     Io {
@@ -39,6 +45,9 @@ impl DirLock {
     pub fn acquire(dir: &Path, name: &str) -> Result<DirLock, LockError> {
         let path = dir.join(name);
         let io = |source| LockError::Io { path: path.clone(), source };
+        if dir.exists() && !dir.is_dir() {
+            return Err(LockError::NotADirectory { dir: dir.to_path_buf() });
+        }
         std::fs::create_dir_all(dir).map_err(io)?;
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -65,6 +74,17 @@ impl DirLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_no_directory_to_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "keep").unwrap();
+        let err = DirLock::acquire(&file, ".lock").err().expect("refused");
+        assert!(matches!(err, LockError::NotADirectory { .. }), "{err}");
+        assert!(err.to_string().ends_with("a-file: a file, not a directory"), "{err}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+    }
 
     #[test]
     fn a_second_taker_is_refused_until_the_first_lets_go() {

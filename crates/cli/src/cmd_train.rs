@@ -21,7 +21,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     settings: RunOverrides,
     /// Print the resolved spec as TOML and exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dry_run")]
     print_spec: bool,
     /// Print the batch shapes the run will feed the model (`rows × length`, training and
     /// evaluation; a GPU build compiles and tunes kernels per shape) and exit.

@@ -48,6 +48,13 @@ impl PipelineLibrary {
         if name.ends_with(".toml") && as_path.is_file() {
             return PipelineSpec::from_file(as_path);
         }
+        // A path (not a name of the pipelines folder) that is not there: say so.
+        if name.ends_with(".toml") || name.contains(std::path::MAIN_SEPARATOR) {
+            return Err(PipelineError::Io {
+                path: as_path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such pipeline file"),
+            });
+        }
         let path = self.dir.join(format!("{name}.toml"));
         if !path.is_file() {
             return Err(PipelineError::UnknownPipeline {

@@ -440,6 +440,18 @@ impl<'a> Planner<'a> {
                 self.identity.source(settings.source.as_deref())
             );
             let run_id = run_id(&role, &identity, &settings);
+            // Two runs of one problem that compute the same thing would share a directory.
+            if let Some(twin) = runs.iter().find(|r: &&PlannedRun| r.run_id == run_id) {
+                return Err(PipelineError::Invalid {
+                    path: stage.path.clone(),
+                    key: format!("{}.runs[{index}]", stage.key),
+                    message: format!(
+                        "the same run as runs[{}] ({run_id}: same model, data and settings, after the \
+                         problem's and the command line's settings); remove one or make them differ",
+                        twin.index
+                    ),
+                });
+            }
             let (inherited_keys, inherited_from) = match inherited {
                 Some(i) => (i.keys.clone(), Some(i.run_path())),
                 None => (stage.problem.inherited_keys(), None),
@@ -551,6 +563,24 @@ runs = [ { model = "distilbert" }, { model = "bert" } ]
     fn write_record(store: &ResultsStore, run: &PlannedRun, r: &RunRecord) {
         let path = store.run_dir(run).join("record.json");
         crate::store::write_atomic(&path, serde_json::to_string(r).unwrap().as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn two_runs_that_compute_the_same_thing_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let twice = P1.replace(
+            "runs = [ { max_len = 128, lr = 2e-5, batch = 32 }, { max_len = 256",
+            "runs = [ { max_len = 128, lr = 2e-5, batch = 32 }, { batch = 32, lr = 2e-5, max_len = 128 }, { max_len = 256",
+        );
+        assert_ne!(twice, P1);
+        std::fs::write(dir.path().join("x.toml"), twice).unwrap();
+        let lib = PipelineLibrary::new(dir.path());
+        let stages = lib.stages(&lib.load("x").unwrap()).unwrap();
+        let store = ResultsStore::new(dir.path().join("runs"));
+        let options = PlanOptions::default();
+        let planner = Planner::new(&lib, stages, &options, &store).unwrap();
+        let err = planner.plan(&StageKey::parse("x/p1", "")).unwrap_err().to_string();
+        assert!(err.contains("x.toml") && err.contains("x/p1.runs[1]") && err.contains("runs[0]"), "{err}");
     }
 
     #[test]

@@ -21,7 +21,18 @@ impl Resolver {
         let err =
             |message: String| PipelineError::Reference { what: what.into(), value: value.into(), message };
         let no_shared = || {
-            err("the shared data folder was not found: set BERTLAB_SHARED or put it at ../shared beside the workspace".into())
+            err(match std::env::var("BERTLAB_SHARED") {
+                Ok(dir) if !dir.is_empty() => {
+                    format!(
+                        "BERTLAB_SHARED={dir}, which is not a directory: point it at the shared data folder"
+                    )
+                }
+                _ => {
+                    "the shared data folder was not found: set BERTLAB_SHARED or put it at ../shared beside \
+                      the workspace"
+                        .into()
+                }
+            })
         };
         let mut text = String::new();
         let mut rest = value;

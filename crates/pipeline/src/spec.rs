@@ -84,8 +84,10 @@ pub struct PipelineSpec {
 impl PipelineSpec {
     /// Parse pipeline TOML; `path` names it in errors and gives the default name.
     pub fn from_toml_str(text: &str, path: &Path) -> Result<PipelineSpec, PipelineError> {
-        let parse_error =
-            |e: toml::de::Error| PipelineError::Parse { path: path.to_path_buf(), message: e.to_string() };
+        let parse_error = |e: toml::de::Error| PipelineError::Parse {
+            path: path.to_path_buf(),
+            message: bertlab_run::spec::toml_error_line(text, &e),
+        };
         // Settings tables first, key by key, so that a bad value is named by its key path
         // (`problem[1].runs[0].optimizer`) rather than by a line and column alone.
         let table: toml::Table = toml::from_str(text).map_err(parse_error)?;

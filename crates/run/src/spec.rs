@@ -399,11 +399,32 @@ pub fn setting_keys() -> impl Iterator<Item = &'static str> {
     ALL_KEYS.iter().copied().filter(|k| !PLACEMENT_KEYS.contains(k))
 }
 
+/// A TOML error on one line, `line L, column C: what` (the `toml` crate writes several: the
+/// line quoted, a caret, and for an unknown key every key there is).
+pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+    let mut what: String =
+        e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+    // "unknown field `x`, expected one of `a`, `b`, … (every key)": the key is what matters.
+    if let Some(cut) = what.find(", expected one of") {
+        what.truncate(cut);
+        what.push_str(" (`bertlab train --print-spec` lists the keys)");
+    }
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {what}")
+        }
+        None => what,
+    }
+}
+
 impl RunSpec {
     /// Read a spec from TOML text (`origin` names it in errors); missing keys take defaults.
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<RunSpec, SpecError> {
         toml::from_str(text)
-            .map_err(|e| SpecError::Parse { path: origin.to_path_buf(), message: e.to_string() })
+            .map_err(|e| SpecError::Parse { path: origin.to_path_buf(), message: toml_error_line(text, &e) })
     }
 
     /// Read a spec file.
@@ -463,7 +484,19 @@ impl RunSpec {
 
     /// Check every value's range; the error names the key (= the flag).
     pub fn validate(&self) -> Result<(), InvalidSetting> {
-        ALL_KEYS.iter().try_for_each(|key| self.check(key))
+        ALL_KEYS.iter().try_for_each(|key| self.check(key))?;
+        // Keys that contradict each other (checked on the whole spec: a pipeline may set them in
+        // different layers).
+        if self.warmup_ratio > 0.0 && self.schedule == Schedule::Constant {
+            return Err(InvalidSetting {
+                key: "warmup_ratio",
+                value: self.warmup_ratio.to_string(),
+                why: "has no effect with the constant schedule (no warm-up): choose the linear schedule, or \
+                      leave it at 0"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 
     /// Check the value of one key (unknown keys pass).
@@ -580,6 +613,21 @@ mod tests {
             (p.max_len, p.padding, p.restore_best, p.batch),
             (256, Padding::Fixed, RestoreBest::OnStop, 32)
         );
+    }
+
+    #[test]
+    fn toml_errors_are_one_line_naming_line_column_and_key() {
+        let cases = [
+            ("lr = 2e-5\ncolour = 1\n", "line 2, column 1: unknown field `colour`"),
+            ("lr = 2e-5\nbatch = \"big\"\n", "line 2, column 9:"),
+            ("lr = 2e-5\nlr = 3e-5\n", "line 2"),
+            ("lr = \n", "line 1"),
+        ];
+        for (text, want) in cases {
+            let msg = RunSpec::from_toml_str(text, Path::new("s.toml")).unwrap_err().to_string();
+            assert_eq!(msg.lines().count(), 1, "{msg}");
+            assert!(msg.starts_with("s.toml: ") && msg.contains(want), "{msg}");
+        }
     }
 
     #[test]

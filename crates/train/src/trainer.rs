@@ -158,6 +158,11 @@ fn lock_out(spec: &RunSpec) -> Result<DirLock, TrainError> {
             holder: holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
         },
         LockError::Io { path, source } => TrainError::Io { path, source },
+        LockError::NotADirectory { .. } => TrainError::OutNotARunDir {
+            out: spec.out.clone(),
+            why: "it is a file, not a directory".into(),
+            remedy: None,
+        },
     })
 }
 
