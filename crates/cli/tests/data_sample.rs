@@ -63,8 +63,18 @@ fn a_sample_holds_the_pool_of_its_subset() {
     assert_eq!(sample.texts, want.texts);
     assert_eq!(sample.labels, want.labels);
     assert_eq!(sample.class_names, want.class_names);
-    let again = stdout(&bertlab(&["data", "sample", "--source", out, "--subset", "1", "--out", out]));
-    assert!(again.contains("499 rows"), "a sample of the whole sample rewrites it: {again}");
+    // A sample is never written over the files it is drawn from (at a subset below 1 they
+    // would be lost): refused as a flag's value, the sample as it was.
+    let before = std::fs::read(dir.join("plain_text/train-00000-of-00001.parquet")).unwrap();
+    let again = Command::new(BIN)
+        .args(["data", "sample", "--source", out, "--subset", "0.5", "--out", out])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("a file of --source"), "{stderr}");
+    assert_eq!(std::fs::read(dir.join("plain_text/train-00000-of-00001.parquet")).unwrap(), before);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
