@@ -527,6 +527,12 @@ fn what_no_run_wrote_in_out_is_refused_and_left_intact() {
     let out = run_with_limit(tiny_train(&shared, &t("ck"), &[]), limit);
     fails(&out, 1, &["ck/checkpoint", "mine.txt", "--fresh"]);
     assert_eq!(std::fs::read_to_string(t("ck/checkpoint/mine.txt")).unwrap(), "keep");
+    // A PyTorch checkpoint is a `.bin` too, but not one a bertlab checkpoint writes.
+    std::fs::create_dir_all(t("pt/checkpoint")).unwrap();
+    std::fs::write(t("pt/checkpoint/pytorch_model.bin"), "keep").unwrap();
+    let out = run_with_limit(tiny_train(&shared, &t("pt"), &[]), limit);
+    fails(&out, 1, &["pt/checkpoint", "pytorch_model.bin", "--fresh"]);
+    assert_eq!(std::fs::read_to_string(t("pt/checkpoint/pytorch_model.bin")).unwrap(), "keep");
 
     std::fs::write(t("a-file"), "keep").unwrap();
     let out = run_with_limit(tiny_train(&shared, &t("a-file"), &[]), limit);
@@ -605,6 +611,86 @@ fn outputs_never_replace_their_inputs() {
 
     let blank = run_with_limit(cmd(bertlab(), &["predict", "--model", m, "good", "  "]), limit);
     fails(&blank, 2, &["text 2", "empty"]);
+
+    // Nor onto the model's own files.
+    let copy = tmp.path().join("model");
+    copy_dir(&model, &copy);
+    let config = std::fs::read(copy.join("config.json")).unwrap();
+    let c = copy.join("config.json");
+    let onto_model = run_with_limit(
+        cmd(
+            bertlab(),
+            &["predict", "--model", copy.to_str().unwrap(), "--file", x, "-o", c.to_str().unwrap()],
+        ),
+        limit,
+    );
+    fails(&onto_model, 2, &["--output", "a file of --model", "config.json"]);
+    assert_eq!(std::fs::read(copy.join("config.json")).unwrap(), config);
+    let vocab = copy.join("vocab.txt");
+    let ids = run_with_limit(
+        cmd(
+            bertlab(),
+            &[
+                "bench",
+                "make-ids",
+                "--source",
+                source.to_str().unwrap(),
+                "--model",
+                copy.to_str().unwrap(),
+                "--rows",
+                "4",
+                "--out",
+                vocab.to_str().unwrap(),
+            ],
+        ),
+        limit,
+    );
+    fails(&ids, 1, &["--out", "vocab.txt", "which the command reads"]);
+    assert_eq!(std::fs::read(&vocab).unwrap(), std::fs::read(model.join("vocab.txt")).unwrap());
+}
+
+/// What a run's record says is used only when a run could have said it; an evaluation never
+/// scores the rows a run trained on; `imdb` beside a folder `imdb/` is not guessed at.
+#[test]
+fn a_runs_record_and_splits_are_not_misread() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let limit = Duration::from_secs(120);
+    let run = tmp.path().join("run");
+    let trained = run_with_limit(tiny_train(&shared, &run, &[]), Duration::from_secs(300));
+    assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+    let best = run.join("best");
+    let data = shared.join("data/hf-imdb");
+    let eval = |split: &str| {
+        let mut c = cmd(
+            bertlab(),
+            &[
+                "eval",
+                "--model",
+                best.to_str().unwrap(),
+                "--source",
+                data.to_str().unwrap(),
+                "--split",
+                split,
+            ],
+        );
+        c.env("HF_HUB_OFFLINE", "1");
+        run_with_limit(c, limit)
+    };
+    // The notebook splits drew the run's training rows from IMDB's train and test files.
+    fails(&eval("hub-test"), 2, &["--split hub-test", "training and validation rows", "--split test"]);
+
+    let record = run.join("record.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    json["spec"]["batch"] = 0.into();
+    std::fs::write(&record, json.to_string()).unwrap();
+    fails(&eval("test"), 1, &["record.json", "batch = 0", "the run's settings"]);
+
+    std::fs::create_dir_all(tmp.path().join("imdb")).unwrap();
+    let mut summary = Command::new(bertlab());
+    summary.args(["data", "summary", "--source", "imdb"]).current_dir(tmp.path()).env("HF_HUB_OFFLINE", "1");
+    fails(&run_with_limit(summary, limit), 1, &["--source imdb", "./imdb", "hub:stanfordnlp/imdb"]);
 }
 
 /// Labels that would train a classifier other than the one meant: a single class, and one

@@ -329,18 +329,26 @@ pub fn advance(
 
 /// The state of submitted jobs as `squeue` knows them (`job id → state`); finished jobs are
 /// not listed. Empty when `squeue` is not available.
-fn queue_states(jobs: &[JobLine]) -> std::collections::BTreeMap<String, String> {
+/// The queue's state of each job still in it; `Err` (why) when the queue cannot be asked, so
+/// that a job is not called finished for want of an answer.
+fn queue_states(jobs: &[JobLine]) -> Result<std::collections::BTreeMap<String, String>, String> {
     let ids: Vec<&str> = jobs.iter().map(|j| j.job.as_str()).collect();
     if ids.is_empty() {
-        return Default::default();
+        return Ok(Default::default());
     }
-    let Ok(output) = Command::new("squeue").args(["-h", "-o", "%i %T", "-j", &ids.join(",")]).output() else {
-        return Default::default();
-    };
-    String::from_utf8_lossy(&output.stdout)
+    let output = Command::new("squeue")
+        .args(["-h", "-o", "%i %T", "-j", &ids.join(",")])
+        .output()
+        .map_err(|e| format!("squeue could not run: {e}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // squeue exits 1 for job ids it no longer knows (all finished) too: that says so on stderr.
+    if !output.status.success() && !stderr.contains("Invalid job id") {
+        return Err(format!("squeue failed: {}", stderr.lines().next().unwrap_or("no message").trim()));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| l.split_once(' ').map(|(id, state)| (id.to_string(), state.to_string())))
-        .collect()
+        .collect())
 }
 
 /// `cargo xtask status --out DIR`: per problem, its runs done, failed, in progress and to do,
@@ -352,6 +360,10 @@ pub fn status(out: &Path) -> Result<()> {
     let jobs = jobs(out);
     let states = queue_states(&jobs);
     let state_of = |job: &str| -> String {
+        let states = match &states {
+            Ok(states) => states,
+            Err(why) => return format!("unknown ({why})"),
+        };
         // Array tasks show as `<id>_<i>`; the array is in the queue while any task is.
         let mut found: Vec<&String> = states
             .iter()

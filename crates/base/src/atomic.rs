@@ -14,6 +14,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
 
+/// The first of `inputs` that `output` would replace: the same file, through any spelling of its
+/// path (symlinks, `..`). A command checks its output against what it reads before writing, so
+/// that `-o` pointed at an input fails instead of destroying it.
+pub fn replaces_input<'a>(output: &Path, inputs: impl IntoIterator<Item = &'a Path>) -> Option<&'a Path> {
+    let out = output.canonicalize().ok()?;
+    inputs.into_iter().find(|input| input.canonicalize().is_ok_and(|i| i == out))
+}
+
+/// The files of `dir` (not below it), for [`replaces_input`]: a model directory's.
+pub fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_file()).collect()
+}
+
 /// [`write_atomic`] for content streamed by `write` (large files that should not be held in
 /// memory whole, such as checkpoints).
 pub fn write_atomic_with(

@@ -5,4 +5,4 @@ mod atomic;
 pub mod format;
 pub mod lock;
 
-pub use atomic::{write_atomic, write_atomic_with};
+pub use atomic::{files_in, replaces_input, write_atomic, write_atomic_with};

@@ -127,7 +127,16 @@ pub(crate) fn run_make_ids<B: AutodiffBackend>(args: MakeIdsArgs, rt: &Runtime<B
     let source = DatasetSource::parse(&args.source)?;
     let data = source.load_split(Split::Train, &hub)?;
     if args.rows == 0 || args.rows > data.len() {
-        bail!("--rows {}: the train split has {} rows", args.rows, data.len());
+        bail!("--rows {}: must be in 1..={} (the train split's rows)", args.rows, data.len());
+    }
+    let mut inputs = bertlab_run::files_in(std::path::Path::new(&args.model));
+    inputs.extend(data.sources.iter().map(|f| f.path.clone()));
+    if let Some(input) = bertlab_run::replaces_input(&args.out, inputs.iter().map(|p| p.as_path())) {
+        bail!(
+            "--out {}: it is {}, which the command reads; choose another --out",
+            args.out.display(),
+            input.display()
+        );
     }
     let rows: Vec<usize> = Pcg64::new(args.seed).permutation(data.len())[..args.rows].to_vec();
     let texts: Vec<&str> = rows.iter().map(|&r| data.texts[r].as_str()).collect();

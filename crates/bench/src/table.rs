@@ -19,8 +19,16 @@ pub(crate) struct TableArgs {
     #[arg(long)]
     gpu: Option<String>,
     /// Dense f16/bf16 peak in TFLOP/s (overrides --gpu).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_tflops)]
     peak_tflops: Option<f64>,
+}
+
+/// `--peak-tflops`: a positive number (clap's usage error, exit 2, otherwise).
+fn positive_tflops(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err("must be a positive number of TFLOP/s".into()),
+    }
 }
 
 /// Dense (no sparsity) f16/bf16 tensor-core peaks, TFLOP/s, from NVIDIA's data sheets.
@@ -78,9 +86,6 @@ fn record_tflops(v: &Value) -> Option<f64> {
 }
 
 pub(crate) fn run(args: TableArgs) -> anyhow::Result<()> {
-    if let Some(peak) = args.peak_tflops.filter(|p| !(p.is_finite() && *p > 0.0)) {
-        anyhow::bail!("--peak-tflops {peak}: must be a positive number of TFLOP/s");
-    }
     let ours = read_records(&args.bertlab)?;
     if ours.is_empty() {
         anyhow::bail!(

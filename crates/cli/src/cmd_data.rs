@@ -75,6 +75,18 @@ pub fn run(args: DataArgs, global: &crate::Global) -> anyhow::Result<()> {
             }
             let (splits, split, _) = load_and_split(&s, global)?;
             if let Some(path) = rows_out {
+                let data = splits.joined();
+                if let Some(input) =
+                    bertlab_run::replaces_input(&path, data.sources.iter().map(|f| f.path.as_path()))
+                {
+                    return Err(crate::UsageError(format!(
+                        "--rows-out {}: it is {}, a file of --source, which the rows would replace; choose another \
+                         --rows-out",
+                        path.display(),
+                        input.display()
+                    ))
+                    .into());
+                }
                 write_rows(&splits.joined(), &split, &path)
                     .with_context(|| format!("writing --rows-out {}", path.display()))?;
             }
@@ -122,10 +134,9 @@ fn write_sample(s: &SplitArgs, out: &std::path::Path, global: &crate::Global) ->
     pool.dedup();
     let data = splits.joined();
     // The sample replaces its files wholesale: never the files it is drawn from.
-    let read: Vec<_> = data.sources.iter().filter_map(|f| f.path.canonicalize().ok()).collect();
     for name in splits.present() {
         let path = out.join(IMDB_CONFIG).join(format!("{}-00000-of-00001.parquet", name.name()));
-        if path.canonicalize().is_ok_and(|p| read.contains(&p)) {
+        if bertlab_run::replaces_input(&path, data.sources.iter().map(|f| f.path.as_path())).is_some() {
             return Err(crate::UsageError(format!(
                 "--out {}: {} is a file of --source, which the sample would replace; choose another --out",
                 out.display(),

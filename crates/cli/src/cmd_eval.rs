@@ -63,6 +63,21 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
         source.load_splits(&data_options, &hub).with_context(|| format!("loading --source {source}"))?;
     let (texts, labels, class_names) = match args.split {
         EvalSplit::HubTest => {
+            // A run's notebook splits draw its training rows from the dataset's train and test
+            // splits joined: scoring the test split whole would score rows it trained on.
+            if let (Some(_), Some(rows)) = (&run, splits.rows_of(bertlab_data::Split::Test)) {
+                let s = RunSplits::new(&splits, split_mode, subset, seed)?;
+                let trained = s.train.iter().chain(&s.val).filter(|r| rows.contains(r)).count();
+                if trained > 0 {
+                    return Err(crate::UsageError(format!(
+                        "--split hub-test: {trained} of its {} rows are among the run's training and validation \
+                         rows ({split_mode} splits at subset {subset}, seed {seed}, draw them from the dataset's \
+                         train and test splits together); evaluate with --split test, the run's held-out rows",
+                        rows.len()
+                    ))
+                    .into());
+                }
+            }
             let Some(data) = splits.test else {
                 anyhow::bail!(
                     "--source {source} has no test split: evaluate with --split test, val or train"

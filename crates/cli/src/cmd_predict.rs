@@ -116,13 +116,22 @@ fn check_io(args: &PredictArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    if let (Some(file), Some(output)) = (&args.file, &args.output) {
-        let same = file.canonicalize().ok().is_some_and(|f| output.canonicalize().ok() == Some(f));
-        if same {
+    if let Some(output) = &args.output {
+        // What the command reads: the texts, the model's files and the run's record beside them.
+        let model = std::path::Path::new(&args.model);
+        let mut inputs = bertlab_run::files_in(model);
+        inputs.extend(bertlab_run::inference::record_beside(model));
+        inputs.extend(args.file.clone());
+        if let Some(input) = bertlab_run::replaces_input(output, inputs.iter().map(|p| p.as_path())) {
+            let what = if Some(input) == args.file.as_deref() {
+                "the --file being read"
+            } else {
+                "a file of --model"
+            };
             return Err(crate::UsageError(format!(
-                "--output {}: it is the --file being read, which the predictions would replace; choose another \
-                 --output",
-                output.display()
+                "--output {}: it is {what} ({}), which the predictions would replace; choose another --output",
+                output.display(),
+                input.display()
             ))
             .into());
         }

@@ -56,7 +56,9 @@ impl TrainArgs {
     /// The spec file (or defaults) with the flags applied.
     fn resolve(&self, global: &crate::Global) -> anyhow::Result<RunSpec> {
         let mut s = match &self.spec {
-            Some(path) => RunSpec::from_toml_file(path)?,
+            Some(path) => {
+                RunSpec::from_toml_file(path).with_context(|| format!("--spec {}", path.display()))?
+            }
             None => RunSpec::default(),
         };
         self.settings.apply_to(&mut s);

@@ -59,11 +59,19 @@ pub fn check_finite_logits(logits: &[f32], num_labels: usize, model: &str) -> an
 /// otherwise take other values than the run's, silently.
 pub fn recorded_run(model: &str) -> anyhow::Result<Option<RunSpec>> {
     let dir = std::path::Path::new(model);
-    let Some(record) = bertlab_run::inference::record_beside(dir).filter(|r| r.is_file()) else {
+    let Some(record) = bertlab_run::inference::record_beside(dir).filter(|r| r.exists()) else {
         return Ok(None);
     };
-    match RunRecord::read(&record) {
-        Ok(r) => Ok(Some(r.spec)),
+    use bertlab_run::NamesSettings;
+    // Its settings are used as the run's: they must be settings a run can have.
+    let read = RunRecord::read(&record).and_then(|r| {
+        r.spec.validate().map(|()| r.spec).map_err(|e| bertlab_run::record::RecordError::Invalid {
+            path: record.clone(),
+            message: format!("its spec has {}", e.render(bertlab_run::SettingStyle::Key)),
+        })
+    });
+    match read {
+        Ok(spec) => Ok(Some(spec)),
         // Beside a directory of another name, a record.json may be anything.
         Err(_) if dir.file_name().is_none_or(|n| n != "best") => Ok(None),
         Err(e) => anyhow::bail!(

@@ -96,6 +96,22 @@ fn a_run_killed_in_epoch_2_resumes_after_epoch_1_and_ends_bit_identical() {
     assert_eq!(saved["epochs"].as_array().unwrap().len(), 1, "killed during epoch 2");
     assert!(!b.join("record.json").exists());
 
+    // A checkpoint of other data (a data file whose content changed while the run was down:
+    // here its recorded SHA-256 is another's) is refused, naming the file.
+    let c = tmp.path().join("c");
+    std::fs::create_dir_all(c.join("checkpoint")).unwrap();
+    for e in std::fs::read_dir(b.join("checkpoint")).unwrap().flatten() {
+        std::fs::copy(e.path(), c.join("checkpoint").join(e.file_name())).unwrap();
+    }
+    let mut other: serde_json::Value = saved.clone();
+    other["data"]["files"][0]["sha256"] = "0".repeat(64).into();
+    std::fs::write(c.join("checkpoint/state.json"), other.to_string()).unwrap();
+    let changed = run(&train_args(&shared, &c));
+    let stderr = String::from_utf8_lossy(&changed.stderr);
+    assert_eq!(changed.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("holds other content than when the checkpoint was written"), "{stderr}");
+    assert!(stderr.contains("train-00000-of-00001.parquet") && stderr.contains("--fresh"), "{stderr}");
+
     // The same command resumes after epoch 1 and ends as the uninterrupted run did.
     let stderr = ok(&run(&train_args(&shared, &b)));
     assert!(stderr.contains("Resuming after epoch 1 of 3"), "{stderr}");

@@ -396,6 +396,12 @@ pub enum DataError {
     /// A `source` that is neither `hub`, a Hub id nor a path.
     #[error(transparent)]
     BadSource(#[from] bertlab_run::BadSource),
+    /// A `source` that names the Hub's IMDB (`imdb`, `hub`, …) where a folder of that name is.
+    #[error("{}", self.render(SettingStyle::Key))]
+    AmbiguousSource {
+        /// The reference as written.
+        reference: String,
+    },
 }
 
 /// What to do about labels that are not class ids 0..k-1.
@@ -470,6 +476,12 @@ impl NamesSettings for DataError {
                 )
             }
             DataError::BadSource(e) => e.render(style),
+            DataError::AmbiguousSource { reference } => format!(
+                "{}: names the Hub's IMDB, but a folder {reference} is here too: write ./{reference} for \
+                 the folder, or hub:{} for the Hub's",
+                style.with_text(Setting::source, reference),
+                bertlab_run::IMDB_DATASET_ID
+            ),
             _ => self.to_string(),
         }
     }

@@ -322,6 +322,10 @@ impl DatasetSource {
     /// ending in `.parquet`, `.csv`, `.tsv`, `.jsonl`, `.json`), or else a directory.
     pub fn parse(spec: &str) -> Result<DatasetSource, DataError> {
         Ok(match SourceRef::parse(spec)? {
+            // `imdb` beside a folder `imdb/`: which one is meant is not for bertlab to guess.
+            SourceRef::Imdb if std::path::Path::new(spec.trim()).is_dir() => {
+                return Err(DataError::AmbiguousSource { reference: spec.trim().to_string() })
+            }
             SourceRef::Imdb => DatasetSource::default(),
             SourceRef::Hub { id, revision } => {
                 let revision = revision.unwrap_or_else(|| {

@@ -21,6 +21,13 @@ fn line_of(text: &[u8], offset: usize) -> usize {
     1 + text[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count()
 }
 
+/// The line a record starting at byte `start` is on: past any line-break bytes the reader
+/// left before it.
+fn record_line(body: &[u8], start: usize) -> usize {
+    let skipped = body[start.min(body.len())..].iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    line_of(body, start + skipped)
+}
+
 /// Read a CSV (`delimiter` `,`) or TSV (`\t`) file whose first row names the columns. Fields
 /// holding the delimiter, quotes or line breaks are in double quotes, as RFC 4180 has it.
 /// Labels are integers when every label field is one, else class names.
@@ -65,7 +72,9 @@ pub(crate) fn read_csv(path: &Path, delimiter: u8, options: &DataOptions) -> Res
     let mut lines = Vec::new();
     let mut record = csv::StringRecord::new();
     while reader.read_record(&mut record).map_err(|e| csv_error(path, format, e))? {
-        let line = record.position().map_or(0, |p| p.line() as usize);
+        // From the record's first byte: the csv crate's line count is one behind after a
+        // CRLF (it counts the `\n` of the previous record's `\r\n` when it reads the next one).
+        let line = record.position().map_or(0, |p| record_line(body, p.byte() as usize));
         let text = &record[text_at];
         if text.trim().is_empty() {
             return Err(DataError::EmptyText {

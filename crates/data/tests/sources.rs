@@ -612,6 +612,11 @@ fn csv_errors_name_the_line() {
             "headline,topic\n\"one,\ntwo\",world\n  ,sports\n",
             "line 4: `headline` is empty or only whitespace; a labelled example needs text: remove the row or fix the export",
         ),
+        // CRLF line ends (Excel, Python's csv module): the same lines.
+        (
+            "headline,topic\r\n\"one,\r\ntwo\",world\r\n  ,sports\r\n",
+            "line 4: `headline` is empty or only whitespace; a labelled example needs text: remove the row or fix the export",
+        ),
         (
             "headline,topic\nx,world\ny,\n",
             "line 3: `topic` is empty; every row needs a text and a label: remove the row or fix the export",

@@ -216,6 +216,9 @@ pub struct Planner<'a> {
     records: &'a dyn RecordSource,
     identity: &'a dyn InputIdentity,
     memo: RefCell<BTreeMap<StageKey, StagePlan>>,
+    /// The stages being planned, outermost first: a `from_best` that leads back to one of
+    /// them is a cycle (across pipeline files, which `chain`'s check does not see).
+    planning: RefCell<Vec<StageKey>>,
 }
 
 impl<'a> Planner<'a> {
@@ -248,6 +251,7 @@ impl<'a> Planner<'a> {
             records,
             identity: &ReferenceText,
             memo: RefCell::new(BTreeMap::new()),
+            planning: RefCell::new(Vec::new()),
         })
     }
 
@@ -298,7 +302,18 @@ impl<'a> Planner<'a> {
                     message: "a problem cannot depend on itself".into(),
                 });
             }
-            match self.best_of(&dep)? {
+            if self.planning.borrow().contains(&dep) {
+                let chain: Vec<String> = self.planning.borrow().iter().map(ToString::to_string).collect();
+                return Err(PipelineError::Invalid {
+                    path: stage.path.clone(),
+                    key: "from_best".into(),
+                    message: format!("cycle: {} → {key} → {dep}", chain.join(" → ")),
+                });
+            }
+            self.planning.borrow_mut().push(key.clone());
+            let best = self.best_of(&dep);
+            self.planning.borrow_mut().pop();
+            match best? {
                 Ok((run, record)) => {
                     inherited = Some(Inherited {
                         from: dep,

@@ -144,6 +144,15 @@ impl PipelineSpec {
             }
             if let Some(answer) = &p.answer {
                 check_name(answer).map_err(|m| self.invalid(format!("{at}.answer"), m))?;
+                // The report writes one line per answer: two problems cannot give the same one.
+                if let Some(other) =
+                    self.problems[..pi].iter().position(|q| q.answer.as_ref() == Some(answer))
+                {
+                    return Err(self.invalid(
+                        format!("{at}.answer"),
+                        format!("{answer:?} is problem[{other}]'s answer too; give each problem its own"),
+                    ));
+                }
             }
             if p.inherit.is_some() && p.from_best.is_none() {
                 return Err(self.invalid(format!("{at}.inherit"), "needs `from_best`"));
@@ -339,6 +348,8 @@ runs = [ { subset = 0.5 }, { subset = 1.0 } ]
         assert!(e.contains("`problem[1].from_best`") && e.contains("p9"), "{e}");
         let e = err(&GOOD.replace("id = \"p2\"", "id = \"p1\""));
         assert!(e.contains("duplicate problem id"), "{e}");
+        let e = err(&GOOD.replace("id = \"p2\"", "id = \"p2\"\nanswer = \"a1a\""));
+        assert!(e.contains("`problem[1].answer`") && e.contains("problem[0]'s answer"), "{e}");
         let e =
             err(&GOOD
                 .replace("from_best = \"p1\"", "from_best = \"p1\"\ninherit = [\"max_len\", \"colour\"]"));

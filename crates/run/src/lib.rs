@@ -16,7 +16,7 @@ pub mod spec;
 // Not the run schema, but every crate that speaks of runs writes files and numbers: the one
 // implementation lives in bertlab-base (which the Hub client uses without the run schema) and is
 // re-exported here under the names it had, so such crates need only this one.
-pub use bertlab_base::{format, lock, write_atomic, write_atomic_with};
+pub use bertlab_base::{files_in, format, lock, replaces_input, write_atomic, write_atomic_with};
 pub use choices::{
     OptimizerKind, Padding, Precision, RestoreBest, Schedule, SplitMode, Truncation, UnknownChoice,
 };

@@ -133,6 +133,12 @@ impl TokenCache {
         tokenizer.check_max_len(max_len)?;
         let key = Self::key(tokenizer, texts, max_len, truncation);
         let path = self.path_for(&key);
+        // Only a regular file is read: opening a named pipe would block for ever.
+        if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+            return Err(io_err(&path)(std::io::Error::other(
+                "not a regular file (a cache entry is one file bertlab wrote): remove it",
+            )));
+        }
         let status = match std::fs::read(&path) {
             Ok(bytes) => match decode(&bytes, &key) {
                 Ok(encoded) if encoded.len() == texts.len() => return Ok((encoded, CacheStatus::Hit)),

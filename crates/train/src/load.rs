@@ -155,8 +155,8 @@ fn check_resumable(spec: &RunSpec, record: &RunRecord, resume: &Resume) -> Resul
         return Err(mismatch(difference));
     }
     let (d, c) = (&record.data, &resume.state.data);
-    if (d.total_rows, d.train, d.val, d.test, &d.class_names)
-        != (c.total_rows, c.train, c.val, c.test, &c.class_names)
+    if (d.total_rows, d.train, d.val, d.test, d.class_names.len())
+        != (c.total_rows, c.train, c.val, c.test, c.class_names.len())
     {
         return Err(mismatch(format!(
             "the data gives {} train / {} val / {} test rows of {} classes, the checkpoint's {} / {} / {} of {}",
@@ -169,6 +169,30 @@ fn check_resumable(spec: &RunSpec, record: &RunRecord, resume: &Resume) -> Resul
             c.test,
             c.class_names.len()
         )));
+    }
+    if d.class_names != c.class_names {
+        return Err(mismatch(format!(
+            "the data's classes are {}, the checkpoint's {}",
+            d.class_names.join(", "),
+            c.class_names.join(", ")
+        )));
+    }
+    // The same files with the same content: rows of the same count can hold other texts or
+    // labels (a file replaced while the run was down).
+    let digests = |files: &[bertlab_run::identity::FileIdentity]| -> Vec<String> {
+        files.iter().map(|f| f.sha256.clone()).collect()
+    };
+    if digests(&d.files) != digests(&c.files) {
+        let changed = d.files.iter().zip(&c.files).find(|(a, b)| a.sha256 != b.sha256);
+        return Err(mismatch(match changed {
+            Some((now, then)) => format!(
+                "{} holds other content than when the checkpoint was written (SHA-256 {}… now, {}… then)",
+                now.path.display(),
+                &now.sha256[..12.min(now.sha256.len())],
+                &then.sha256[..12.min(then.sha256.len())]
+            ),
+            None => format!("the data is read from {} files now, from {} then", d.files.len(), c.files.len()),
+        }));
     }
     if resume.state.epochs.len() >= spec.epochs {
         return Err(mismatch(format!("it has {} epochs done of {}", resume.state.epochs.len(), spec.epochs)));

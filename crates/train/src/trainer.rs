@@ -107,6 +107,12 @@ fn check_out(spec: &RunSpec, options: &TrainOptions) -> Result<(), TrainError> {
             }
         }
     }
+    if checkpoint_dir.exists() && !checkpoint_dir.is_dir() {
+        return refuse(
+            format!("{} is a file, where the run keeps its checkpoint", checkpoint_dir.display()),
+            None,
+        );
+    }
     let has_state = checkpoint_dir.join("state.json").is_file();
     if let Some(stranger) = foreign_checkpoint_file(&checkpoint_dir).filter(|_| !options.fresh) {
         return refuse(
@@ -142,12 +148,24 @@ fn check_out(spec: &RunSpec, options: &TrainOptions) -> Result<(), TrainError> {
 /// without a `state.json`, and that folder is still the run's.
 fn foreign_checkpoint_file(dir: &std::path::Path) -> Option<String> {
     let entries = std::fs::read_dir(dir).ok()?;
-    entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|name| {
-        let ours = name.starts_with('.')
-            || name.ends_with(".bin")
-            || (name.starts_with("state") && name.ends_with(".json"));
-        !ours
-    })
+    // `model-3.bin`, `state-3.json`, `state.json`, and `.model-3.bin.tmp-<pid>-<n>`.
+    let numbered = |name: &str, prefix: &str, suffix: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|n| n.strip_suffix(suffix))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let written = |name: &str| {
+        name == "state.json"
+            || numbered(name, "state-", ".json")
+            || ["model-", "optimizer-", "best-"].iter().any(|p| numbered(name, p, ".bin"))
+    };
+    entries.flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.path().is_file())).find_map(
+        |(name, is_file)| {
+            let temporary =
+                name.strip_prefix('.').and_then(|n| n.split_once(".tmp-")).is_some_and(|(n, _)| written(n));
+            (!is_file || !(written(&name) || temporary)).then_some(name)
+        },
+    )
 }
 
 /// One `bertlab train` per run directory at a time: the lock of `spec.out`, held until dropped.
@@ -183,9 +201,14 @@ fn open_out(spec: &RunSpec, options: &TrainOptions) -> Result<Option<Resume>, Tr
             return Err(TrainError::OutHoldsRun { path: record_path, out: spec.out.clone() });
         }
         // Asked to replace the run: its record goes first, so that no moment shows the old
-        // record beside new weights.
+        // record beside new weights, then its model, so that a replacement that fails leaves
+        // no model without the record that says how it ran.
         std::fs::remove_file(&record_path)
             .map_err(|source| TrainError::Io { path: record_path.clone(), source })?;
+        let best = spec.out.join("best");
+        if best.is_dir() {
+            std::fs::remove_dir_all(&best).map_err(|source| TrainError::Io { path: best, source })?;
+        }
     }
     let checkpoint_dir = checkpoint::checkpoint_dir(&spec.out);
     if options.fresh && checkpoint_dir.exists() {
