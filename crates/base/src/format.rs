@@ -101,17 +101,17 @@ pub fn error_chain<I: IntoIterator<Item = String>>(links: I) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn error_chains_write_each_cause_once() {
-        let links = |l: &[&str]| super::error_chain(l.iter().map(|s| s.to_string()));
+        let links = |l: &[&str]| error_chain(l.iter().map(|s| s.to_string()));
         assert_eq!(links(&["outer", "inner"]), "outer: inner");
         assert_eq!(links(&["a.csv: cannot read it: gone", "gone"]), "a.csv: cannot read it: gone");
         assert_eq!(links(&["x; to start over, pass --fresh: x", "x"]), "x; to start over, pass --fresh: x");
         assert_eq!(links(&["run a", "b: c", "c"]), "run a: b: c");
         assert_eq!(links(&[]), "");
     }
-
-    use super::*;
 
     #[test]
     fn numbers_format_short() {

@@ -87,7 +87,7 @@ pub fn run(args: DataArgs, global: &crate::Global) -> anyhow::Result<()> {
                     ))
                     .into());
                 }
-                write_rows(&splits.joined(), &split, &path)
+                write_rows(&data, &split, &path)
                     .with_context(|| format!("writing --rows-out {}", path.display()))?;
             }
             let out = serde_json::json!({

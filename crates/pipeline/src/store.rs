@@ -147,7 +147,7 @@ impl ResultsStore {
         if record.exists() {
             if let Err(e) = RunRecord::read(&record) {
                 let aside = (1..)
-                    .map(|n| dir.join(format!("{RECORD_FILE}.unreadable-{n}")))
+                    .map(|n| dir.join(bertlab_run::record::unreadable_record_name(n)))
                     .find(|p| !p.exists())
                     .expect("a free name");
                 std::fs::rename(&record, &aside)

@@ -16,6 +16,19 @@ pub const RECORD_FILE: &str = "record.json";
 /// `record.json` cannot mistake it for a finished run).
 pub const FAILED_RECORD_FILE: &str = "failed-record.json";
 
+/// The name an unreadable `record.json` is moved aside to (`record.json.unreadable-N`, `n` from
+/// 1): never deleted, and a sign that a run was in its directory.
+pub fn unreadable_record_name(n: usize) -> String {
+    format!("{RECORD_FILE}.unreadable-{n}")
+}
+
+/// Whether `name` is a record moved aside by [`unreadable_record_name`].
+pub fn is_unreadable_record_name(name: &str) -> bool {
+    name.strip_prefix(RECORD_FILE)
+        .and_then(|rest| rest.strip_prefix(".unreadable-"))
+        .is_some_and(|n| n.parse::<usize>().is_ok())
+}
+
 /// Everything a run produced. See `crates/run/RECORD.md` for each field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -553,6 +566,17 @@ mod tests {
                 "test_seconds": 1.0, "elapsed_seconds": 13.0, "export_seconds": 0.0, "total_seconds": 14.0},
             "peak_rss_bytes": null, "best_dir": null
         })
+    }
+
+    #[test]
+    fn records_set_aside_are_named_and_known() {
+        assert_eq!(unreadable_record_name(2), "record.json.unreadable-2");
+        assert!(is_unreadable_record_name(&unreadable_record_name(12)));
+        for other in
+            ["record.json", "record.json.unreadable-", "record.json.unreadable-x", "failed-record.json"]
+        {
+            assert!(!is_unreadable_record_name(other), "{other}");
+        }
     }
 
     #[test]

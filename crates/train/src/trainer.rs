@@ -74,8 +74,7 @@ pub fn train<B: AutodiffBackend>(
     write_record(spec, record, outcome)
 }
 
-/// What a run may write over in `spec.out` is its own: `out` is a directory (or not there yet)
-/// other than the filesystem's root; the model it starts from is not inside `out/best` or
+/// What a run may write over in `spec.out` is its own: `out` is not the filesystem's root; the model it starts from is not inside `out/best` or
 /// `out/checkpoint` (the export and the checkpoint would replace it); a `best/` is a bertlab
 /// run's (there is a record, a failed run's record, an unreadable record moved aside, or a
 /// checkpoint beside it) or `overwrite` says to replace it; a `checkpoint/` has its `state.json`
@@ -84,9 +83,7 @@ pub fn train<B: AutodiffBackend>(
 fn check_out(spec: &RunSpec, options: &TrainOptions) -> Result<(), TrainError> {
     let out = &spec.out;
     let refuse = |why: String, remedy| Err(TrainError::OutNotARunDir { out: out.clone(), why, remedy });
-    if out.exists() && !out.is_dir() {
-        return refuse("it is a file, not a directory".into(), None);
-    }
+    // (an `out` that is a file passes here: its lock says so, `lock_out`)
     let canonical = |p: &std::path::Path| p.canonicalize().ok();
     if canonical(out).is_some_and(|c| c.parent().is_none()) {
         return refuse("it is the filesystem's root".into(), None);
@@ -127,7 +124,7 @@ fn check_out(spec: &RunSpec, options: &TrainOptions) -> Result<(), TrainError> {
         || out.join(RECORD_FILE).exists()
         || out.join(FAILED_RECORD_FILE).exists()
         || std::fs::read_dir(out).into_iter().flatten().flatten().any(|entry| {
-            entry.file_name().to_string_lossy().starts_with(&format!("{RECORD_FILE}.unreadable-"))
+            bertlab_run::record::is_unreadable_record_name(&entry.file_name().to_string_lossy())
         });
     if best.exists() && !run_was_here && !options.overwrite {
         return refuse(
