@@ -39,8 +39,9 @@
 #                 the f16 steps lost to overflow (none allowed after the first 10); it stops
 #                 early, with a summary of the steps done, when the budget runs short
 #                 (`numerics`; issue 22's several initialisations: DEVICE_CHECK_NUMERICS_SEEDS);
-# 5. a profiled run that times the phases of a step, one that reads the logits back every step
-#    (`profile`), and the other build's env probe and f16 rows (`alt`, see DEVICE_CHECK_PRIMARY
+# 5. a profiled run that times the phases of a step, one that reads the logits back every step,
+#    and `bench step-profile` with and without `--kernel-times` (launches, host waits, and the
+#    device's milliseconds a step by kernel against the step's wall time) (`profile`), and the other build's env probe and f16 rows (`alt`, see DEVICE_CHECK_PRIMARY
 #    below).
 # Measured on an H200 (2026-11-30, BENCHMARKS.md), unfused build first: env 2 s, parity 28 s,
 # end-to-end 108 s, throughput with PyTorch 52 s, numerics 29 s; then the build that also
@@ -626,6 +627,17 @@ if [[ -n "$IDS" ]] && extra profile && ! skipped profile && ! skipped throughput
     stage "eager readback ${FIRST_MODEL##*/}" 60 - "$BIN" bench train-throughput --ids-file "$IDS" \
         --max-len "$FIRST_LEN" --batch "$BATCH" --padding fixed --steps "$STEPS" --warmup "$WARMUP" \
         --arch "$FIRST_MODEL" --precision f16,bf16 --eager-readback
+fi
+# What a step asks of the device and how long the device computes in it (issue 24): the
+# launches, host waits and wall time of the asynchronous step, then every kernel timed on the
+# device (CubeCL's profiler; each kernel waited for, so that run's own wall time is not the
+# step's). A step's wall time less its kernels' sum is the device waiting on the host. The
+# lines go with the throughput rows (`bench table` reads only those).
+if extra profile && ! skipped profile; then
+    sp_args=(bench step-profile --arch "$FIRST_MODEL" --max-len "$FIRST_LEN" --batch "$BATCH"
+        --precision bf16,f16 --warmup 3 --steps 4)
+    stage "step profile ${FIRST_MODEL##*/}" 60 "$BERTLAB_JSONL" "$BIN" "${sp_args[@]}"
+    stage "kernel times ${FIRST_MODEL##*/}" 60 "$BERTLAB_JSONL" "$BIN" "${sp_args[@]}" --kernel-times
 fi
 
 # Last, while time is left: the other build's env probe and its f16 rows of the first model

@@ -70,12 +70,23 @@ pub struct Runtime<B: AutodiffBackend> {
     pub autotunes: bool,
 }
 
-/// Turns on CubeCL's launch log (`[profiling]` logger at level `minimal`: an `Executing
-/// <kernel>` line per kernel launch) and compilation log (`[compilation]` at `basic`: a
-/// `[Compiling kernel] <name>` line per kernel compiled), both appending to the given file.
-/// Called before the first device is made (CubeCL reads its configuration once); an error when
-/// that is too late.
-pub type KernelLog = fn(&std::path::Path) -> anyhow::Result<KernelLogSetup>;
+/// Turns on CubeCL's launch log (`[profiling]` logger: a line per kernel launch, see
+/// [`LaunchDetail`]) and compilation log (`[compilation]` at `basic`: a `[Compiling kernel]
+/// <name>` line per kernel compiled), both appending to the given file. Called before the first
+/// device is made (CubeCL reads its configuration once); an error when that is too late.
+pub type KernelLog = fn(&std::path::Path, LaunchDetail) -> anyhow::Result<KernelLogSetup>;
+
+/// What CubeCL's launch log says of each launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchDetail {
+    /// Its name (`[profiling]` level `minimal`: `Executing <kernel>`); launches stay
+    /// asynchronous.
+    Names,
+    /// Its name and its duration on the device (level `basic`: `| <duration> | <kernel>`).
+    /// CubeCL then waits for each kernel to finish before the next one is launched, so the
+    /// step's own wall time is no longer the asynchronous step's.
+    Durations,
+}
 
 /// What a [`KernelLog`] set up besides the log.
 #[derive(Debug, Clone, Default)]

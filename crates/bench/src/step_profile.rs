@@ -13,6 +13,13 @@
 //! between two marker lines are exactly the launches between the two boundaries, and the count
 //! is read once the last marker's line is in the file.
 //!
+//! With `--kernel-times` the same log is taken at CubeCL's level `basic`: each launch's line
+//! holds its duration on the device (`| 1.234ms | <kernel>`, CubeCL's profiler: device
+//! timestamps where the runtime has them), summed per step and per kernel kind — how long the
+//! device computes in a step, to set against the wall time of the plain profile's step (the
+//! rest is the device waiting on the host). CubeCL times a kernel by waiting for it, so the
+//! timed run's own seconds per step are not the asynchronous step's.
+//!
 //! **Host waits** are counted where bertlab waits: CubeCL logs no read-backs or syncs, so they
 //! are the count of [`bertlab_models::host_wait`], the one path by which the training step
 //! reads back (the step state `TrainStep::settle` reads with the logits, the logits) or
@@ -47,7 +54,7 @@ use serde_json::{json, Value};
 
 use crate::models::{random_classifier, ModelChoice};
 use crate::throughput::BatchSize;
-use crate::{emit, round, Runtime};
+use crate::{emit, round, LaunchDetail, Runtime};
 
 #[derive(Args)]
 pub(crate) struct StepProfileArgs {
@@ -89,6 +96,11 @@ pub(crate) struct StepProfileArgs {
     /// removed after).
     #[arg(long)]
     kernel_log: Option<PathBuf>,
+    /// Time every kernel on the device (CubeCL's profiler): `device_ms_per_step`, by kernel.
+    /// Each launch then waits for its kernel, so this run's `seconds_per_step` is not the
+    /// asynchronous step's: take that from a run without this flag.
+    #[arg(long)]
+    kernel_times: bool,
     #[command(flatten)]
     device: DeviceSetting,
 }
@@ -181,6 +193,8 @@ impl<B: Backend> Marker<B> {
 struct Segment {
     /// Launches per kernel kind ([`kernel_kind`]).
     launches: BTreeMap<String, u64>,
+    /// Seconds on the device per kernel kind (lines with a duration only).
+    durations: BTreeMap<String, f64>,
     /// Kernels compiled.
     compiled: u64,
 }
@@ -199,16 +213,42 @@ fn kernel_kind(name: &str) -> String {
     parts.join(" | ")
 }
 
-/// Split CubeCL's log (`Executing <kernel>` and `[Compiling kernel] <name>` lines) at the
-/// marker launches; `None` until `markers` marker lines are in it.
+/// Seconds from the way Rust prints a `Duration` (`{:?}`: `812ns`, `12.5µs`, `1.25ms`, `2s`),
+/// as CubeCL's profiling log writes them.
+fn parse_duration(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let (number, scale) = [("ns", 1e-9), ("µs", 1e-6), ("us", 1e-6), ("ms", 1e-3), ("s", 1.0)]
+        .iter()
+        .find_map(|&(unit, scale)| text.strip_suffix(unit).map(|n| (n, scale)))?;
+    let value: f64 = number.parse().ok()?;
+    value.is_finite().then_some(value * scale)
+}
+
+/// A launch line of CubeCL's log: the kernel's name and, at level `basic`, its duration
+/// (`Executing <kernel>`, or `| <duration> | <kernel>`).
+fn launch_line(line: &str) -> Option<(&str, Option<f64>)> {
+    if let Some(name) = line.strip_prefix("Executing ") {
+        return Some((name, None));
+    }
+    let (duration, name) = line.strip_prefix("| ")?.split_once(" | ")?;
+    Some((name, Some(parse_duration(duration)?)))
+}
+
+/// Split CubeCL's log (launch lines and `[Compiling kernel] <name>` lines) at the marker
+/// launches; `None` until `markers` marker lines are in it.
 fn segments(log: &str, markers: usize) -> Option<Vec<Segment>> {
     let mut out = vec![Segment::default()];
     for line in log.lines() {
-        if let Some(name) = line.strip_prefix("Executing ") {
+        if let Some((name, duration)) = launch_line(line) {
             if name.starts_with(MARKER_KERNEL) {
                 out.push(Segment::default());
             } else {
-                *out.last_mut().expect("one segment").launches.entry(kernel_kind(name)).or_default() += 1;
+                let segment = out.last_mut().expect("one segment");
+                let kind = kernel_kind(name);
+                if let Some(d) = duration {
+                    *segment.durations.entry(kind.clone()).or_default() += d;
+                }
+                *segment.launches.entry(kind).or_default() += 1;
             }
         } else if line.starts_with("[Compiling kernel]") {
             out.last_mut().expect("one segment").compiled += 1;
@@ -363,7 +403,8 @@ pub(crate) fn run<B: AutodiffBackend>(args: StepProfileArgs, rt: &Runtime<B>) ->
                 }
                 _ => {}
             }
-            let setup = enable(&path)?;
+            let detail = if args.kernel_times { LaunchDetail::Durations } else { LaunchDetail::Names };
+            let setup = enable(&path, detail)?;
             Some((LogFile { path, temporary }, setup))
         }
         None => None,
@@ -451,6 +492,9 @@ fn fill(
         record["kernels_compiled"] = Value::Null;
         record["launches_counted_by"] =
             json!("not applicable: this build runs no CubeCL kernels (no GPU launches to count)");
+        if args.kernel_times {
+            record["device_ms_per_step"] = Value::Null;
+        }
         return;
     };
     let block: Vec<u64> =
@@ -484,6 +528,38 @@ fn fill(
         record[k] = v.clone();
     }
     record["logits_read"]["launches"] = json!(read_launches.iter().max());
+    if args.kernel_times {
+        kernel_times(record, m, segs, n);
+    }
+}
+
+/// The `--kernel-times` fields: device milliseconds per step, in all, per block and per
+/// kernel kind.
+fn kernel_times(record: &mut Value, m: &Measured, segs: &[Segment], steps_per_block: f64) {
+    let mut by_kind: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut blocks = Vec::new();
+    for &(start, end) in &m.blocks {
+        let mut block = 0.0;
+        for seg in &segs[start + 1..=end] {
+            for (kind, d) in &seg.durations {
+                *by_kind.entry(kind).or_default() += d;
+                block += d;
+            }
+        }
+        blocks.push(block);
+    }
+    let steps = steps_per_block * blocks.len() as f64;
+    let kinds: serde_json::Map<String, Value> =
+        by_kind.into_iter().map(|(k, d)| (k.to_string(), json!(round(1e3 * d / steps, 4)))).collect();
+    record["kernel_times"] = json!(true);
+    record["device_ms_per_step"] = json!(round(1e3 * blocks.iter().sum::<f64>() / steps, 4));
+    record["device_ms_per_step_blocks"] =
+        json!(blocks.iter().map(|b| round(1e3 * b / steps_per_block, 4)).collect::<Vec<_>>());
+    record["device_ms_per_step_by_kernel"] = json!(kinds);
+    record["device_ms_timed_by"] = json!(
+        "CubeCL's profiler (log level basic): each kernel waited for and timed alone; \
+         seconds_per_step here includes those waits"
+    );
 }
 
 #[cfg(test)]
@@ -514,6 +590,63 @@ mod tests {
         assert_eq!(s[1].launches["ElemwiseFuse"], 2);
         assert_eq!(s[1].total(), 3);
         assert_eq!(s[2], Segment::default());
+    }
+
+    #[test]
+    fn durations_are_read_as_rust_prints_them() {
+        // As CubeCL writes them: `{:<10?}`.
+        for nanos in [0u64, 812, 12_500, 999_999, 1_250_000, 2_000_000_000, 2_000_001_000] {
+            let d = Duration::from_nanos(nanos);
+            let text = format!("{d:<10?}");
+            let read = parse_duration(&text).unwrap_or_else(|| panic!("{text:?} not read"));
+            assert!((read - d.as_secs_f64()).abs() <= 1e-12 * (1.0 + d.as_secs_f64()), "{text:?}: {read}");
+        }
+        assert_eq!(parse_duration("12.5µs"), Some(12.5 * 1e-6));
+        for bad in ["", "ms", "1.5", "NaNms", "infs", "1.5 parsecs"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn timed_launches_are_split_and_summed() {
+        let log = "| 3µs        | CrossKernel | WgpuRuntime\n[Compiling kernel] a\n\
+                   | 1.5ms      | ElemwiseFuse | WgpuRuntime\n| 500µs      | ElemwiseFuse | WgpuRuntime\n\
+                   | 2ms        | MatmulEntry | TensorArgs | WgpuRuntime\n\
+                   | 4µs        | CrossKernel | WgpuRuntime\n";
+        let s = segments(log, 2).unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[1].launches["ElemwiseFuse"], 2);
+        assert_eq!(s[1].total(), 3);
+        assert!((s[1].durations["ElemwiseFuse"] - 2.0e-3).abs() < 1e-12);
+        assert!((s[1].durations["MatmulEntry | TensorArgs"] - 2.0e-3).abs() < 1e-12);
+        assert!(s[2].durations.is_empty());
+        // A launch line whose duration does not parse is not a launch.
+        assert_eq!(launch_line("| soon | ElemwiseFuse"), None);
+        assert_eq!(launch_line("Executing ElemwiseFuse"), Some(("ElemwiseFuse", None)));
+    }
+
+    #[test]
+    fn kernel_times_are_per_step_and_per_kind() {
+        let log = "| 1µs | CrossKernel\n| 3ms | MatmulEntry | X\n| 1ms | ElemwiseFuse\n| 1µs | CrossKernel\n\
+                   | 1µs | CrossKernel\n| 5ms | MatmulEntry | X\n| 1ms | ElemwiseFuse\n| 1µs | CrossKernel\n";
+        let segs = segments(log, 4).unwrap();
+        let m = Measured {
+            first: 0,
+            last: 3,
+            blocks: vec![(0, 1), (2, 3)],
+            step_waits: vec![0, 0],
+            read_waits: vec![0, 0],
+            skipped: 0,
+            seconds_per_step: 0.0,
+        };
+        let mut record = json!({});
+        kernel_times(&mut record, &m, &segs, 2.0);
+        // Blocks of 2 steps: 4 ms and 6 ms of kernels, 2.5 ms a step in all.
+        assert_eq!(record["device_ms_per_step"], json!(2.5));
+        assert_eq!(record["device_ms_per_step_blocks"], json!([2.0, 3.0]));
+        assert_eq!(record["device_ms_per_step_by_kernel"].as_object().unwrap().len(), 2);
+        assert_eq!(record["device_ms_per_step_by_kernel"]["MatmulEntry | X"], json!(2.0));
+        assert_eq!(record["device_ms_per_step_by_kernel"]["ElemwiseFuse"], json!(0.5));
     }
 
     #[test]

@@ -63,13 +63,16 @@ struct Setup {
 }
 
 /// For `bench step-profile` ([`bertlab_bench::KernelLog`]): [`configure`], with CubeCL's launch
-/// log (`[profiling]`, level `minimal`) and compilation log (`[compilation]`, level `basic`)
-/// appending to `file`, in place of whatever `cubecl.toml` or `CUBECL_DEBUG_LOG` say for those
-/// two loggers (the bench reads the file and must find exactly those lines). An error when
-/// CubeCL was configured already, without the log.
+/// log (`[profiling]`, level `minimal`, or `basic` for [`LaunchDetail::Durations`]) and
+/// compilation log (`[compilation]`, level `basic`) appending to `file`, in place of whatever
+/// `cubecl.toml` or `CUBECL_DEBUG_LOG` say for those two loggers (the bench reads the file and
+/// must find exactly those lines). An error when CubeCL was configured already, without the log.
 #[cfg(any(feature = "cuda-unfused", feature = "wgpu-unfused"))]
-pub fn with_kernel_log(file: &std::path::Path) -> anyhow::Result<bertlab_bench::KernelLogSetup> {
-    let done = setup(Some(file));
+pub fn with_kernel_log(
+    file: &std::path::Path,
+    detail: bertlab_bench::LaunchDetail,
+) -> anyhow::Result<bertlab_bench::KernelLogSetup> {
+    let done = setup(Some((file, detail)));
     if done.log.as_deref() != Some(file) {
         anyhow::bail!(
             "CubeCL was configured before its kernel log could be turned on into {}",
@@ -81,7 +84,7 @@ pub fn with_kernel_log(file: &std::path::Path) -> anyhow::Result<bertlab_bench::
 
 /// The configuration, set on the first call (with `log` if that call has one).
 #[cfg(any(feature = "cuda-unfused", feature = "wgpu-unfused"))]
-fn setup(log: Option<&std::path::Path>) -> &'static Setup {
+fn setup(log: Option<(&std::path::Path, bertlab_bench::LaunchDetail)>) -> &'static Setup {
     use burn::cubecl::config::{
         cache::CacheConfig, compilation::CompilationLogLevel, profiling::ProfilingLogLevel,
         CubeClRuntimeConfig, RuntimeConfig,
@@ -125,13 +128,16 @@ fn setup(log: Option<&std::path::Path>) -> &'static Setup {
             }
         }
         let mut config = config.override_from_env();
-        if let Some(file) = log {
+        if let Some((file, detail)) = log {
             // One file for both: CubeCL writes both logs through one channel per device, so
             // their lines keep the order of the events (the bench splits them at markers).
             let p = &mut config.profiling.logger;
             (p.file, p.append, p.stdout, p.stderr, p.log) =
                 (Some(file.to_path_buf()), true, false, false, None);
-            p.level = ProfilingLogLevel::Minimal;
+            p.level = match detail {
+                bertlab_bench::LaunchDetail::Names => ProfilingLogLevel::Minimal,
+                bertlab_bench::LaunchDetail::Durations => ProfilingLogLevel::Basic,
+            };
             let c = &mut config.compilation.logger;
             (c.file, c.append, c.stdout, c.stderr, c.log) =
                 (Some(file.to_path_buf()), true, false, false, None);
@@ -139,7 +145,7 @@ fn setup(log: Option<&std::path::Path>) -> &'static Setup {
         }
         let kernel_cache = config.compilation.cache.as_ref().map(CacheConfig::root);
         CubeClRuntimeConfig::set(config);
-        Setup { kernel_cache, log: log.map(std::path::Path::to_path_buf) }
+        Setup { kernel_cache, log: log.map(|(file, _)| file.to_path_buf()) }
     })
 }
 
