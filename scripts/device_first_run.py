@@ -66,21 +66,30 @@ def import_torch(stage):
     return torch, transformers
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def stage_options(doc, subset):
+    """The options every snapshot-making stage script takes (this one and
+    scripts/device_pipeline.py): the bertlab binary, the carried IMDB sample and tokenizer, a
+    work folder, the mode, the data's subset and seed, the precision, the commit measured and
+    the stage's time. The caller adds its own, then parses."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--bin", required=True)
     ap.add_argument("--sample", required=True, help="IMDB in the Hub layout (`bertlab data sample`)")
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--mode", default="gpu", choices=["gpu", "cpu"])
-    ap.add_argument("--subset", type=float, default=1.0)
+    ap.add_argument("--subset", type=float, default=subset)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--precision", default="bf16")
-    ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--commit", default=None)
     ap.add_argument("--max-seconds", type=float, default=600)
+    return ap
+
+
+def main():
+    ap = stage_options(__doc__, subset=1.0)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--max-len", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=5e-5)
     args = ap.parse_args()
     left = clock(args.max_seconds)
     imported = import_torch("first-run")

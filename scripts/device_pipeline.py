@@ -21,7 +21,6 @@ Exits 1 when the pipeline fails, 0 with a printed reason when torch or transform
         --work DIR [--mode gpu|cpu] [--pipeline all] [--subset 0.25] [--epochs N] [--precision bf16]
 """
 
-import argparse
 import json
 import os
 import re
@@ -31,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from device_first_run import clock, import_torch, log, timed  # noqa: E402
+from device_first_run import clock, import_torch, log, stage_options, timed  # noqa: E402
 
 
 def seconds_of(text):
@@ -67,20 +66,10 @@ def records(out):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = stage_options(__doc__, subset=0.25)
     ap.add_argument("--xtask", required=True)
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--sample", required=True, help="IMDB in the Hub layout (`bertlab data sample`)")
-    ap.add_argument("--tokenizer", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--mode", default="gpu", choices=["gpu", "cpu"])
     ap.add_argument("--pipeline", default="all")
-    ap.add_argument("--subset", type=float, default=0.25)
     ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--precision", default="bf16")
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--commit", default=None)
-    ap.add_argument("--max-seconds", type=float, default=600)
     args = ap.parse_args()
     left = clock(args.max_seconds)
     imported = import_torch("pipeline")
