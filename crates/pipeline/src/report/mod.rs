@@ -74,9 +74,20 @@ impl Report {
 
     /// Write `report.md`, `results.csv` and `plots/*.svg` under `dir`, each atomically.
     pub fn write(&self, dir: &Path) -> Result<WrittenReport, PipelineError> {
+        let plots_dir = dir.join("plots");
+        // (creating a plot under a file named `plots` would fail with a bare "File exists")
+        if plots_dir.exists() && !plots_dir.is_dir() {
+            return Err(PipelineError::Io {
+                path: plots_dir,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "is a file, where the report writes its plots (a folder); move it away",
+                ),
+            });
+        }
         let mut plots = Vec::new();
         for (name, svg) in self.plots() {
-            let path = dir.join("plots").join(&name);
+            let path = plots_dir.join(&name);
             write_atomic(&path, svg.as_bytes())?;
             plots.push(path);
         }

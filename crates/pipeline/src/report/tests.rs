@@ -328,6 +328,18 @@ fn plots_are_written_atomically_with_titles_axes_and_legends() {
 }
 
 #[test]
+fn a_file_where_the_plots_go_is_named_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = chain(dir.path(), &PlanOptions::default(), 1.0);
+    let out = dir.path().join("runs");
+    std::fs::write(out.join("plots"), "mine").unwrap();
+    let e = Report::from_store(&store).write(&out).unwrap_err().to_string();
+    assert!(e.contains("runs/plots: is a file, where the report writes its plots"), "{e}");
+    assert_eq!(std::fs::read_to_string(out.join("plots")).unwrap(), "mine");
+    assert!(!out.join("report.md").exists(), "nothing written before the error");
+}
+
+#[test]
 fn confusion_text_is_numpy_like() {
     assert_eq!(confusion_text(&[vec![4061, 939], vec![411, 4589]]), "[[4061  939] [ 411 4589]]");
     assert_eq!(confusion_text(&[vec![1, 0], vec![0, 1]]), "[[1 0] [0 1]]");
