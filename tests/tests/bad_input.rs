@@ -379,6 +379,26 @@ fn a_silent_hub_ends_in_a_timeout_not_a_hang() {
 }
 
 #[test]
+fn a_missing_local_path_that_reads_as_a_hub_id_is_named_as_a_path_too() {
+    // `crates/` is a folder of the working directory; `crates/gone` is not there, so it reads
+    // as a Hub id (organisation `crates`), which the offline cache does not hold.
+    let home = tempfile::tempdir().unwrap();
+    let mut c = cmd(bertlab(), &["predict", "--model", "crates/gone", "good"]);
+    c.env("HF_HUB_OFFLINE", "1").env("HF_HOME", home.path());
+    let out = run_with_limit(c, Duration::from_secs(60));
+    fails(
+        &out,
+        1,
+        &[
+            "`crates/gone`",
+            "not in the HF cache",
+            "`crates` is a folder here",
+            "meant as a local path, it does not exist",
+        ],
+    );
+}
+
+#[test]
 fn output_into_a_closed_pipe_ends_quietly() {
     let Some(shared) = shared() else { return };
     let data = shared.join("data/hf-imdb");

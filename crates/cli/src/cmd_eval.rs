@@ -119,8 +119,13 @@ pub fn run(args: EvalArgs, global: &crate::Global) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&metrics)?);
     } else {
+        // The dataset's own test split is whole: no split mode, subset or seed chose its rows.
+        let drawn = match args.split {
+            EvalSplit::HubTest => String::new(),
+            _ => format!(", {split_mode} splits, subset {subset}, seed {seed}"),
+        };
         println!(
-            "{} on {:?} of {source} ({} rows, {split_mode} splits, max_len {max_len}, subset {subset}, seed {seed}):",
+            "{} on {:?} of {source} ({} rows{drawn}, max_len {max_len}):",
             args.model, args.split, metrics.n
         );
         let loss = metrics.loss.map_or("n/a".into(), |l| format!("{l:.4}"));

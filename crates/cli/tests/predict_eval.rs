@@ -96,6 +96,34 @@ fn eval_reports_metrics_of_the_split() {
 }
 
 #[test]
+fn the_header_names_how_the_rows_were_drawn_where_they_were() {
+    let Some(shared) = shared() else { return };
+    let model = shared.join("fixtures/tiny-bert-classifier");
+    let dir = tempfile::tempdir().unwrap();
+    let sample = dir.path().join("sample");
+    let source = shared.join("data/hf-imdb");
+    let (model, sample, source) =
+        (model.to_str().unwrap(), sample.to_str().unwrap(), source.to_str().unwrap());
+    stdout_ok(
+        &bertlab(&["data", "sample", "--source", source, "--subset", "0.002", "--out", sample]),
+        "sample",
+    );
+    let eval = |split: &str| {
+        let args = ["eval", "--model", model, "--source", sample, "--split", split, "--max-len", "16"];
+        stdout_ok(&bertlab(&args), split)
+    };
+    // The run's test rows are drawn by the splits, the subset and the seed.
+    let test = eval("test");
+    let header = test.lines().next().unwrap();
+    assert!(header.contains("rows, notebook splits, subset 1, seed 42, max_len 16):"), "{test}");
+    // The dataset's own test split is taken whole: none of them applies.
+    let hub = eval("hub-test");
+    let header = hub.lines().next().unwrap();
+    assert!(header.contains("rows, max_len 16):"), "{hub}");
+    assert!(!header.contains("subset") && !header.contains("seed"), "{hub}");
+}
+
+#[test]
 fn a_model_without_a_trained_head_is_refused() {
     let Some(shared) = shared() else { return };
     let encoder = shared.join("fixtures/tiny-bert");

@@ -18,6 +18,21 @@ fn missing_local(dir: &std::path::Path, file: &str) -> String {
     }
 }
 
+/// Where a Hub id's first part is a folder in `base`, the id was likely meant as a path there
+/// (`runs/best` of a run whose `best/` was removed reads as the Hub id `runs/best`): say so.
+pub(crate) fn path_hint_in(base: &std::path::Path, id: &str) -> String {
+    match id.split_once('/') {
+        Some((first, _)) if !first.is_empty() && base.join(first).is_dir() => {
+            format!(" (`{first}` is a folder here: if `{id}` is meant as a local path, it does not exist)")
+        }
+        _ => String::new(),
+    }
+}
+
+fn path_hint(id: &str) -> String {
+    path_hint_in(std::path::Path::new("."), id)
+}
+
 /// What went wrong while resolving a file. Each message names the repository, file, URL, path
 /// or variable at fault and says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +50,9 @@ pub enum HubError {
         "offline (HF_HUB_OFFLINE=1 or --offline) and `{file}` of {kind} `{id}` at revision `{revision}` \
          is not in the HF cache {cache}; fetch it once with network access (run the same command \
          without --offline / HF_HUB_OFFLINE, or `huggingface-cli download {flag}{id} {file} --revision {revision}`), \
-         or point at a local directory holding the file",
+         or point at a local directory holding the file{hint}",
         kind = kind.name(),
+        hint = path_hint(id),
         flag = if *kind == RepoKind::Dataset { "--repo-type dataset " } else { "" }
     )]
     NotCached {
@@ -55,8 +71,9 @@ pub enum HubError {
     #[error(
         "offline (HF_HUB_OFFLINE=1 or --offline) and no snapshot of {kind} `{id}` at revision `{revision}` \
          is in the HF cache {cache}; list or fetch it once with network access, or point at a local \
-         directory holding the files",
-        kind = kind.name()
+         directory holding the files{hint}",
+        kind = kind.name(),
+        hint = path_hint(id)
     )]
     SnapshotNotCached {
         /// Repository id.
@@ -70,16 +87,16 @@ pub enum HubError {
     },
     /// The download failed (after any retries).
     #[error(
-        "downloading `{file}` of {kind} `{id}` (revision `{revision}`) from {url} failed: {reason}. {advice}",
+        "downloading `{file}` of {kind} `{id}` (revision `{revision}`) from {url} failed: {reason}. {advice}{hint}",
         file = .0.file, kind = .0.kind.name(), id = .0.id, revision = .0.revision, url = .0.url,
-        reason = .0.reason, advice = .0.advice
+        reason = .0.reason, advice = .0.advice, hint = path_hint(&.0.id)
     )]
     Download(Box<FailedRequest>),
     /// Listing the files of a Hub repository failed (after any retries).
     #[error(
-        "listing the files of {kind} `{id}` (revision `{revision}`) at {url} failed: {reason}. {advice}",
+        "listing the files of {kind} `{id}` (revision `{revision}`) at {url} failed: {reason}. {advice}{hint}",
         kind = .0.kind.name(), id = .0.id, revision = .0.revision, url = .0.url, reason = .0.reason,
-        advice = .0.advice
+        advice = .0.advice, hint = path_hint(&.0.id)
     )]
     Listing(Box<FailedRequest>),
     /// A local directory to list could not be read.
@@ -148,4 +165,25 @@ pub struct FailedRequest {
     pub reason: String,
     /// What to do about it.
     pub advice: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_whose_first_part_is_a_folder_here_is_hinted_as_a_path() {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::create_dir(base.path().join("runs")).unwrap();
+        std::fs::write(base.path().join("notes"), "a file").unwrap();
+        let hint = path_hint_in(base.path(), "runs/best");
+        assert_eq!(
+            hint,
+            " (`runs` is a folder here: if `runs/best` is meant as a local path, it does not exist)"
+        );
+        // A Hub id whose organisation is no folder here, or is a file, gets no hint.
+        for id in ["distilbert/distilbert-base-uncased", "notes/x", "bert-base-uncased", "/abs"] {
+            assert_eq!(path_hint_in(base.path(), id), "", "{id}");
+        }
+    }
 }
