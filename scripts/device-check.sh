@@ -670,6 +670,23 @@ fi
 if grep -q '"bench": "pipeline"' "$RESULTS/e2e.jsonl" 2>/dev/null; then
     say "  pipeline: $(grep '"bench": "pipeline"' "$RESULTS/e2e.jsonl")"
 fi
+# The step profile's two runs side by side: the device's share of a step's wall time.
+if grep -q '"device_ms_per_step":[0-9]' "$BERTLAB_JSONL" 2>/dev/null && command -v python3 >/dev/null; then
+    python3 - "$BERTLAB_JSONL" <<'PY' | tee -a "$LOG"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"step-profile"' in l]
+key = lambda r: (r["model"], r.get("batch"), r.get("max_len"), r["precision"])
+wall = {key(r): r for r in rows if not r.get("kernel_times") and "seconds_per_step" in r}
+for r in rows:
+    plain = wall.get(key(r))
+    if r.get("device_ms_per_step") is None or plain is None:
+        continue
+    ms = 1e3 * plain["seconds_per_step"]
+    print(f"  step {r['model']} {r['batch']} x {r['max_len']} {r['precision']}: {plain['launches_per_step']:g} "
+          f"launches, {ms:.1f} ms a step, kernels {r['device_ms_per_step']:.1f} ms "
+          f"(device busy {100 * r['device_ms_per_step'] / ms:.0f} %)")
+PY
+fi
 if grep -q '"bench": "e2e' "$RESULTS/e2e.jsonl" 2>/dev/null; then
     # (the stage itself fails when a check fails)
     say "  end-to-end: $(grep '"e2e-summary"' "$RESULTS/e2e.jsonl" || echo 'no summary')"
