@@ -633,8 +633,12 @@ fi
 # device (CubeCL's profiler; each kernel waited for, so that run's own wall time is not the
 # step's). A step's wall time less its kernels' sum is the device waiting on the host. The
 # lines go with the throughput rows (`bench table` reads only those).
+# On the GPU at 128 and 512 tokens (the notebook's batches, 32 and 8): attention's share grows
+# with the length.
 if extra profile && ! skipped profile; then
-    sp_args=(bench step-profile --arch "$FIRST_MODEL" --max-len "$FIRST_LEN" --batch "$BATCH"
+    sp_lens=$FIRST_LEN
+    [[ $MODE == gpu ]] && sp_lens=128,512
+    sp_args=(bench step-profile --arch "$FIRST_MODEL" --max-len "$sp_lens" --batch "$BATCH"
         --precision bf16,f16 --warmup 3 --steps 4)
     stage "step profile ${FIRST_MODEL##*/}" 60 "$BERTLAB_JSONL" "$BIN" "${sp_args[@]}"
     stage "kernel times ${FIRST_MODEL##*/}" 60 "$BERTLAB_JSONL" "$BIN" "${sp_args[@]}" --kernel-times

@@ -267,6 +267,8 @@ fn device_check_script_runs_in_quick_cpu_mode() {
         at("==> throughput ") < at("==> parity (limit")
             && at("==> parity (limit") < at("==> numerics (limit")
     );
+    // The step profile, plain and with kernel times (none to take on the CPU build).
+    assert!(at("==> step profile tiny-distilbert (limit") < at("==> kernel times tiny-distilbert (limit"));
     // The end-to-end and pipeline stages run where python3 has torch and transformers, else
     // say why they skip.
     for stage in ["end-to-end", "pipeline"] {
