@@ -546,6 +546,23 @@ fi
 
 # The rest is opt-in (DEVICE_CHECK_EXTRA=numerics,pipeline,profile,alt or all): the default run fits 4
 # minutes, so that two tries fit 15 minutes of device time with the machine's start-ups.
+
+# 3b. The step profile, opt-in (`profile`): what a step asks of the device and how long the
+# device computes in it (issue 24). The launches, host waits and wall time of the asynchronous
+# step, then every kernel timed on the device (CubeCL's profiler; each kernel waited for, so that run's own wall time is not the
+# step's). A step's wall time less its kernels' sum is the device waiting on the host. The
+# lines go with the throughput rows (`bench table` reads only those). First of the opt-in
+# stages: a minute or two, where the pipeline stage takes whatever time is left. On the GPU at
+# 128 and 512 tokens (the notebook's batches, 32 and 8): attention's share grows with length.
+if extra profile && ! skipped profile; then
+    sp_lens=$FIRST_LEN
+    [[ $MODE == gpu ]] && sp_lens=128,512
+    sp_args=(bench step-profile --arch "$FIRST_MODEL" --max-len "$sp_lens" --batch "$BATCH"
+        --precision bf16,f16 --warmup 3 --steps 4)
+    stage "step profile ${FIRST_MODEL##*/}" 60 "$BERTLAB_JSONL" "$BIN" "${sp_args[@]}"
+    stage "kernel times ${FIRST_MODEL##*/}" 60 "$BERTLAB_JSONL" "$BIN" "${sp_args[@]}" --kernel-times
+fi
+
 # 4. numerics, opt-in (after the table: its 3 × 200 steps stop early, with a summary of the steps done,
 # when the budget runs short).
 if extra numerics && ! skipped numerics; then
@@ -627,21 +644,6 @@ if [[ -n "$IDS" ]] && extra profile && ! skipped profile && ! skipped throughput
     stage "eager readback ${FIRST_MODEL##*/}" 60 - "$BIN" bench train-throughput --ids-file "$IDS" \
         --max-len "$FIRST_LEN" --batch "$BATCH" --padding fixed --steps "$STEPS" --warmup "$WARMUP" \
         --arch "$FIRST_MODEL" --precision f16,bf16 --eager-readback
-fi
-# What a step asks of the device and how long the device computes in it (issue 24): the
-# launches, host waits and wall time of the asynchronous step, then every kernel timed on the
-# device (CubeCL's profiler; each kernel waited for, so that run's own wall time is not the
-# step's). A step's wall time less its kernels' sum is the device waiting on the host. The
-# lines go with the throughput rows (`bench table` reads only those).
-# On the GPU at 128 and 512 tokens (the notebook's batches, 32 and 8): attention's share grows
-# with the length.
-if extra profile && ! skipped profile; then
-    sp_lens=$FIRST_LEN
-    [[ $MODE == gpu ]] && sp_lens=128,512
-    sp_args=(bench step-profile --arch "$FIRST_MODEL" --max-len "$sp_lens" --batch "$BATCH"
-        --precision bf16,f16 --warmup 3 --steps 4)
-    stage "step profile ${FIRST_MODEL##*/}" 60 "$BERTLAB_JSONL" "$BIN" "${sp_args[@]}"
-    stage "kernel times ${FIRST_MODEL##*/}" 60 "$BERTLAB_JSONL" "$BIN" "${sp_args[@]}" --kernel-times
 fi
 
 # Last, while time is left: the other build's env probe and its f16 rows of the first model
