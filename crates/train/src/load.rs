@@ -179,10 +179,7 @@ fn check_resumable(spec: &RunSpec, record: &RunRecord, resume: &Resume) -> Resul
     }
     // The same files with the same content: rows of the same count can hold other texts or
     // labels (a file replaced while the run was down).
-    let digests = |files: &[bertlab_run::identity::FileIdentity]| -> Vec<String> {
-        files.iter().map(|f| f.sha256.clone()).collect()
-    };
-    if digests(&d.files) != digests(&c.files) {
+    if !d.files.iter().map(|f| &f.sha256).eq(c.files.iter().map(|f| &f.sha256)) {
         let changed = d.files.iter().zip(&c.files).find(|(a, b)| a.sha256 != b.sha256);
         return Err(mismatch(match changed {
             Some((now, then)) => format!(

@@ -74,12 +74,12 @@ pub fn train<B: AutodiffBackend>(
     write_record(spec, record, outcome)
 }
 
-/// What a run may write over in `spec.out` is its own: `out` is not the filesystem's root; the model it starts from is not inside `out/best` or
-/// `out/checkpoint` (the export and the checkpoint would replace it); a `best/` is a bertlab
-/// run's (there is a record, a failed run's record, an unreadable record moved aside, or a
-/// checkpoint beside it) or `overwrite` says to replace it; a `checkpoint/` has its `state.json`
-/// or `fresh` says to discard it. The run removes both wholesale, so nothing of a user's is
-/// there.
+/// What a run may write over in `spec.out` is its own: `out` is not the filesystem's root; the
+/// model it starts from is not inside `out/best` or `out/checkpoint` (the export and the
+/// checkpoint would replace it); a `best/` is a bertlab run's (there is a record, a failed
+/// run's record, an unreadable record moved aside, or a checkpoint beside it) or `overwrite`
+/// says to replace it; a `checkpoint/` has its `state.json` or `fresh` says to discard it. The
+/// run removes both wholesale, so nothing of a user's is there.
 fn check_out(spec: &RunSpec, options: &TrainOptions) -> Result<(), TrainError> {
     let out = &spec.out;
     let refuse = |why: String, remedy| Err(TrainError::OutNotARunDir { out: out.clone(), why, remedy });
