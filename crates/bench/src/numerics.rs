@@ -178,6 +178,9 @@ struct NumericsRun<B: AutodiffBackend> {
     seconds: f64,
 }
 
+/// Steps between two progress lines on standard error.
+const PROGRESS_EVERY: usize = 10;
+
 pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> anyhow::Result<()> {
     if !args.precision.contains(&Precision::F32) {
         bail!("--precision: f32 is the reference curve; include it (e.g. f32,f16,bf16)");
@@ -276,6 +279,19 @@ pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> an
             run.seconds += t.elapsed().as_secs_f64();
         }
         steps_done = step + 1;
+        // A base-size run takes minutes on a GPU and an hour on a CPU: say that it moves.
+        if steps_done % PROGRESS_EVERY == 0 || steps_done == args.steps {
+            let losses: Vec<String> = runs
+                .iter()
+                .map(|r| format!("{} {:.4}", r.label, r.curve.losses.last().copied().unwrap_or(f64::NAN)))
+                .collect();
+            eprintln!(
+                "numerics: step {steps_done}/{} ({:.0} s): {}",
+                args.steps,
+                started.elapsed().as_secs_f64(),
+                losses.join(", ")
+            );
+        }
     }
     if steps_done == 0 {
         bail!("numerics: no step done (--steps 0, or --max-seconds too short)");

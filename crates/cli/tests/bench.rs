@@ -115,6 +115,23 @@ fn numerics_throughput_and_table_on_a_tiny_model() {
         assert_eq!(losses.len(), 12);
         assert!(losses.iter().all(|l| l.as_f64().unwrap().is_finite()));
     }
+    // Progress on stderr every 10 steps and at the end, with each curve's latest loss.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let f32_losses = curves.iter().find(|c| c["precision"] == "f32").unwrap()["losses"].as_array().unwrap();
+    for step in [10, 12] {
+        let f32_loss = f32_losses[step - 1].as_f64().unwrap();
+        let line = stderr.lines().find(|l| l.starts_with(&format!("numerics: step {step}/12 ")));
+        let line = line.unwrap_or_else(|| panic!("no progress line for step {step}:\n{stderr}"));
+        let (_, tail) = line.split_once("): ").unwrap_or_else(|| panic!("{line}"));
+        let shown: Vec<(&str, f64)> = tail
+            .split(", ")
+            .map(|p| p.split_once(' ').unwrap())
+            .map(|(n, l)| (n, l.parse().unwrap()))
+            .collect();
+        assert_eq!(shown.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["f32", "f16", "bf16"], "{line}");
+        // Printed to 4 decimals: within half a unit of the last of them (fails on NaN).
+        assert!((shown[0].1 - f32_loss).abs() <= 0.51e-4, "{line} vs {f32_loss}");
+    }
     let f16 = curves.iter().find(|c| c["precision"] == "f16").unwrap();
     assert_eq!(f16["final_loss_scale"], 65536.0, "f16 runs with loss scaling");
     let summary = lines.iter().find(|v| v["bench"] == "numerics-summary").unwrap();
