@@ -130,7 +130,8 @@ def curve(path, batches, precision, args, torch, transformers):
     model = load(path, torch, transformers)
     opt = make_optimizer(model, args.lr, torch)
     dtype = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": None}[precision]
-    scaler = torch.amp.GradScaler(DEVICE, init_scale=65536.0, growth_interval=2000) if precision == "f16" else None
+    scaler = (torch.amp.GradScaler(DEVICE, init_scale=args.init_scale, growth_interval=2000)
+              if precision == "f16" else None)
     losses, skipped = [], []
     for step in range(args.steps):
         loss = loss_of(model, batches[step % len(batches)], dtype, torch, args.native_f16_gemm)
@@ -185,6 +186,9 @@ def main():
     ap.add_argument("--precision", default="f32,f16,bf16")
     ap.add_argument("--inspect-at", type=int, default=None, help="compare gradients at this step's weights")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--init-scale", type=float, default=65536.0,
+                    help="GradScaler's initial loss scale (PyTorch's and bertlab's default 65536; a "
+                    "lower one shows what a skipped first-steps update does to the curve)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (autocast and GradScaler there; "
                     "f16 GEMMs are the GPU's own, so the CPU's f32-accumulate emulation is off)")
     ap.add_argument("--native-f16-gemm", action="store_true",
@@ -236,7 +240,8 @@ def main():
             "f16_gemm": "native" if args.native_f16_gemm else "f32-accumulate",
             "steps": args.steps, "batch": args.batch, "max_len": args.max_len, "lr": args.lr,
             "first_loss": losses[0], "last10_mean_loss": sum(tail) / len(tail),
-            "skipped_steps": skipped, "final_loss_scale": scale,
+            "skipped_steps": skipped, "init_loss_scale": args.init_scale if precision == "f16" else 1.0,
+            "final_loss_scale": scale,
             "losses": [round(x, 6) for x in losses],
         })
     if "f32" in curves:
