@@ -10,6 +10,11 @@ signed gap over the second half of the steps (negative: the curve is below f32's
 faster), then the mean over seeds. `f32-rows-reversed` is bertlab's control (f32 with each
 batch's rows reversed: rounding alone), `f32 bertlab-torch` the two f32 curves' gap.
 
+A PyTorch f16 cell names the steps GradScaler skipped (an overflow at the initial scale: the
+update of that batch is never applied, which moves the whole curve). `f16 bertlab-torch` is the
+gap between the two f16 curves, against PyTorch's f16 run that skipped no step: the default
+one, or one of `torch_numerics.py --init-scale S` (a lower initial scale) where it skipped.
+
     python3 scripts/numerics_seeds.py BERTLAB.jsonl TORCH.jsonl
 """
 
@@ -46,15 +51,30 @@ def read(path, side):
             d = json.loads(line)
             if d.get("bench") != "numerics" or "losses" not in d:
                 continue
+            precision = d["precision"]
             if side == "torch":
                 m = re.search(r"seed-(\d+)", d.get("export_dir", ""))
                 if not m:
                     continue
                 seed = int(m.group(1))
+                scale = d.get("init_loss_scale", 65536.0)
+                if precision == "f16" and scale != 65536.0:
+                    precision = f"f16 scale {scale:g}"
             else:
                 seed = d.get("seed")
-            out.setdefault(seed, {})[d["precision"]] = d["losses"]
+            out.setdefault(seed, {})[precision] = d["losses"]
+            out[seed][precision + " skipped"] = d.get("skipped_steps", [])
     return out
+
+
+def unskipped_f16(curves):
+    """PyTorch's f16 curve that skipped no step: the default run's, else a lower scale's."""
+    names = ["f16"] + sorted((n for n in curves if n.startswith("f16 scale ") and not n.endswith(" skipped")),
+                             key=lambda n: -float(n.split()[-1]))
+    for name in names:
+        if name in curves and not curves[name + " skipped"]:
+            return name
+    return None
 
 
 def main():
@@ -64,7 +84,7 @@ def main():
     bertlab, torch = read(sys.argv[1], "bertlab"), read(sys.argv[2], "torch")
     columns = [("bertlab", "f16"), ("torch", "f16"), ("bertlab", "bf16"), ("torch", "bf16"),
                ("bertlab", "f32-rows-reversed")]
-    header = [f"{side} {p}" for side, p in columns] + ["f32 bertlab-torch"]
+    header = [f"{side} {p}" for side, p in columns] + ["f32 bertlab-torch", "f16 bertlab-torch"]
     print("| seed | " + " | ".join(header) + " |")
     print("|---:|" + "---:|" * len(header))
     sums = [[] for _ in header]
@@ -75,13 +95,22 @@ def main():
             if precision in curves and "f32" in curves:
                 g, signed = gaps(curves[precision], curves["f32"])
                 sums[i].append((g, signed))
-                cells.append(f"{g:.3g} ({signed:+.2g})")
+                skipped = curves.get(precision + " skipped") if side == "torch" else None
+                note = f", skipped step {', '.join(map(str, skipped))}" if skipped else ""
+                cells.append(f"{g:.3g} ({signed:+.2g}{note})")
             else:
                 cells.append("–")
         if "f32" in torch.get(seed, {}) and "f32" in bertlab[seed]:
             g, signed = gaps(torch[seed]["f32"], bertlab[seed]["f32"])
-            sums[-1].append((g, signed))
+            sums[-2].append((g, signed))
             cells.append(f"{g:.2e}")
+        else:
+            cells.append("–")
+        other = unskipped_f16(torch.get(seed, {}))
+        if other and "f16" in bertlab[seed]:
+            g, signed = gaps(bertlab[seed]["f16"], torch[seed][other])
+            sums[-1].append((g, signed))
+            cells.append(f"{g:.3g} ({signed:+.2g})" + (f" vs {other}" if other != "f16" else ""))
         else:
             cells.append("–")
         print(f"| {seed} | " + " | ".join(cells) + " |")
