@@ -121,6 +121,12 @@ impl<B: Backend> TextClassifier<B> {
         precision: Precision,
     ) -> Tensor<B, 2> {
         let hidden = self.backbone.forward(input_ids, attention_mask, precision); // [batch, seq, hidden]
+
+        // The head multiplies in f32 whatever `precision` (two small products a batch). In
+        // f16 its weight gradient sums a batch of features times loss-scaled logit gradients:
+        // under PyTorch's autocast that product is f16 and overflows at the scale 65536 at
+        // step 1 on most DistilBERT-base initialisations, so GradScaler skips the update
+        // (issue 22, BENCHMARKS.md); here every update is applied, as in f32.
         let features = match &self.pre_classifier {
             // DistilBERT: [CLS] → pre_classifier → ReLU.
             Some(pre) => relu(linear(pre, cls(hidden), FloatDType::F32)),

@@ -58,7 +58,9 @@ fn half_precision_gradients_reach_f32_weights_and_match_f32() {
         assert_eq!(got.len(), reference.len());
         // The encoder's linear layers (2 layers × 4 × weight and bias) multiply in the half
         // dtype, and `ops::param_cast` hands their gradients on as the products made them (the
-        // optimizer widens them); every other gradient is f32.
+        // optimizer widens them); every other gradient is f32, the head's included (it
+        // multiplies in f32, so its loss-scaled weight gradient cannot overflow as autocast's
+        // f16 one does: issue 22).
         let in_half = got.iter().filter(|(dtype, _)| *dtype == half).count();
         assert_eq!(in_half, 16, "{precision}: the linear layers' gradients come in {half:?}");
         let mut worst = 0.0f32;
