@@ -41,8 +41,9 @@ def gaps(curve, reference):
 
 
 def read(path, side):
-    """{seed: {precision: losses}} from one side's JSON lines."""
-    out = {}
+    """{seed: {precision: losses}} and {seed: {precision: skipped steps}} from one side's JSON
+    lines; a PyTorch f16 run at another initial loss scale is the precision `f16 scale S`."""
+    out, skips = {}, {}
     with open(path) as f:
         for line in f:
             line = line.strip()
@@ -63,25 +64,22 @@ def read(path, side):
             else:
                 seed = d.get("seed")
             out.setdefault(seed, {})[precision] = d["losses"]
-            out[seed][precision + " skipped"] = d.get("skipped_steps", [])
-    return out
+            skips.setdefault(seed, {})[precision] = d.get("skipped_steps", [])
+    return out, skips
 
 
-def unskipped_f16(curves):
+def unskipped_f16(curves, skipped):
     """PyTorch's f16 curve that skipped no step: the default run's, else a lower scale's."""
-    names = ["f16"] + sorted((n for n in curves if n.startswith("f16 scale ") and not n.endswith(" skipped")),
-                             key=lambda n: -float(n.split()[-1]))
-    for name in names:
-        if name in curves and not curves[name + " skipped"]:
-            return name
-    return None
+    lower = sorted((n for n in curves if n.startswith("f16 scale ")), key=lambda n: -float(n.split()[-1]))
+    names = ["f16"] + lower
+    return next((n for n in names if n in curves and not skipped.get(n)), None)
 
 
 def main():
     if len(sys.argv) != 3:
         print(__doc__, file=sys.stderr)
         return 2
-    bertlab, torch = read(sys.argv[1], "bertlab"), read(sys.argv[2], "torch")
+    (bertlab, _), (torch, torch_skipped) = read(sys.argv[1], "bertlab"), read(sys.argv[2], "torch")
     columns = [("bertlab", "f16"), ("torch", "f16"), ("bertlab", "bf16"), ("torch", "bf16"),
                ("bertlab", "f32-rows-reversed")]
     header = [f"{side} {p}" for side, p in columns] + ["f32 bertlab-torch", "f16 bertlab-torch"]
@@ -95,7 +93,7 @@ def main():
             if precision in curves and "f32" in curves:
                 g, signed = gaps(curves[precision], curves["f32"])
                 sums[i].append((g, signed))
-                skipped = curves.get(precision + " skipped") if side == "torch" else None
+                skipped = torch_skipped.get(seed, {}).get(precision) if side == "torch" else None
                 note = f", skipped step {', '.join(map(str, skipped))}" if skipped else ""
                 cells.append(f"{g:.3g} ({signed:+.2g}{note})")
             else:
@@ -106,7 +104,7 @@ def main():
             cells.append(f"{g:.2e}")
         else:
             cells.append("–")
-        other = unskipped_f16(torch.get(seed, {}))
+        other = unskipped_f16(torch.get(seed, {}), torch_skipped.get(seed, {}))
         if other and "f16" in bertlab[seed]:
             g, signed = gaps(bertlab[seed]["f16"], torch[seed][other])
             sums[-1].append((g, signed))
