@@ -85,6 +85,9 @@ pub fn run(args: TrainArgs, global: &crate::Global) -> anyhow::Result<()> {
         return Ok(());
     }
     if args.dry_run {
+        // What the run would stop on at once, checked where no network is needed.
+        let checked = bertlab_train::check_local_inputs(&spec)
+            .with_context(|| format!("training run {}", spec.out.display()))?;
         let shapes = spec.planned_shapes();
         let text: Vec<String> = shapes.iter().map(|[rows, len]| format!("{rows}×{len}")).collect();
         println!(
@@ -100,6 +103,16 @@ pub fn run(args: TrainArgs, global: &crate::Global) -> anyhow::Result<()> {
                 bertlab_run::Padding::Bucket =>
                     format!("multiples of {} up to max_len {}", spec.pad_multiple, spec.max_len),
             }
+        );
+        let said = |checked: bool, what: &str, value: &str| match checked {
+            true => format!("{what} {value} found"),
+            false => format!("{what} {value} on the Hub, not looked up"),
+        };
+        println!(
+            "{}: {}; {}",
+            spec.out.display(),
+            said(checked.source_checked, "data", &spec.source),
+            said(checked.model_checked, "model", &spec.model)
         );
         return Ok(());
     }

@@ -143,6 +143,46 @@ fn a_pipeline_plans_every_setting_into_the_run_spec_the_record_and_the_report() 
     }
 }
 
+/// The plan checks what the run would stop on at once where no network is needed: a local
+/// dataset's files and a local model's `config.json`, with the run's own errors.
+#[test]
+fn dry_run_checks_a_local_source_and_model() {
+    let dir = std::env::temp_dir().join(format!("bertlab-dry-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("model")).unwrap();
+    let data = dir.join("reviews.csv");
+    let model = dir.join("model");
+    let dry_run = |source: &std::path::Path, model: &std::path::Path| {
+        let (source, model) = (source.to_str().unwrap(), model.to_str().unwrap());
+        let out = Command::new(BIN)
+            .args(["train", "--dry-run", "--source", source, "--model", model, "--out", "r"])
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    // A missing data file: the run's own error, naming the file.
+    let (ok, _, err) = dry_run(&data, &model);
+    assert!(!ok && err.contains("training run r") && err.contains(&*data.to_string_lossy()), "{err}");
+    // A missing directory.
+    let (ok, _, err) = dry_run(&dir.join("nowhere"), &model);
+    assert!(!ok && err.contains("nowhere") && err.contains("no such directory"), "{err}");
+    // The data is there, the model directory has no config.json.
+    std::fs::write(&data, "text,label\ngood,1\nbad,0\n").unwrap();
+    let (ok, _, err) = dry_run(&data, &model);
+    assert!(!ok && err.contains("config.json"), "{err}");
+    // Both there: the plan says what it found.
+    let config = r#"{"model_type": "bert", "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128}"#;
+    std::fs::write(model.join("config.json"), config).unwrap();
+    let (ok, out, err) = dry_run(&data, &model);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("data {} found; model {} found", data.display(), model.display())),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn dry_run_lists_the_planned_shapes_and_a_bad_warmed_shape_names_its_flag() {
     let out = Command::new(BIN)
@@ -155,6 +195,8 @@ fn dry_run_lists_the_planned_shapes_and_a_bad_warmed_shape_names_its_flag() {
         text.starts_with("r: at most 6 batch shapes (rows × length): 16×32 16×64 16×96 64×32 64×64 64×96 —"),
         "{text}"
     );
+    // The data and model are not local: nothing to look up without the network.
+    assert!(text.contains("\nr: data hub on the Hub, not looked up; model distilbert/distilbert-base-uncased on the Hub, not looked up\n"), "{text}");
     let out =
         Command::new(BIN).args(["train", "--dry-run", "--warmed-shapes", "32x128,32y96"]).output().unwrap();
     let err = String::from_utf8(out.stderr).unwrap();

@@ -423,15 +423,7 @@ impl DatasetSource {
     /// the ones the files declare (`ClassLabel`), else the sorted distinct string labels of all
     /// splits, else (integer labels) `"0"`…`"k-1"` with every class present in some split.
     pub fn load_splits(&self, options: &DataOptions, hub: &HubOptions) -> Result<DatasetSplits, DataError> {
-        options.check()?;
-        let mut located = self.locate(options.config.as_deref(), &Split::ALL, hub)?;
-        if !located.splits.contains_key(&Split::Train) {
-            return Err(DataError::NoSplit {
-                place: located.place,
-                split: Split::Train,
-                found: located.found,
-            });
-        }
+        let mut located = self.locate_splits(options, hub)?;
         let present: Vec<Split> = located.splits.keys().copied().collect();
         let files: Vec<Vec<(PathBuf, Format)>> =
             present.iter().map(|s| located.splits.remove(s).expect("a key of the map")).collect();
@@ -449,6 +441,36 @@ impl DatasetSource {
             }
         }
         Ok(splits)
+    }
+
+    /// The checked options' split files, a train split among them.
+    fn locate_splits(&self, options: &DataOptions, hub: &HubOptions) -> Result<Located, DataError> {
+        options.check()?;
+        let located = self.locate(options.config.as_deref(), &Split::ALL, hub)?;
+        if !located.splits.contains_key(&Split::Train) {
+            return Err(DataError::NoSplit {
+                place: located.place,
+                split: Split::Train,
+                found: located.found,
+            });
+        }
+        Ok(located)
+    }
+
+    /// What [`load_splits`](Self::load_splits) finds before it reads a row, checked for a local
+    /// source: the options, the file or the directory's layout (config and splits, a train split
+    /// among them) and that every split file is there. The same errors as loading, without
+    /// reading the data (a plan's check). Returns `false`, checking nothing, for a Hub source,
+    /// whose file list needs the network or the cache.
+    pub fn check_local(&self, options: &DataOptions) -> Result<bool, DataError> {
+        if matches!(self, DatasetSource::Hub { .. }) {
+            return Ok(false);
+        }
+        let located = self.locate_splits(options, &HubOptions { offline: true, ..HubOptions::default() })?;
+        for (path, _) in located.splits.values().flatten() {
+            std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+        }
+        Ok(true)
     }
 
     /// All rows, train then validation then test, joined as the notebook does before splitting

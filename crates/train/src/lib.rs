@@ -33,7 +33,7 @@ pub use error::TrainError;
 pub use loss_scale::{DynamicLossScaler, ScaleDecision};
 pub use optim::{Adam, AdamSettings, OptimizerKind};
 pub use predict::{evaluate, predict_logits, EvalSettings};
-pub use prepare::check_precision;
+pub use prepare::{check_local_inputs, check_precision, LocalInputs};
 pub use progress::ProgressMode;
 pub use readback::PendingLogits;
 pub use schedule::{LrSchedule, Schedule};

@@ -62,6 +62,33 @@ fn say(quiet: bool, message: &str) {
     }
 }
 
+/// What [`check_local_inputs`] could check without the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalInputs {
+    /// The dataset is local and its split files are where the run will look for them.
+    pub source_checked: bool,
+    /// The model is a local directory and its `config.json` reads as a model configuration.
+    pub model_checked: bool,
+}
+
+/// A plan's check of a run's inputs (`bertlab train --dry-run`): a local dataset's layout and
+/// files (reading no row) and a local model's `config.json`, with the errors the run itself
+/// would stop on. Hub references are not looked up (that needs the network or the cache): the
+/// result says what was checked.
+pub fn check_local_inputs(spec: &RunSpec) -> Result<LocalInputs, TrainError> {
+    let source = DatasetSource::parse(&spec.source)?;
+    let source_checked = source.check_local(&DataOptions::of_spec(spec))?;
+    let repo = RepoRef::parse(&spec.model, RepoKind::Model);
+    let model_checked = matches!(repo, RepoRef::Local(_));
+    if model_checked {
+        // A local repository's file is a path: no Hub lookup whatever the options.
+        let hub = HubOptions { offline: true, ..HubOptions::default() };
+        ModelConfig::from_file(&repo.file("config.json", &hub).map_err(ModelError::from)?)
+            .map_err(ModelError::from)?;
+    }
+    Ok(LocalInputs { source_checked, model_checked })
+}
+
 /// Check the settings the data does not decide, then load, split and tokenize the data of
 /// `spec`. Takes the run's spec and the Hub options; fills `record.data` (sizes, classes,
 /// files, class counts, truncated rows) and the data and tokenize timings.
