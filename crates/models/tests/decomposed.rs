@@ -242,6 +242,8 @@ fn op_check_passes_on_flex_and_fails_on_nan() {
     for c in &checks {
         assert!(c.passed(), "{c:?}");
     }
+    // The choice of attention kernels is the CubeCL backends': none runs here, so no cases.
+    assert!(check::check_attention_products::<AD>(&Default::default(), 1).is_empty());
     let nan = check::OpCheck { op: "x", case: String::new(), max_error: f64::NAN, tolerance: 1.0 };
     assert!(!nan.passed());
 }

@@ -8,7 +8,10 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
 use burn::tensor::{Bool, FloatDType, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
-use super::{reference, DropoutMask, LinearActivation};
+use super::{
+    attention_products, attention_products_ran, reference, set_attention_products, AttentionProducts,
+    DropoutMask, LinearActivation,
+};
 
 /// One comparison: an op on one case, its worst element-wise error over the output and every
 /// input's gradient.
@@ -222,24 +225,11 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
     // each against the decomposition in f32. Rounding the operands and the output to f16
     // costs both the same; the routed op may add its own summation order, so it passes
     // within twice the decomposition's own error (which is NaN, and fails, if either is).
-    let (batch, seq, heads, head_dim) = (3, 70, 2, 32);
-    let width = 3 * heads * head_dim;
-    let padding = padded_rows(batch, seq);
+    let dims = [3, 70, 2, 32];
     let dropout = Some(DropoutMask::new(0.1, 0x5eed_0000_0000_0004 ^ seed));
-    let inputs = [rng.values(batch * seq * width, 1.0)];
-    let mask = || Tensor::<B, 2, Bool>::from_data(TensorData::new(padding.clone(), [batch, seq]), device);
-    type Attention<B> = fn(Tensor<B, 3>, Tensor<B, 2, Bool>, usize, Option<DropoutMask>) -> Tensor<B, 3>;
-    let in_dtype = |attention: Attention<B>, dtype: FloatDType| {
-        move |t: &[Tensor<B, 1>; 1]| {
-            let qkv = shaped(&t[0], [batch, seq, width]).cast(dtype);
-            attention(qkv, mask(), heads, dropout).cast(FloatDType::F32)
-        }
-    };
-    let f32_reference = in_dtype(reference::attention, FloatDType::F32);
-    let routed =
-        compare(device, &inputs, &in_dtype(super::attention, FloatDType::F16), &f32_reference, &mut rng);
-    let decomposed =
-        compare(device, &inputs, &in_dtype(reference::attention, FloatDType::F16), &f32_reference, &mut rng);
+    let (routed, decomposed) = attention_in_dtype::<B>(device, &mut rng, dims, dropout, FloatDType::F16);
+    let [batch, seq, heads, head_dim] = dims;
+    let width = 3 * heads * head_dim;
     record(
         "attention",
         format!("qkv [{batch}, {seq}, {width}] in f16 against f32, padded rows, dropout 0.1 (the decomposition in f16: {decomposed:.1e})"),
@@ -471,6 +461,80 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
         let e = error(&got, &want);
         record("finite_flag", format!("{dtype:?}: 1, 0, NaN, ±∞, 3e38, −65 504, 1e−40"), e, 0.0);
     }
+    checks
+}
+
+/// Attention on operands in `dtype` (what a low-precision step's attention gets) against the
+/// decomposition in f32 on the same inputs (`dims`: batch, seq, heads, head size; rows padded
+/// by [`padded_rows`]): `(the routed op's error, the decomposition's own error in dtype)`.
+fn attention_in_dtype<B: AutodiffBackend>(
+    device: &B::Device,
+    rng: &mut Lcg,
+    [batch, seq, heads, head_dim]: [usize; 4],
+    dropout: Option<DropoutMask>,
+    dtype: FloatDType,
+) -> (f64, f64) {
+    let width = 3 * heads * head_dim;
+    let padding = padded_rows(batch, seq);
+    let inputs = [rng.values(batch * seq * width, 1.0)];
+    let mask = || Tensor::<B, 2, Bool>::from_data(TensorData::new(padding.clone(), [batch, seq]), device);
+    type Attention<B> = fn(Tensor<B, 3>, Tensor<B, 2, Bool>, usize, Option<DropoutMask>) -> Tensor<B, 3>;
+    let in_dtype = |attention: Attention<B>, dtype: FloatDType| {
+        move |t: &[Tensor<B, 1>; 1]| {
+            let qkv = shaped(&t[0], [batch, seq, width]).cast(dtype);
+            attention(qkv, mask(), heads, dropout).cast(FloatDType::F32)
+        }
+    };
+    let f32_reference = in_dtype(reference::attention, FloatDType::F32);
+    let routed = compare(device, &inputs, &in_dtype(super::attention, dtype), &f32_reference, rng);
+    let decomposed = compare(device, &inputs, &in_dtype(reference::attention, dtype), &f32_reference, rng);
+    (routed, decomposed)
+}
+
+/// Attention in f16 (and bf16 where `B` runs it) under each of [`AttentionProducts::ALL`]
+/// (set in turn with [`set_attention_products`], the process's choice restored after): on
+/// the CubeCL backends the row kernels, the tile kernels with their products in plain code,
+/// and the tile kernels on tensor cores where the device has them; in f16 heads of 32 and 64,
+/// with and without dropout, in bf16 heads of 64 with dropout; 70 tokens (four whole tiles of
+/// 16 and a partial one), padded rows.
+/// Each passes within twice the decomposition's own error in that dtype against the f32
+/// decomposition, as [`check_ops`]' f16 case. A case names the kernels that ran
+/// ([`attention_products_ran`]; `tensor-cores` runs the row kernels on a device without
+/// them). Empty where attention reaches no CubeCL kernel (the choice means nothing there).
+pub fn check_attention_products<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpCheck> {
+    let mut rng = Lcg(seed ^ 0xa77e_0000);
+    let chosen = attention_products();
+    let mut dtypes = vec![FloatDType::F16];
+    if B::supports_dtype(device, burn::tensor::DType::BF16) {
+        dtypes.push(FloatDType::BF16);
+    }
+    let mut checks = Vec::new();
+    'products: for products in AttentionProducts::ALL {
+        set_attention_products(products);
+        for &dtype in &dtypes {
+            // bf16 (GPUs only) in one case: each case compiles its kernels, ~1 s each there.
+            let cases: &[(usize, f64)] = match dtype {
+                FloatDType::F16 => &[(32, 0.1), (64, 0.0), (64, 0.1)],
+                _ => &[(64, 0.1)],
+            };
+            for &(head_dim, prob) in cases {
+                let dims = [3, 70, 2, head_dim];
+                let dropout = (prob > 0.0).then(|| DropoutMask::new(prob, 0x5eed_0000_0000_0005 ^ seed));
+                let (routed, decomposed) = attention_in_dtype::<B>(device, &mut rng, dims, dropout, dtype);
+                let Some(ran) = attention_products_ran() else { break 'products };
+                let width = 3 * 2 * head_dim;
+                checks.push(OpCheck {
+                    op: "attention",
+                    case: format!(
+                        "products {products}, ran {ran}: qkv [3, 70, {width}] in {dtype:?} against f32, padded rows, dropout {prob} (the decomposition in {dtype:?}: {decomposed:.1e})"
+                    ),
+                    max_error: routed,
+                    tolerance: 2.0 * decomposed,
+                });
+            }
+        }
+    }
+    set_attention_products(chosen);
     checks
 }
 

@@ -28,6 +28,8 @@ use burn_cubecl::CubeRuntime;
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use self::kernels::{attention_forward_kernel, attention_key_grad_kernel, attention_query_grad_kernel};
+use super::attention_products::{attention_products, record_ran, AttentionProducts};
+use super::cube_attention_tiles;
 use super::cube_shared::{empty_on, hash_params};
 use super::is_float;
 use super::DropoutMask;
@@ -431,6 +433,29 @@ fn launch_shape(batch: usize, seq: usize, heads: usize, tile: usize) -> (CubeCou
     (count, CubeDim::new_1d(tile as u32))
 }
 
+/// Whether the tile kernels (`cube_attention_tiles`) run for `qkv`, and with tensor cores:
+/// what `ops::attention_products` asks for where those kernels take the dtype and head size
+/// (and, for tensor cores, where the device has them), else `None`: the row kernels here.
+fn tile_kernels<R: CubeRuntime>(qkv: &CubeTensor<R>, head_dim: usize) -> Option<bool> {
+    let tensor_cores = match attention_products() {
+        AttentionProducts::Rows => {
+            record_ran(AttentionProducts::Rows);
+            return None;
+        }
+        AttentionProducts::Tiles => false,
+        AttentionProducts::TensorCores => true,
+    };
+    let runs = cube_attention_tiles::accepts(qkv.dtype, head_dim)
+        && (!tensor_cores || cube_attention_tiles::has_tensor_cores(&qkv.client, qkv.dtype));
+    let ran = match (runs, tensor_cores) {
+        (false, _) => AttentionProducts::Rows,
+        (true, false) => AttentionProducts::Tiles,
+        (true, true) => AttentionProducts::TensorCores,
+    };
+    record_ran(ran);
+    runs.then_some(tensor_cores)
+}
+
 /// Checks the hash mask's 32-bit element index covers the `[batch, heads, seq, seq]`
 /// probabilities.
 fn check_probability_count(batch: usize, heads: usize, seq: usize) {
@@ -450,6 +475,10 @@ pub(crate) fn forward<R: CubeRuntime>(
     let [batch, seq, heads, head_dim] = dims(&qkv, heads);
     assert!(accepts(qkv.dtype, head_dim), "attention kernel: {:?} qkv, heads of {head_dim}", qkv.dtype);
     check_probability_count(batch, heads, seq);
+    if let Some(tensor_cores) = tile_kernels(&qkv, head_dim) {
+        let dims = [batch, seq, heads, head_dim];
+        return cube_attention_tiles::forward(qkv, padding, dims, dropout, tensor_cores);
+    }
     let context = empty_on(&qkv, [batch, seq, heads * head_dim].into(), qkv.dtype);
     let log_sum_exp = empty_on(&qkv, [batch, heads, seq].into(), DType::F32);
     if batch * seq == 0 {
@@ -503,6 +532,19 @@ pub(crate) fn backward<R: CubeRuntime>(
         "attention backward: the gradient and output in qkv's dtype ({dtype:?}), the log-sum-exps in f32"
     );
     check_probability_count(batch, heads, seq);
+    if let Some(tensor_cores) = tile_kernels(&qkv, head_dim) {
+        let dims = [batch, seq, heads, head_dim];
+        return cube_attention_tiles::backward(
+            grad,
+            qkv,
+            context,
+            log_sum_exp,
+            padding,
+            dims,
+            dropout,
+            tensor_cores,
+        );
+    }
     let d_qkv = empty_on(&qkv, qkv.shape(), dtype);
     if batch * seq == 0 {
         return d_qkv;

@@ -48,6 +48,7 @@ use burn::tensor::ops::{BoolTensor, FloatTensor};
 use burn::tensor::{Bool, DType, FloatDType, Tensor, TensorPrimitive};
 
 pub mod adam;
+mod attention_products;
 #[cfg(any(feature = "flex", feature = "cubecl"))]
 mod autodiff;
 pub mod check;
@@ -59,6 +60,8 @@ mod cube;
 mod cube_adam;
 #[cfg(feature = "cubecl")]
 mod cube_attention;
+#[cfg(feature = "cubecl")]
+mod cube_attention_tiles;
 #[cfg(feature = "cubecl")]
 mod cube_norm;
 #[cfg(feature = "cubecl")]
@@ -72,6 +75,10 @@ mod fusion;
 pub mod norm;
 pub mod reference;
 
+pub use attention_products::{
+    attention_products, attention_products_ran, set_attention_products, AttentionProducts,
+    UnknownAttentionProducts,
+};
 #[cfg(any(feature = "flex", feature = "cubecl"))]
 pub(crate) use dropout_mask::HashMask;
 pub use dropout_mask::{seed_dropout, DropoutMask};
