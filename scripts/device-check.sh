@@ -33,7 +33,8 @@
 #                 on the GPU, outputs and gradients);
 # Opt-in (DEVICE_CHECK_EXTRA, a comma list, or `all`); `pipeline`: a user's `cargo xtask all` on
 #    random base-size snapshots from empty caches, its wall time beside the plan's estimate
-#    (scripts/device_pipeline.py, issue 23);
+#    (scripts/device_pipeline.py, issue 23); `attention`: the first model's throughput rows again
+#    with attention's products on tensor cores (BERTLAB_ATTENTION=tensor-cores, issue 24);
 # 4. numerics   — up to 200 AdamW steps on fixed IMDB batches with a randomly initialised
 #                 DistilBERT-base in f32, f16 and bf16: largest gap between the loss curves and
 #                 the f16 steps lost to overflow (none allowed after the first 10); it stops
@@ -64,10 +65,10 @@
 # ../shared when missing); BERTLAB_SAMPLE | .device/imdb-sample (made from ../shared when
 # missing); BERTLAB_TOKENIZER | .device/tokenizer | the fixtures' tiny-distilbert.
 # Knobs: DEVICE_CHECK_QUICK=1 (fewest steps), DEVICE_CHECK_BUDGET_S (default 240: stages are cut
-# to fit), DEVICE_CHECK_EXTRA (opt-in stages: numerics, pipeline, profile, alt, or all), DEVICE_CHECK_STEPS (timed throughput steps, default 10 on GPU),
+# to fit), DEVICE_CHECK_EXTRA (opt-in stages: numerics, pipeline, attention, profile, alt, or all), DEVICE_CHECK_STEPS (timed throughput steps, default 10 on GPU),
 # DEVICE_CHECK_NUMERICS_STEPS (default 200 on GPU), DEVICE_CHECK_NUMERICS_SEEDS (opt-in: issue
 # 22's numerics over these initialisations, each replayed in PyTorch), DEVICE_CHECK_SKIP (comma list of kernels,
-# parity, first-run, e2e, numerics, pipeline, throughput, torch, alt, profile), DEVICE_CHECK_TORCH=0 (no
+# parity, first-run, e2e, numerics, pipeline, throughput, torch, alt, attention, profile), DEVICE_CHECK_TORCH=0 (no
 # PyTorch rows), BERTLAB_FIRST_RUN_SAMPLE (the first-run stage's data),
 # DEVICE_CHECK_PADDING (throughput paddings; default fixed on GPU, fixed,bucket on CPU),
 # DEVICE_CHECK_PRIMARY (unfused | fused: which CUDA build runs the stages, default fused),
@@ -550,9 +551,11 @@ if ! skipped parity; then
 fi
 
 # The ops seam's fast path (bertlab's CubeCL kernels) against the reference decomposition on
-# this device: outputs and gradients of each op (issue 24); the stage fails on a mismatch.
+# this device: outputs and gradients of each op (issue 24), and attention under each
+# BERTLAB_ATTENTION choice (rows, tiles, tensor-cores: ~24 kernels more to compile on a cold
+# cache, hence 90 s); the stage fails on a mismatch.
 if ! skipped kernels; then
-    stage "kernels" 60 - "$BIN" bench kernels
+    stage "kernels" 90 - "$BIN" bench kernels
 fi
 
 # The rest is opt-in (DEVICE_CHECK_EXTRA=numerics,pipeline,profile,alt or all): the default run fits 4
@@ -648,6 +651,21 @@ if extra pipeline && ! skipped pipeline && snapshot_stage_ready pipeline; then
             --work "$WORK-pipeline" --mode "$MODE" --commit "$BUILD_COMMIT" \
             --max-seconds "$((left > 20 ? left - 5 : 15))" "${pipe_args[@]}"
     fi
+fi
+
+# Opt-in `attention` (issue 24): the first model's throughput rows again with attention's
+# products on tensor cores (BERTLAB_ATTENTION=tensor-cores: the tile kernels on `cmma`; its rows'
+# build reads `+attention-tensor-cores`), beside the default row kernels' in the same table. The
+# kernels stage has already checked those kernels against the reference on this GPU (its
+# `products tensor-cores, ran …` cases say whether tensor cores ran).
+if [[ -n "$IDS" ]] && extra attention && ! skipped attention && ! skipped throughput; then
+    IFS='|' read -r model lens precisions <<<"${THROUGHPUT[0]}"
+    for precision in ${precisions//,/ }; do
+        stage "throughput $(basename "$model") $precision (tensor-core attention)" 100 "$BERTLAB_JSONL" \
+            env BERTLAB_ATTENTION=tensor-cores "$BIN" bench train-throughput "${common[@]}" \
+            --max-len "$lens" --arch "$model" --precision "$precision"
+    done
+    print_table
 fi
 
 # Where a step's time goes (the device is synced between phases, so this run is slower).

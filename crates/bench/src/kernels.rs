@@ -23,7 +23,8 @@ pub(crate) fn run<B: AutodiffBackend>(args: KernelsArgs, rt: &Runtime<B>) -> any
     // Whether the ops reach a fast path at all: on a backend without one, both sides are the
     // reference and the check proves nothing about kernels.
     let fast_path = ops::has_fast_path::<B>() && ops::has_fast_path::<B::InnerBackend>();
-    let checks = ops::check::check_ops::<B>(&device, args.seed);
+    let mut checks = ops::check::check_ops::<B>(&device, args.seed);
+    checks.extend(ops::check::check_attention_products::<B>(&device, args.seed));
     let mut failed = Vec::new();
     for check in &checks {
         emit(json!({

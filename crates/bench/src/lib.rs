@@ -108,6 +108,12 @@ impl<B: AutodiffBackend> Runtime<B> {
         if self.autotunes {
             label.push_str("+autotune");
         }
+        // A non-default attention kernel (`BERTLAB_ATTENTION`) names itself, so rows measured
+        // with it are told apart.
+        let attention = bertlab_models::ops::attention_products();
+        if self.kernel_log.is_some() && attention != bertlab_models::ops::AttentionProducts::default() {
+            label.push_str(&format!("+attention-{attention}"));
+        }
         label
     }
 }

@@ -155,11 +155,17 @@ pub type Device = <Backend as burn::tensor::backend::BackendTypes>::Device;
 pub type TrainBackend = burn::backend::Autodiff<Backend>;
 
 /// Route `bertlab_models::ops` to this build's fast paths: the CubeCL kernels of the GPU
-/// builds, for inference and training (Flex's are built in).
-pub fn register_fast_paths() {
+/// builds, for inference and training (Flex's are built in); and apply `BERTLAB_ATTENTION`
+/// (`rows`, the default; `tiles`; `tensor-cores`): which kernels multiply in attention on the
+/// GPU builds (`bertlab_models::ops::AttentionProducts`; the CPU build has one attention).
+pub fn register_fast_paths() -> Result<(), bertlab_models::ops::UnknownAttentionProducts> {
     #[cfg(any(feature = "cuda-unfused", feature = "wgpu-unfused"))]
     {
         bertlab_models::ops::register::<Backend>();
         bertlab_models::ops::register::<TrainBackend>();
     }
+    if let Ok(value) = std::env::var("BERTLAB_ATTENTION") {
+        bertlab_models::ops::set_attention_products(value.trim().parse()?);
+    }
+    Ok(())
 }

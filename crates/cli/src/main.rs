@@ -79,7 +79,10 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    backend::register_fast_paths();
+    if let Err(err) = backend::register_fast_paths() {
+        eprintln!("error: BERTLAB_ATTENTION: {err}");
+        std::process::exit(2);
+    }
     let global = Global { offline: cli.offline || bertlab_hub::HubOptions::default().is_offline() };
     let result = match cli.command {
         Command::Data(args) => cmd_data::run(args, &global),

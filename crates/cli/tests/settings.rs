@@ -206,3 +206,29 @@ fn dry_run_lists_the_planned_shapes_and_a_bad_warmed_shape_names_its_flag() {
         "{err}"
     );
 }
+
+/// `BERTLAB_ATTENTION` (which kernels multiply in a GPU build's attention) is checked on every
+/// build before any command runs: an unknown name is a usage error that names the variable and
+/// the names it takes; a known one is accepted (the CPU build has one attention and ignores it).
+#[test]
+fn an_unknown_attention_kernel_is_a_usage_error_that_names_the_variable() {
+    // A dry run of Hub inputs: it plans without looking anything up.
+    let run = |value: &str| {
+        Command::new(BIN)
+            .args(["train", "--dry-run", "--out", "r"])
+            .env("BERTLAB_ATTENTION", value)
+            .output()
+            .unwrap()
+    };
+    let bad = run("cmma");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("BERTLAB_ATTENTION: unknown attention products \"cmma\": expected one of rows, tiles, tensor-cores"),
+        "{stderr}"
+    );
+    for good in ["rows", "tiles", "tensor-cores"] {
+        let out = run(good);
+        assert!(out.status.success(), "{good}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

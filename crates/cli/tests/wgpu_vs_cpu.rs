@@ -355,7 +355,7 @@ fn wgpu_build_kernels_match_the_reference() {
     let out = run(&build, &dir, &["bench", "kernels", "--seed", "3"]);
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 24, "one line per op and case: {text}");
+    assert_eq!(lines.len(), 33, "one line per op and case: {text}");
     for line in &lines {
         assert_eq!(line["fast_path"], true, "the wgpu build must route the ops to its fast path: {line}");
         assert_eq!(line["passed"], true, "{line}");
@@ -378,6 +378,20 @@ fn wgpu_build_kernels_match_the_reference() {
     for copy in copies {
         assert_eq!(number(&copy["max_error"], "copy error"), 0.0, "{copy}");
     }
+    // Attention in f16 under each `BERTLAB_ATTENTION` choice, three cases each: the tile
+    // kernels ran for `tiles` (their products in plain code: lavapipe has no tensor cores, so
+    // `tensor-cores` falls back to the row kernels, and the case says so).
+    let ran = |products: &str| -> Vec<String> {
+        let prefix = format!("products {products}, ran ");
+        lines
+            .iter()
+            .filter_map(|l| l["case"].as_str()?.strip_prefix(prefix.as_str()))
+            .map(|rest| rest.split(':').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(ran("rows"), ["rows"; 3], "{text}");
+    assert_eq!(ran("tiles"), ["tiles"; 3], "{text}");
+    assert_eq!(ran("tensor-cores"), ["rows"; 3], "{text}");
     let dropout = lines.iter().find(|l| l["op"] == "dropout").expect("a dropout line");
     assert_eq!(number(&dropout["max_error"], "dropout error"), 0.0, "{dropout}");
     let _ = std::fs::remove_dir_all(&dir);
