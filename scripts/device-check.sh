@@ -471,8 +471,8 @@ TORCH_ROWS=$HAVE_TORCH
 if [[ $TORCH == 0 ]] || skipped torch; then
     TORCH_ROWS=0
 fi
+common=(--ids-file "$IDS" --batch "$BATCH" --padding "$PADDING" --steps "$STEPS" --warmup "$WARMUP")
 if ! skipped throughput; then
-    common=(--ids-file "$IDS" --batch "$BATCH" --padding "$PADDING" --steps "$STEPS" --warmup "$WARMUP")
     for row in "${THROUGHPUT[@]}"; do
         IFS='|' read -r model lens precisions <<<"$row"
         label=$(basename "$model")
@@ -655,12 +655,17 @@ fi
 
 # Opt-in `attention` (issue 24): the first model's throughput rows again with attention's
 # products on tensor cores (BERTLAB_ATTENTION=tensor-cores: the tile kernels on `cmma`; its rows'
-# build reads `+attention-tensor-cores`), beside the default row kernels' in the same table. The
-# kernels stage has already checked those kernels against the reference on this GPU (its
+# build reads `+attention-tensor-cores`), beside the default row kernels' in the same table
+# (measured here too when the throughput stage was skipped, so the comparison is always one
+# run's). The kernels stage checks those kernels against the reference on this GPU (its
 # `products tensor-cores, ran …` cases say whether tensor cores ran).
-if [[ -n "$IDS" ]] && extra attention && ! skipped attention && ! skipped throughput; then
+if [[ -n "$IDS" ]] && extra attention && ! skipped attention; then
     IFS='|' read -r model lens precisions <<<"${THROUGHPUT[0]}"
     for precision in ${precisions//,/ }; do
+        if skipped throughput; then
+            stage "throughput $(basename "$model") $precision" 100 "$BERTLAB_JSONL" "$BIN" \
+                bench train-throughput "${common[@]}" --max-len "$lens" --arch "$model" --precision "$precision"
+        fi
         stage "throughput $(basename "$model") $precision (tensor-core attention)" 100 "$BERTLAB_JSONL" \
             env BERTLAB_ATTENTION=tensor-cores "$BIN" bench train-throughput "${common[@]}" \
             --max-len "$lens" --arch "$model" --precision "$precision"
