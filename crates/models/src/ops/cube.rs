@@ -9,7 +9,7 @@
 //! | AdamW with device factors (f16 steps) | `cube_adam`: mask, moments and parameter in one pass, many tensors a launch |
 //! | residual + dropout + LayerNorm | `layer_norm_forward_kernel`, `layer_norm_backward_kernel`: a row a cube, statistics in f32 (γ's and β's gradients: `layer_norm_affine_grad_kernel`, both column sums in one launch) |
 //! | Σ x² of many tensors (the gradient norm) | `cube_norm`: a few launches for all, a partial sum a cube |
-//! | attention in training (forward and backward) | `cube_attention`: flash-style, from the fused QKV projection, softmax, padding mask and dropout inside, one launch forward and two backward |
+//! | attention in training (forward and backward) | `cube_attention`: flash-style, from the fused QKV projection, softmax, padding mask and dropout inside, one launch forward and two backward; a unit a row, or (`ops::AttentionProducts`) `cube_attention_tiles`: 16 × 16 tile products, on tensor cores where the device has them |
 
 use burn::tensor::ops::{BoolTensor, FloatTensor};
 use burn::tensor::{DType, FloatDType, TensorMetadata};
