@@ -21,8 +21,6 @@ import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-ARGS = None
-
 
 def compile_one(task):
     path, arch, nvrtc = task

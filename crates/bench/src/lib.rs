@@ -111,7 +111,7 @@ impl<B: AutodiffBackend> Runtime<B> {
         // A non-default attention kernel (`BERTLAB_ATTENTION`) names itself, so rows measured
         // with it are told apart.
         let attention = bertlab_models::ops::attention_products();
-        if self.kernel_log.is_some() && attention != bertlab_models::ops::AttentionProducts::default() {
+        if attention != bertlab_models::ops::AttentionProducts::default() {
             label.push_str(&format!("+attention-{attention}"));
         }
         label

@@ -121,12 +121,10 @@ pub fn run(args: TrainArgs, global: &crate::Global) -> anyhow::Result<()> {
     // device thread, which only this hook sees: don't print their backtraces.
     bertlab_train::device_fault::install_panic_hook();
     let options = TrainOptions {
-        // The record names a GPU build's non-default attention kernel (`BERTLAB_ATTENTION`).
+        // The record names a non-default attention kernel (`BERTLAB_ATTENTION`).
         backend_name: match bertlab_models::ops::attention_products() {
-            other if crate::backend::COMPILES_KERNELS && other != Default::default() => {
-                format!("{BACKEND_NAME} (attention: {other})")
-            }
-            _ => BACKEND_NAME.into(),
+            bertlab_models::ops::AttentionProducts::Rows => BACKEND_NAME.into(),
+            other => format!("{BACKEND_NAME} (attention: {other})"),
         },
         progress: if args.quiet { ProgressMode::Quiet } else { ProgressMode::Auto },
         hub: global.hub(),
