@@ -24,7 +24,7 @@ use self::kernels::{
 
 use super::adam::{AdamOperand, AdamUpdated};
 use super::cube_attention;
-use super::cube_shared::{contiguous_float, empty_on, hash_params};
+use super::cube_shared::{contiguous_float, empty_on, hash_dropout_arg};
 use super::is_float;
 use super::{
     AttentionState, DropoutMask, FusedKernels, FusedOps, LayerNormGrads, LayerNormOutput, LayerNormState,
@@ -34,21 +34,16 @@ use super::{
 mod kernels {
     use cubecl::prelude::*;
 
-    use crate::ops::cube_shared::kernels::{cube_sum, factor};
+    use crate::ops::cube_shared::kernels::{cube_sum, HashDropout};
 
-    /// `output[i] = input[i] · factor(i)` with `factor` the `DropoutMask`'s hash mask, the same
-    /// bits as `DropoutMask::factor` on the host: element `i` is kept when the hash of
-    /// `(seed, i)` is at least `threshold`, and scaled by `scale` in f32 before it is rounded to
-    /// the tensor's dtype. Tensors are contiguous, of fewer than 2³² elements (the hash's high
+    /// `output[i] = input[i] · mask.factor(i)`, the same bits as `DropoutMask::factor` on the
+    /// host, the product in f32 before it is rounded to the tensor's dtype. Tensors are contiguous, of fewer than 2³² elements (the hash's high
     /// index word is then 0).
     #[cube(launch)]
     pub(super) fn hash_dropout_kernel<F: Float>(
         input: &Tensor<F>,
         output: &mut Tensor<F>,
-        seed_lo: u32,
-        seed_hi: u32,
-        threshold: u32,
-        scale: f32,
+        mask: HashDropout,
         #[define(F)] _dtype: StorageType,
     ) {
         let i = ABSOLUTE_POS;
@@ -57,7 +52,7 @@ mod kernels {
         }
         // A product, as the reference: a dropped ±∞ or NaN gives NaN, not 0, so an overflow
         // the step must see is not hidden by the mask.
-        output[i] = F::cast_from(f32::cast_from(input[i]) * factor(i, seed_lo, seed_hi, threshold, scale));
+        output[i] = F::cast_from(f32::cast_from(input[i]) * mask.factor(i));
     }
 
     /// The row this cube normalises (cubes laid out on a 2-D grid: more rows than one grid
@@ -75,15 +70,12 @@ mod kernels {
         residual: &Tensor<F>,
         branch: &Tensor<G>,
         index: usize,
-        seed_lo: u32,
-        seed_hi: u32,
-        threshold: u32,
-        scale: f32,
+        mask: &HashDropout,
         #[comptime] with_branch: bool,
     ) -> f32 {
         let mut x = f32::cast_from(residual[index]);
         if with_branch {
-            x += f32::cast_from(branch[index]) * factor(index, seed_lo, seed_hi, threshold, scale);
+            x += f32::cast_from(branch[index]) * mask.factor(index);
         }
         x
     }
@@ -108,10 +100,7 @@ mod kernels {
         rows: u32,
         width: u32,
         epsilon: f32,
-        seed_lo: u32,
-        seed_hi: u32,
-        threshold: u32,
-        scale: f32,
+        mask: HashDropout,
         keep: u32,
         with_copy: u32,
         #[comptime] with_branch: bool,
@@ -131,16 +120,7 @@ mod kernels {
         let mut sum = 0.0f32;
         let mut j = unit;
         while j < w {
-            let x = row_value::<F, G>(
-                residual,
-                branch,
-                base + j,
-                seed_lo,
-                seed_hi,
-                threshold,
-                scale,
-                with_branch,
-            );
+            let x = row_value::<F, G>(residual, branch, base + j, &mask, with_branch);
             sum += x;
             j += step;
         }
@@ -149,16 +129,7 @@ mod kernels {
         let mut squares = 0.0f32;
         let mut j = unit;
         while j < w {
-            let x = row_value::<F, G>(
-                residual,
-                branch,
-                base + j,
-                seed_lo,
-                seed_hi,
-                threshold,
-                scale,
-                with_branch,
-            );
+            let x = row_value::<F, G>(residual, branch, base + j, &mask, with_branch);
             squares += (x - mean) * (x - mean);
             j += step;
         }
@@ -167,16 +138,7 @@ mod kernels {
 
         let mut j = unit;
         while j < w {
-            let x = row_value::<F, G>(
-                residual,
-                branch,
-                base + j,
-                seed_lo,
-                seed_hi,
-                threshold,
-                scale,
-                with_branch,
-            );
+            let x = row_value::<F, G>(residual, branch, base + j, &mask, with_branch);
             let normed = (x - mean) / std;
             let y = F::cast_from(normed * f32::cast_from(gamma[j]) + f32::cast_from(beta[j]));
             output[base + j] = y;
@@ -207,10 +169,7 @@ mod kernels {
         d_branch: &mut Tensor<G>,
         rows: u32,
         width: u32,
-        seed_lo: u32,
-        seed_hi: u32,
-        threshold: u32,
-        scale: f32,
+        mask: HashDropout,
         #[comptime] with_branch: bool,
         #[comptime] block: u32,
         #[define(F, G)] _dtypes: [StorageType; 2],
@@ -244,7 +203,7 @@ mod kernels {
             let dx = (g - mean_g - f32::cast_from(x_hat[base + j]) * mean_gx) * inv;
             d_residual[base + j] = F::cast_from(dx);
             if with_branch {
-                d_branch[base + j] = G::cast_from(dx * factor(base + j, seed_lo, seed_hi, threshold, scale));
+                d_branch[base + j] = G::cast_from(dx * mask.factor(base + j));
             }
             j += step;
         }
@@ -315,7 +274,7 @@ pub(crate) fn hash_dropout<R: CubeRuntime>(x: CubeTensor<R>, mask: DropoutMask) 
     if n == 0 {
         return output;
     }
-    let (seed_lo, seed_hi, threshold, scale) = hash_params(Some(mask));
+    let mask = hash_dropout_arg(Some(mask));
     let cube_dim = CubeDim::new(&x.client, n);
     let cube_count = calculate_cube_count_elemwise(&x.client, n, cube_dim);
     let dtype = x.dtype;
@@ -325,10 +284,7 @@ pub(crate) fn hash_dropout<R: CubeRuntime>(x: CubeTensor<R>, mask: DropoutMask) 
         cube_dim,
         x.into_tensor_arg(),
         output.clone().into_tensor_arg(),
-        seed_lo,
-        seed_hi,
-        threshold,
-        scale,
+        mask,
         dtype.into(),
     );
     output
@@ -396,7 +352,7 @@ fn layer_norm_forward<R: CubeRuntime>(
         false => (placeholder(), placeholder()),
     };
     if rows > 0 {
-        let (seed_lo, seed_hi, threshold, scale) = hash_params(if with_branch { dropout } else { None });
+        let mask = hash_dropout_arg(if with_branch { dropout } else { None });
         let (count, dim, block) = row_launch(rows, width);
         layer_norm_forward_kernel::launch::<R>(
             &output.client,
@@ -413,10 +369,7 @@ fn layer_norm_forward<R: CubeRuntime>(
             rows as u32,
             width as u32,
             epsilon as f32,
-            seed_lo,
-            seed_hi,
-            threshold,
-            scale,
+            mask,
             keep as u32,
             copy.is_some() as u32,
             with_branch,
@@ -453,7 +406,7 @@ fn layer_norm_backward<R: CubeRuntime>(
         false => empty_on(&grad, [1].into(), grad.dtype),
     };
     if rows > 0 {
-        let (seed_lo, seed_hi, threshold, scale) = hash_params(if with_branch { dropout } else { None });
+        let mask = hash_dropout_arg(if with_branch { dropout } else { None });
         let (count, dim, block) = row_launch(rows, width);
         layer_norm_backward_kernel::launch::<R>(
             &d_residual.client,
@@ -467,10 +420,7 @@ fn layer_norm_backward<R: CubeRuntime>(
             d_branch.clone().into_tensor_arg(),
             rows as u32,
             width as u32,
-            seed_lo,
-            seed_hi,
-            threshold,
-            scale,
+            mask,
             with_branch,
             block,
             [dtype.into(), branch_dtype.into()],

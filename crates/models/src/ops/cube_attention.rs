@@ -30,7 +30,7 @@ use cubecl::prelude::{CubeCount, CubeDim};
 use self::kernels::{attention_forward_kernel, attention_key_grad_kernel, attention_query_grad_kernel};
 use super::attention_products::{attention_products, record_ran, AttentionProducts};
 use super::cube_attention_tiles;
-use super::cube_shared::{empty_on, hash_params};
+use super::cube_shared::{attention_sizes, empty_on, hash_dropout_arg};
 use super::is_float;
 use super::DropoutMask;
 use burn_cubecl::kernel::into_contiguous;
@@ -59,23 +59,23 @@ fn tile_rows(head_dim: usize) -> usize {
 mod kernels {
     use cubecl::prelude::*;
 
-    use crate::ops::cube_shared::kernels::factor;
+    use crate::ops::cube_shared::kernels::{
+        AttentionSizes, CubeHead, HashDropout, KEYS, OUTPUT, QUERIES, VALUES,
+    };
 
     /// The score of a padded key (`f32::MIN`, as the reference's `mask_fill`).
     const PADDED: f32 = -3.402_823_5e38f32;
 
-    /// Stages rows `first .. first + len` of one head's slice of `source` (rows of `stride`
-    /// elements from `base`, the head's `head_dim` columns from `offset`: Q, K or V of `qkv`,
-    /// or the output's gradient) into `tile` as f32, the cube's units reading consecutive
-    /// elements.
+    /// Stages rows `first .. first + len` of the cube's head in `part` of `source` (Q, K or V
+    /// of `qkv`, or the output's gradient: `CubeHead::start`) into `tile` as f32, the cube's
+    /// units reading consecutive elements.
     #[cube]
     #[allow(clippy::too_many_arguments)]
     fn stage<F: Float>(
         source: &Tensor<F>,
         tile: &mut SharedMemory<f32>,
-        base: usize,
-        stride: usize,
-        offset: usize,
+        at: &CubeHead,
+        #[comptime] part: usize,
         first: usize,
         len: usize,
         #[comptime] head_dim: usize,
@@ -85,7 +85,7 @@ mod kernels {
         while e < len * head_dim {
             let row = e / head_dim;
             let c = e % head_dim;
-            tile[e] = f32::cast_from(source[base + (first + row) * stride + offset + c]);
+            tile[e] = f32::cast_from(source[at.start(part, first + row) + c]);
             e += step;
         }
     }
@@ -105,27 +105,18 @@ mod kernels {
         padding: &Tensor<M>,
         context: &mut Tensor<F>,
         log_sum_exp: &mut Tensor<f32>,
-        seq: u32,
-        heads: u32,
-        scale: f32,
-        seed_lo: u32,
-        seed_hi: u32,
-        threshold: u32,
-        keep_scale: f32,
+        sizes: AttentionSizes,
+        mask: HashDropout,
         #[comptime] head_dim: usize,
         #[comptime] tile: usize,
         #[define(F, M)] _dtypes: [StorageType; 2],
     ) {
-        let seq = seq as usize;
+        let at = CubeHead::of_cube(&sizes, head_dim);
+        let seq = at.seq;
+        let scale = sizes.scale;
         let lowest = f32::new(PADDED);
-        let b = CUBE_POS_Z as usize;
-        let h = CUBE_POS_Y as usize;
         let unit = UNIT_POS_X as usize;
         let i = CUBE_POS_X as usize * tile + unit;
-        let hidden = heads as usize * head_dim;
-        let stride = 3 * hidden;
-        let base = b * seq * stride;
-        let row = b * heads as usize + h; // (batch row, head)
         let active = i < seq;
 
         let mut q = Array::<f32>::new(head_dim);
@@ -138,7 +129,7 @@ mod kernels {
         if active {
             #[unroll]
             for c in 0..head_dim {
-                q[c] = f32::cast_from(qkv[base + i * stride + h * head_dim + c]);
+                q[c] = f32::cast_from(qkv[at.query(i) + c]);
             }
         }
         let mut keys = SharedMemory::<f32>::new(tile * head_dim);
@@ -151,10 +142,10 @@ mod kernels {
         let mut first = 0usize;
         while first < seq {
             let len = min(tile, seq - first);
-            stage::<F>(qkv, &mut keys, base, stride, hidden + h * head_dim, first, len, head_dim);
-            stage::<F>(qkv, &mut values, base, stride, 2 * hidden + h * head_dim, first, len, head_dim);
+            stage::<F>(qkv, &mut keys, &at, KEYS, first, len, head_dim);
+            stage::<F>(qkv, &mut values, &at, VALUES, first, len, head_dim);
             if unit < len {
-                key_padded[unit] = u32::cast_from(padded::<M>(padding, b, seq, first + unit));
+                key_padded[unit] = u32::cast_from(padded::<M>(padding, at.b, seq, first + unit));
             }
             sync_cube();
             if active {
@@ -176,11 +167,11 @@ mod kernels {
                 for c in 0..head_dim {
                     acc[c] *= rescale;
                 }
-                let element = (row * seq + i) * seq + first;
+                let element = at.element(i, first);
                 for j in 0..len {
                     let p = f32::exp(scores[j] - new_max);
                     sum += p;
-                    let kept = p * factor(element + j, seed_lo, seed_hi, threshold, keep_scale);
+                    let kept = p * mask.factor(element + j);
                     #[unroll]
                     for c in 0..head_dim {
                         acc[c] += kept * values[j * head_dim + c];
@@ -192,12 +183,12 @@ mod kernels {
             first += tile;
         }
         if active {
-            let out = (b * seq + i) * hidden + h * head_dim;
+            let out = at.out(i);
             #[unroll]
             for c in 0..head_dim {
                 context[out + c] = F::cast_from(acc[c] / sum);
             }
-            log_sum_exp[row * seq + i] = max_score + f32::ln(sum);
+            log_sum_exp[at.stat(i)] = max_score + f32::ln(sum);
         }
     }
 
@@ -216,27 +207,18 @@ mod kernels {
         log_sum_exp: &Tensor<f32>,
         d_qkv: &mut Tensor<F>,
         delta: &mut Tensor<f32>,
-        seq: u32,
-        heads: u32,
-        scale: f32,
-        seed_lo: u32,
-        seed_hi: u32,
-        threshold: u32,
-        keep_scale: f32,
+        sizes: AttentionSizes,
+        mask: HashDropout,
         #[comptime] head_dim: usize,
         #[comptime] tile: usize,
         #[define(F, M)] _dtypes: [StorageType; 2],
     ) {
-        let seq = seq as usize;
+        let at = CubeHead::of_cube(&sizes, head_dim);
+        let seq = at.seq;
+        let scale = sizes.scale;
         let lowest = f32::new(PADDED);
-        let b = CUBE_POS_Z as usize;
-        let h = CUBE_POS_Y as usize;
         let unit = UNIT_POS_X as usize;
         let i = CUBE_POS_X as usize * tile + unit;
-        let hidden = heads as usize * head_dim;
-        let stride = 3 * hidden;
-        let base = b * seq * stride;
-        let row = b * heads as usize + h;
         let active = i < seq;
 
         let mut q = Array::<f32>::new(head_dim);
@@ -251,14 +233,14 @@ mod kernels {
             dq[c] = 0.0f32;
         }
         if active {
-            let out = (b * seq + i) * hidden + h * head_dim;
+            let out = at.out(i);
             #[unroll]
             for c in 0..head_dim {
-                q[c] = f32::cast_from(qkv[base + i * stride + h * head_dim + c]);
+                q[c] = f32::cast_from(qkv[at.query(i) + c]);
                 g[c] = f32::cast_from(grad[out + c]);
                 d += g[c] * f32::cast_from(context[out + c]);
             }
-            lse = log_sum_exp[row * seq + i];
+            lse = log_sum_exp[at.stat(i)];
         }
         let mut keys = SharedMemory::<f32>::new(tile * head_dim);
         let mut values = SharedMemory::<f32>::new(tile * head_dim);
@@ -267,14 +249,14 @@ mod kernels {
         let mut first = 0usize;
         while first < seq {
             let len = min(tile, seq - first);
-            stage::<F>(qkv, &mut keys, base, stride, hidden + h * head_dim, first, len, head_dim);
-            stage::<F>(qkv, &mut values, base, stride, 2 * hidden + h * head_dim, first, len, head_dim);
+            stage::<F>(qkv, &mut keys, &at, KEYS, first, len, head_dim);
+            stage::<F>(qkv, &mut values, &at, VALUES, first, len, head_dim);
             if unit < len {
-                key_padded[unit] = u32::cast_from(padded::<M>(padding, b, seq, first + unit));
+                key_padded[unit] = u32::cast_from(padded::<M>(padding, at.b, seq, first + unit));
             }
             sync_cube();
             if active {
-                let element = (row * seq + i) * seq + first;
+                let element = at.element(i, first);
                 for j in 0..len {
                     let mut qk = 0.0f32;
                     let mut gv = 0.0f32;
@@ -285,7 +267,7 @@ mod kernels {
                     }
                     let is_padded = key_padded[j] != 0u32;
                     let p = f32::exp(select(is_padded, lowest, qk * scale) - lse);
-                    let kept = factor(element + j, seed_lo, seed_hi, threshold, keep_scale);
+                    let kept = mask.factor(element + j);
                     let ds = select(is_padded, 0.0f32, p * (gv * kept - d));
                     #[unroll]
                     for c in 0..head_dim {
@@ -297,12 +279,12 @@ mod kernels {
             first += tile;
         }
         if active {
-            let at = base + i * stride + h * head_dim;
+            let token = at.query(i);
             #[unroll]
             for c in 0..head_dim {
-                d_qkv[at + c] = F::cast_from(dq[c] * scale);
+                d_qkv[token + c] = F::cast_from(dq[c] * scale);
             }
-            delta[row * seq + i] = d;
+            delta[at.stat(i)] = d;
         }
     }
 
@@ -319,27 +301,18 @@ mod kernels {
         log_sum_exp: &Tensor<f32>,
         delta: &Tensor<f32>,
         d_qkv: &mut Tensor<F>,
-        seq: u32,
-        heads: u32,
-        scale: f32,
-        seed_lo: u32,
-        seed_hi: u32,
-        threshold: u32,
-        keep_scale: f32,
+        sizes: AttentionSizes,
+        mask: HashDropout,
         #[comptime] head_dim: usize,
         #[comptime] tile: usize,
         #[define(F, M)] _dtypes: [StorageType; 2],
     ) {
-        let seq = seq as usize;
+        let at = CubeHead::of_cube(&sizes, head_dim);
+        let seq = at.seq;
+        let scale = sizes.scale;
         let lowest = f32::new(PADDED);
-        let b = CUBE_POS_Z as usize;
-        let h = CUBE_POS_Y as usize;
         let unit = UNIT_POS_X as usize;
         let j = CUBE_POS_X as usize * tile + unit;
-        let hidden = heads as usize * head_dim;
-        let stride = 3 * hidden;
-        let base = b * seq * stride;
-        let row = b * heads as usize + h;
         let active = j < seq;
 
         let mut k = Array::<f32>::new(head_dim);
@@ -355,13 +328,13 @@ mod kernels {
         }
         let mut is_padded = false;
         if active {
-            let at = base + j * stride + h * head_dim;
+            let token = at.query(j);
             #[unroll]
             for c in 0..head_dim {
-                k[c] = f32::cast_from(qkv[at + hidden + c]);
-                v[c] = f32::cast_from(qkv[at + 2 * hidden + c]);
+                k[c] = f32::cast_from(qkv[token + at.hidden + c]);
+                v[c] = f32::cast_from(qkv[token + 2 * at.hidden + c]);
             }
-            is_padded = padded::<M>(padding, b, seq, j);
+            is_padded = padded::<M>(padding, at.b, seq, j);
         }
         let mut queries = SharedMemory::<f32>::new(tile * head_dim);
         let mut grads = SharedMemory::<f32>::new(tile * head_dim);
@@ -371,11 +344,11 @@ mod kernels {
         let mut first = 0usize;
         while first < seq {
             let len = min(tile, seq - first);
-            stage::<F>(qkv, &mut queries, base, stride, h * head_dim, first, len, head_dim);
-            stage::<F>(grad, &mut grads, b * seq * hidden, hidden, h * head_dim, first, len, head_dim);
+            stage::<F>(qkv, &mut queries, &at, QUERIES, first, len, head_dim);
+            stage::<F>(grad, &mut grads, &at, OUTPUT, first, len, head_dim);
             if unit < len {
-                lse[unit] = log_sum_exp[row * seq + first + unit];
-                deltas[unit] = delta[row * seq + first + unit];
+                lse[unit] = log_sum_exp[at.stat(first + unit)];
+                deltas[unit] = delta[at.stat(first + unit)];
             }
             sync_cube();
             if active {
@@ -388,8 +361,8 @@ mod kernels {
                         gv += grads[r * head_dim + c] * v[c];
                     }
                     let p = f32::exp(select(is_padded, lowest, qk * scale) - lse[r]);
-                    let element = (row * seq + first + r) * seq + j;
-                    let kept = factor(element, seed_lo, seed_hi, threshold, keep_scale);
+                    let element = at.element(first + r, j);
+                    let kept = mask.factor(element);
                     let ds = select(is_padded, 0.0f32, p * (gv * kept - deltas[r]));
                     let pk = p * kept;
                     #[unroll]
@@ -403,11 +376,11 @@ mod kernels {
             first += tile;
         }
         if active {
-            let at = base + j * stride + h * head_dim;
+            let token = at.query(j);
             #[unroll]
             for c in 0..head_dim {
-                d_qkv[at + hidden + c] = F::cast_from(dk[c] * scale);
-                d_qkv[at + 2 * hidden + c] = F::cast_from(dv[c]);
+                d_qkv[token + at.hidden + c] = F::cast_from(dk[c] * scale);
+                d_qkv[token + 2 * at.hidden + c] = F::cast_from(dv[c]);
             }
         }
     }
@@ -486,7 +459,7 @@ pub(crate) fn forward<R: CubeRuntime>(
     }
     let tile = tile_rows(head_dim);
     let (count, dim) = launch_shape(batch, seq, heads, tile);
-    let (seed_lo, seed_hi, threshold, keep_scale) = hash_params(dropout);
+    let mask = hash_dropout_arg(dropout);
     let dtypes = [qkv.dtype.into(), padding.dtype.into()];
     attention_forward_kernel::launch::<R>(
         &qkv.client,
@@ -496,13 +469,8 @@ pub(crate) fn forward<R: CubeRuntime>(
         padding.into_tensor_arg(),
         context.clone().into_tensor_arg(),
         log_sum_exp.clone().into_tensor_arg(),
-        seq as u32,
-        heads as u32,
-        (head_dim as f32).powf(-0.5),
-        seed_lo,
-        seed_hi,
-        threshold,
-        keep_scale,
+        attention_sizes(seq, heads, head_dim),
+        mask,
         head_dim,
         tile,
         dtypes,
@@ -552,8 +520,6 @@ pub(crate) fn backward<R: CubeRuntime>(
     let delta = empty_on(&qkv, [batch, heads, seq].into(), DType::F32);
     let tile = tile_rows(head_dim);
     let (count, dim) = launch_shape(batch, seq, heads, tile);
-    let (seed_lo, seed_hi, threshold, keep_scale) = hash_params(dropout);
-    let scale = (head_dim as f32).powf(-0.5);
     let dtypes = [dtype.into(), padding.dtype.into()];
     attention_query_grad_kernel::launch::<R>(
         &qkv.client,
@@ -566,13 +532,8 @@ pub(crate) fn backward<R: CubeRuntime>(
         log_sum_exp.clone().into_tensor_arg(),
         d_qkv.clone().into_tensor_arg(),
         delta.clone().into_tensor_arg(),
-        seq as u32,
-        heads as u32,
-        scale,
-        seed_lo,
-        seed_hi,
-        threshold,
-        keep_scale,
+        attention_sizes(seq, heads, head_dim),
+        hash_dropout_arg(dropout),
         head_dim,
         tile,
         dtypes,
@@ -587,13 +548,8 @@ pub(crate) fn backward<R: CubeRuntime>(
         log_sum_exp.into_tensor_arg(),
         delta.into_tensor_arg(),
         d_qkv.clone().into_tensor_arg(),
-        seq as u32,
-        heads as u32,
-        scale,
-        seed_lo,
-        seed_hi,
-        threshold,
-        keep_scale,
+        attention_sizes(seq, heads, head_dim),
+        hash_dropout_arg(dropout),
         head_dim,
         tile,
         dtypes,

@@ -33,7 +33,7 @@ use cubecl::ir::{ElemType, FloatKind, StorageType};
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use self::kernels::{tiles_forward_kernel, tiles_key_grad_kernel, tiles_query_grad_kernel};
-use super::cube_shared::{empty_on, hash_params};
+use super::cube_shared::{attention_sizes, empty_on, hash_dropout_arg};
 use super::DropoutMask;
 
 /// Rows of a cube's tile and of every product's side: the `cmma` shape 16 × 16 × 16.
@@ -95,7 +95,9 @@ mod kernels {
     use cubecl::prelude::*;
 
     use super::TILE;
-    use crate::ops::cube_shared::kernels::factor;
+    use crate::ops::cube_shared::kernels::{
+        AttentionSizes, CubeHead, HashDropout, KEYS, OUTPUT, QUERIES, VALUES,
+    };
 
     /// The score of a padded key (`f32::MIN`, as the reference's `mask_fill`).
     const PADDED: f32 = -3.402_823_5e38f32;
@@ -106,17 +108,16 @@ mod kernels {
     const PADDED_KEY: u32 = 1;
     const NO_KEY: u32 = 2;
 
-    /// Stages rows `first .. first + len` of one head's columns of `source` (rows of `stride`
-    /// elements from `base`, the head's `head_dim` columns from `offset`) into the 16-row
-    /// `tile`, rows past `len` zero.
+    /// Stages rows `first .. first + len` of the cube's head in `part` of `source` (Q, K or V
+    /// of `qkv`, or the output's gradient: `CubeHead::start`) into the 16-row `tile`, rows
+    /// past `len` zero.
     #[cube]
     #[allow(clippy::too_many_arguments)]
     fn stage<F: Float>(
         source: &Tensor<F>,
         tile: &mut SharedMemory<F>,
-        base: usize,
-        stride: usize,
-        offset: usize,
+        at: &CubeHead,
+        #[comptime] part: usize,
         first: usize,
         len: usize,
         #[comptime] head_dim: usize,
@@ -127,7 +128,7 @@ mod kernels {
             let c = e % head_dim;
             let mut value = F::new(0.0);
             if row < len {
-                value = source[base + (first + row) * stride + offset + c];
+                value = source[at.start(part, first + row) + c];
             }
             tile[e] = value;
             e += CUBE_DIM_X as usize;
@@ -308,28 +309,19 @@ mod kernels {
         padding: &Tensor<M>,
         context: &mut Tensor<F>,
         log_sum_exp: &mut Tensor<f32>,
-        seq: u32,
-        heads: u32,
-        scale: f32,
-        seed_lo: u32,
-        seed_hi: u32,
-        threshold: u32,
-        keep_scale: f32,
+        sizes: AttentionSizes,
+        mask: HashDropout,
         #[comptime] head_dim: usize,
         #[comptime] tensor_cores: bool,
         #[define(F, M)] _dtypes: [StorageType; 2],
     ) {
-        let seq = seq as usize;
+        let at = CubeHead::of_cube(&sizes, head_dim);
+        let seq = at.seq;
+        let scale = sizes.scale;
         let lowest = f32::new(PADDED);
-        let b = CUBE_POS_Z as usize;
-        let h = CUBE_POS_Y as usize;
         let unit = UNIT_POS_X as usize;
         let first_query = CUBE_POS_X as usize * TILE;
         let queries_here = min(TILE, seq - first_query);
-        let hidden = heads as usize * head_dim;
-        let stride = 3 * hidden;
-        let base = b * seq * stride;
-        let row = b * heads as usize + h; // (batch row, head)
 
         let mut queries = SharedMemory::<F>::new_aligned(TILE * head_dim, 32usize);
         let mut keys = SharedMemory::<F>::new_aligned(TILE * head_dim, 32usize);
@@ -338,7 +330,7 @@ mod kernels {
         let mut probs = SharedMemory::<F>::new_aligned(TILE * TILE, 32usize);
         let mut acc = SharedMemory::<f32>::new_aligned(TILE * head_dim, 32usize);
         let mut flags = SharedMemory::<u32>::new(TILE);
-        stage::<F>(qkv, &mut queries, base, stride, h * head_dim, first_query, queries_here, head_dim);
+        stage::<F>(qkv, &mut queries, &at, QUERIES, first_query, queries_here, head_dim);
         zero(&mut acc, TILE * head_dim);
         // Unit r < 16 keeps query row r's running maximum and sum.
         let mut max_score = lowest;
@@ -347,9 +339,9 @@ mod kernels {
         let mut first = 0usize;
         while first < seq {
             let len = min(TILE, seq - first);
-            stage::<F>(qkv, &mut keys, base, stride, hidden + h * head_dim, first, len, head_dim);
-            stage::<F>(qkv, &mut values, base, stride, 2 * hidden + h * head_dim, first, len, head_dim);
-            stage_key_flags::<M>(padding, &mut flags, b, seq, first);
+            stage::<F>(qkv, &mut keys, &at, KEYS, first, len, head_dim);
+            stage::<F>(qkv, &mut values, &at, VALUES, first, len, head_dim);
+            stage_key_flags::<M>(padding, &mut flags, at.b, seq, first);
             sync_cube();
             row_products::<F>(&queries, &keys, &mut scores, head_dim, tensor_cores);
             sync_cube();
@@ -366,13 +358,13 @@ mod kernels {
                 let new_max = max(max_score, tile_max);
                 let rescale = f32::exp(max_score - new_max);
                 sum *= rescale;
-                let element = (row * seq + first_query + r) * seq + first;
+                let element = at.element(first_query + r, first);
                 for j in 0..TILE {
                     let flag = flags[j];
                     let s = select(flag == PADDED_KEY, lowest, scores[r * TILE + j] * scale);
                     let p = select(flag == NO_KEY, 0.0f32, f32::exp(s - new_max));
                     sum += p;
-                    let kept = p * factor(element + j, seed_lo, seed_hi, threshold, keep_scale);
+                    let kept = p * mask.factor(element + j);
                     probs[r * TILE + j] = F::cast_from(kept);
                 }
                 for c in 0..head_dim {
@@ -387,11 +379,11 @@ mod kernels {
         }
         if unit < queries_here {
             let r = unit;
-            let out = (b * seq + first_query + r) * hidden + h * head_dim;
+            let out = at.out(first_query + r);
             for c in 0..head_dim {
                 context[out + c] = F::cast_from(acc[r * head_dim + c] / sum);
             }
-            log_sum_exp[row * seq + first_query + r] = max_score + f32::ln(sum);
+            log_sum_exp[at.stat(first_query + r)] = max_score + f32::ln(sum);
         }
     }
 
@@ -407,28 +399,19 @@ mod kernels {
         log_sum_exp: &Tensor<f32>,
         d_qkv: &mut Tensor<F>,
         delta: &mut Tensor<f32>,
-        seq: u32,
-        heads: u32,
-        scale: f32,
-        seed_lo: u32,
-        seed_hi: u32,
-        threshold: u32,
-        keep_scale: f32,
+        sizes: AttentionSizes,
+        mask: HashDropout,
         #[comptime] head_dim: usize,
         #[comptime] tensor_cores: bool,
         #[define(F, M)] _dtypes: [StorageType; 2],
     ) {
-        let seq = seq as usize;
+        let at = CubeHead::of_cube(&sizes, head_dim);
+        let seq = at.seq;
+        let scale = sizes.scale;
         let lowest = f32::new(PADDED);
-        let b = CUBE_POS_Z as usize;
-        let h = CUBE_POS_Y as usize;
         let unit = UNIT_POS_X as usize;
         let first_query = CUBE_POS_X as usize * TILE;
         let queries_here = min(TILE, seq - first_query);
-        let hidden = heads as usize * head_dim;
-        let stride = 3 * hidden;
-        let base = b * seq * stride;
-        let row = b * heads as usize + h;
 
         let mut queries = SharedMemory::<F>::new_aligned(TILE * head_dim, 32usize);
         let mut grads = SharedMemory::<F>::new_aligned(TILE * head_dim, 32usize);
@@ -439,46 +422,37 @@ mod kernels {
         let mut grad_scores = SharedMemory::<F>::new_aligned(TILE * TILE, 32usize);
         let mut dq = SharedMemory::<f32>::new_aligned(TILE * head_dim, 32usize);
         let mut flags = SharedMemory::<u32>::new(TILE);
-        stage::<F>(qkv, &mut queries, base, stride, h * head_dim, first_query, queries_here, head_dim);
-        stage::<F>(
-            grad,
-            &mut grads,
-            b * seq * hidden,
-            hidden,
-            h * head_dim,
-            first_query,
-            queries_here,
-            head_dim,
-        );
+        stage::<F>(qkv, &mut queries, &at, QUERIES, first_query, queries_here, head_dim);
+        stage::<F>(grad, &mut grads, &at, OUTPUT, first_query, queries_here, head_dim);
         zero(&mut dq, TILE * head_dim);
         // Unit r < 16 keeps query row r's log-sum-exp and Δ.
         let mut lse = 0.0f32;
         let mut d = 0.0f32;
         if unit < queries_here {
-            let out = (b * seq + first_query + unit) * hidden + h * head_dim;
+            let out = at.out(first_query + unit);
             for c in 0..head_dim {
                 d += f32::cast_from(grad[out + c]) * f32::cast_from(context[out + c]);
             }
-            lse = log_sum_exp[row * seq + first_query + unit];
+            lse = log_sum_exp[at.stat(first_query + unit)];
         }
 
         let mut first = 0usize;
         while first < seq {
             let len = min(TILE, seq - first);
-            stage::<F>(qkv, &mut keys, base, stride, hidden + h * head_dim, first, len, head_dim);
-            stage::<F>(qkv, &mut values, base, stride, 2 * hidden + h * head_dim, first, len, head_dim);
-            stage_key_flags::<M>(padding, &mut flags, b, seq, first);
+            stage::<F>(qkv, &mut keys, &at, KEYS, first, len, head_dim);
+            stage::<F>(qkv, &mut values, &at, VALUES, first, len, head_dim);
+            stage_key_flags::<M>(padding, &mut flags, at.b, seq, first);
             sync_cube();
             row_products::<F>(&queries, &keys, &mut scores, head_dim, tensor_cores);
             row_products::<F>(&grads, &values, &mut grad_probs, head_dim, tensor_cores);
             sync_cube();
             if unit < TILE {
                 let r = unit;
-                let element = (row * seq + first_query + r) * seq + first;
+                let element = at.element(first_query + r, first);
                 for j in 0..TILE {
                     let flag = flags[j];
                     let p = f32::exp(select(flag == PADDED_KEY, lowest, scores[r * TILE + j] * scale) - lse);
-                    let kept = factor(element + j, seed_lo, seed_hi, threshold, keep_scale);
+                    let kept = mask.factor(element + j);
                     let ds = p * (grad_probs[r * TILE + j] * kept - d);
                     let live = flag == KEY && r < queries_here;
                     grad_scores[r * TILE + j] = F::cast_from(select(live, ds, 0.0f32));
@@ -493,11 +467,11 @@ mod kernels {
         while e < queries_here * head_dim {
             let r = e / head_dim;
             let c = e % head_dim;
-            d_qkv[base + (first_query + r) * stride + h * head_dim + c] = F::cast_from(dq[e] * scale);
+            d_qkv[at.query(first_query + r) + c] = F::cast_from(dq[e] * scale);
             e += CUBE_DIM_X as usize;
         }
         if unit < queries_here {
-            delta[row * seq + first_query + unit] = d;
+            delta[at.stat(first_query + unit)] = d;
         }
     }
 
@@ -513,28 +487,19 @@ mod kernels {
         log_sum_exp: &Tensor<f32>,
         delta: &Tensor<f32>,
         d_qkv: &mut Tensor<F>,
-        seq: u32,
-        heads: u32,
-        scale: f32,
-        seed_lo: u32,
-        seed_hi: u32,
-        threshold: u32,
-        keep_scale: f32,
+        sizes: AttentionSizes,
+        mask: HashDropout,
         #[comptime] head_dim: usize,
         #[comptime] tensor_cores: bool,
         #[define(F, M)] _dtypes: [StorageType; 2],
     ) {
-        let seq = seq as usize;
+        let at = CubeHead::of_cube(&sizes, head_dim);
+        let seq = at.seq;
+        let scale = sizes.scale;
         let lowest = f32::new(PADDED);
-        let b = CUBE_POS_Z as usize;
-        let h = CUBE_POS_Y as usize;
         let unit = UNIT_POS_X as usize;
         let first_key = CUBE_POS_X as usize * TILE;
         let keys_here = min(TILE, seq - first_key);
-        let hidden = heads as usize * head_dim;
-        let stride = 3 * hidden;
-        let base = b * seq * stride;
-        let row = b * heads as usize + h;
 
         let mut keys = SharedMemory::<F>::new_aligned(TILE * head_dim, 32usize);
         let mut values = SharedMemory::<F>::new_aligned(TILE * head_dim, 32usize);
@@ -549,23 +514,23 @@ mod kernels {
         let mut lse = SharedMemory::<f32>::new(TILE);
         let mut deltas = SharedMemory::<f32>::new(TILE);
         let mut flags = SharedMemory::<u32>::new(TILE);
-        stage::<F>(qkv, &mut keys, base, stride, hidden + h * head_dim, first_key, keys_here, head_dim);
-        stage::<F>(qkv, &mut values, base, stride, 2 * hidden + h * head_dim, first_key, keys_here, head_dim);
-        stage_key_flags::<M>(padding, &mut flags, b, seq, first_key);
+        stage::<F>(qkv, &mut keys, &at, KEYS, first_key, keys_here, head_dim);
+        stage::<F>(qkv, &mut values, &at, VALUES, first_key, keys_here, head_dim);
+        stage_key_flags::<M>(padding, &mut flags, at.b, seq, first_key);
         zero(&mut dk, TILE * head_dim);
         zero(&mut dv, TILE * head_dim);
 
         let mut first = 0usize;
         while first < seq {
             let len = min(TILE, seq - first);
-            stage::<F>(qkv, &mut queries, base, stride, h * head_dim, first, len, head_dim);
-            stage::<F>(grad, &mut grads, b * seq * hidden, hidden, h * head_dim, first, len, head_dim);
+            stage::<F>(qkv, &mut queries, &at, QUERIES, first, len, head_dim);
+            stage::<F>(grad, &mut grads, &at, OUTPUT, first, len, head_dim);
             if unit < TILE {
                 let mut l = 0.0f32;
                 let mut dl = 0.0f32;
                 if unit < len {
-                    l = log_sum_exp[row * seq + first + unit];
-                    dl = delta[row * seq + first + unit];
+                    l = log_sum_exp[at.stat(first + unit)];
+                    dl = delta[at.stat(first + unit)];
                 }
                 lse[unit] = l;
                 deltas[unit] = dl;
@@ -581,8 +546,8 @@ mod kernels {
                 for i in 0..TILE {
                     let p =
                         f32::exp(select(flag == PADDED_KEY, lowest, scores[r * TILE + i] * scale) - lse[i]);
-                    let element = (row * seq + first + i) * seq + first_key + r;
-                    let kept = factor(element, seed_lo, seed_hi, threshold, keep_scale);
+                    let element = at.element(first + i, first_key + r);
+                    let kept = mask.factor(element);
                     let ds = p * (grad_probs[r * TILE + i] * kept - deltas[i]);
                     let query = i < len && flag != NO_KEY;
                     kept_probs[r * TILE + i] = F::cast_from(select(query, p * kept, 0.0f32));
@@ -599,9 +564,9 @@ mod kernels {
         while e < keys_here * head_dim {
             let r = e / head_dim;
             let c = e % head_dim;
-            let at = base + (first_key + r) * stride + h * head_dim + c;
-            d_qkv[at + hidden] = F::cast_from(dk[e] * scale);
-            d_qkv[at + 2 * hidden] = F::cast_from(dv[e]);
+            let token = at.query(first_key + r) + c;
+            d_qkv[token + at.hidden] = F::cast_from(dk[e] * scale);
+            d_qkv[token + 2 * at.hidden] = F::cast_from(dv[e]);
             e += CUBE_DIM_X as usize;
         }
     }
@@ -636,7 +601,7 @@ pub(super) fn forward<R: CubeRuntime>(
         return (context, log_sum_exp);
     }
     let (count, dim) = launch_shape(batch, seq, heads);
-    let (seed_lo, seed_hi, threshold, keep_scale) = hash_params(dropout);
+    let mask = hash_dropout_arg(dropout);
     let dtypes = [qkv.dtype.into(), padding.dtype.into()];
     tiles_forward_kernel::launch::<R>(
         &qkv.client,
@@ -646,13 +611,8 @@ pub(super) fn forward<R: CubeRuntime>(
         padding.into_tensor_arg(),
         context.clone().into_tensor_arg(),
         log_sum_exp.clone().into_tensor_arg(),
-        seq as u32,
-        heads as u32,
-        (head_dim as f32).powf(-0.5),
-        seed_lo,
-        seed_hi,
-        threshold,
-        keep_scale,
+        attention_sizes(seq, heads, head_dim),
+        mask,
         head_dim,
         tensor_cores,
         dtypes,
@@ -681,8 +641,6 @@ pub(super) fn backward<R: CubeRuntime>(
     }
     let delta = empty_on(&qkv, [batch, heads, seq].into(), DType::F32);
     let (count, dim) = launch_shape(batch, seq, heads);
-    let (seed_lo, seed_hi, threshold, keep_scale) = hash_params(dropout);
-    let scale = (head_dim as f32).powf(-0.5);
     let dtypes = [dtype.into(), padding.dtype.into()];
     tiles_query_grad_kernel::launch::<R>(
         &qkv.client,
@@ -695,13 +653,8 @@ pub(super) fn backward<R: CubeRuntime>(
         log_sum_exp.clone().into_tensor_arg(),
         d_qkv.clone().into_tensor_arg(),
         delta.clone().into_tensor_arg(),
-        seq as u32,
-        heads as u32,
-        scale,
-        seed_lo,
-        seed_hi,
-        threshold,
-        keep_scale,
+        attention_sizes(seq, heads, head_dim),
+        hash_dropout_arg(dropout),
         head_dim,
         tensor_cores,
         dtypes,
@@ -716,13 +669,8 @@ pub(super) fn backward<R: CubeRuntime>(
         log_sum_exp.into_tensor_arg(),
         delta.into_tensor_arg(),
         d_qkv.clone().into_tensor_arg(),
-        seq as u32,
-        heads as u32,
-        scale,
-        seed_lo,
-        seed_hi,
-        threshold,
-        keep_scale,
+        attention_sizes(seq, heads, head_dim),
+        hash_dropout_arg(dropout),
         head_dim,
         tensor_cores,
         dtypes,
