@@ -205,11 +205,22 @@ fn a_finished_run_is_not_overwritten_and_its_outputs_stay_intact() {
     fails(&again, 1, &["record.json", "already holds a completed run", "--overwrite"]);
     assert_eq!(std::fs::read(out_dir.join("record.json")).unwrap(), record);
     assert_eq!(std::fs::read(out_dir.join("best/model.safetensors")).unwrap(), weights);
+    // A replacement whose inputs do not load (no such column) leaves the completed run as it
+    // was, without a failed record beside it.
+    let cannot_start = run_with_limit(
+        tiny_train(&shared, &out_dir, &["--overwrite", "--label-column", "stars"]),
+        Duration::from_secs(120),
+    );
+    fails(&cannot_start, 1, &["stars"]);
+    assert_eq!(std::fs::read(out_dir.join("record.json")).unwrap(), record);
+    assert_eq!(std::fs::read(out_dir.join("best/model.safetensors")).unwrap(), weights);
+    assert!(!out_dir.join("failed-record.json").exists());
     let replaced = run_with_limit(
         tiny_train(&shared, &out_dir, &["--lr", "5e-5", "--overwrite"]),
         Duration::from_secs(300),
     );
     assert!(replaced.status.success(), "{}", String::from_utf8_lossy(&replaced.stderr));
+    assert_ne!(std::fs::read(out_dir.join("record.json")).unwrap(), record);
 }
 
 /// A classifier whose classifier weights are NaN (a diverged export): predict and eval refuse.

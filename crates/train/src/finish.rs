@@ -107,6 +107,9 @@ pub(crate) fn write_record(
             let _ = std::fs::remove_file(spec.out.join(FAILED_RECORD_FILE));
             Ok(record)
         }
+        // An `overwrite` run that failed before it replaced the completed run (its inputs did
+        // not load) leaves that run as it was: no failed record beside it to say otherwise.
+        Err(err) if spec.out.join(RECORD_FILE).exists() => Err(err),
         Err(err) => {
             record.error = Some(err.to_string());
             // Best effort: the error itself is what the caller needs.

@@ -58,7 +58,7 @@ pub fn train<B: AutodiffBackend>(
     spec.validate()?;
     check_out(spec, options)?;
     let _lock = lock_out(spec)?;
-    let resume = open_out(spec, options)?;
+    let (resume, replaces_run) = open_out(spec, options)?;
     let environment = Environment::capture(
         &options.backend_name,
         &format!("{device:?}"),
@@ -67,7 +67,7 @@ pub fn train<B: AutodiffBackend>(
     );
     let mut record = RunRecord::new(spec.clone(), environment);
     let started = Instant::now();
-    let outcome = guarded(|| run_stages::<B>(spec, device, options, &mut record, resume))
+    let outcome = guarded(|| run_stages::<B>(spec, device, options, &mut record, resume, replaces_run))
         .unwrap_or_else(|failure| Err(TrainError::of_failure(spec, failure)));
     record.timings.total_seconds = started.elapsed().as_secs_f64();
     record.peak_rss_bytes = peak_rss_bytes();
@@ -181,11 +181,13 @@ fn lock_out(spec: &RunSpec) -> Result<DirLock, TrainError> {
     })
 }
 
-/// Make `spec.out` ready for the run: refuse a completed run there (or remove its record, with
-/// `overwrite`), drop the checkpoint with `fresh`, and read the checkpoint to resume from.
-fn open_out(spec: &RunSpec, options: &TrainOptions) -> Result<Option<Resume>, TrainError> {
+/// Make `spec.out` ready for the run: refuse a completed run there (with `overwrite`, say that
+/// it is to be replaced: [`replace_completed_run`], once the run's inputs have loaded), drop
+/// the checkpoint with `fresh`, and read the checkpoint to resume from.
+fn open_out(spec: &RunSpec, options: &TrainOptions) -> Result<(Option<Resume>, bool), TrainError> {
     let record_path = spec.out.join(RECORD_FILE);
-    if record_path.exists() {
+    let replaces_run = record_path.exists();
+    if replaces_run {
         if !options.overwrite {
             // Say what is there: a completed run's record, or a file that is none.
             if let Err(e) = RunRecord::read(&record_path) {
@@ -197,22 +199,29 @@ fn open_out(spec: &RunSpec, options: &TrainOptions) -> Result<Option<Resume>, Tr
             }
             return Err(TrainError::OutHoldsRun { path: record_path, out: spec.out.clone() });
         }
-        // Asked to replace the run: its record goes first, so that no moment shows the old
-        // record beside new weights, then its model, so that a replacement that fails leaves
-        // no model without the record that says how it ran.
-        std::fs::remove_file(&record_path)
-            .map_err(|source| TrainError::Io { path: record_path.clone(), source })?;
-        let best = spec.out.join("best");
-        if best.is_dir() {
-            std::fs::remove_dir_all(&best).map_err(|source| TrainError::Io { path: best, source })?;
-        }
     }
     let checkpoint_dir = checkpoint::checkpoint_dir(&spec.out);
     if options.fresh && checkpoint_dir.exists() {
         std::fs::remove_dir_all(&checkpoint_dir)
             .map_err(|source| TrainError::Io { path: checkpoint_dir.clone(), source })?;
     }
-    Ok(CheckpointState::read(&checkpoint_dir)?.map(|state| Resume { state, dir: checkpoint_dir }))
+    let resume = CheckpointState::read(&checkpoint_dir)?.map(|state| Resume { state, dir: checkpoint_dir });
+    Ok((resume, replaces_run))
+}
+
+/// Removes the completed run in `out` that an `overwrite` run replaces: only once the new run's
+/// data, tokenizer and model have loaded, so that a run that cannot start (a wrong column, a
+/// broken model) leaves the completed one as it was. Its record goes first, so that no moment
+/// shows the old record beside new weights, then its model, so that a replacement that fails
+/// later leaves no model without the record that says how it ran.
+fn replace_completed_run(out: &std::path::Path) -> Result<(), TrainError> {
+    let record_path = out.join(RECORD_FILE);
+    std::fs::remove_file(&record_path).map_err(|source| TrainError::Io { path: record_path, source })?;
+    let best = out.join("best");
+    if best.is_dir() {
+        std::fs::remove_dir_all(&best).map_err(|source| TrainError::Io { path: best, source })?;
+    }
+    Ok(())
 }
 
 /// The run's stages, in order; each fills its part of `record`.
@@ -222,10 +231,14 @@ fn run_stages<B: AutodiffBackend>(
     options: &TrainOptions,
     record: &mut RunRecord,
     resume: Option<Resume>,
+    replaces_run: bool,
 ) -> Result<(), TrainError> {
     let quiet = options.progress == ProgressMode::Quiet;
     let prepared = prepare::<B>(spec, device, &options.hub, quiet, record)?;
     let mut fitting = load::<B>(spec, &prepared, device, record, resume)?;
+    if replaces_run {
+        replace_completed_run(&spec.out)?;
+    }
     if options.warmup {
         let (warmed, shapes): (Vec<[usize; 2]>, Vec<[usize; 2]>) = run_shapes(spec, &prepared, &fitting)
             .into_iter()
