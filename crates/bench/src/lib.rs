@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 mod env;
+mod flags;
 mod ids;
 mod kernels;
 mod models;

@@ -17,6 +17,7 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde_json::json;
 
+use crate::flags::{at_least_one, non_negative, positive};
 use crate::ids::{IdsFile, PlanBatch};
 use crate::models::{random_classifier, ModelChoice};
 use crate::numerics_inspect as inspect;
@@ -31,19 +32,19 @@ pub(crate) struct NumericsArgs {
     #[arg(long)]
     ids_file: PathBuf,
     /// Optimizer steps per precision.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = at_least_one)]
     steps: usize,
     /// Rows per batch.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     batch: usize,
     /// Tokens per row (fixed padding).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
     max_len: usize,
     /// Distinct batches, cycled through: the first batch × batches rows of the ids file.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     batches: usize,
     /// AdamW learning rate (ε 1e-8, weight decay 0.01 except biases and LayerNorm).
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, default_value_t = 5e-5, value_parser = positive)]
     lr: f64,
     /// Precisions; f32 is the reference and must be among them.
     #[arg(long, value_delimiter = ',', default_value = "f32,f16,bf16")]
@@ -53,14 +54,14 @@ pub(crate) struct NumericsArgs {
     grace_steps: usize,
     /// Largest gap allowed between a half-precision loss curve and f32's, both smoothed over
     /// 10 steps (single steps are reported too).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = non_negative)]
     gap_tolerance: f64,
     /// Seed of the initialisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Stop early (all precisions at the same step) once this many seconds have passed; the
     /// summary then covers the steps done.
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     max_seconds: Option<f64>,
     #[command(flatten)]
     device: DeviceSetting,
@@ -184,6 +185,12 @@ const PROGRESS_EVERY: usize = 10;
 pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> anyhow::Result<()> {
     if !args.precision.contains(&Precision::F32) {
         bail!("--precision: f32 is the reference curve; include it (e.g. f32,f16,bf16)");
+    }
+    if let Some((i, p)) = args.precision.iter().enumerate().find(|(i, p)| args.precision[..*i].contains(p)) {
+        bail!("--precision: {} is listed twice (item {})", p.as_str(), i + 1);
+    }
+    if let Some(late) = args.inspect_at.iter().find(|&&step| step >= args.steps) {
+        bail!("--inspect-at {late}: the run has steps 0 to {} (--steps {})", args.steps - 1, args.steps);
     }
     let ids = IdsFile::read(&args.ids_file)?;
     ids.check_max_len(args.max_len)?;

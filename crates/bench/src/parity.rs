@@ -16,6 +16,7 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde_json::{json, Value};
 
+use crate::flags::non_negative;
 use crate::ids::{IdsFile, PlanBatch};
 use crate::models::{random_classifier, ModelChoice};
 use crate::{emit, Runtime};
@@ -28,7 +29,7 @@ pub(crate) struct ParityArgs {
     #[arg(long)]
     fixtures: PathBuf,
     /// Largest f32 error allowed against transformers (max abs).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = non_negative)]
     tolerance: f64,
     /// Half precisions to compare with f32.
     #[arg(long, value_delimiter = ',', default_value = "f16,bf16")]

@@ -52,6 +52,7 @@ use burn::tensor::Tensor;
 use clap::Args;
 use serde_json::{json, Value};
 
+use crate::flags::{at_least_one, positive};
 use crate::models::{random_classifier, ModelChoice};
 use crate::throughput::BatchSize;
 use crate::{emit, round, LaunchDetail, Runtime};
@@ -63,7 +64,7 @@ pub(crate) struct StepProfileArgs {
     #[arg(long, value_delimiter = ',', default_value = "distilbert")]
     arch: Vec<ModelChoice>,
     /// Tokens per row (every batch is padded to it), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "128,512")]
+    #[arg(long, value_delimiter = ',', default_value = "128,512", value_parser = at_least_one)]
     max_len: Vec<usize>,
     /// Rows per batch, or `auto`: 32 at 128, 16 at 256, 8 at 512 (the notebook's sizes).
     #[arg(long, default_value = "auto")]
@@ -84,13 +85,13 @@ pub(crate) struct StepProfileArgs {
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// Steps in each of the two counted blocks.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
     steps: usize,
     /// Seed of the initialisation and the batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// AdamW learning rate.
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, default_value_t = 5e-5, value_parser = positive)]
     lr: f64,
     /// Keep CubeCL's launch and compilation log in this file (default: a temporary file,
     /// removed after).

@@ -24,6 +24,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::flags::{at_least_one, positive};
 use crate::ids::{IdsFile, PlanBatch};
 use crate::models::{random_classifier, ModelChoice};
 use crate::{emit, round, sync, write_atomic, Runtime};
@@ -146,7 +147,7 @@ pub(crate) struct ThroughputArgs {
     #[arg(long, value_delimiter = ',', default_value = "distilbert")]
     arch: Vec<ModelChoice>,
     /// Tokens per row, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "128")]
+    #[arg(long, value_delimiter = ',', default_value = "128", value_parser = at_least_one)]
     max_len: Vec<usize>,
     /// Rows per batch, or `auto`: 32 at 128, 16 at 256, 8 at 512 (the notebook's sizes).
     #[arg(long, default_value = "auto")]
@@ -159,7 +160,7 @@ pub(crate) struct ThroughputArgs {
     #[arg(long, value_delimiter = ',', default_value = "f32")]
     precision: Vec<Precision>,
     /// Timed optimizer steps per measurement.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     steps: usize,
     /// Untimed steps first (plus one per new padded length, see `untimed` in the plan).
     #[arg(long, default_value_t = 3)]
@@ -168,13 +169,13 @@ pub(crate) struct ThroughputArgs {
     #[arg(long)]
     ids_file: PathBuf,
     /// Bucketed lengths are rounded up to a multiple of this (the trainer's default is 8).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     pad_multiple: usize,
     /// Seed of the batch plans and of the initialisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// AdamW learning rate.
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, default_value_t = 5e-5, value_parser = positive)]
     lr: f64,
     /// Also time each phase of a step (upload, forward, readback, backward, grad norm,
     /// optimizer) in a second pass that syncs the device between phases.

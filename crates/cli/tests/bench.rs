@@ -334,3 +334,49 @@ fn step_profile_on_the_cpu_build_counts_host_waits_only() {
     assert_eq!(lines[1]["logits_read"]["host_waits"].as_u64(), Some(2), "{}", lines[1]);
     assert_eq!(lines[0]["logits_read"]["host_waits"].as_u64(), Some(1), "{}", lines[0]);
 }
+
+#[test]
+fn counts_and_rates_that_cannot_be_meant_are_usage_errors_naming_the_flag() {
+    // Refused while the arguments are read, before any file is opened.
+    let cases: [(&[&str], &str); 9] = [
+        (&["numerics", "--ids-file", "x", "--batch", "0"], "--batch <BATCH>"),
+        (&["numerics", "--ids-file", "x", "--batches", "0"], "--batches <BATCHES>"),
+        (&["numerics", "--ids-file", "x", "--lr", "nan"], "--lr <LR>"),
+        (&["numerics", "--ids-file", "x", "--gap-tolerance=-1"], "--gap-tolerance <GAP_TOLERANCE>"),
+        (&["numerics", "--ids-file", "x", "--max-seconds", "inf"], "--max-seconds <MAX_SECONDS>"),
+        (&["train-throughput", "--ids-file", "x", "--steps", "0"], "--steps <STEPS>"),
+        (&["train-throughput", "--ids-file", "x", "--pad-multiple", "0"], "--pad-multiple <PAD_MULTIPLE>"),
+        (&["step-profile", "--lr", "0"], "--lr <LR>"),
+        (&["make-ids", "--out", "x", "--max-len", "0"], "--max-len <MAX_LEN>"),
+    ];
+    for (args, flag) in cases {
+        let out = bench(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(flag) && !stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn numerics_refuses_a_precision_twice_and_an_inspection_after_the_last_step() {
+    let Some(shared) = shared() else { return };
+    let dir = scratch("numerics-flags");
+    let ids = make_ids(&shared, &dir);
+    let arch = shared.join("fixtures/tiny-distilbert/config.json");
+    let run = |extra: &[&str]| {
+        let mut args =
+            vec!["numerics", "--arch", arch.to_str().unwrap(), "--ids-file", ids.to_str().unwrap()];
+        args.extend_from_slice(&["--max-len", "32", "--batch", "2", "--batches", "2", "--steps", "3"]);
+        args.extend_from_slice(extra);
+        bench(&args)
+    };
+    for (extra, needle) in [
+        (&["--precision", "f32,f16,f32"][..], "--precision: f32 is listed twice (item 3)"),
+        (&["--inspect-at", "3"][..], "--inspect-at 3: the run has steps 0 to 2 (--steps 3)"),
+    ] {
+        let out = run(extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(needle), "{extra:?}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
