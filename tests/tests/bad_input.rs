@@ -678,6 +678,21 @@ fn outputs_never_replace_their_inputs() {
     );
     fails(&ids, 1, &["--out", "vocab.txt", "which the command reads"]);
     assert_eq!(std::fs::read(&vocab).unwrap(), std::fs::read(model.join("vocab.txt")).unwrap());
+
+    // Nor onto another run's record (a record's schema is all that is checked).
+    let other = tmp.path().join("other-run");
+    std::fs::create_dir_all(&other).unwrap();
+    let record = other.join("record.json");
+    let text = "{\"schema_version\": 1, \"spec\": {}}\n";
+    std::fs::write(&record, text).unwrap();
+    let r = record.to_str().unwrap();
+    let onto_record = run_with_limit(cmd(bertlab(), &["predict", "--model", m, "--file", x, "-o", r]), limit);
+    fails(&onto_record, 2, &["--output", "record.json", "a run's record"]);
+    let source = source.to_str().unwrap();
+    let make_ids = ["bench", "make-ids", "--source", source, "--model", m, "--rows", "4", "--out", r];
+    let ids = run_with_limit(cmd(bertlab(), &make_ids), limit);
+    fails(&ids, 1, &["record.json", "a run's record"]);
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), text);
 }
 
 /// What a run's record says is used only when a run could have said it; an evaluation never

@@ -29,7 +29,36 @@ pub fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
 
 /// [`write_atomic`] for content streamed by `write` (large files that should not be held in
 /// memory whole, such as checkpoints).
+///
+/// What `path` names is written, as a shell's `>` would: through a symbolic link its target
+/// (the link stays), and a device or a named pipe (`/dev/stdout`, a FIFO) in place, not
+/// atomically — a rename would put a plain file where the link or the node was. A directory is
+/// refused.
 pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"));
+        }
+        Ok(m) if !m.is_file() => {
+            let mut w = BufWriter::new(std::fs::OpenOptions::new().write(true).open(path)?);
+            write(&mut w)?;
+            return w.flush();
+        }
+        Ok(_) => {
+            if let Ok(target) = path.canonicalize() {
+                return write_atomic_at(&target, write);
+            }
+        }
+        Err(_) => {}
+    }
+    write_atomic_at(path, write)
+}
+
+/// [`write_atomic_with`] to a regular file's `path` (or where none is yet).
+fn write_atomic_at(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
@@ -79,5 +108,29 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_is_written_through_and_a_device_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.jsonl");
+        std::fs::write(&target, b"old").unwrap();
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        // A character device stays one: /dev/null takes the bytes, /dev/full refuses them.
+        write_atomic(Path::new("/dev/null"), b"gone").unwrap();
+        if Path::new("/dev/full").exists() {
+            let e = write_atomic(Path::new("/dev/full"), b"x").unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(28), "{e}"); // ENOSPC
+        }
+        for device in ["/dev/null", "/dev/full"] {
+            let kind = std::fs::symlink_metadata(device).map(|m| m.file_type());
+            assert!(kind.map_or(true, |k| !k.is_file()), "{device} became a file");
+        }
+        assert_eq!(write_atomic(dir.path(), b"x").unwrap_err().kind(), std::io::ErrorKind::IsADirectory);
     }
 }

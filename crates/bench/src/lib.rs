@@ -150,8 +150,14 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * k).round() / k
 }
 
-/// [`bertlab_run::write_atomic`] with the path in the error.
+/// [`bertlab_run::write_atomic`] with the path in the error; a run's record is not replaced.
 fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use anyhow::Context;
+    if bertlab_run::RunRecord::is_at(path) {
+        anyhow::bail!(
+            "{}: it is a run's record, which this output would replace; write elsewhere",
+            path.display()
+        );
+    }
     bertlab_run::write_atomic(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
 }

@@ -117,6 +117,13 @@ fn check_io(args: &PredictArgs) -> anyhow::Result<()> {
         .into());
     }
     if let Some(output) = &args.output {
+        if bertlab_run::RunRecord::is_at(output) {
+            return Err(crate::UsageError(format!(
+                "--output {}: it is a run's record, which the predictions would replace; choose another --output",
+                output.display()
+            ))
+            .into());
+        }
         // What the command reads: the texts, the model's files and the run's record beside them.
         let model = std::path::Path::new(&args.model);
         let mut inputs = bertlab_run::files_in(model);

@@ -326,6 +326,18 @@ impl RunRecord {
         crate::write_atomic(path, &json)
     }
 
+    /// Whether `path` is a run's record (`record.json` or `failed-record.json` with a record's
+    /// `schema_version`, of any version): what another command's output must not replace.
+    pub fn is_at(path: &Path) -> bool {
+        let named = path.file_name().is_some_and(|n| n == RECORD_FILE || n == FAILED_RECORD_FILE);
+        named
+            && path.is_file()
+            && std::fs::read(path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                .is_some_and(|v| v.get("schema_version").is_some())
+    }
+
     /// Read a record file.
     pub fn read(path: &Path) -> Result<RunRecord, RecordError> {
         let text = std::fs::read_to_string(path)
