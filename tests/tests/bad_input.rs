@@ -34,8 +34,13 @@ fn shared() -> Option<PathBuf> {
 }
 
 /// Run `cmd` with a guard: a process still running after `limit` is a hang and fails the test.
-fn run_with_limit(mut cmd: Command, limit: Duration) -> Output {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+fn run_with_limit(cmd: Command, limit: Duration) -> Output {
+    run_with_input(cmd, Stdio::null(), limit)
+}
+
+/// [`run_with_limit`] with `stdin` as standard input.
+fn run_with_input(mut cmd: Command, stdin: Stdio, limit: Duration) -> Output {
+    cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("start the command");
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
@@ -407,6 +412,34 @@ fn a_missing_local_path_that_reads_as_a_hub_id_is_named_as_a_path_too() {
             "meant as a local path, it does not exist",
         ],
     );
+}
+
+/// A named pipe or a device where a file is read is refused at once, never waited on or read
+/// without end: a spec, predict's texts, and standard input that is no text.
+#[test]
+fn special_files_are_refused_without_waiting_and_endless_input_ends() {
+    let Some(shared) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("pipe.toml");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipping: no mkfifo");
+        return;
+    }
+    let limit = Duration::from_secs(60);
+    let f = fifo.to_str().unwrap();
+    let spec = run_with_limit(cmd(bertlab(), &["train", "--print-spec", "--spec", f]), limit);
+    fails(&spec, 1, &["--spec", "pipe.toml", "a special file", "a run spec is a TOML file"]);
+    let zero = run_with_limit(cmd(bertlab(), &["train", "--print-spec", "--spec", "/dev/zero"]), limit);
+    fails(&zero, 1, &["/dev/zero", "a special file"]);
+
+    let model = shared.join("fixtures/tiny-distilbert-classifier");
+    let m = model.to_str().unwrap();
+    let texts = run_with_limit(cmd(bertlab(), &["predict", "--model", m, "--file", f]), limit);
+    fails(&texts, 1, &["pipe.toml", "a FIFO", "not a regular file", "standard input (-)"]);
+    let endless = cmd(bertlab(), &["predict", "--model", m, "--file", "-"]);
+    let out = run_with_input(endless, std::fs::File::open("/dev/zero").unwrap().into(), limit);
+    fails(&out, 1, &["standard input: line 1", "longer than 64 MiB"]);
 }
 
 #[test]

@@ -74,7 +74,7 @@ fn kind_of(meta: &Metadata) -> Option<&'static str> {
             return Some("a device");
         }
     }
-    Some("not a regular file")
+    Some("a special file")
 }
 
 fn not_regular(path: &Path, what: impl Into<String>) -> DataError {
@@ -82,7 +82,7 @@ fn not_regular(path: &Path, what: impl Into<String>) -> DataError {
 }
 
 /// Open `path` for reading if it is a regular file (through symbolic links).
-fn open_regular(path: &Path) -> Result<File, DataError> {
+pub(crate) fn open_regular(path: &Path) -> Result<File, DataError> {
     // Look before opening: opening a FIFO for reading blocks until something writes to it.
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,

@@ -58,14 +58,15 @@ impl TextStream {
         if path == Path::new("-") {
             return TextStream::from_reader("standard input", Box::new(std::io::stdin()), format, column);
         }
-        let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-        let meta = file.metadata().map_err(|e| DataError::io(path, e))?;
-        if !meta.is_file() {
-            return Err(DataError::NotARegularFile {
-                path: path.to_path_buf(),
-                what: if meta.is_dir() { "a directory".into() } else { "not a regular file".into() },
-            });
-        }
+        let file = crate::source::open_regular(path).map_err(|e| match e {
+            DataError::NotARegularFile { what, .. } => DataError::io(
+                path,
+                std::io::Error::other(format!(
+                    "is {what}, not a regular file; texts are read from a file or from standard input (-)"
+                )),
+            ),
+            other => other,
+        })?;
         TextStream::from_reader(path, Box::new(file), format, column)
     }
 
@@ -133,20 +134,25 @@ impl TextStream {
     }
 }
 
+/// The longest line read (a text is cut to the model's tokens anyway): past it, the input is
+/// no text file (`/dev/zero` on standard input would fill the memory).
+const MAX_LINE_BYTES: u64 = 64 << 20;
+
 /// The next line without its line break, counting lines in `count`; `None` at the end.
 fn next_line(lines: &mut dyn BufRead, name: &Path, count: &mut usize) -> Result<Option<String>, DataError> {
-    let mut line = String::new();
-    let read = lines.read_line(&mut line).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::InvalidData {
-            malformed(name, *count + 1, "not UTF-8 text; save the file as UTF-8")
-        } else {
-            DataError::io(name, e)
-        }
-    })?;
+    let mut bytes = Vec::new();
+    let read =
+        lines.take(MAX_LINE_BYTES + 1).read_until(b'\n', &mut bytes).map_err(|e| DataError::io(name, e))?;
     if read == 0 {
         return Ok(None);
     }
     *count += 1;
+    if read as u64 > MAX_LINE_BYTES {
+        let why = format!("longer than {} MiB; one text a line", MAX_LINE_BYTES >> 20);
+        return Err(malformed(name, *count, &why));
+    }
+    let line = String::from_utf8(bytes)
+        .map_err(|_| malformed(name, *count, "not UTF-8 text; save the file as UTF-8"))?;
     let line = line.strip_suffix('\n').unwrap_or(&line);
     let line = line.strip_suffix('\r').unwrap_or(line);
     // A UTF-8 byte order mark (Excel, Notepad) is not part of the first text.

@@ -420,6 +420,9 @@ pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// The largest run spec file read: a spec is a few dozen keys.
+pub const MAX_SPEC_BYTES: u64 = 1 << 20;
+
 impl RunSpec {
     /// Read a spec from TOML text (`origin` names it in errors); missing keys take defaults.
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<RunSpec, SpecError> {
@@ -427,10 +430,22 @@ impl RunSpec {
             .map_err(|e| SpecError::Parse { path: origin.to_path_buf(), message: toml_error_line(text, &e) })
     }
 
-    /// Read a spec file.
+    /// Read a spec file: a regular file of at most [`MAX_SPEC_BYTES`] (a FIFO would wait for a
+    /// writer, a device such as `/dev/zero` never end).
     pub fn from_toml_file(path: &Path) -> Result<RunSpec, SpecError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SpecError::Io { path: path.to_path_buf(), source })?;
+        let io = |source| SpecError::Io { path: path.to_path_buf(), source };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() {
+            let what = if meta.is_dir() { "a directory" } else { "a special file (a FIFO or a device)" };
+            return Err(io(std::io::Error::other(format!("is {what}; a run spec is a TOML file"))));
+        }
+        if meta.len() > MAX_SPEC_BYTES {
+            return Err(io(std::io::Error::other(format!(
+                "{} bytes; a run spec is a short TOML file (at most {MAX_SPEC_BYTES} bytes)",
+                meta.len()
+            ))));
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
         RunSpec::from_toml_str(&text, path)
     }
 
