@@ -98,11 +98,15 @@ fn a_run_killed_in_epoch_2_resumes_after_epoch_1_and_ends_bit_identical() {
 
     // A checkpoint of other data (a data file whose content changed while the run was down:
     // here its recorded SHA-256 is another's) is refused, naming the file.
-    let c = tmp.path().join("c");
-    std::fs::create_dir_all(c.join("checkpoint")).unwrap();
-    for e in std::fs::read_dir(b.join("checkpoint")).unwrap().flatten() {
-        std::fs::copy(e.path(), c.join("checkpoint").join(e.file_name())).unwrap();
-    }
+    let copy_checkpoint = |name: &str| {
+        let to = tmp.path().join(name);
+        std::fs::create_dir_all(to.join("checkpoint")).unwrap();
+        for e in std::fs::read_dir(b.join("checkpoint")).unwrap().flatten() {
+            std::fs::copy(e.path(), to.join("checkpoint").join(e.file_name())).unwrap();
+        }
+        to
+    };
+    let c = copy_checkpoint("c");
     // (edited as text: the state holds 128-bit integers that a JSON value does not keep)
     let sha = saved["data"]["files"][0]["sha256"].as_str().unwrap().to_string();
     let text = std::fs::read_to_string(c.join("checkpoint/state.json")).unwrap();
@@ -113,6 +117,32 @@ fn a_run_killed_in_epoch_2_resumes_after_epoch_1_and_ends_bit_identical() {
     assert_eq!(changed.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("holds other content than when the checkpoint was written"), "{stderr}");
     assert!(stderr.contains("train-00000-of-00001.parquet") && stderr.contains("--fresh"), "{stderr}");
+
+    // An edited state (a validation loss no run writes) and a damaged tensor file (a NaN) are
+    // refused, naming the file and what is wrong, not trained from.
+    let d = copy_checkpoint("d");
+    let state_d = d.join("checkpoint/state.json");
+    let text = std::fs::read_to_string(&state_d).unwrap();
+    let val_loss = format!("\"val_loss\": {}", saved["epochs"][0]["val_loss"]);
+    assert!(text.contains(&val_loss), "{val_loss} in {text}");
+    std::fs::write(&state_d, text.replace(&val_loss, "\"val_loss\": -5.0")).unwrap();
+    let edited = run(&train_args(&shared, &d));
+    let stderr = String::from_utf8_lossy(&edited.stderr);
+    assert_eq!(edited.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("state.json: epochs[0].val_loss is -5") && stderr.contains("--fresh"),
+        "{stderr}"
+    );
+    let e = copy_checkpoint("e");
+    let model_file = e.join("checkpoint").join(saved["model_file"].as_str().unwrap());
+    let mut bytes = std::fs::read(&model_file).unwrap();
+    let at = bytes.len() - 4;
+    bytes[at..].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&model_file, bytes).unwrap();
+    let damaged = run(&train_args(&shared, &e));
+    let stderr = String::from_utf8_lossy(&damaged.stderr);
+    assert_eq!(damaged.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("model-1.bin") && stderr.contains("holds NaN at element"), "{stderr}");
 
     // The same command resumes after epoch 1 and ends as the uninterrupted run did.
     let stderr = ok(&run(&train_args(&shared, &b)));

@@ -135,14 +135,19 @@ fn read_tensors(path: &Path) -> Result<NamedTensors, CheckpointError> {
     }
     let mut values =
         bytes[data_start..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4")));
-    Ok(header
+    header
         .into_iter()
         .map(|t| {
             let n = t.shape.iter().product();
             let v: Vec<f32> = values.by_ref().take(n).collect();
-            (t.name, (t.shape, v))
+            // A run stops at a non-finite loss before it writes a checkpoint, so one here is
+            // damage, which training from would only report later as a diverged run.
+            match v.iter().position(|x| !x.is_finite()) {
+                Some(at) => Err(bad(&format!("{} holds {} at element {at}", t.name, v[at]))),
+                None => Ok((t.name, (t.shape, v))),
+            }
         })
-        .collect())
+        .collect()
 }
 
 /// Every float parameter of `module`: dotted path, shape, values.
@@ -302,7 +307,55 @@ impl CheckpointState {
                 format!("format {:?}, expected {FORMAT:?}", state.format),
             ));
         }
+        state.check().map_err(|message| CheckpointError::new(&path, message))?;
         Ok(Some(state))
+    }
+
+    /// What a run writes holds: epochs 1, 2, … in order, finite non-negative losses, times and
+    /// rates, accuracies in [0, 1], a positive loss scale, and as many optimizer steps as the
+    /// epochs took. A state that breaks one was edited or damaged, and resuming from it would
+    /// carry its numbers into the record.
+    fn check(&self) -> Result<(), String> {
+        for (i, e) in self.epochs.iter().enumerate() {
+            if e.epoch != i + 1 {
+                return Err(format!("epochs[{i}] is epoch {}, where epoch {} was written", e.epoch, i + 1));
+            }
+            let amounts = [
+                ("train_loss", e.train_loss),
+                ("val_loss", e.val_loss),
+                ("lr", e.lr),
+                ("train_seconds", e.train_seconds),
+                ("val_seconds", e.val_seconds),
+                ("train_seq_per_s", e.train_seq_per_s),
+                ("train_tokens_per_s", e.train_tokens_per_s),
+                ("train_padded_tokens_per_s", e.train_padded_tokens_per_s),
+            ];
+            if let Some((key, value)) = amounts.into_iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
+                return Err(format!("epochs[{i}].{key} is {value}, where a run writes a finite number ≥ 0"));
+            }
+            let shares = [("train_acc", e.train_acc), ("val_acc", e.val_acc)];
+            if let Some((key, value)) = shares.into_iter().find(|(_, v)| !(0.0..=1.0).contains(v)) {
+                return Err(format!("epochs[{i}].{key} is {value}, where an accuracy is in [0, 1]"));
+            }
+            if !(e.loss_scale.is_finite() && e.loss_scale > 0.0) {
+                return Err(format!("epochs[{i}].loss_scale is {}, where a scale is above 0", e.loss_scale));
+            }
+        }
+        if !(self.fit_seconds.is_finite() && self.fit_seconds >= 0.0) {
+            return Err(format!(
+                "fit_seconds is {}, where a run writes a finite number ≥ 0",
+                self.fit_seconds
+            ));
+        }
+        let applied: u64 = self.epochs.iter().map(|e| e.steps).sum();
+        let called: u64 = self.epochs.iter().map(|e| e.steps + e.skipped_steps).sum();
+        if !(applied..=called).contains(&self.optimizer_steps) {
+            return Err(format!(
+                "optimizer_steps is {}, but its epochs took {applied} steps ({called} with the skipped ones)",
+                self.optimizer_steps
+            ));
+        }
+        Ok(())
     }
 
     /// A new state (epoch `epoch`, 1-based) with the files it will name.
