@@ -101,11 +101,21 @@ pub(crate) fn read_csv(path: &Path, delimiter: u8, options: &DataOptions) -> Res
     if texts.is_empty() {
         return Err(DataError::NoRows { path: path.to_path_buf() });
     }
-    // A column of integers is class ids, as `datasets` (pandas) types it int64.
-    let ids: Option<Vec<i128>> = labels.iter().map(|l| l.trim().parse::<i128>().ok()).collect();
-    let labels = match ids {
-        Some(ids) => Labels::Ints(ids),
-        None => Labels::Strings(labels),
+    // A column of integers is class ids, as `datasets` (pandas) types it int64; a column of
+    // numbers with a float, NaN or infinity among them is no column of classes (as a float
+    // column in parquet), not names.
+    let labels = if labels.iter().all(|l| l.trim().parse::<f64>().is_ok()) {
+        let mut ids = Vec::with_capacity(labels.len());
+        for (label, &line) in labels.iter().zip(&lines) {
+            let Ok(id) = label.trim().parse::<i128>() else {
+                let why = not_a_class_id(&options.label_column, label.trim());
+                return Err(malformed(path, line, why));
+            };
+            ids.push(id);
+        }
+        Labels::Ints(ids)
+    } else {
+        Labels::Strings(labels)
     };
     Ok(FileRows { texts, labels, class_names: None, source, lines: Some(lines) })
 }
@@ -131,6 +141,20 @@ pub(crate) fn csv_error(path: &Path, format: &str, error: csv::Error) -> DataErr
         // The reader makes no other kind of error while reading strings.
         _ => malformed(path, line, format!("not readable as {format}: {text}")),
     }
+}
+
+/// Why the number `value` of `column` is no class id: a fraction (a regression target), a
+/// missing value (NaN), or out of range.
+fn not_a_class_id(column: &str, value: &str) -> String {
+    let why = match value.parse::<f64>() {
+        Ok(x) if x.is_nan() => "NaN marks a missing label; give every row its class",
+        Ok(x) if x.abs() < 2f64.powi(63) => {
+            "labels are class ids (integers) or class names (strings); float labels are regression \
+             targets, which bertlab does not train"
+        }
+        _ => "too large for a class id; labels are class ids (integers from 0) or class names (strings)",
+    };
+    format!("`{column}` is {value}: {why}")
 }
 
 /// What a JSON value is, for messages.
@@ -236,15 +260,7 @@ pub(crate) fn read_jsonl(path: &Path, options: &DataOptions) -> Result<FileRows,
             }
             Some(Value::Number(n)) => {
                 let Some(id) = n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from)) else {
-                    return Err(malformed(
-                        path,
-                        number,
-                        format!(
-                            "`{label_column}` is {n}: labels are class ids (integers) or class names \
-                             (strings); fractional labels are regression targets, which bertlab does \
-                             not train"
-                        ),
-                    ));
+                    return Err(malformed(path, number, not_a_class_id(label_column, &n.to_string())));
                 };
                 ints.push(id);
                 false

@@ -626,6 +626,13 @@ fn csv_errors_name_the_line() {
             "line 3: this row has 3 field(s) but the header has 2; in CSV, a field holding the delimiter, a quote or a line break must be in double quotes",
         ),
         ("headline,topic,headline\nx,world,y\n", "line 1: the header names two columns `headline`; rename one of them"),
+        // A column of numbers with a float or a missing value among them is no column of
+        // class names: the row is named, not a class `0.5` or `nan` made.
+        (
+            "headline,topic\nx,0\ny,1\nz,0.5\n",
+            "line 4: `topic` is 0.5: labels are class ids (integers) or class names (strings); float labels are regression targets, which bertlab does not train",
+        ),
+        ("headline,topic\nx,1\ny,nan\n", "line 3: `topic` is nan: NaN marks a missing label; give every row its class"),
     ];
     for (content, want) in cases {
         let (path, err) = file_error(dir.path(), "news.csv", content);
@@ -691,7 +698,11 @@ fn jsonl_errors_name_the_line() {
         ("{\"headline\": 7, \"topic\": \"world\"}\n", "line 1: `headline` must be a string, found the number 7"),
         (
             "{\"headline\": \"x\", \"topic\": 0.5}\n",
-            "line 1: `topic` is 0.5: labels are class ids (integers) or class names (strings); fractional labels are regression targets, which bertlab does not train",
+            "line 1: `topic` is 0.5: labels are class ids (integers) or class names (strings); float labels are regression targets, which bertlab does not train",
+        ),
+        (
+            "{\"headline\": \"x\", \"topic\": 1e30}\n",
+            "line 1: `topic` is 1e+30: too large for a class id; labels are class ids (integers from 0) or class names (strings)",
         ),
         (
             "{\"headline\": \"x\", \"topic\": true}\n",
