@@ -564,13 +564,20 @@ impl RunSpec {
             "device" if self.device.trim().is_empty() => {
                 bad("device", "\"\"", "needs a device, e.g. `default`")
             }
-            // Records and run specs are JSON and TOML, which hold text only.
+            // Records and run specs are JSON and TOML, which hold text only. An empty path
+            // would be the working directory, which a run fills with its files.
             "out" if self.out.to_str().is_none() => {
                 bad("out", self.out.to_string_lossy(), "is not valid UTF-8; choose a UTF-8 path")
+            }
+            "out" if self.out.as_os_str().is_empty() => {
+                bad("out", "\"\"", "needs a run directory (`.` for this one)")
             }
             "cache_dir" => match &self.cache_dir {
                 Some(p) if p.to_str().is_none() => {
                     bad("cache_dir", p.to_string_lossy(), "is not valid UTF-8; choose a UTF-8 path")
+                }
+                Some(p) if p.as_os_str().is_empty() => {
+                    bad("cache_dir", "\"\"", "needs a directory (leave it unset for no cache)")
                 }
                 _ => Ok(()),
             },
@@ -663,6 +670,11 @@ mod tests {
         assert_eq!(e.key, "grad_clip");
         let o = RunOverrides { grad_clip: Some(0.0), ..Default::default() };
         assert_eq!(o.validate().unwrap_err().key, "grad_clip");
+        // An empty path is no directory (it was the working directory).
+        let e = RunSpec::from_toml_str("out = \"\"\n", Path::new("run.toml")).unwrap().validate().unwrap_err();
+        assert_eq!(e.to_string(), "out = \"\": needs a run directory (`.` for this one)");
+        let e = RunSpec { cache_dir: Some("".into()), ..RunSpec::default() }.validate().unwrap_err();
+        assert_eq!(e.key, "cache_dir");
     }
 
     #[test]
