@@ -65,10 +65,11 @@ impl IdsFile {
     }
 
     pub(crate) fn check_max_len(&self, max_len: usize) -> anyhow::Result<()> {
-        if max_len > self.max_len || max_len < 2 {
+        if max_len > self.max_len || max_len < bertlab_run::MIN_MAX_LEN {
             bail!(
-                "--max-len {max_len}: the ids file holds rows of at most {} tokens (and 2 is the least)",
-                self.max_len
+                "--max-len {max_len}: the ids file holds rows of at most {} tokens (and {} is the least)",
+                self.max_len,
+                bertlab_run::MIN_MAX_LEN
             );
         }
         Ok(())

@@ -382,8 +382,9 @@ pub(crate) fn run<B: AutodiffBackend>(args: StepProfileArgs, rt: &Runtime<B>) ->
     }
     for &max_len in &args.max_len {
         for (choice, c) in &configs {
-            if max_len < 2 || max_len > c.max_position_embeddings {
-                bail!("--max-len {max_len}: {} takes 2 to {} tokens", choice.name, c.max_position_embeddings);
+            if max_len < bertlab_run::MIN_MAX_LEN || max_len > c.max_position_embeddings {
+                let (least, most) = (bertlab_run::MIN_MAX_LEN, c.max_position_embeddings);
+                bail!("--max-len {max_len}: {} takes {least} to {most} tokens", choice.name);
             }
         }
     }

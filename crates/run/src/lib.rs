@@ -34,5 +34,5 @@ pub use record::{
 pub use source_ref::{BadSource, SourceRef, IMDB_DATASET_ID};
 pub use spec::{
     setting_keys, InvalidSetting, RunOverrides, RunSpec, SettingText, SpecError, TableError, ALL_KEYS,
-    PLACEMENT_KEYS,
+    MAX_MAX_LEN, MIN_MAX_LEN, PLACEMENT_KEYS,
 };

@@ -420,6 +420,12 @@ pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// The fewest tokens a row may be padded or cut to: `[CLS]`, one token of the text, `[SEP]`.
+pub const MIN_MAX_LEN: usize = 3;
+
+/// The most tokens a row may have (BERT-family position tables are 512; this bounds a typo).
+pub const MAX_MAX_LEN: usize = 4096;
+
 /// The largest run spec file read: a spec is a few dozen keys.
 pub const MAX_SPEC_BYTES: u64 = 1 << 20;
 
@@ -535,10 +541,12 @@ impl RunSpec {
             "subset" if !(self.subset > 0.0 && self.subset <= 1.0) => {
                 bad("subset", self.subset, "must be a fraction in (0, 1]")
             }
-            "max_len" if !(3..=4096).contains(&self.max_len) => bad(
+            "max_len" if !(MIN_MAX_LEN..=MAX_MAX_LEN).contains(&self.max_len) => bad(
                 "max_len",
                 self.max_len,
-                "must be in 3..=4096 (and at most the model's max_position_embeddings)",
+                &format!(
+                    "must be in {MIN_MAX_LEN}..={MAX_MAX_LEN} (and at most the model's max_position_embeddings)"
+                ),
             ),
             "lr" if !positive(self.lr) => bad("lr", self.lr, "must be a positive number"),
             "batch" if self.batch == 0 => bad("batch", 0, "must be at least 1"),
@@ -671,7 +679,8 @@ mod tests {
         let o = RunOverrides { grad_clip: Some(0.0), ..Default::default() };
         assert_eq!(o.validate().unwrap_err().key, "grad_clip");
         // An empty path is no directory (it was the working directory).
-        let e = RunSpec::from_toml_str("out = \"\"\n", Path::new("run.toml")).unwrap().validate().unwrap_err();
+        let e =
+            RunSpec::from_toml_str("out = \"\"\n", Path::new("run.toml")).unwrap().validate().unwrap_err();
         assert_eq!(e.to_string(), "out = \"\": needs a run directory (`.` for this one)");
         let e = RunSpec { cache_dir: Some("".into()), ..RunSpec::default() }.validate().unwrap_err();
         assert_eq!(e.key, "cache_dir");

@@ -3,8 +3,7 @@
 
 use std::fmt;
 
-/// The fewest ids a packed text has: `[CLS]` and `[SEP]`.
-pub const MIN_MAX_LEN: usize = 2;
+pub use bertlab_run::MIN_MAX_LEN;
 
 /// What sets the longest allowed `max_len`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +59,7 @@ pub fn longest_max_len(
 /// Which bound a `max_len` breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MaxLenBound {
-    /// Below [`MIN_MAX_LEN`]: no room for `[CLS]` and `[SEP]`.
+    /// Below [`MIN_MAX_LEN`]: no room for a token between `[CLS]` and `[SEP]`.
     TooShort,
     /// Above the longest the model and its tokenizer allow.
     TooLong(MaxLenLimit),
@@ -69,7 +68,9 @@ pub enum MaxLenBound {
 impl fmt::Display for MaxLenBound {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MaxLenBound::TooShort => write!(f, "below {MIN_MAX_LEN}, the room [CLS] and [SEP] take"),
+            MaxLenBound::TooShort => {
+                write!(f, "below {MIN_MAX_LEN}, the room [CLS], a token of the text and [SEP] take")
+            }
             MaxLenBound::TooLong(limit) => write!(f, "above {}, {}", limit.tokens, limit.source),
         }
     }
@@ -143,11 +144,11 @@ mod tests {
             err.to_string(),
             "max_len 300 is out of range for dir: above 256, model_max_length in tokenizer_config.json"
         );
-        let err = check_max_len("dir", 1, Some(512), None).unwrap_err();
+        let err = check_max_len("dir", 2, Some(512), None).unwrap_err();
         assert_eq!(err.bound, MaxLenBound::TooShort);
         assert_eq!(
             err.to_string(),
-            "max_len 1 is out of range for dir: below 2, the room [CLS] and [SEP] take"
+            "max_len 2 is out of range for dir: below 3, the room [CLS], a token of the text and [SEP] take"
         );
     }
 }

@@ -123,6 +123,12 @@ impl TokenizerConfig {
         config.tokenize_chinese_chars = flag("tokenize_chinese_chars")?.unwrap_or(true);
         config.model_max_length = match obj.get("model_max_length") {
             None | Some(serde_json::Value::Null) => None,
+            Some(v) if v.as_u64().is_some_and(|n| n < crate::MIN_MAX_LEN as u64) => {
+                return Err(bad(format!(
+                    "`model_max_length` is {v}: no room for a token between [CLS] and [SEP] (at least {})",
+                    crate::MIN_MAX_LEN
+                )))
+            }
             Some(v) if v.as_u64().is_some_and(|n| n < NO_LIMIT_SENTINEL) => v.as_u64().map(|n| n as usize),
             Some(v) if v.is_number() => None, // int(1e30) or a float: HF's "unlimited"
             Some(v) => return Err(bad(format!("`model_max_length` must be a number, got {v}"))),

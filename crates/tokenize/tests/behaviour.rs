@@ -38,7 +38,8 @@ fn packs_cls_tokens_sep_and_truncates_by_strategy() {
     assert_eq!(tok.encode(text, 6, Truncation::Tail).unwrap(), vec![2, 13, 14, 12, 15, 3]);
     // budget 8: head 2 (round(8/4)), tail 6
     assert_eq!(tok.encode(text, 10, Truncation::HeadTail).unwrap(), vec![2, 5, 6, 8, 10, 13, 14, 12, 15, 3]);
-    assert_eq!(tok.encode(text, 2, Truncation::HeadTail).unwrap(), vec![2, 3]);
+    // budget 1: head 0 (round(1/4)), tail 1
+    assert_eq!(tok.encode(text, 3, Truncation::HeadTail).unwrap(), vec![2, 15, 3]);
     // Unknown words become [UNK] whole.
     assert_eq!(tok.word_pieces("great xyz films").unwrap(), vec![8, 1, 6, 11]);
 }
@@ -86,10 +87,10 @@ fn encode_all_keeps_order_and_matches_encode() {
 #[test]
 fn max_len_out_of_range_is_an_error_naming_both_numbers() {
     let (_dir, tok) = tokenizer();
-    for bad in [0, 1] {
+    for bad in [0, 1, 2] {
         let err = tok.encode("the film", bad, Truncation::Head).unwrap_err();
         assert!(matches!(&err, TokenizeError::MaxLen(e) if e.max_len == bad));
-        assert!(err.to_string().contains("below 2"), "{err}");
+        assert!(err.to_string().contains("below 3"), "{err}");
         assert!(tok.encode_all(&["x"], bad, Truncation::Head, false).is_err());
     }
     let tok = tok.with_max_positions(128);
@@ -108,6 +109,15 @@ fn max_len_out_of_range_is_an_error_naming_both_numbers() {
     // HF's "no limit" sentinel is not a limit.
     let dir = model_dir(VOCAB, Some(r#"{"model_max_length": 1000000000000000019884624838656}"#));
     assert_eq!(WordPieceTokenizer::from_dir(dir.path()).unwrap().max_len_limit(), None);
+    // A limit that leaves no room for a token is a broken config, named, not `[CLS] [SEP]`.
+    let dir = model_dir(VOCAB, Some(r#"{"model_max_length": 2}"#));
+    let err = WordPieceTokenizer::from_dir(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("tokenizer_config.json") && err.contains("`model_max_length` is 2"), "{err}");
+    // The shortest max_len holds one token of the text.
+    let dir = model_dir(VOCAB, None);
+    let tok = WordPieceTokenizer::from_dir(dir.path()).unwrap();
+    assert!(tok.check_max_len(2).is_err());
+    assert_eq!(tok.encode("the film", 3, Truncation::Head).unwrap().len(), 3);
 }
 
 #[test]
