@@ -108,7 +108,7 @@ pub(crate) struct MakeIdsArgs {
     source: String,
     /// Tokenizer: a model directory or Hub id with the bert-base-uncased vocabulary (e.g.
     /// ../shared/models/all-MiniLM-L6-v2).
-    #[arg(long)]
+    #[arg(long, value_parser = bertlab_run::model_arg)]
     model: String,
     /// Reviews to sample from the train split (seeded shuffle).
     #[arg(long, default_value_t = 1024, value_parser = at_least_one)]

@@ -18,7 +18,7 @@ use crate::fine_tuned::{open_device, recorded_run, resolve_inference};
 pub struct EncodeArgs {
     /// Model: a local snapshot directory or a Hub id (e.g. ../shared/models/all-MiniLM-L6-v2,
     /// distilbert/distilbert-base-uncased).
-    #[arg(long)]
+    #[arg(long, value_parser = bertlab_run::model_arg)]
     model: String,
     /// A text to encode (repeat the flag for several).
     #[arg(long = "text", value_name = "TEXT", required = true)]

@@ -31,7 +31,7 @@ enum EvalSplit {
 #[derive(Args)]
 pub struct EvalArgs {
     /// Fine-tuned model directory (config.json, model.safetensors, tokenizer files), e.g. runs/x/best.
-    #[arg(long)]
+    #[arg(long, value_parser = bertlab_run::model_arg)]
     model: String,
     /// Rows to evaluate on.
     #[arg(long, value_enum, default_value_t = EvalSplit::Test)]

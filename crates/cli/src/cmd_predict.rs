@@ -52,7 +52,7 @@ enum OutputFormat {
 #[derive(Args)]
 pub struct PredictArgs {
     /// Fine-tuned model directory, e.g. runs/x/best.
-    #[arg(long)]
+    #[arg(long, value_parser = bertlab_run::model_arg)]
     model: String,
     /// Texts to classify (or --file).
     #[arg(value_name = "TEXT", required_unless_present = "file", conflicts_with = "file")]
@@ -65,7 +65,7 @@ pub struct PredictArgs {
     #[arg(long, value_enum, requires = "file")]
     input_format: Option<InputFormat>,
     /// The column of the texts in a CSV or JSONL --file.
-    #[arg(long, default_value = "text")]
+    #[arg(long, default_value = "text", value_parser = bertlab_run::column_arg)]
     text_column: String,
     /// Write the predictions here (atomically) instead of standard output.
     #[arg(long, short, value_name = "FILE")]

@@ -32,7 +32,7 @@ enum TokenizeCommand {
 struct EncodeArgs {
     /// Model whose tokenizer to use: a local snapshot directory or a Hub id
     /// (e.g. distilbert/distilbert-base-uncased, ../shared/models/all-MiniLM-L6-v2).
-    #[arg(long, required = true)]
+    #[arg(long, required = true, value_parser = bertlab_run::model_arg)]
     model: Option<String>,
     #[command(flatten)]
     tokens: TokenSettings,
@@ -57,7 +57,7 @@ struct EncodeArgs {
 #[derive(Args)]
 struct StatsArgs {
     /// Model whose tokenizer to use (directory or Hub id).
-    #[arg(long)]
+    #[arg(long, value_parser = bertlab_run::model_arg)]
     model: String,
     /// Dataset: `hub`, `hub:ORG/NAME[@REV]` or a directory holding plain_text/*.parquet.
     #[arg(long, default_value = "hub")]

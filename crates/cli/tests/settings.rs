@@ -232,3 +232,28 @@ fn an_unknown_attention_kernel_is_a_usage_error_that_names_the_variable() {
         assert!(out.status.success(), "{good}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn an_empty_model_or_column_is_a_usage_error_in_every_command() {
+    // Refused while the arguments are read: nothing is looked up (the spec's rule, one wording).
+    let cases: [&[&str]; 7] = [
+        &["predict", "--model", "", "a text"],
+        &["eval", "--model", " "],
+        &["encode", "--model", "", "--text", "a text"],
+        &["tokenize", "--model", "", "--text", "a text"],
+        &["tokenize", "stats", "--model", ""],
+        &["bench", "make-ids", "--model", "", "--out", "ids.json"],
+        &["predict", "--model", "m", "--file", "x.csv", "--text-column", ""],
+    ];
+    for args in cases {
+        let out = Command::new(BIN).args(args).env("HF_HUB_OFFLINE", "1").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let want = if args.contains(&"--text-column") {
+            "for '--text-column <TEXT_COLUMN>': needs a column name"
+        } else {
+            "for '--model <MODEL>': needs a Hub id or a directory"
+        };
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}

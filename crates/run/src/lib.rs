@@ -33,6 +33,6 @@ pub use record::{
 };
 pub use source_ref::{BadSource, SourceRef, IMDB_DATASET_ID};
 pub use spec::{
-    setting_keys, InvalidSetting, RunOverrides, RunSpec, SettingText, SpecError, TableError, ALL_KEYS,
-    MAX_MAX_LEN, MIN_MAX_LEN, PLACEMENT_KEYS,
+    column_arg, model_arg, setting_keys, InvalidSetting, RunOverrides, RunSpec, SettingText, SpecError,
+    TableError, ALL_KEYS, MAX_MAX_LEN, MIN_MAX_LEN, PLACEMENT_KEYS,
 };

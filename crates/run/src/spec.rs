@@ -420,6 +420,28 @@ pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// What a model reference must be (`model`, every command's `--model`).
+const MODEL_NEEDS: &str = "needs a Hub id or a directory";
+
+/// What a column setting must be (`text_column`, `label_column`, `--text-column`).
+const COLUMN_NEEDS: &str = "needs a column name";
+
+/// `--model` of the commands that take one outside a run spec: the rule of the spec's `model`.
+pub fn model_arg(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(MODEL_NEEDS.into());
+    }
+    Ok(text.to_string())
+}
+
+/// A column flag outside a run spec: the rule of the spec's `text_column`.
+pub fn column_arg(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(COLUMN_NEEDS.into());
+    }
+    Ok(text.to_string())
+}
+
 /// The fewest tokens a row may be padded or cut to: `[CLS]`, one token of the text, `[SEP]`.
 pub const MIN_MAX_LEN: usize = 3;
 
@@ -528,12 +550,12 @@ impl RunSpec {
         }
         let positive = |v: f64| v.is_finite() && v > 0.0;
         match key {
-            "model" if self.model.trim().is_empty() => bad("model", "\"\"", "needs a Hub id or a directory"),
+            "model" if self.model.trim().is_empty() => bad("model", "\"\"", MODEL_NEEDS),
             "text_column" if self.text_column.trim().is_empty() => {
-                bad("text_column", "\"\"", "needs a column name")
+                bad("text_column", "\"\"", COLUMN_NEEDS)
             }
             "label_column" if self.label_column.trim().is_empty() => {
-                bad("label_column", "\"\"", "needs a column name")
+                bad("label_column", "\"\"", COLUMN_NEEDS)
             }
             "source" if self.source.trim().is_empty() => {
                 bad("source", "\"\"", "needs `hub`, `hub:ORG/NAME[@REV]` or a directory")
