@@ -247,8 +247,10 @@ impl WeightFile {
     pub(crate) fn open(path: &Path, architecture: Architecture) -> Result<WeightFile, ModelError> {
         let bytes =
             std::fs::read(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
-        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| ModelError::Safetensors { path: path.to_path_buf(), message: e.to_string() })?;
+        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+            let message = bad_tensor_entry(&bytes).unwrap_or_else(|| e.to_string());
+            ModelError::Safetensors { path: path.to_path_buf(), message }
+        })?;
         let data_start = 8 + header_len;
         let prefix = architecture.weight_prefix();
         let mut entries: HashMap<String, Entry> = HashMap::new();
@@ -305,6 +307,51 @@ impl WeightFile {
         };
         Ok(values)
     }
+}
+
+/// Which tensor entry of a safetensors header is wrong, when the decoder says only that one is
+/// (its dtype unknown, its offsets outside the data or not its shape's size): the entry, named.
+fn bad_tensor_entry(bytes: &[u8]) -> Option<String> {
+    let header_len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header = bytes.get(8..8usize.checked_add(header_len)?)?;
+    let data_len = bytes.len() - 8 - header_len;
+    let entries: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
+    let mut names: Vec<&String> = entries.keys().filter(|k| *k != "__metadata__").collect();
+    names.sort();
+    names.into_iter().find_map(|name| {
+        let entry = &entries[name];
+        let dtype = entry.get("dtype").and_then(|d| d.as_str()).unwrap_or("?");
+        let width = match dtype {
+            "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 1,
+            "U16" | "I16" | "F16" | "BF16" => 2,
+            "U32" | "I32" | "F32" => 4,
+            "U64" | "I64" | "F64" => 8,
+            _ => {
+                return Some(format!(
+                    "tensor `{name}` has dtype {dtype:?}, which safetensors does not define"
+                ))
+            }
+        };
+        let numbers = |key: &str| -> Option<Vec<u64>> {
+            entry.get(key)?.as_array()?.iter().map(serde_json::Value::as_u64).collect()
+        };
+        let (Some(shape), Some(offsets)) = (numbers("shape"), numbers("data_offsets")) else {
+            return Some(format!(
+                "tensor `{name}` has no list of non-negative integers as shape or data_offsets"
+            ));
+        };
+        let size = shape.iter().try_fold(width, |n: u64, &d| n.checked_mul(d));
+        match offsets[..] {
+            [begin, end] if begin <= end && end <= data_len as u64 && size == Some(end - begin) => None,
+            [begin, end] => Some(format!(
+                "tensor `{name}`: {dtype} {shape:?} is {} bytes, but its data_offsets [{begin}, {end}] \
+                 span {} of the file's {data_len} data bytes",
+                size.map_or("too many".into(), |n| n.to_string()),
+                end.saturating_sub(begin)
+            )),
+            _ => Some(format!("tensor `{name}` has data_offsets {offsets:?}, not [begin, end]")),
+        }
+    })
 }
 
 /// A counter-based normal generator: the init of a head tensor depends on the seed and the
@@ -614,6 +661,37 @@ mod tests {
             normalise("distilbert.transformer.layer.0.ffn.lin1.bias", "distilbert"),
             "transformer.layer.0.ffn.lin1.bias"
         );
+    }
+
+    #[test]
+    fn a_header_entry_the_decoder_refuses_is_named() {
+        // Two tensors; `b`'s entry is broken in each of three ways.
+        let file = |b: &str| {
+            let header =
+                format!(r#"{{"a": {{"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, "b": {b}}}"#);
+            let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.extend_from_slice(&[0u8; 16]);
+            bytes
+        };
+        let good = file(r#"{"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}"#);
+        assert!(safetensors::SafeTensors::read_metadata(&good).is_ok() && bad_tensor_entry(&good).is_none());
+        for (entry, want) in [
+            (
+                r#"{"dtype": "F32", "shape": [3], "data_offsets": [8, 16]}"#,
+                "tensor `b`: F32 [3] is 12 bytes, but its data_offsets [8, 16] span 8 of the file's 16 data bytes",
+            ),
+            (
+                r#"{"dtype": "F32", "shape": [2], "data_offsets": [8, 24]}"#,
+                "tensor `b`: F32 [2] is 8 bytes, but its data_offsets [8, 24] span 16 of the file's 16 data bytes",
+            ),
+            (r#"{"dtype": "F31", "shape": [2], "data_offsets": [8, 16]}"#, "tensor `b` has dtype \"F31\""),
+        ] {
+            let bytes = file(entry);
+            assert!(safetensors::SafeTensors::read_metadata(&bytes).is_err(), "{entry}");
+            let message = bad_tensor_entry(&bytes).unwrap_or_default();
+            assert!(message.starts_with(want), "{entry}: {message}");
+        }
     }
 
     #[test]
