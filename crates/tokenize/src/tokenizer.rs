@@ -188,7 +188,17 @@ impl WordPieceTokenizer {
                 let bytes = std::fs::read(&tokenizer).map_err(io_err(&tokenizer))?;
                 fingerprint_update(&mut hasher, "tokenizer.json", &bytes);
                 let engine = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| {
-                    TokenizeError::InvalidTokenizerFile { path: tokenizer.clone(), message: e.to_string() }
+                    // Valid JSON the library cannot read is another file under the name (its
+                    // position in the text would only confuse).
+                    let message = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                        Ok(json) if json.get("model").is_none() => {
+                            "valid JSON but no tokenizer: it has no `model` (a `tokenizers` file, as \
+                             `tokenizer.save(path)` writes, has `model`, `normalizer`, `pre_tokenizer`, …)"
+                                .to_string()
+                        }
+                        _ => e.to_string(),
+                    };
+                    TokenizeError::InvalidTokenizerFile { path: tokenizer.clone(), message }
                 })?;
                 let (config, config_bytes) = TokenizerConfig::read(config.as_deref())?;
                 if let Some(b) = config_bytes {

@@ -158,7 +158,8 @@ fn bad_files_are_reported_with_their_path() {
     std::fs::write(dir.path().join("tokenizer.json"), "{\"not\": \"a tokenizer\"}").unwrap();
     let err = WordPieceTokenizer::from_dir(dir.path()).unwrap_err();
     assert!(matches!(err, TokenizeError::InvalidTokenizerFile { .. }), "{err}");
-    assert!(err.to_string().contains("tokenizer.json"));
+    let err = err.to_string();
+    assert!(err.contains("tokenizer.json") && err.contains("valid JSON but no tokenizer"), "{err}");
 
     let dir = model_dir(VOCAB, Some(r#"{"do_lower_case": "yes"}"#));
     let err = WordPieceTokenizer::from_dir(dir.path()).unwrap_err().to_string();
