@@ -62,15 +62,15 @@ pub struct PredictArgs {
     #[arg(long, value_name = "FILE")]
     file: Option<PathBuf>,
     /// How --file holds its texts (default: from its extension; lines for standard input).
-    #[arg(long, value_enum, requires = "file")]
+    #[arg(long, value_enum)]
     input_format: Option<InputFormat>,
     /// The column of the texts in a CSV or JSONL --file.
     #[arg(long, default_value = "text", value_parser = bertlab_run::column_arg)]
     text_column: String,
-    /// Write the predictions here (atomically) instead of standard output.
+    /// Write the predictions of --file here (atomically) instead of standard output.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// jsonl or csv (default: from --output's extension, else jsonl for --file).
+    /// jsonl or csv, the predictions of --file (default: from --output's extension, else jsonl).
     #[arg(long, value_enum)]
     format: Option<OutputFormat>,
     #[command(flatten)]
@@ -109,6 +109,22 @@ pub fn run(args: PredictArgs, global: &crate::Global) -> anyhow::Result<()> {
 /// Before the model is loaded: every text given on the command line has words, and `--output`
 /// is not the `--file` it would replace.
 fn check_io(args: &PredictArgs) -> anyhow::Result<()> {
+    // (clap's `requires = "file"` is not enforced here: it drops a requirement that conflicts
+    // with an argument given, and the texts conflict with --file.)
+    if args.file.is_none() {
+        let given = [
+            ("--output", args.output.is_some()),
+            ("--format", args.format.is_some()),
+            ("--input-format", args.input_format.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
+            return Err(crate::UsageError(format!(
+                "{flag} is for --file: the predictions of texts given on the command line are printed \
+                 (--json for JSON lines)"
+            ))
+            .into());
+        }
+    }
     if let Some(i) = args.texts.iter().position(|t| t.trim().is_empty()) {
         return Err(crate::UsageError(format!(
             "text {}: empty or only whitespace: nothing to classify",

@@ -257,3 +257,19 @@ fn an_empty_model_or_column_is_a_usage_error_in_every_command() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn predicts_file_flags_without_a_file_are_usage_errors() {
+    // `-o` and `--format` say where and how the predictions of --file go; with texts on the
+    // command line they were ignored (the table went to the terminal, no file was written).
+    for args in [
+        &["predict", "--model", "m", "a text", "--output", "out.jsonl"][..],
+        &["predict", "--model", "m", "a text", "--format", "csv"],
+        &["predict", "--model", "m", "a text", "--input-format", "csv"],
+    ] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(&format!("{} is for --file", args[4])), "{args:?}: {stderr}");
+    }
+}
