@@ -187,18 +187,16 @@ fn lock_out(spec: &RunSpec) -> Result<DirLock, TrainError> {
 fn open_out(spec: &RunSpec, options: &TrainOptions) -> Result<(Option<Resume>, bool), TrainError> {
     let record_path = spec.out.join(RECORD_FILE);
     let replaces_run = record_path.exists();
-    if replaces_run {
-        if !options.overwrite {
-            // Say what is there: a completed run's record, or a file that is none.
-            if let Err(e) = RunRecord::read(&record_path) {
-                return Err(TrainError::OutNotARunDir {
-                    out: spec.out.clone(),
-                    why: format!("{e}: it is no completed run's record, and a run replaces it"),
-                    remedy: Some((Setting::overwrite, "to replace it")),
-                });
-            }
-            return Err(TrainError::OutHoldsRun { path: record_path, out: spec.out.clone() });
+    if replaces_run && !options.overwrite {
+        // Say what is there: a completed run's record, or a file that is none.
+        if let Err(e) = RunRecord::read(&record_path) {
+            return Err(TrainError::OutNotARunDir {
+                out: spec.out.clone(),
+                why: format!("{e}: it is no completed run's record, and a run replaces it"),
+                remedy: Some((Setting::overwrite, "to replace it")),
+            });
         }
+        return Err(TrainError::OutHoldsRun { path: record_path, out: spec.out.clone() });
     }
     let checkpoint_dir = checkpoint::checkpoint_dir(&spec.out);
     if options.fresh && checkpoint_dir.exists() {
