@@ -263,12 +263,23 @@ fn slurm_next(out: &Path) -> Result<bool> {
     }
 }
 
-fn library() -> PipelineLibrary {
-    PipelineLibrary::new(workspace_root().join("pipelines"))
+/// The pipelines of the workspace, which must be there: a prebuilt xtask started outside a
+/// checkout would otherwise list no pipeline and start its runs in a folder that is not.
+fn library() -> Result<PipelineLibrary> {
+    let root = workspace_root();
+    if !root.join("pipelines").is_dir() {
+        bail!(
+            "no bertlab checkout here: no folder at or above {} holds Cargo.toml, xtask/ and pipelines/, \
+             and {} (where this xtask was built) has none; run `cargo xtask` inside a checkout",
+            std::env::current_dir().unwrap_or_default().display(),
+            root.display()
+        );
+    }
+    Ok(PipelineLibrary::new(root.join("pipelines")))
 }
 
 fn list() -> Result<()> {
-    let lib = library();
+    let lib = library()?;
     for name in lib.names() {
         match lib.load(&name) {
             Ok(spec) => {
@@ -346,7 +357,7 @@ impl Context {
 }
 
 fn pipeline(name: &str, args: RunArgs) -> Result<bool> {
-    let lib = library();
+    let lib = library()?;
     let spec: PipelineSpec = lib.load(name)?;
     let stages = lib.stages(&spec)?;
     let mut options = PlanOptions {
@@ -495,7 +506,7 @@ mod tests {
 
     #[test]
     fn every_pipeline_file_loads_and_plans() {
-        let lib = library();
+        let lib = library().unwrap();
         assert_eq!(lib.names(), vec!["all", "news", "problem1", "problem2", "problem3", "smoke"]);
         let dir = std::env::temp_dir().join(format!("xtask-plan-{}", std::process::id()));
         let store = ResultsStore::new(&dir);

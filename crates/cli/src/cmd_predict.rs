@@ -125,7 +125,7 @@ fn check_io(args: &PredictArgs) -> anyhow::Result<()> {
             .into());
         }
     }
-    if let Some(i) = args.texts.iter().position(|t| t.trim().is_empty()) {
+    if let Some(i) = args.texts.iter().position(|t| bertlab_data::is_blank_text(t)) {
         return Err(crate::UsageError(format!(
             "text {}: empty or only whitespace: nothing to classify",
             i + 1
@@ -260,7 +260,7 @@ fn predict_file(args: &PredictArgs, file: &Path, predictor: &Predictor) -> anyho
             if texts.is_empty() {
                 break;
             }
-            if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+            if let Some(i) = texts.iter().position(|t| bertlab_data::is_blank_text(t)) {
                 anyhow::bail!(
                     "{}: text {} is empty or only whitespace: nothing to classify (the training data \
                      refuses such rows too)",

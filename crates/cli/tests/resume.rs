@@ -144,8 +144,15 @@ fn a_run_killed_in_epoch_2_resumes_after_epoch_1_and_ends_bit_identical() {
     assert_eq!(damaged.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("model-1.bin") && stderr.contains("holds NaN at element"), "{stderr}");
 
+    // What a kill during an atomic write leaves is removed by the next run of the directory.
+    let stale = [b.join(".record.json.tmp-4000000-0"), b.join("checkpoint/.model-2.bin.tmp-4000000-1")];
+    for f in &stale {
+        std::fs::write(f, b"half").unwrap();
+    }
+
     // The same command resumes after epoch 1 and ends as the uninterrupted run did.
     let stderr = ok(&run(&train_args(&shared, &b)));
+    assert!(stale.iter().all(|f| !f.exists()), "stale temporaries left");
     assert!(stderr.contains("Resuming after epoch 1 of 3"), "{stderr}");
     assert_eq!(comparable(&b), whole);
     let weights = |d: &Path| std::fs::read(d.join("best/model.safetensors")).unwrap();

@@ -137,6 +137,13 @@ impl LabeledTexts {
     }
 }
 
+/// Whether `text` has nothing a BERT tokenizer keeps: only whitespace and control characters
+/// (NUL, U+FFFD and the rest, which its normaliser drops), so that it would pack as `[CLS]
+/// [SEP]`. A labelled row or a text to classify that is blank this way is refused.
+pub fn is_blank_text(text: &str) -> bool {
+    text.chars().all(|c| c.is_whitespace() || c.is_control() || c == '\u{fffd}')
+}
+
 /// Rows per class for `labels` with `num_classes` classes.
 pub fn class_counts(labels: &[u32], num_classes: usize) -> Vec<usize> {
     let mut counts = vec![0; num_classes.max(labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0))];

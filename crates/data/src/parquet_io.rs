@@ -141,7 +141,7 @@ fn append_batch(
         // HF `datasets` and the tokenizer accept an empty review and make it `[CLS] [SEP]`, a row
         // that trains the model to tie its label to no text at all. An empty or blank text in a
         // labelled dataset is a broken export, not a review: refuse it, naming the row.
-        if s.trim().is_empty() {
+        if crate::is_blank_text(s) {
             return Err(DataError::EmptyText {
                 path: path.to_path_buf(),
                 column: options.text_column.clone(),

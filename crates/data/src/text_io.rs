@@ -76,7 +76,7 @@ pub(crate) fn read_csv(path: &Path, delimiter: u8, options: &DataOptions) -> Res
         // CRLF (it counts the `\n` of the previous record's `\r\n` when it reads the next one).
         let line = record.position().map_or(0, |p| record_line(body, p.byte() as usize));
         let text = &record[text_at];
-        if text.trim().is_empty() {
+        if crate::is_blank_text(text) {
             return Err(DataError::EmptyText {
                 path: path.to_path_buf(),
                 column: options.text_column.clone(),
@@ -101,21 +101,21 @@ pub(crate) fn read_csv(path: &Path, delimiter: u8, options: &DataOptions) -> Res
     if texts.is_empty() {
         return Err(DataError::NoRows { path: path.to_path_buf() });
     }
-    // A column of integers is class ids, as `datasets` (pandas) types it int64; a column of
-    // numbers with a float, NaN or infinity among them is no column of classes (as a float
-    // column in parquet), not names.
-    let labels = if labels.iter().all(|l| l.trim().parse::<f64>().is_ok()) {
-        let mut ids = Vec::with_capacity(labels.len());
-        for (label, &line) in labels.iter().zip(&lines) {
-            let Ok(id) = label.trim().parse::<i128>() else {
-                let why = not_a_class_id(&options.label_column, label.trim());
-                return Err(malformed(path, line, why));
-            };
-            ids.push(id);
+    // A column of integers is class ids, as `datasets` (pandas) types it int64. Among numbers,
+    // a fraction, NaN or infinity is no class (a float column in parquet is refused the same
+    // way); whole numbers written as floats (`1.0`) stay names, which the spelling check holds
+    // to one spelling a number.
+    let numbers: Option<Vec<f64>> = labels.iter().map(|l| l.trim().parse::<f64>().ok()).collect();
+    if let Some(numbers) = numbers {
+        if let Some(at) = numbers.iter().position(|x| !(x.is_finite() && x.fract() == 0.0)) {
+            let why = not_a_class_id(&options.label_column, labels[at].trim());
+            return Err(malformed(path, lines[at], why));
         }
-        Labels::Ints(ids)
-    } else {
-        Labels::Strings(labels)
+    }
+    let ids: Option<Vec<i128>> = labels.iter().map(|l| l.trim().parse::<i128>().ok()).collect();
+    let labels = match ids {
+        Some(ids) => Labels::Ints(ids),
+        None => Labels::Strings(labels),
     };
     Ok(FileRows { texts, labels, class_names: None, source, lines: Some(lines) })
 }
@@ -234,7 +234,7 @@ pub(crate) fn read_jsonl(path: &Path, options: &DataOptions) -> Result<FileRows,
         };
         match object.get(text_column.as_str()) {
             None | Some(Value::Null) => return Err(missing(text_column, "null or missing")),
-            Some(Value::String(s)) if s.trim().is_empty() => {
+            Some(Value::String(s)) if crate::is_blank_text(s) => {
                 return Err(DataError::EmptyText {
                     path: path.to_path_buf(),
                     column: text_column.clone(),

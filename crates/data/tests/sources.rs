@@ -617,6 +617,11 @@ fn csv_errors_name_the_line() {
             "headline,topic\r\n\"one,\r\ntwo\",world\r\n  ,sports\r\n",
             "line 4: `headline` is empty or only whitespace; a labelled example needs text: remove the row or fix the export",
         ),
+        // Only control characters is as blank to the tokenizer (its normaliser drops them).
+        (
+            "headline,topic\nx,world\n\u{0}\u{fffd},sports\n",
+            "line 3: `headline` is empty or only whitespace; a labelled example needs text: remove the row or fix the export",
+        ),
         (
             "headline,topic\nx,world\ny,\n",
             "line 3: `topic` is empty; every row needs a text and a label: remove the row or fix the export",

@@ -198,6 +198,7 @@ fn open_out(spec: &RunSpec, options: &TrainOptions) -> Result<(Option<Resume>, b
         }
         return Err(TrainError::OutHoldsRun { path: record_path, out: spec.out.clone() });
     }
+    remove_stale_temporaries(&spec.out);
     let checkpoint_dir = checkpoint::checkpoint_dir(&spec.out);
     if options.fresh && checkpoint_dir.exists() {
         std::fs::remove_dir_all(&checkpoint_dir)
@@ -205,6 +206,33 @@ fn open_out(spec: &RunSpec, options: &TrainOptions) -> Result<(Option<Resume>, b
     }
     let resume = CheckpointState::read(&checkpoint_dir)?.map(|state| Resume { state, dir: checkpoint_dir });
     Ok((resume, replaces_run))
+}
+
+/// Removes what a killed run's atomic writes left (`.record.json.tmp-<pid>-<n>`, and the same
+/// of its checkpoint's files): only a `bertlab train` holding `out`'s lock writes those names,
+/// and this one holds it, so none is being written.
+fn remove_stale_temporaries(out: &std::path::Path) {
+    let ours = |name: &str| {
+        [RECORD_FILE, FAILED_RECORD_FILE].iter().any(|f| name.starts_with(&format!(".{f}.tmp-")))
+    };
+    let checkpoint_dir = checkpoint::checkpoint_dir(out);
+    let stale = std::fs::read_dir(out)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| ours(&e.file_name().to_string_lossy()))
+        .chain(
+            std::fs::read_dir(&checkpoint_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with('.')),
+        );
+    for entry in stale {
+        if entry.path().is_file() && entry.file_name().to_string_lossy().contains(".tmp-") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Removes the completed run in `out` that an `overwrite` run replaces: only once the new run's
