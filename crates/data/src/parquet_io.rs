@@ -43,6 +43,14 @@ pub(crate) fn read_parquet(path: &Path, options: &DataOptions) -> Result<FileRow
             role,
             found: schema.fields().iter().map(|f| f.name().clone()).collect(),
         })?;
+        // (`index_of` takes the first of two same-named columns; a CSV header with two is
+        // refused too.)
+        if schema.fields().iter().filter(|f| f.name() == column).count() > 1 {
+            return Err(DataError::BadMetadata {
+                path: path.to_path_buf(),
+                message: format!("the schema names two columns `{column}`; rename one of them"),
+            });
+        }
         indices.push(index);
         let data_type = schema.field(index).data_type();
         let is_string = matches!(data_type, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);

@@ -504,6 +504,12 @@ fn missing_and_mistyped_columns_are_named() {
     let err = load_dir(dir.path()).unwrap_err().to_string();
     assert!(err.contains("no `label` column"), "{err}");
 
+    let two_texts =
+        vec![("text", texts(&["a", "b"])), ("text", texts(&["c", "d"])), ("label", labels(&[0, 1]))];
+    write_parquet(&path, two_texts, Some(HF_META));
+    let err = load_dir(dir.path()).unwrap_err().to_string();
+    assert!(err.ends_with("the schema names two columns `text`; rename one of them"), "{err}");
+
     let floats: ArrayRef = Arc::new(Float64Array::from(vec![0.0, 1.0]));
     write_parquet(&path, vec![("text", texts(&["a", "b"])), ("label", floats)], Some(HF_META));
     let err = load_dir(dir.path()).unwrap_err().to_string();

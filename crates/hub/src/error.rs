@@ -7,8 +7,13 @@ use crate::RepoKind;
 /// [`HubError::MissingLocal`]'s message: a path that is a file where a directory was meant says
 /// so (`--model best/config.json`), rather than looking inside it.
 fn missing_local(dir: &std::path::Path, file: &str) -> String {
+    let path = dir.join(file);
     if dir.is_file() {
         format!("{}: a file, not a directory (expected a directory holding `{file}`)", dir.display())
+    } else if path.exists() {
+        // There, but no regular file: a directory, a FIFO (which a read would wait on), a device.
+        let what = if path.is_dir() { "a directory" } else { "a special file (a FIFO or a device)" };
+        format!("{}: {what}, not a regular file", path.display())
     } else {
         format!(
             "{}: no such file (looked for `{file}` in the local directory {})",

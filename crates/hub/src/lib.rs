@@ -346,7 +346,11 @@ mod tests {
             .file("model.safetensors", &HubOptions::default())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("model.safetensors"), "{err}");
+        assert!(err.contains("model.safetensors") && err.contains("no such file"), "{err}");
+        // There but no regular file: said so, not "no such file".
+        std::fs::create_dir(dir.path().join("config.json")).unwrap();
+        let err = RepoRef::Local(dir.path().into()).file("config.json", &HubOptions::default()).unwrap_err();
+        assert!(err.to_string().ends_with("config.json: a directory, not a regular file"), "{err}");
     }
 
     #[test]
