@@ -113,7 +113,8 @@ fn main() {
 /// [`TrainError`] that [`is_out_of_memory`](TrainError::is_out_of_memory) from `train`, or an
 /// out-of-memory [`DeviceFault`] from the commands that run the model in
 /// `bertlab_train::device_fault::watched`; 2 for a [`UsageError`] (a flag's value, as clap's own
-/// usage errors); 1 for everything else.
+/// usage errors) and a run's setting out of range ([`TrainError::is_setting_out_of_range`]: a
+/// `--max-len` above the model's); 1 for everything else.
 fn exit_code(err: &anyhow::Error) -> i32 {
     let out_of_memory = err.chain().any(|e| {
         e.downcast_ref::<TrainError>().is_some_and(TrainError::is_out_of_memory)
@@ -121,7 +122,11 @@ fn exit_code(err: &anyhow::Error) -> i32 {
     });
     if out_of_memory {
         3
-    } else if err.downcast_ref::<UsageError>().is_some() {
+    } else if err.downcast_ref::<UsageError>().is_some()
+        || err
+            .chain()
+            .any(|e| e.downcast_ref::<TrainError>().is_some_and(TrainError::is_setting_out_of_range))
+    {
         2
     } else {
         1
@@ -185,6 +190,18 @@ mod tests {
         let diverged = TrainError::NonFiniteValidation { epoch: 1, value: f64::NAN };
         assert_eq!(exit_code(&anyhow::Error::new(diverged)), 1);
         assert_eq!(exit_code(&anyhow::Error::new(UsageError("--batch 0: must be at least 1".into()))), 2);
+        // A max_len beyond the model's, found once the run has read its config: a usage error too.
+        let limit = bertlab_tokenize::MaxLenLimit {
+            tokens: 512,
+            source: bertlab_tokenize::LimitSource::ModelPositions,
+        };
+        let too_long = bertlab_tokenize::MaxLenError {
+            model: "m".into(),
+            max_len: 600,
+            bound: bertlab_tokenize::MaxLenBound::TooLong(limit),
+        };
+        let err = TrainError::from(bertlab_tokenize::TokenizeError::from(too_long));
+        assert_eq!(exit_code(&Err::<(), _>(err).context("training run runs/a").unwrap_err()), 2);
         // By type, not by text: an error that only says so is not the device's.
         assert_eq!(exit_code(&anyhow::anyhow!("the host is out of memory")), 1);
     }

@@ -224,6 +224,17 @@ impl TrainError {
     pub fn is_out_of_memory(&self) -> bool {
         matches!(self, TrainError::OutOfMemory { .. })
     }
+
+    /// A setting's value cannot be used: out of its range, or beyond what the model takes (a
+    /// `max_len` above its positions). The command line calls it a usage error (exit 2), as it
+    /// does a value refused before the run starts.
+    pub fn is_setting_out_of_range(&self) -> bool {
+        match self {
+            TrainError::Spec(_) => true,
+            TrainError::Tokenize(e) => matches!(**e, TokenizeError::MaxLen(_)),
+            _ => false,
+        }
+    }
 }
 
 impl NamesSettings for TrainError {
