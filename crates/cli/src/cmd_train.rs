@@ -64,9 +64,12 @@ impl TrainArgs {
         self.settings.apply_to(&mut s);
         s.offline |= global.offline;
         if let Err(e) = s.validate() {
-            // A bad value from the file names the file; one from a flag names the flag.
+            // A bad value from the file names the file; one from a flag names the flag. Either
+            // is a setting whose value cannot be used: a usage error (exit 2).
             match (&self.spec, self.settings.keys().contains(&e.key)) {
-                (Some(path), false) => anyhow::bail!("{}: {e}", path.display()),
+                (Some(path), false) => {
+                    return Err(crate::UsageError(format!("{}: {e}", path.display())).into())
+                }
                 _ => return Err(crate::invalid_flag(e)),
             }
         }

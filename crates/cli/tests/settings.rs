@@ -273,3 +273,15 @@ fn predicts_file_flags_without_a_file_are_usage_errors() {
         assert!(stderr.contains(&format!("{} is for --file", args[4])), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_spec_files_value_that_cannot_be_used_is_a_usage_error_naming_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("run.toml");
+    std::fs::write(&file, "lr = nan\n").unwrap();
+    let out =
+        Command::new(BIN).args(["train", "--print-spec", "--spec", file.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("run.toml: lr = NaN: must be a positive number"), "{stderr}");
+}
