@@ -429,9 +429,9 @@ fn special_files_are_refused_without_waiting_and_endless_input_ends() {
     let limit = Duration::from_secs(60);
     let f = fifo.to_str().unwrap();
     let spec = run_with_limit(cmd(bertlab(), &["train", "--print-spec", "--spec", f]), limit);
-    fails(&spec, 1, &["--spec", "pipe.toml", "a special file", "a run spec is a TOML file"]);
+    fails(&spec, 1, &["--spec", "pipe.toml", "is a FIFO (named pipe)", "a run spec is a TOML file"]);
     let zero = run_with_limit(cmd(bertlab(), &["train", "--print-spec", "--spec", "/dev/zero"]), limit);
-    fails(&zero, 1, &["/dev/zero", "a special file"]);
+    fails(&zero, 1, &["/dev/zero", "is a device", "a run spec is a TOML file"]);
 
     let model = shared.join("fixtures/tiny-distilbert-classifier");
     let m = model.to_str().unwrap();

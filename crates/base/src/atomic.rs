@@ -27,6 +27,15 @@ pub fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_file()).collect()
 }
 
+/// What an atomic write's temporary name holds after the file's name: `.{name}.tmp-{pid}-{n}`.
+const TEMPORARY: &str = ".tmp-";
+
+/// The file an atomic write's temporary `name` was for (`record.json` of
+/// `.record.json.tmp-4242-0`), if `name` is one: what a kill during the write leaves.
+pub fn temporary_for(name: &str) -> Option<&str> {
+    name.strip_prefix('.')?.split_once(TEMPORARY).map(|(file, _)| file)
+}
+
 /// [`write_atomic`] for content streamed by `write` (large files that should not be held in
 /// memory whole, such as checkpoints).
 ///
@@ -47,14 +56,10 @@ pub fn write_atomic_with(
             write(&mut w)?;
             return w.flush();
         }
-        Ok(_) => {
-            if let Ok(target) = path.canonicalize() {
-                return write_atomic_at(&target, write);
-            }
-        }
-        Err(_) => {}
+        _ => {}
     }
-    write_atomic_at(path, write)
+    // A link's target; a path not there yet (or a dangling link) is written where it is named.
+    write_atomic_at(&path.canonicalize().unwrap_or_else(|_| path.to_path_buf()), write)
 }
 
 /// [`write_atomic_with`] to a regular file's `path` (or where none is yet).
@@ -66,8 +71,11 @@ fn write_atomic_at(
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
-    let tmp =
-        dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    let tmp = dir.join(format!(
+        ".{name}{TEMPORARY}{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     let result = (|| {
         let mut w = BufWriter::new(File::create(&tmp)?);
         write(&mut w)?;

@@ -1,15 +1,6 @@
-//! Value parsers of the bench commands' numeric flags: a value that cannot be meant (a count
-//! of 0, a rate that is NaN, infinite or not positive) is clap's usage error, which names the
-//! flag and exits 2, instead of a panic or a run that reports numbers it never measured.
-
-/// A count of at least 1 (steps, rows, batches, tokens).
-pub(crate) fn at_least_one(text: &str) -> Result<usize, String> {
-    match text.trim().parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        Ok(_) => Err("must be at least 1".into()),
-        Err(e) => Err(e.to_string()),
-    }
-}
+//! Value parsers of the bench commands' rate flags: a rate that is NaN, infinite or not
+//! positive is clap's usage error, which names the flag and exits 2, instead of a run that
+//! reports numbers it never measured (counts: `bertlab_run::count_arg`).
 
 /// A finite number above 0 (a learning rate, a time limit).
 pub(crate) fn positive(text: &str) -> Result<f64, String> {
@@ -34,9 +25,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_rates_and_tolerances_refuse_what_cannot_be_meant() {
-        assert_eq!(at_least_one("3"), Ok(3));
-        assert!(at_least_one("0").is_err() && at_least_one("-1").is_err() && at_least_one("x").is_err());
+    fn rates_and_tolerances_refuse_what_cannot_be_meant() {
         assert_eq!(positive("5e-5"), Ok(5e-5));
         for bad in ["0", "-1e-5", "nan", "NaN", "inf", "-inf", ""] {
             assert!(positive(bad).is_err(), "{bad}");

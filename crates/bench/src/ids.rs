@@ -14,7 +14,6 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::flags::at_least_one;
 use crate::{emit, round, write_atomic, Runtime};
 
 /// A fixed sample of tokenized IMDB reviews (`bench make-ids`), truncated at `max_len` with
@@ -111,10 +110,10 @@ pub(crate) struct MakeIdsArgs {
     #[arg(long, value_parser = bertlab_run::model_arg)]
     model: String,
     /// Reviews to sample from the train split (seeded shuffle).
-    #[arg(long, default_value_t = 1024, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 1024, value_parser = bertlab_run::count_arg)]
     rows: usize,
     /// Tokens per row at most, [CLS] and [SEP] included (head truncation).
-    #[arg(long, default_value_t = 512, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 512, value_parser = bertlab_run::count_arg)]
     max_len: usize,
     /// Seed of the sample.
     #[arg(long, default_value_t = 0)]

@@ -111,8 +111,7 @@ impl<B: AutodiffBackend> Runtime<B> {
         }
         // A non-default attention kernel (`BERTLAB_ATTENTION`) names itself, so rows measured
         // with it are told apart.
-        let attention = bertlab_models::ops::attention_products();
-        if attention != bertlab_models::ops::AttentionProducts::default() {
+        if let Some(attention) = bertlab_models::ops::attention_products_chosen() {
             label.push_str(&format!("+attention-{attention}"));
         }
         label

@@ -17,7 +17,7 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde_json::json;
 
-use crate::flags::{at_least_one, non_negative, positive};
+use crate::flags::{non_negative, positive};
 use crate::ids::{IdsFile, PlanBatch};
 use crate::models::{random_classifier, ModelChoice};
 use crate::numerics_inspect as inspect;
@@ -32,16 +32,16 @@ pub(crate) struct NumericsArgs {
     #[arg(long)]
     ids_file: PathBuf,
     /// Optimizer steps per precision.
-    #[arg(long, default_value_t = 200, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 200, value_parser = bertlab_run::count_arg)]
     steps: usize,
     /// Rows per batch.
-    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 16, value_parser = bertlab_run::count_arg)]
     batch: usize,
     /// Tokens per row (fixed padding).
-    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 128, value_parser = bertlab_run::count_arg)]
     max_len: usize,
     /// Distinct batches, cycled through: the first batch × batches rows of the ids file.
-    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 32, value_parser = bertlab_run::count_arg)]
     batches: usize,
     /// AdamW learning rate (ε 1e-8, weight decay 0.01 except biases and LayerNorm).
     #[arg(long, default_value_t = 5e-5, value_parser = positive)]

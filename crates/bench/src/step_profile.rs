@@ -52,7 +52,7 @@ use burn::tensor::Tensor;
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::flags::{at_least_one, positive};
+use crate::flags::positive;
 use crate::models::{random_classifier, ModelChoice};
 use crate::throughput::BatchSize;
 use crate::{emit, round, LaunchDetail, Runtime};
@@ -64,7 +64,7 @@ pub(crate) struct StepProfileArgs {
     #[arg(long, value_delimiter = ',', default_value = "distilbert")]
     arch: Vec<ModelChoice>,
     /// Tokens per row (every batch is padded to it), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "128,512", value_parser = at_least_one)]
+    #[arg(long, value_delimiter = ',', default_value = "128,512", value_parser = bertlab_run::count_arg)]
     max_len: Vec<usize>,
     /// Rows per batch, or `auto`: 32 at 128, 16 at 256, 8 at 512 (the notebook's sizes).
     #[arg(long, default_value = "auto")]
@@ -85,7 +85,7 @@ pub(crate) struct StepProfileArgs {
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// Steps in each of the two counted blocks.
-    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 4, value_parser = bertlab_run::count_arg)]
     steps: usize,
     /// Seed of the initialisation and the batches.
     #[arg(long, default_value_t = 0)]

@@ -24,7 +24,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::flags::{at_least_one, positive};
+use crate::flags::positive;
 use crate::ids::{IdsFile, PlanBatch};
 use crate::models::{random_classifier, ModelChoice};
 use crate::{emit, round, sync, write_atomic, Runtime};
@@ -147,7 +147,7 @@ pub(crate) struct ThroughputArgs {
     #[arg(long, value_delimiter = ',', default_value = "distilbert")]
     arch: Vec<ModelChoice>,
     /// Tokens per row, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "128", value_parser = at_least_one)]
+    #[arg(long, value_delimiter = ',', default_value = "128", value_parser = bertlab_run::count_arg)]
     max_len: Vec<usize>,
     /// Rows per batch, or `auto`: 32 at 128, 16 at 256, 8 at 512 (the notebook's sizes).
     #[arg(long, default_value = "auto")]
@@ -160,7 +160,7 @@ pub(crate) struct ThroughputArgs {
     #[arg(long, value_delimiter = ',', default_value = "f32")]
     precision: Vec<Precision>,
     /// Timed optimizer steps per measurement.
-    #[arg(long, default_value_t = 20, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 20, value_parser = bertlab_run::count_arg)]
     steps: usize,
     /// Untimed steps first (plus one per new padded length, see `untimed` in the plan).
     #[arg(long, default_value_t = 3)]
@@ -169,7 +169,7 @@ pub(crate) struct ThroughputArgs {
     #[arg(long)]
     ids_file: PathBuf,
     /// Bucketed lengths are rounded up to a multiple of this (the trainer's default is 8).
-    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 8, value_parser = bertlab_run::count_arg)]
     pad_multiple: usize,
     /// Seed of the batch plans and of the initialisation.
     #[arg(long, default_value_t = 0)]

@@ -66,7 +66,7 @@ struct StatsArgs {
     #[arg(long)]
     split: Option<Split>,
     /// Also report the share of texts longer than this (truncated at this max_len).
-    #[arg(long, value_parser = threshold_len)]
+    #[arg(long, value_parser = bertlab_run::max_len_arg)]
     max_len: Option<usize>,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -106,16 +106,6 @@ fn load_texts(source: &str, split: Option<Split>, hub: &HubOptions) -> anyhow::R
         None => parsed.load(hub),
     };
     data.with_context(|| format!("loading the {what} of --source {source}"))
-}
-
-/// `stats --max-len`: a length a run could use (at least `MIN_MAX_LEN`).
-fn threshold_len(text: &str) -> Result<usize, String> {
-    let least = bertlab_run::MIN_MAX_LEN;
-    match text.trim().parse::<usize>() {
-        Ok(n) if n >= least => Ok(n),
-        Ok(_) => Err(format!("must be at least {least} ([CLS], a token and [SEP])")),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 /// The tokenizer, the packed ids of the texts `args` names, in order, and the settings they were

@@ -125,9 +125,9 @@ pub fn run(args: TrainArgs, global: &crate::Global) -> anyhow::Result<()> {
     bertlab_train::device_fault::install_panic_hook();
     let options = TrainOptions {
         // The record names a non-default attention kernel (`BERTLAB_ATTENTION`).
-        backend_name: match bertlab_models::ops::attention_products() {
-            bertlab_models::ops::AttentionProducts::Rows => BACKEND_NAME.into(),
-            other => format!("{BACKEND_NAME} (attention: {other})"),
+        backend_name: match bertlab_models::ops::attention_products_chosen() {
+            None => BACKEND_NAME.into(),
+            Some(chosen) => format!("{BACKEND_NAME} (attention: {chosen})"),
         },
         progress: if args.quiet { ProgressMode::Quiet } else { ProgressMode::Auto },
         hub: global.hub(),

@@ -52,31 +52,6 @@ fn changed(before: &Metadata, after: &Metadata, read: u64) -> Option<String> {
     None
 }
 
-/// What a non-regular file is, for the error.
-fn kind_of(meta: &Metadata) -> Option<&'static str> {
-    let kind = meta.file_type();
-    if kind.is_file() {
-        return None;
-    }
-    if kind.is_dir() {
-        return Some("a directory");
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if kind.is_fifo() {
-            return Some("a FIFO (named pipe)");
-        }
-        if kind.is_socket() {
-            return Some("a socket");
-        }
-        if kind.is_block_device() || kind.is_char_device() {
-            return Some("a device");
-        }
-    }
-    Some("a special file")
-}
-
 fn not_regular(path: &Path, what: impl Into<String>) -> DataError {
     DataError::NotARegularFile { path: path.to_path_buf(), what: what.into() }
 }
@@ -95,7 +70,7 @@ pub(crate) fn open_regular(path: &Path) -> Result<File, DataError> {
         }
         Err(e) => return Err(DataError::io(path, e)),
     };
-    if let Some(what) = kind_of(&meta) {
+    if let Some(what) = bertlab_run::not_regular_kind(&meta) {
         return Err(not_regular(path, what));
     }
     let mut options = std::fs::OpenOptions::new();
@@ -109,7 +84,7 @@ pub(crate) fn open_regular(path: &Path) -> Result<File, DataError> {
     }
     let file = options.open(path).map_err(|e| DataError::io(path, e))?;
     let meta = file.metadata().map_err(|e| DataError::io(path, e))?;
-    if let Some(what) = kind_of(&meta) {
+    if let Some(what) = bertlab_run::not_regular_kind(&meta) {
         return Err(not_regular(path, what));
     }
     Ok(file)

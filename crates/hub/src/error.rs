@@ -10,9 +10,9 @@ fn missing_local(dir: &std::path::Path, file: &str) -> String {
     let path = dir.join(file);
     if dir.is_file() {
         format!("{}: a file, not a directory (expected a directory holding `{file}`)", dir.display())
-    } else if path.exists() {
+    } else if let Some(what) = std::fs::metadata(&path).ok().as_ref().and_then(bertlab_base::not_regular_kind)
+    {
         // There, but no regular file: a directory, a FIFO (which a read would wait on), a device.
-        let what = if path.is_dir() { "a directory" } else { "a special file (a FIFO or a device)" };
         format!("{}: {what}, not a regular file", path.display())
     } else {
         format!(

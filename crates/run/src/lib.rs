@@ -16,7 +16,9 @@ pub mod spec;
 // Not the run schema, but every crate that speaks of runs writes files and numbers: the one
 // implementation lives in bertlab-base (which the Hub client uses without the run schema) and is
 // re-exported here under the names it had, so such crates need only this one.
-pub use bertlab_base::{files_in, format, lock, replaces_input, write_atomic, write_atomic_with};
+pub use bertlab_base::{
+    files_in, format, lock, not_regular_kind, replaces_input, temporary_for, write_atomic, write_atomic_with,
+};
 pub use choices::{
     OptimizerKind, Padding, Precision, RestoreBest, Schedule, SplitMode, Truncation, UnknownChoice,
 };
@@ -33,6 +35,6 @@ pub use record::{
 };
 pub use source_ref::{BadSource, SourceRef, IMDB_DATASET_ID};
 pub use spec::{
-    column_arg, model_arg, setting_keys, InvalidSetting, RunOverrides, RunSpec, SettingText, SpecError,
-    TableError, ALL_KEYS, MAX_MAX_LEN, MIN_MAX_LEN, PLACEMENT_KEYS,
+    column_arg, count_arg, max_len_arg, model_arg, setting_keys, InvalidSetting, RunOverrides, RunSpec,
+    SettingText, SpecError, TableError, ALL_KEYS, MAX_MAX_LEN, MIN_MAX_LEN, PLACEMENT_KEYS,
 };

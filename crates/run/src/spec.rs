@@ -442,6 +442,25 @@ pub fn column_arg(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// A count flag (steps, rows, batches): at least 1.
+pub fn count_arg(text: &str) -> Result<usize, String> {
+    at_least(text, 1, "")
+}
+
+/// A `max_len` flag outside a run spec: at least [`MIN_MAX_LEN`].
+pub fn max_len_arg(text: &str) -> Result<usize, String> {
+    at_least(text, MIN_MAX_LEN, " ([CLS], a token and [SEP])")
+}
+
+/// `text` as a whole number of at least `least` (`why` says why, after the bound).
+fn at_least(text: &str, least: usize, why: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= least => Ok(n),
+        Ok(_) => Err(format!("must be at least {least}{why}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The fewest tokens a row may be padded or cut to: `[CLS]`, one token of the text, `[SEP]`.
 pub const MIN_MAX_LEN: usize = 3;
 
@@ -463,8 +482,7 @@ impl RunSpec {
     pub fn from_toml_file(path: &Path) -> Result<RunSpec, SpecError> {
         let io = |source| SpecError::Io { path: path.to_path_buf(), source };
         let meta = std::fs::metadata(path).map_err(io)?;
-        if !meta.is_file() {
-            let what = if meta.is_dir() { "a directory" } else { "a special file (a FIFO or a device)" };
+        if let Some(what) = crate::not_regular_kind(&meta) {
             return Err(io(std::io::Error::other(format!("is {what}; a run spec is a TOML file"))));
         }
         if meta.len() > MAX_SPEC_BYTES {
@@ -706,6 +724,11 @@ mod tests {
         assert_eq!(e.to_string(), "out = \"\": needs a run directory (`.` for this one)");
         let e = RunSpec { cache_dir: Some("".into()), ..RunSpec::default() }.validate().unwrap_err();
         assert_eq!(e.key, "cache_dir");
+        // The flags' own parsers: counts and lengths.
+        assert_eq!(count_arg("3"), Ok(3));
+        assert!(count_arg("0").is_err() && count_arg("-1").is_err() && count_arg("x").is_err());
+        assert_eq!(max_len_arg("3"), Ok(3));
+        assert_eq!(max_len_arg("2"), Err("must be at least 3 ([CLS], a token and [SEP])".into()));
     }
 
     #[test]

@@ -158,8 +158,7 @@ fn foreign_checkpoint_file(dir: &std::path::Path) -> Option<String> {
     };
     entries.flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.path().is_file())).find_map(
         |(name, is_file)| {
-            let temporary =
-                name.strip_prefix('.').and_then(|n| n.split_once(".tmp-")).is_some_and(|(n, _)| written(n));
+            let temporary = bertlab_run::temporary_for(&name).is_some_and(written);
             (!is_file || !(written(&name) || temporary)).then_some(name)
         },
     )
@@ -212,27 +211,16 @@ fn open_out(spec: &RunSpec, options: &TrainOptions) -> Result<(Option<Resume>, b
 /// of its checkpoint's files): only a `bertlab train` holding `out`'s lock writes those names,
 /// and this one holds it, so none is being written.
 fn remove_stale_temporaries(out: &std::path::Path) {
-    let ours = |name: &str| {
-        [RECORD_FILE, FAILED_RECORD_FILE].iter().any(|f| name.starts_with(&format!(".{f}.tmp-")))
-    };
-    let checkpoint_dir = checkpoint::checkpoint_dir(out);
-    let stale = std::fs::read_dir(out)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| ours(&e.file_name().to_string_lossy()))
-        .chain(
-            std::fs::read_dir(&checkpoint_dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with('.')),
-        );
-    for entry in stale {
-        if entry.path().is_file() && entry.file_name().to_string_lossy().contains(".tmp-") {
-            let _ = std::fs::remove_file(entry.path());
+    let remove_in = |dir: &std::path::Path, written_here: &dyn Fn(&str) -> bool| {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if bertlab_run::temporary_for(&name).is_some_and(written_here) && entry.path().is_file() {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
-    }
+    };
+    remove_in(out, &|file| file == RECORD_FILE || file == FAILED_RECORD_FILE);
+    remove_in(&checkpoint::checkpoint_dir(out), &|_| true);
 }
 
 /// Removes the completed run in `out` that an `overwrite` run replaces: only once the new run's

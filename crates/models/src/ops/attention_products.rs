@@ -92,6 +92,12 @@ pub fn attention_products() -> AttentionProducts {
     AttentionProducts::from_code(CHOSEN.load(Ordering::Relaxed))
 }
 
+/// The choice when it is not the default: what a record or a measurement names, so that
+/// results of another attention kernel are told apart.
+pub fn attention_products_chosen() -> Option<AttentionProducts> {
+    Some(attention_products()).filter(|p| *p != AttentionProducts::default())
+}
+
 /// The kernels the last CubeCL attention launch (forward or backward) ran, if any ran.
 pub fn attention_products_ran() -> Option<AttentionProducts> {
     let code = LAST_RAN.load(Ordering::Relaxed);
