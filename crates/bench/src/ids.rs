@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use bertlab_data::rng::Pcg64;
 use bertlab_data::{DatasetSource, Split};
 use bertlab_hub::{RepoKind, RepoRef};
+use bertlab_run::UsageError;
 use bertlab_tokenize::{Truncation, WordPieceTokenizer};
 use bertlab_train::BatchArrays;
 use burn::tensor::backend::AutodiffBackend;
@@ -128,7 +129,11 @@ pub(crate) fn run_make_ids<B: AutodiffBackend>(args: MakeIdsArgs, rt: &Runtime<B
     let source = DatasetSource::parse(&args.source)?;
     let data = source.load_split(Split::Train, &hub)?;
     if args.rows == 0 || args.rows > data.len() {
-        bail!("--rows {}: must be in 1..={} (the train split's rows)", args.rows, data.len());
+        bail!(UsageError(format!(
+            "--rows {}: must be in 1..={} (the train split's rows)",
+            args.rows,
+            data.len()
+        )));
     }
     let mut inputs = bertlab_run::files_in(std::path::Path::new(&args.model));
     inputs.extend(data.sources.iter().map(|f| f.path.clone()));

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use bertlab_models::{export_classifier, Precision};
-use bertlab_run::DeviceSetting;
+use bertlab_run::{DeviceSetting, UsageError};
 use bertlab_tokenize::check_max_len;
 use bertlab_train::metrics::cross_entropy_rows;
 use bertlab_train::optim::AdamSettings;
@@ -184,13 +184,17 @@ const PROGRESS_EVERY: usize = 10;
 
 pub(crate) fn run<B: AutodiffBackend>(args: NumericsArgs, rt: &Runtime<B>) -> anyhow::Result<()> {
     if !args.precision.contains(&Precision::F32) {
-        bail!("--precision: f32 is the reference curve; include it (e.g. f32,f16,bf16)");
+        bail!(UsageError("--precision: f32 is the reference curve; include it (e.g. f32,f16,bf16)".into()));
     }
     if let Some((i, p)) = args.precision.iter().enumerate().find(|(i, p)| args.precision[..*i].contains(p)) {
-        bail!("--precision: {} is listed twice (item {})", p.as_str(), i + 1);
+        bail!(UsageError(format!("--precision: {} is listed twice (item {})", p.as_str(), i + 1)));
     }
     if let Some(late) = args.inspect_at.iter().find(|&&step| step >= args.steps) {
-        bail!("--inspect-at {late}: the run has steps 0 to {} (--steps {})", args.steps - 1, args.steps);
+        bail!(UsageError(format!(
+            "--inspect-at {late}: the run has steps 0 to {} (--steps {})",
+            args.steps - 1,
+            args.steps
+        )));
     }
     let ids = IdsFile::read(&args.ids_file)?;
     ids.check_max_len(args.max_len)?;

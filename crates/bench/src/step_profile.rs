@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bertlab_data::rng::Pcg64;
 use bertlab_models::{host_wait, ModelConfig, Precision};
-use bertlab_run::DeviceSetting;
+use bertlab_run::{DeviceSetting, UsageError};
 use bertlab_train::device_fault::panic_text;
 use bertlab_train::optim::AdamSettings;
 use bertlab_train::{
@@ -76,10 +76,10 @@ pub(crate) struct StepProfileArgs {
     /// in the base models). Launches grow with the layers; the width moves them a little,
     /// through the number of heads (measured: BENCHMARKS.md), so a software GPU can count a base
     /// model's launches at a small width, a few short.
-    #[arg(long)]
+    #[arg(long, value_parser = bertlab_run::count_arg)]
     hidden: Option<usize>,
     /// Encoder layers (default: the model's).
-    #[arg(long)]
+    #[arg(long, value_parser = bertlab_run::count_arg)]
     layers: Option<usize>,
     /// Steps before counting (kernel compilation and autotuning happen in these).
     #[arg(long, default_value_t = 3)]
@@ -110,20 +110,16 @@ pub(crate) struct StepProfileArgs {
 fn cut(choice: &ModelChoice, hidden: Option<usize>, layers: Option<usize>) -> anyhow::Result<ModelConfig> {
     let mut c = choice.config.clone();
     if let Some(h) = hidden {
-        if h == 0 {
-            bail!("--hidden 0: must be at least 1");
-        }
         c.hidden_size = h;
         if h > 64 && h % 64 != 0 {
-            bail!("--hidden {h}: must be a multiple of 64 (heads of 64), or at most 64 (one head)");
+            bail!(UsageError(format!(
+                "--hidden {h}: must be a multiple of 64 (heads of 64), or at most 64 (one head)"
+            )));
         }
         c.num_attention_heads = (h / 64).max(1);
         c.intermediate_size = 4 * h;
     }
     if let Some(l) = layers {
-        if l == 0 {
-            bail!("--layers 0: must be at least 1");
-        }
         c.num_hidden_layers = l;
     }
     Ok(c)
@@ -373,9 +369,6 @@ impl Drop for LogFile {
 }
 
 pub(crate) fn run<B: AutodiffBackend>(args: StepProfileArgs, rt: &Runtime<B>) -> anyhow::Result<()> {
-    if args.steps == 0 {
-        bail!("--steps 0: must be at least 1");
-    }
     let mut configs = Vec::new();
     for choice in &args.arch {
         configs.push((choice, cut(choice, args.hidden, args.layers)?));
@@ -384,7 +377,10 @@ pub(crate) fn run<B: AutodiffBackend>(args: StepProfileArgs, rt: &Runtime<B>) ->
         for (choice, c) in &configs {
             if max_len < bertlab_run::MIN_MAX_LEN || max_len > c.max_position_embeddings {
                 let (least, most) = (bertlab_run::MIN_MAX_LEN, c.max_position_embeddings);
-                bail!("--max-len {max_len}: {} takes {least} to {most} tokens", choice.name);
+                bail!(UsageError(format!(
+                    "--max-len {max_len}: {} takes {least} to {most} tokens",
+                    choice.name
+                )));
             }
         }
     }

@@ -45,10 +45,7 @@ enum Command {
     Bench(bertlab_bench::BenchArgs),
 }
 
-/// A flag with a value that cannot be used: exit code 2, as clap's own usage errors.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use bertlab_run::UsageError;
 
 /// A [`UsageError`] for a setting that cannot be used, worded with its flag (`--batch 0: must be
 /// at least 1`).

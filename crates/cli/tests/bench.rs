@@ -338,7 +338,7 @@ fn step_profile_on_the_cpu_build_counts_host_waits_only() {
 #[test]
 fn counts_and_rates_that_cannot_be_meant_are_usage_errors_naming_the_flag() {
     // Refused while the arguments are read, before any file is opened.
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 11] = [
         (&["numerics", "--ids-file", "x", "--batch", "0"], "--batch <BATCH>"),
         (&["numerics", "--ids-file", "x", "--batches", "0"], "--batches <BATCHES>"),
         (&["numerics", "--ids-file", "x", "--lr", "nan"], "--lr <LR>"),
@@ -347,6 +347,8 @@ fn counts_and_rates_that_cannot_be_meant_are_usage_errors_naming_the_flag() {
         (&["train-throughput", "--ids-file", "x", "--steps", "0"], "--steps <STEPS>"),
         (&["train-throughput", "--ids-file", "x", "--pad-multiple", "0"], "--pad-multiple <PAD_MULTIPLE>"),
         (&["step-profile", "--lr", "0"], "--lr <LR>"),
+        (&["step-profile", "--hidden", "0"], "--hidden <HIDDEN>"),
+        (&["step-profile", "--layers", "0"], "--layers <LAYERS>"),
         (&["make-ids", "--out", "x", "--max-len", "0"], "--max-len <MAX_LEN>"),
     ];
     for (args, flag) in cases {
@@ -354,6 +356,17 @@ fn counts_and_rates_that_cannot_be_meant_are_usage_errors_naming_the_flag() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(flag) && !stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    // Refused by the command before it makes a model or a device: the same exit code.
+    let cases: [(&[&str], &str); 2] = [
+        (&["step-profile", "--hidden", "100"], "--hidden 100: must be a multiple of 64"),
+        (&["step-profile", "--max-len", "600"], "--max-len 600: distilbert-base takes 3 to 512 tokens"),
+    ];
+    for (args, needle) in cases {
+        let out = bench(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
 
@@ -372,11 +385,14 @@ fn numerics_refuses_a_precision_twice_and_an_inspection_after_the_last_step() {
     };
     for (extra, needle) in [
         (&["--precision", "f32,f16,f32"][..], "--precision: f32 is listed twice (item 3)"),
+        (&["--precision", "f16,bf16"][..], "--precision: f32 is the reference curve"),
         (&["--inspect-at", "3"][..], "--inspect-at 3: the run has steps 0 to 2 (--steps 3)"),
     ] {
         let out = run(extra);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains(needle), "{extra:?}: {stderr}");
+        // A flag's value that cannot be used exits 2, as clap's own refusals.
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

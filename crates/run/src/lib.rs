@@ -28,7 +28,7 @@ pub use inference::{
     ComputeSettings, DataSelection, DeviceSetting, Inference, InferenceSettings, TokenSettings,
 };
 pub use metrics::{ClassificationMetrics, ConfusionMatrix, MAX_CLASSES};
-pub use naming::{NamesSettings, Setting, SettingStyle, SWITCHES};
+pub use naming::{NamesSettings, Setting, SettingStyle, UsageError, SWITCHES};
 pub use record::{
     val_acc_at_min_val_loss, ClassCounts, DataSummary, Environment, EpochRecord, PaddingStats, RecordError,
     RunRecord, RunStatus, Timings, FAILED_RECORD_FILE, RECORD_FILE, SCHEMA_VERSION,

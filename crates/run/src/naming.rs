@@ -7,6 +7,14 @@
 
 use std::fmt::Display;
 
+/// A flag whose value cannot be used, alone or with the others given (`--batch 0`,
+/// `--precision f16` where f32 is needed beside it): what `bertlab` exits 2 for, as for clap's
+/// own usage errors. Libraries that parse their own flags (the benches) return it so that the
+/// binary can tell a user's mistake from a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// A setting an error may name: a key of a run spec ([`ALL_KEYS`](crate::ALL_KEYS); the
 /// constants named after the keys, and [`Setting::of_key`], are declared with the keys, in
 /// spec.rs) or one of the [`SWITCHES`].
