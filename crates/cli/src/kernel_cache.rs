@@ -11,6 +11,11 @@
 //! `[cubecl]` section of `burn.toml`) in the working directory or above it names a cache of its
 //! own. Everything else of that file, and CubeCL's environment variables, still apply.
 //!
+//! Inside that folder each build of the kernels has its own
+//! (`bertlab_models::ops::KERNELS_BUILD`, a hash of their sources and of Cargo.lock): CubeCL
+//! finds a cached kernel by its name and compile-time arguments only, so after an upgrade (or
+//! an edit of a kernel) the old folder's kernels would be loaded in place of the new code.
+//!
 //! Autotuning results (which matmul and reduction kernel is fastest for each shape class, found
 //! by timing every candidate: minutes on a cold GPU) go beside them, in
 //! `~/.cache/bertlab/autotune` (`BERTLAB_AUTOTUNE_CACHE` a folder, or `off` for CubeCL's own
@@ -100,7 +105,11 @@ fn setup(log: Option<(&std::path::Path, bertlab_bench::LaunchDetail)>) -> &'stat
             let var = std::env::var("BERTLAB_KERNEL_CACHE").ok();
             let xdg = std::env::var("XDG_CACHE_HOME").ok();
             let home = std::env::var("HOME").ok();
-            if let Some(dir) = cache_dir(var.as_deref(), xdg.as_deref(), home.as_deref()) {
+            // One folder a build of the kernels (`KERNELS_BUILD`): CubeCL would hand back
+            // another build's kernel of the same name and arguments, whatever its code.
+            let dir = cache_dir(var.as_deref(), xdg.as_deref(), home.as_deref())
+                .map(|base| base.join(bertlab_models::ops::KERNELS_BUILD));
+            if let Some(dir) = dir {
                 match usable(&dir) {
                     Ok(()) => config.compilation.cache = Some(CacheConfig::File(dir)),
                     // A cache is a speed-up only: run without one rather than fail.

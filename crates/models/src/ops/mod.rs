@@ -484,6 +484,13 @@ pub(crate) fn is_float(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
 }
 
+/// A hash of this build's kernel sources (this module's files) and of the Burn and CubeCL
+/// versions the workspace's Cargo.lock pins: a cache of compiled kernels is valid only for
+/// the build that filled it, since CubeCL keys a cached kernel by its name and compile-time
+/// arguments, not by its code. The GPU builds of `bertlab` keep their kernels in a folder of
+/// this name (crates/models/build.rs computes it).
+pub const KERNELS_BUILD: &str = env!("BERTLAB_KERNELS_BUILD");
+
 /// Route the ops of this module to `B`'s [`FusedOps`] from now on, in this process: what a
 /// binary that knows its backend type does once at start-up (the CUDA and wgpu builds of
 /// `bertlab` register their backend and its `Autodiff`). Flex is registered already.
