@@ -69,7 +69,7 @@ mod chosen {
     /// Inference backend: Burn's wgpu backend (Vulkan, Metal, DirectX 12), with kernel fusion.
     pub type Backend = burn::backend::Wgpu<f32, i32>;
     /// Name recorded in run records and printed by `--version`.
-    pub const BACKEND_NAME: &str = "wgpu";
+    pub const BACKEND_NAME: &str = if cfg!(feature = "vulkan") { "vulkan" } else { "wgpu" };
     /// Kernels are compiled (and tuned) at first use: `train` warms up by default.
     pub const COMPILES_KERNELS: bool = true;
     /// CubeCL's kernel logs, for `bench step-profile`.

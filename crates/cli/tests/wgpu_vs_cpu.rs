@@ -5,7 +5,9 @@
 //!
 //! The wgpu binary comes from `BERTLAB_WGPU_BIN` (`.ci/run` builds it with `cargo build --release
 //! -p bertlab --no-default-features --features wgpu` and sets it); without it these tests skip
-//! with a printed reason. The CPU build is this package's own binary.
+//! with a printed reason. The CPU build is this package's own binary. The last test runs the
+//! `vulkan` build (`BERTLAB_VULKAN_BIN`) under Mesa 26's lavapipe (`BERTLAB_LAVAPIPE_26`, the
+//! runner scripts/lavapipe-26.sh prints), where the tensor-core attention's `cmma` products run.
 //!
 //! The model is the shared `tiny-distilbert-classifier` fixture: it has a classification head
 //! and every dropout at 0, so both builds follow the same trajectory. (A fresh head or dropout
@@ -84,6 +86,9 @@ struct Build {
     bin: PathBuf,
     /// `environment.backend` its records must name (so that a mixed-up binary fails).
     backend: &'static str,
+    /// A program that runs the binary (its first argument) under another Vulkan driver:
+    /// scripts/lavapipe-26.sh's wrapper.
+    runner: Option<PathBuf>,
 }
 
 /// What one build's run left: its record, `eval --json`, `predict --json` logits and weights.
@@ -100,7 +105,14 @@ fn run(build: &Build, cwd: &Path, args: &[&str]) -> Output {
 
 /// [`run`], with these environment variables set.
 fn run_with(build: &Build, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(&build.bin);
+    let mut command = match &build.runner {
+        Some(runner) => {
+            let mut c = Command::new(runner);
+            c.arg(&build.bin);
+            c
+        }
+        None => Command::new(&build.bin),
+    };
     command.args(args).current_dir(cwd).env("HF_HUB_OFFLINE", "1").envs(env.iter().copied());
     // The Vulkan loader warns without a runtime dir; lavapipe needs nothing else.
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
@@ -206,8 +218,8 @@ fn compare_builds(precision: &str, tol: &Tolerances) {
         .join(format!("wgpu-vs-cpu-{precision}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let cpu = Build { name: "cpu", bin: PathBuf::from(BIN), backend: "cpu (burn-flex)" };
-    let gpu = Build { name: "wgpu", bin: wgpu, backend: "wgpu" };
+    let cpu = Build { name: "cpu", bin: PathBuf::from(BIN), backend: "cpu (burn-flex)", runner: None };
+    let gpu = Build { name: "wgpu", bin: wgpu, backend: "wgpu", runner: None };
     let a = train_eval_predict(&cpu, &shared, precision, &dir);
     let b = train_eval_predict(&gpu, &shared, precision, &dir);
     let mut report = Vec::new();
@@ -302,7 +314,7 @@ fn wgpu_build_profiles_a_training_step() {
     std::fs::create_dir_all(&dir).unwrap();
     let toml = format!("[autotune]\nlevel = \"minimal\"\ncache = {{ file = {:?} }}\n", dir);
     std::fs::write(dir.join("cubecl.toml"), toml).unwrap();
-    let build = Build { name: "wgpu", bin: wgpu, backend: "wgpu" };
+    let build = Build { name: "wgpu", bin: wgpu, backend: "wgpu", runner: None };
     #[rustfmt::skip]
     let args = [
         "bench", "step-profile", "--arch", "distilbert", "--hidden", "32", "--layers", "2",
@@ -351,13 +363,54 @@ fn wgpu_build_kernels_match_the_reference() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("wgpu-kernels-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let build = Build { name: "wgpu", bin: wgpu, backend: "wgpu" };
-    let out = run(&build, &dir, &["bench", "kernels", "--seed", "3"]);
+    let build = Build { name: "wgpu", bin: wgpu, backend: "wgpu", runner: None };
+    // Lavapipe (Mesa 22.3) has no cooperative matrices: `tensor-cores` falls back to the rows.
+    kernels_match_the_reference(&build, &dir, "rows");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same on the SPIR-V build (`--features vulkan`) under Mesa 26's lavapipe, whose
+/// cooperative matrices (8 × 8 × 8, f16 into f32, planes of 8) run the tensor-core attention
+/// kernels' `cmma` products: the one place without a GPU where that code path computes.
+#[test]
+fn vulkan_build_runs_the_tensor_core_attention_on_cooperative_matrices() {
+    let (Some(bin), Some(runner)) = (env_file("BERTLAB_VULKAN_BIN"), env_file("BERTLAB_LAVAPIPE_26")) else {
+        eprintln!(
+            "skipping: BERTLAB_VULKAN_BIN (a bertlab built with `--no-default-features --features \
+             vulkan`) and BERTLAB_LAVAPIPE_26 (the runner scripts/lavapipe-26.sh prints) are not both set; \
+             .ci/run sets them"
+        );
+        return;
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vulkan-kernels-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let build = Build { name: "vulkan", bin, backend: "vulkan", runner: Some(runner) };
+    kernels_match_the_reference(&build, &dir, "tensor-cores");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `var`'s path, which must be a file, or `None` when unset.
+fn env_file(var: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os(var)?);
+    assert!(path.is_file(), "{var}={} is not a file: build it or unset the variable", path.display());
+    Some(path)
+}
+
+/// `bench kernels --seed 3` on `build`: every check on the fast path and passing, the copies
+/// bit for bit, and attention's `tensor-cores` choice running `tensor_cores_ran`.
+fn kernels_match_the_reference(build: &Build, dir: &Path, tensor_cores_ran: &str) {
+    let out = run(build, dir, &["bench", "kernels", "--seed", "3"]);
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 33, "one line per op and case: {text}");
     for line in &lines {
-        assert_eq!(line["fast_path"], true, "the wgpu build must route the ops to its fast path: {line}");
+        assert_eq!(
+            line["fast_path"], true,
+            "the {} build must route the ops to its fast path: {line}",
+            build.name
+        );
+        assert!(line["build"].as_str().unwrap().starts_with(build.backend), "{line}");
         assert_eq!(line["passed"], true, "{line}");
         assert!(number(&line["max_error"], "max_error") <= number(&line["tolerance"], "tolerance"), "{line}");
     }
@@ -379,8 +432,8 @@ fn wgpu_build_kernels_match_the_reference() {
         assert_eq!(number(&copy["max_error"], "copy error"), 0.0, "{copy}");
     }
     // Attention in f16 under each `BERTLAB_ATTENTION` choice, three cases each: the tile
-    // kernels ran for `tiles` (their products in plain code: lavapipe has no tensor cores, so
-    // `tensor-cores` falls back to the row kernels, and the case says so).
+    // kernels ran for `tiles` (their products in plain code) and, for `tensor-cores`, what the
+    // device allows (the row kernels where it has no `cmma`, and the case says so).
     let ran = |products: &str| -> Vec<String> {
         let prefix = format!("products {products}, ran ");
         lines
@@ -391,8 +444,7 @@ fn wgpu_build_kernels_match_the_reference() {
     };
     assert_eq!(ran("rows"), ["rows"; 3], "{text}");
     assert_eq!(ran("tiles"), ["tiles"; 3], "{text}");
-    assert_eq!(ran("tensor-cores"), ["rows"; 3], "{text}");
+    assert_eq!(ran("tensor-cores"), [tensor_cores_ran; 3], "{text}");
     let dropout = lines.iter().find(|l| l["op"] == "dropout").expect("a dropout line");
     assert_eq!(number(&dropout["max_error"], "dropout error"), 0.0, "{dropout}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

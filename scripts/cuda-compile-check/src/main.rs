@@ -275,9 +275,10 @@ fn main() {
             if f == f32_ {
                 continue;
             }
-            for tensor_cores in [true, false] {
+            // CUDA's f16 and bf16 `wmma` is 16 × 16 × 16 (`fragment` 16); 0 is plain code.
+            for fragment in [16usize, 0] {
                 for head_dim in [64usize, 32, 112] {
-                    let products = if tensor_cores { "cmma" } else { "plain" };
+                    let products = if fragment > 0 { "cmma" } else { "plain" };
                     let tag = format!("{}-{}-{head_dim}-{products}", short(f), short(m));
                     let k = tiles::tiles_forward_kernel::TilesForwardKernel::<R>::new(
                         units(32),
@@ -289,7 +290,7 @@ fn main() {
                         sizes(),
                         mask(),
                         head_dim,
-                        tensor_cores,
+                        fragment,
                         [f, m],
                     );
                     w.kernel(format!("attention-tiles-forward-{tag}"), k.define());
@@ -306,7 +307,7 @@ fn main() {
                         sizes(),
                         mask(),
                         head_dim,
-                        tensor_cores,
+                        fragment,
                         [f, m],
                     );
                     w.kernel(format!("attention-tiles-query-grad-{tag}"), k.define());
@@ -322,7 +323,7 @@ fn main() {
                         sizes(),
                         mask(),
                         head_dim,
-                        tensor_cores,
+                        fragment,
                         [f, m],
                     );
                     w.kernel(format!("attention-tiles-key-grad-{tag}"), k.define());

@@ -406,27 +406,23 @@ fn launch_shape(batch: usize, seq: usize, heads: usize, tile: usize) -> (CubeCou
     (count, CubeDim::new_1d(tile as u32))
 }
 
-/// Whether the tile kernels (`cube_attention_tiles`) run for `qkv`, and with tensor cores:
-/// what `ops::attention_products` asks for where those kernels take the dtype and head size
-/// (and, for tensor cores, where the device has them), else `None`: the row kernels here.
-fn tile_kernels<R: CubeRuntime>(qkv: &CubeTensor<R>, head_dim: usize) -> Option<bool> {
-    let tensor_cores = match attention_products() {
-        AttentionProducts::Rows => {
-            record_ran(AttentionProducts::Rows);
-            return None;
-        }
-        AttentionProducts::Tiles => false,
-        AttentionProducts::TensorCores => true,
-    };
-    let runs = cube_attention_tiles::accepts(qkv.dtype, head_dim)
-        && (!tensor_cores || cube_attention_tiles::has_tensor_cores(&qkv.client, qkv.dtype));
-    let ran = match (runs, tensor_cores) {
-        (false, _) => AttentionProducts::Rows,
-        (true, false) => AttentionProducts::Tiles,
-        (true, true) => AttentionProducts::TensorCores,
-    };
-    record_ran(ran);
-    runs.then_some(tensor_cores)
+/// Whether the tile kernels (`cube_attention_tiles`) run for `qkv`, and with which `cmma`
+/// fragment (0: products in plain code): what `ops::attention_products` asks for where those
+/// kernels take the dtype and head size (and, for tensor cores, where the device has them),
+/// else `None`: the row kernels here.
+fn tile_kernels<R: CubeRuntime>(qkv: &CubeTensor<R>, head_dim: usize) -> Option<usize> {
+    let fragment = match attention_products() {
+        AttentionProducts::Rows => None,
+        AttentionProducts::Tiles => Some(0),
+        AttentionProducts::TensorCores => cube_attention_tiles::tensor_core_fragment(&qkv.client, qkv.dtype),
+    }
+    .filter(|_| cube_attention_tiles::accepts(qkv.dtype, head_dim));
+    record_ran(match fragment {
+        None => AttentionProducts::Rows,
+        Some(0) => AttentionProducts::Tiles,
+        Some(_) => AttentionProducts::TensorCores,
+    });
+    fragment
 }
 
 /// Checks the hash mask's 32-bit element index covers the `[batch, heads, seq, seq]`
@@ -448,9 +444,9 @@ pub(crate) fn forward<R: CubeRuntime>(
     let [batch, seq, heads, head_dim] = dims(&qkv, heads);
     assert!(accepts(qkv.dtype, head_dim), "attention kernel: {:?} qkv, heads of {head_dim}", qkv.dtype);
     check_probability_count(batch, heads, seq);
-    if let Some(tensor_cores) = tile_kernels(&qkv, head_dim) {
+    if let Some(fragment) = tile_kernels(&qkv, head_dim) {
         let dims = [batch, seq, heads, head_dim];
-        return cube_attention_tiles::forward(qkv, padding, dims, dropout, tensor_cores);
+        return cube_attention_tiles::forward(qkv, padding, dims, dropout, fragment);
     }
     let context = empty_on(&qkv, [batch, seq, heads * head_dim].into(), qkv.dtype);
     let log_sum_exp = empty_on(&qkv, [batch, heads, seq].into(), DType::F32);
@@ -500,7 +496,7 @@ pub(crate) fn backward<R: CubeRuntime>(
         "attention backward: the gradient and output in qkv's dtype ({dtype:?}), the log-sum-exps in f32"
     );
     check_probability_count(batch, heads, seq);
-    if let Some(tensor_cores) = tile_kernels(&qkv, head_dim) {
+    if let Some(fragment) = tile_kernels(&qkv, head_dim) {
         let dims = [batch, seq, heads, head_dim];
         return cube_attention_tiles::backward(
             grad,
@@ -510,7 +506,7 @@ pub(crate) fn backward<R: CubeRuntime>(
             padding,
             dims,
             dropout,
-            tensor_cores,
+            fragment,
         );
     }
     let d_qkv = empty_on(&qkv, qkv.shape(), dtype);

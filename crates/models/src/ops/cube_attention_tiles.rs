@@ -5,10 +5,11 @@
 //!
 //! `cube_attention`'s kernels give each unit a row and multiply in scalar f32: at 512 tokens
 //! that is most of an H100 step (issue 24's 32 × 512 MFU goal needs the products on tensor
-//! cores). Here a cube is one plane of 32 units and 16 rows (queries forward and for dQ, keys
-//! for dK and dV), and every product is a sum of 16 × 16 × 16 matrix products (CubeCL's `cmma`:
-//! f16 or bf16 operands, f32 accumulators), staged through shared memory as FlashAttention-2
-//! (Dao, 2023) arranges them:
+//! cores). Here a cube is 32 units (one plane on NVIDIA GPUs) and 16 rows (queries forward and
+//! for dQ, keys for dK and dV), and every product is a sum of 16 × 16 × 16 matrix products
+//! (CubeCL's `cmma`: f16 or bf16 operands, f32 accumulators; on devices whose fragments are
+//! 8 × 8 × 8, eight of those), staged through shared memory as FlashAttention-2 (Dao, 2023)
+//! arranges them:
 //!
 //! - forward, per tile of 16 keys: `S = Q·Kᵀ` (f32), each row's running maximum and sum
 //!   updated by one unit a row, `P` (dropped out, in the operands' dtype), the output
@@ -21,9 +22,10 @@
 //! Softmax, its statistics and the accumulators stay in f32; what goes into a product is
 //! rounded to the operands' dtype (`P`, `dS`), as on every tensor-core attention. The products
 //! have two implementations chosen at compile time: `cmma` on devices that have it for the
-//! operands' dtype (CUDA's tensor cores), and the same products in plain code (every unit a
-//! few of the 256 outputs), which is what checks this kernel's tiling, masking, dropout and
-//! statistics on devices without tensor cores (lavapipe in CI).
+//! operands' dtype (CUDA's tensor cores; Vulkan's cooperative matrices through the SPIR-V
+//! build, `--features vulkan`, which Mesa's lavapipe emulates from version 26), and the same
+//! products in plain code (every unit a few of the 256 outputs), which checks this kernel's
+//! tiling, masking, dropout and statistics on devices without either.
 
 use burn::tensor::{DType, TensorMetadata};
 use burn_cubecl::tensor::CubeTensor;
@@ -39,7 +41,7 @@ use super::DropoutMask;
 /// Rows of a cube's tile and of every product's side: the `cmma` shape 16 × 16 × 16.
 const TILE: usize = 16;
 
-/// Units a cube: one plane on NVIDIA GPUs, which a `cmma` product needs whole.
+/// Units a cube: one plane on NVIDIA GPUs (a `cmma` product needs whole planes).
 const UNITS: usize = 32;
 
 /// The most shared memory a kernel may use: what lavapipe offers (CUDA 48 KiB).
@@ -65,31 +67,41 @@ pub(crate) fn accepts(dtype: DType, head_dim: usize) -> bool {
         && key_pass_shared_bytes(head_dim) <= SHARED_BYTES
 }
 
-/// Whether `client`'s device multiplies 16 × 16 × 16 tiles of `dtype` into f32 with `cmma`,
-/// in planes of exactly [`UNITS`] units (a cube is one plane).
-pub(crate) fn has_tensor_cores<R: CubeRuntime>(
+/// The side of the `cmma` fragments the tile kernels multiply with on `client`'s device, for
+/// `dtype` operands into f32: 16 (NVIDIA's tensor cores, whose plane is a cube's [`UNITS`]) or
+/// else 8 (lavapipe's cooperative matrices, planes of 8: a cube's four planes take a 16 × 16
+/// product's four blocks). `None` where the device has neither, or its planes are not of one
+/// size dividing a cube's units (a `cmma` product needs whole planes).
+pub(crate) fn tensor_core_fragment<R: CubeRuntime>(
     client: &cubecl::client::ComputeClient<R>,
     dtype: DType,
-) -> bool {
+) -> Option<usize> {
     let operand = match dtype {
         DType::F16 => ElemType::Float(FloatKind::F16),
         DType::BF16 => ElemType::Float(FloatKind::BF16),
-        _ => return false,
-    };
-    let f32_ = StorageType::Scalar(ElemType::Float(FloatKind::F32));
-    let wanted = MmaConfig {
-        a_type: StorageType::Scalar(operand),
-        b_type: StorageType::Scalar(operand),
-        cd_type: f32_,
-        m: TILE as u32,
-        n: TILE as u32,
-        k: TILE as u32,
+        _ => return None,
     };
     let hardware = &client.properties().hardware;
-    client.features().matmul.cmma.contains(&wanted)
-        && hardware.plane_size_min == UNITS as u32
-        && hardware.plane_size_max == UNITS as u32
+    let plane = hardware.plane_size_min as usize;
+    if plane == 0 || plane != hardware.plane_size_max as usize || !UNITS.is_multiple_of(plane) {
+        return None;
+    }
+    let f32_ = StorageType::Scalar(ElemType::Float(FloatKind::F32));
+    FRAGMENTS.into_iter().find(|&side| {
+        client.features().matmul.cmma.contains(&MmaConfig {
+            a_type: StorageType::Scalar(operand),
+            b_type: StorageType::Scalar(operand),
+            cd_type: f32_,
+            m: side as u32,
+            n: side as u32,
+            k: side as u32,
+        })
+    })
 }
+
+/// The `cmma` fragment sides the kernels can multiply with, in order of preference: each
+/// divides [`TILE`] (and so every head size [`accepts`] takes).
+const FRAGMENTS: [usize; 2] = [16, 8];
 
 mod kernels {
     use cubecl::prelude::*;
@@ -145,13 +157,90 @@ mod kernels {
         }
     }
 
+    /// One plane's block of [`product`] with `cmma`: the `fragment` × `fragment` block of the
+    /// output at row `row0`, column `col0`, over all of `depth` in steps of `fragment`.
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
+    fn block_product<F: Float>(
+        a: &SharedMemory<F>,
+        a_stride: usize,
+        b: &SharedMemory<F>,
+        b_at: usize,
+        b_stride: usize,
+        c: &mut SharedMemory<f32>,
+        c_at: usize,
+        c_stride: usize,
+        row0: usize,
+        col0: usize,
+        #[comptime] b_cols: bool,
+        #[comptime] depth: usize,
+        #[comptime] accumulate: bool,
+        #[comptime] fragment: usize,
+    ) {
+        let b_layout = comptime![match b_cols {
+            true => cmma::MatrixLayout::ColMajor,
+            false => cmma::MatrixLayout::RowMajor,
+        }];
+        let row_major = cmma::MatrixLayout::RowMajor;
+        let span = (fragment - 1) * c_stride + fragment;
+        let c_from = c_at + row0 * c_stride + col0;
+        let acc = cmma::Matrix::<f32>::from_value(
+            cmma::MatrixIdent::Accumulator,
+            fragment,
+            fragment,
+            fragment,
+            cmma::MatrixLayout::Undefined,
+            0.0,
+        );
+        if accumulate {
+            cmma::load_with_layout(&acc, &c.slice(c_from, c_from + span), c_stride as u32, row_major);
+        }
+        #[unroll]
+        for s in 0..depth / fragment {
+            // The block's rows of A, its s-th `fragment` columns; the s-th `fragment` rows of
+            // B, the block's columns.
+            let a_from = row0 * a_stride + s * fragment;
+            let mut b_from = b_at + s * fragment * b_stride + col0;
+            if b_cols {
+                b_from = b_at + col0 * b_stride + s * fragment;
+            }
+            let a_tile = a.slice(a_from, a_from + (fragment - 1) * a_stride + fragment);
+            let b_tile = b.slice(b_from, b_from + (fragment - 1) * b_stride + fragment);
+            let a_ident = cmma::MatrixIdent::A;
+            let fa = cmma::Matrix::<F>::from_slice(
+                a_ident,
+                fragment,
+                fragment,
+                fragment,
+                row_major,
+                &a_tile,
+                a_stride as u32,
+            );
+            let b_ident = cmma::MatrixIdent::B;
+            let fb = cmma::Matrix::<F>::from_slice(
+                b_ident,
+                fragment,
+                fragment,
+                fragment,
+                b_layout,
+                &b_tile,
+                b_stride as u32,
+            );
+            cmma::execute::<F, F, f32, f32>(&fa, &fb, &acc, &acc);
+        }
+        cmma::store(&mut c.slice_mut(c_from, c_from + span), &acc, c_stride as u32, row_major);
+    }
+
     /// The 16 × 16 tile of `c` at `c_at` (rows `c_stride` apart) set to, or with `accumulate`
     /// increased by, `A·B`: `A` 16 × `depth` from `a` (row-major, rows `a_stride` apart), `B`
     /// `depth` × 16 from `b` at `b_at` (row-major: element (k, n) at `k·b_stride + n`; with
-    /// `b_cols` at `n·b_stride + k`). On tensor cores, `cmma` steps of 16 × 16 × 16 into an f32
-    /// fragment; else each unit sums a few of the 256 outputs in f32 (f16 and bf16 products
-    /// are exact in f32, as a tensor core's are). Every unit of the cube calls it (a `cmma`
-    /// product needs the whole plane); the caller syncs before and after.
+    /// `b_cols` at `n·b_stride + k`). With a `fragment` side (16 on NVIDIA's tensor cores, 8 on
+    /// lavapipe's), `cmma` products of `fragment`³ into f32 fragments: the output in
+    /// (16 / `fragment`)² blocks, each computed whole by one plane (a `cmma` product needs its
+    /// plane's every unit, and a block written by one plane has no race), the cube's planes
+    /// taking blocks in turn. With `fragment` 0, each unit sums a few of the 256 outputs in f32
+    /// (f16 and bf16 products are exact in f32, as a tensor core's are). Every unit of the cube
+    /// calls it; the caller syncs before and after.
     #[cube]
     #[allow(clippy::too_many_arguments)]
     fn product<F: Float>(
@@ -166,59 +255,32 @@ mod kernels {
         #[comptime] b_cols: bool,
         #[comptime] depth: usize,
         #[comptime] accumulate: bool,
-        #[comptime] tensor_cores: bool,
+        #[comptime] fragment: usize,
     ) {
-        if tensor_cores {
-            let b_layout = comptime![match b_cols {
-                true => cmma::MatrixLayout::ColMajor,
-                false => cmma::MatrixLayout::RowMajor,
-            }];
-            let row_major = cmma::MatrixLayout::RowMajor;
-            let span = (TILE - 1) * c_stride + TILE;
-            let acc = cmma::Matrix::<f32>::from_value(
-                cmma::MatrixIdent::Accumulator,
-                TILE,
-                TILE,
-                TILE,
-                cmma::MatrixLayout::Undefined,
-                0.0,
-            );
-            if accumulate {
-                cmma::load_with_layout(&acc, &c.slice(c_at, c_at + span), c_stride as u32, row_major);
-            }
-            #[unroll]
-            for s in 0..depth / TILE {
-                // The s-th 16 columns of A, the s-th 16 rows of B.
-                let a_from = s * TILE;
-                let mut b_from = b_at + s * TILE * b_stride;
-                if b_cols {
-                    b_from = b_at + s * TILE;
+        if fragment > 0 {
+            let side = comptime![TILE / fragment.max(1)];
+            let plane = (UNIT_POS_X / PLANE_DIM) as usize;
+            if comptime![side == 1] {
+                // One block (NVIDIA: the cube is one plane): no loop around the fragments.
+                if plane == 0 {
+                    block_product::<F>(
+                        a, a_stride, b, b_at, b_stride, c, c_at, c_stride, 0, 0, b_cols, depth, accumulate,
+                        fragment,
+                    );
                 }
-                let a_tile = a.slice(a_from, a_from + (TILE - 1) * a_stride + TILE);
-                let b_tile = b.slice(b_from, b_from + (TILE - 1) * b_stride + TILE);
-                let a_ident = cmma::MatrixIdent::A;
-                let fa = cmma::Matrix::<F>::from_slice(
-                    a_ident,
-                    TILE,
-                    TILE,
-                    TILE,
-                    row_major,
-                    &a_tile,
-                    a_stride as u32,
-                );
-                let b_ident = cmma::MatrixIdent::B;
-                let fb = cmma::Matrix::<F>::from_slice(
-                    b_ident,
-                    TILE,
-                    TILE,
-                    TILE,
-                    b_layout,
-                    &b_tile,
-                    b_stride as u32,
-                );
-                cmma::execute::<F, F, f32, f32>(&fa, &fb, &acc, &acc);
+            } else {
+                let planes = (CUBE_DIM_X / PLANE_DIM) as usize;
+                let mut block = plane;
+                while block < side * side {
+                    let row0 = (block / side) * fragment;
+                    let col0 = (block % side) * fragment;
+                    block_product::<F>(
+                        a, a_stride, b, b_at, b_stride, c, c_at, c_stride, row0, col0, b_cols, depth,
+                        accumulate, fragment,
+                    );
+                    block += planes;
+                }
             }
-            cmma::store(&mut c.slice_mut(c_at, c_at + span), &acc, c_stride as u32, row_major);
         } else {
             let mut e = UNIT_POS_X as usize;
             while e < TILE * TILE {
@@ -248,9 +310,9 @@ mod kernels {
         b: &SharedMemory<F>,
         out: &mut SharedMemory<f32>,
         #[comptime] head_dim: usize,
-        #[comptime] tensor_cores: bool,
+        #[comptime] fragment: usize,
     ) {
-        product::<F>(a, head_dim, b, 0, head_dim, out, 0, TILE, true, head_dim, false, tensor_cores);
+        product::<F>(a, head_dim, b, 0, head_dim, out, 0, TILE, true, head_dim, false, fragment);
     }
 
     /// `acc += p·rows`: a 16 × 16 tile of weights (probabilities, score gradients) times a
@@ -261,7 +323,7 @@ mod kernels {
         rows: &SharedMemory<F>,
         acc: &mut SharedMemory<f32>,
         #[comptime] head_dim: usize,
-        #[comptime] tensor_cores: bool,
+        #[comptime] fragment: usize,
     ) {
         #[unroll]
         for t in 0..head_dim / TILE {
@@ -277,7 +339,7 @@ mod kernels {
                 false,
                 TILE,
                 true,
-                tensor_cores,
+                fragment,
             );
         }
     }
@@ -312,7 +374,7 @@ mod kernels {
         sizes: AttentionSizes,
         mask: HashDropout,
         #[comptime] head_dim: usize,
-        #[comptime] tensor_cores: bool,
+        #[comptime] fragment: usize,
         #[define(F, M)] _dtypes: [StorageType; 2],
     ) {
         let at = CubeHead::of_cube(&sizes, head_dim);
@@ -343,7 +405,7 @@ mod kernels {
             stage::<F>(qkv, &mut values, &at, VALUES, first, len, head_dim);
             stage_key_flags::<M>(padding, &mut flags, at.b, seq, first);
             sync_cube();
-            row_products::<F>(&queries, &keys, &mut scores, head_dim, tensor_cores);
+            row_products::<F>(&queries, &keys, &mut scores, head_dim, fragment);
             sync_cube();
             if unit < TILE {
                 let r = unit;
@@ -373,7 +435,7 @@ mod kernels {
                 max_score = new_max;
             }
             sync_cube();
-            accumulate_rows::<F>(&probs, &values, &mut acc, head_dim, tensor_cores);
+            accumulate_rows::<F>(&probs, &values, &mut acc, head_dim, fragment);
             sync_cube();
             first += TILE;
         }
@@ -402,7 +464,7 @@ mod kernels {
         sizes: AttentionSizes,
         mask: HashDropout,
         #[comptime] head_dim: usize,
-        #[comptime] tensor_cores: bool,
+        #[comptime] fragment: usize,
         #[define(F, M)] _dtypes: [StorageType; 2],
     ) {
         let at = CubeHead::of_cube(&sizes, head_dim);
@@ -443,8 +505,8 @@ mod kernels {
             stage::<F>(qkv, &mut values, &at, VALUES, first, len, head_dim);
             stage_key_flags::<M>(padding, &mut flags, at.b, seq, first);
             sync_cube();
-            row_products::<F>(&queries, &keys, &mut scores, head_dim, tensor_cores);
-            row_products::<F>(&grads, &values, &mut grad_probs, head_dim, tensor_cores);
+            row_products::<F>(&queries, &keys, &mut scores, head_dim, fragment);
+            row_products::<F>(&grads, &values, &mut grad_probs, head_dim, fragment);
             sync_cube();
             if unit < TILE {
                 let r = unit;
@@ -459,7 +521,7 @@ mod kernels {
                 }
             }
             sync_cube();
-            accumulate_rows::<F>(&grad_scores, &keys, &mut dq, head_dim, tensor_cores);
+            accumulate_rows::<F>(&grad_scores, &keys, &mut dq, head_dim, fragment);
             sync_cube();
             first += TILE;
         }
@@ -490,7 +552,7 @@ mod kernels {
         sizes: AttentionSizes,
         mask: HashDropout,
         #[comptime] head_dim: usize,
-        #[comptime] tensor_cores: bool,
+        #[comptime] fragment: usize,
         #[define(F, M)] _dtypes: [StorageType; 2],
     ) {
         let at = CubeHead::of_cube(&sizes, head_dim);
@@ -537,8 +599,8 @@ mod kernels {
             }
             sync_cube();
             // Transposed scores: row r a key, column i a query.
-            row_products::<F>(&keys, &queries, &mut scores, head_dim, tensor_cores);
-            row_products::<F>(&values, &grads, &mut grad_probs, head_dim, tensor_cores);
+            row_products::<F>(&keys, &queries, &mut scores, head_dim, fragment);
+            row_products::<F>(&values, &grads, &mut grad_probs, head_dim, fragment);
             sync_cube();
             if unit < TILE {
                 let r = unit;
@@ -555,8 +617,8 @@ mod kernels {
                 }
             }
             sync_cube();
-            accumulate_rows::<F>(&kept_probs, &grads, &mut dv, head_dim, tensor_cores);
-            accumulate_rows::<F>(&grad_scores, &queries, &mut dk, head_dim, tensor_cores);
+            accumulate_rows::<F>(&kept_probs, &grads, &mut dv, head_dim, fragment);
+            accumulate_rows::<F>(&grad_scores, &queries, &mut dk, head_dim, fragment);
             sync_cube();
             first += TILE;
         }
@@ -572,7 +634,7 @@ mod kernels {
     }
 }
 
-/// The launch shape: a cube a (16 rows, head, batch row), one plane of [`UNITS`] units.
+/// The launch shape: a cube a (16 rows, head, batch row), of [`UNITS`] units.
 fn launch_shape(batch: usize, seq: usize, heads: usize) -> (CubeCount, CubeDim) {
     let max = u16::MAX as usize;
     assert!(
@@ -585,14 +647,14 @@ fn launch_shape(batch: usize, seq: usize, heads: usize) -> (CubeCount, CubeDim) 
 
 /// `(context [batch, seq, hidden], log-sum-exps [batch, heads, seq] f32)` of contiguous `qkv`
 /// `[batch, seq, heads·head_dim·3]` (`accepts` holds) and `padding`, the products on tensor
-/// cores if `tensor_cores`.
+/// cores (`cmma` fragments of `fragment`, from [`tensor_core_fragment`]) unless `fragment` is 0.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward<R: CubeRuntime>(
     qkv: CubeTensor<R>,
     padding: CubeTensor<R>,
     [batch, seq, heads, head_dim]: [usize; 4],
     dropout: Option<DropoutMask>,
-    tensor_cores: bool,
+    fragment: usize,
 ) -> (CubeTensor<R>, CubeTensor<R>) {
     debug_assert!(accepts(qkv.dtype, head_dim));
     let context = empty_on(&qkv, [batch, seq, heads * head_dim].into(), qkv.dtype);
@@ -614,7 +676,7 @@ pub(super) fn forward<R: CubeRuntime>(
         attention_sizes(seq, heads, head_dim),
         mask,
         head_dim,
-        tensor_cores,
+        fragment,
         dtypes,
     );
     (context, log_sum_exp)
@@ -631,7 +693,7 @@ pub(super) fn backward<R: CubeRuntime>(
     padding: CubeTensor<R>,
     [batch, seq, heads, head_dim]: [usize; 4],
     dropout: Option<DropoutMask>,
-    tensor_cores: bool,
+    fragment: usize,
 ) -> CubeTensor<R> {
     debug_assert!(accepts(qkv.dtype, head_dim));
     let dtype = qkv.dtype;
@@ -656,7 +718,7 @@ pub(super) fn backward<R: CubeRuntime>(
         attention_sizes(seq, heads, head_dim),
         hash_dropout_arg(dropout),
         head_dim,
-        tensor_cores,
+        fragment,
         dtypes,
     );
     tiles_key_grad_kernel::launch::<R>(
@@ -672,7 +734,7 @@ pub(super) fn backward<R: CubeRuntime>(
         attention_sizes(seq, heads, head_dim),
         hash_dropout_arg(dropout),
         head_dim,
-        tensor_cores,
+        fragment,
         dtypes,
     );
     d_qkv
