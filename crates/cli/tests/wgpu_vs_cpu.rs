@@ -64,20 +64,14 @@ const F16: Tolerances = Tolerances { loss: 1e-4, weight: 1e-3, logit: 1e-3 };
 
 /// `BERTLAB_WGPU_BIN`, or `None` after printing why the test skips.
 fn wgpu_bin() -> Option<PathBuf> {
-    let Some(path) = std::env::var_os("BERTLAB_WGPU_BIN") else {
+    let path = env_file("BERTLAB_WGPU_BIN");
+    if path.is_none() {
         eprintln!(
             "skipping: BERTLAB_WGPU_BIN is not set (the path of a bertlab built with \
              `cargo build --release -p bertlab --no-default-features --features wgpu`; .ci/run sets it)"
         );
-        return None;
-    };
-    let path = PathBuf::from(path);
-    assert!(
-        path.is_file(),
-        "BERTLAB_WGPU_BIN={} is not a file: build it or unset the variable",
-        path.display()
-    );
-    Some(path)
+    }
+    path
 }
 
 /// One of the two builds under comparison.
