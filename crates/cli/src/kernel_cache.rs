@@ -15,6 +15,10 @@
 //! (`bertlab_models::ops::KERNELS_BUILD`, a hash of their sources and of Cargo.lock): CubeCL
 //! finds a cached kernel by its name and compile-time arguments only, so after an upgrade (or
 //! an edit of a kernel) the old folder's kernels would be loaded in place of the new code.
+//! Each process that uses a build's folder touches a marker file in it
+//! ([`LAST_USED_MARKER`]), and removes the folders of other builds whose marker is older than
+//! [`UNUSED_FOR`] (30 days): two installed versions may share the cache, so a folder goes only
+//! when no process has used it for that long, and only folders bertlab marked are touched.
 //!
 //! Autotuning results (which matmul and reduction kernel is fastest for each shape class, found
 //! by timing every candidate: minutes on a cold GPU) go beside them, in
@@ -23,7 +27,56 @@
 //! stands in, else `~/.cache/cubecl`: a run started from another folder tuned everything again.
 //! A `cubecl.toml` whose `[autotune]` names a cache other than `target` keeps it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// How long a build's kernel folder may go unused before a process of another build removes it.
+#[cfg_attr(not(any(feature = "cuda-unfused", feature = "wgpu-unfused")), allow(dead_code))] // (CPU build)
+pub const UNUSED_FOR: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// The file in a build's kernel folder whose modification time is when a process last used it.
+#[cfg_attr(not(any(feature = "cuda-unfused", feature = "wgpu-unfused")), allow(dead_code))] // (CPU build)
+pub const LAST_USED_MARKER: &str = ".bertlab-last-used";
+
+/// Whether `name` is a build's folder name (`KERNELS_BUILD`: 16 lowercase hex digits).
+#[cfg_attr(not(any(feature = "cuda-unfused", feature = "wgpu-unfused")), allow(dead_code))] // (CPU build)
+fn is_build_name(name: &str) -> bool {
+    name.len() == 16 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Marks `base/current` as used at `now` (its [`LAST_USED_MARKER`]) and removes the other
+/// builds' folders of `base` whose marker is older than `now - unused_for`; returns the
+/// folders removed. Folders without a marker (not made by this code) and anything not named
+/// like a build are left alone. A folder another process removes at the same time, or one
+/// that cannot be removed, is skipped: the cache is a speed-up, never a reason to fail.
+#[cfg_attr(not(any(feature = "cuda-unfused", feature = "wgpu-unfused")), allow(dead_code))] // (CPU build)
+pub fn mark_and_prune(base: &Path, current: &str, now: SystemTime, unused_for: Duration) -> Vec<PathBuf> {
+    let marker = base.join(current).join(LAST_USED_MARKER);
+    let touched = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&marker)
+        .and_then(|f| f.set_modified(now));
+    if let Err(e) = touched {
+        tracing::debug!("kernel cache: could not mark {} ({e})", marker.display());
+    }
+    let Some(cutoff) = now.checked_sub(unused_for) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(base) else { return Vec::new() };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name == current || !is_build_name(name) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let last_used = std::fs::metadata(entry.path().join(LAST_USED_MARKER)).and_then(|m| m.modified());
+        if last_used.is_ok_and(|t| t < cutoff) && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed
+}
 
 /// The kernel cache folder for this environment: `BERTLAB_KERNEL_CACHE` (`off`, `0` or
 /// `none` for no cache), else `$XDG_CACHE_HOME/bertlab/kernels`, else
@@ -107,11 +160,16 @@ fn setup(log: Option<(&std::path::Path, bertlab_bench::LaunchDetail)>) -> &'stat
             let home = std::env::var("HOME").ok();
             // One folder a build of the kernels (`KERNELS_BUILD`): CubeCL would hand back
             // another build's kernel of the same name and arguments, whatever its code.
-            let dir = cache_dir(var.as_deref(), xdg.as_deref(), home.as_deref())
-                .map(|base| base.join(bertlab_models::ops::KERNELS_BUILD));
-            if let Some(dir) = dir {
+            let build = bertlab_models::ops::KERNELS_BUILD;
+            if let Some(base) = cache_dir(var.as_deref(), xdg.as_deref(), home.as_deref()) {
+                let dir = base.join(build);
                 match usable(&dir) {
-                    Ok(()) => config.compilation.cache = Some(CacheConfig::File(dir)),
+                    Ok(()) => {
+                        for old in mark_and_prune(&base, build, std::time::SystemTime::now(), UNUSED_FOR) {
+                            tracing::info!("kernel cache: removed {}, unused for 30 days", old.display());
+                        }
+                        config.compilation.cache = Some(CacheConfig::File(dir))
+                    }
                     // A cache is a speed-up only: run without one rather than fail.
                     Err(e) => tracing::warn!(
                         "kernel cache {} is not usable ({e}); compiling kernels without one \
@@ -168,7 +226,6 @@ fn usable(dir: &std::path::Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     #[test]
     fn cache_dir_follows_the_variable_then_xdg_then_home() {
@@ -191,5 +248,55 @@ mod tests {
         assert_eq!(autotune_dir(Some("/fast/tuned"), Some("/xdg"), None), p("/fast/tuned"));
         assert_eq!(autotune_dir(Some("off"), Some("/xdg"), Some("/home/u")), None);
         assert_eq!(autotune_dir(None, None, None), None);
+    }
+
+    #[test]
+    fn only_marked_builds_unused_for_the_period_are_pruned() {
+        let base = tempfile::tempdir().unwrap();
+        let day = Duration::from_secs(24 * 60 * 60);
+        let now = SystemTime::now();
+        let folder = |name: &str, marked_days_ago: Option<u64>| {
+            let dir = base.path().join(name);
+            std::fs::create_dir_all(dir.join("cuda/0.10.0")).unwrap();
+            std::fs::write(dir.join("cuda/0.10.0/kernels.json"), "{}").unwrap();
+            if let Some(days) = marked_days_ago {
+                let marker = std::fs::File::create(dir.join(LAST_USED_MARKER)).unwrap();
+                marker.set_modified(now - day * days as u32).unwrap();
+            }
+            dir
+        };
+        let current = "0123456789abcdef";
+        std::fs::create_dir_all(base.path().join(current)).unwrap();
+        let stale = folder("aaaaaaaaaaaaaaaa", Some(31));
+        let recent = folder("bbbbbbbbbbbbbbbb", Some(29));
+        let unmarked = folder("cccccccccccccccc", None);
+        let not_a_build = folder("cuda", Some(400));
+        let upper_case = folder("DDDDDDDDDDDDDDDD", Some(400));
+        std::fs::write(base.path().join("eeeeeeeeeeeeeeee"), "a file, not a folder").unwrap();
+
+        let removed = mark_and_prune(base.path(), current, now, UNUSED_FOR);
+
+        assert_eq!(removed, vec![stale.clone()]);
+        assert!(!stale.exists());
+        for kept in [&recent, &unmarked, &not_a_build, &upper_case] {
+            assert!(kept.join("cuda/0.10.0/kernels.json").is_file(), "{} was removed", kept.display());
+        }
+        assert!(base.path().join("eeeeeeeeeeeeeeee").is_file());
+        let marked = std::fs::metadata(base.path().join(current).join(LAST_USED_MARKER)).unwrap();
+        let off = |t: SystemTime| t.duration_since(now).or_else(|_| now.duration_since(t)).unwrap();
+        assert!(off(marked.modified().unwrap()) < Duration::from_secs(2), "the marker says {marked:?}");
+        // The marker is touched, not rewritten: the current build's folder is never pruned.
+        let later = now + day * 40;
+        assert_eq!(mark_and_prune(base.path(), current, later, UNUSED_FOR), vec![recent.clone()]);
+        assert!(base.path().join(current).is_dir());
+    }
+
+    #[test]
+    fn build_names_are_sixteen_lowercase_hex_digits() {
+        assert!(is_build_name(bertlab_models::ops::KERNELS_BUILD));
+        for name in ["0123456789abcde", "0123456789abcdef0", "0123456789abcdeg", "0123456789ABCDEF", "vulkan"]
+        {
+            assert!(!is_build_name(name), "{name}");
+        }
     }
 }
