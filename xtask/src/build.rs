@@ -65,14 +65,14 @@ pub fn target_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(dir))
 }
 
-/// `cargo build --release -p bertlab [--features cuda|wgpu]`, once; the binary's path.
+/// `cargo build --release -p bertlab [--features cuda|wgpu|vulkan]`, once; the binary's path.
 pub fn build_bertlab(backend: Backend) -> Result<PathBuf> {
     let mut cmd = cargo_command();
     cmd.args(["build", "--release", "-p", "bertlab"]).current_dir(workspace_root());
     let what = backend.name();
     let features = match backend {
         Backend::Cpu => None,
-        Backend::Cuda | Backend::Wgpu => Some(what),
+        Backend::Cuda | Backend::Wgpu | Backend::Vulkan => Some(what),
     };
     if let Some(f) = features {
         cmd.args(["--features", f]);

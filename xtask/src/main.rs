@@ -157,6 +157,10 @@ pub enum Backend {
     Cuda,
     /// Other GPUs (AMD, Intel, Apple) through wgpu: Vulkan, Metal, DirectX 12.
     Wgpu,
+    /// GPUs with a Vulkan driver (AMD, Intel) through CubeCL's SPIR-V compiler: the
+    /// `--features vulkan` build, which runs cooperative matrices (tensor cores) where the
+    /// driver has them; WGSL, wgpu's, cannot express them.
+    Vulkan,
 }
 
 impl Backend {
@@ -167,6 +171,7 @@ impl Backend {
             Backend::Cpu => "cpu",
             Backend::Cuda => "cuda",
             Backend::Wgpu => "wgpu",
+            Backend::Vulkan => "vulkan",
         }
     }
 }
@@ -498,6 +503,17 @@ mod tests {
         assert_eq!(args.gpus, vec![0, 1, 3]);
         assert!(args.dry_run && args.precision == Some(Precision::BF16));
         assert!(Cli::try_parse_from(["xtask", "smoke", "--backend", "tpu"]).is_err());
+        for (flag, backend) in [
+            ("cpu", Backend::Cpu),
+            ("cuda", Backend::Cuda),
+            ("wgpu", Backend::Wgpu),
+            ("vulkan", Backend::Vulkan),
+        ] {
+            let cli = Cli::try_parse_from(["xtask", "smoke", "--backend", flag]).unwrap();
+            let Command::Smoke(args) = cli.command else { panic!("not `smoke`") };
+            // The flag, the build's feature and the `--device` the runs get are one name.
+            assert!(args.backend == Some(backend) && backend.name() == flag, "{flag}");
+        }
         let cli = Cli::try_parse_from(["xtask", "run", "pipelines/smoke.toml", "--emit", "slurm"]).unwrap();
         assert!(
             matches!(cli.command, Command::Run { ref pipeline, .. } if pipeline == "pipelines/smoke.toml")

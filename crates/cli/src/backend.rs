@@ -75,9 +75,11 @@ mod chosen {
     /// CubeCL's kernel logs, for `bench step-profile`.
     pub const KERNEL_LOG: Option<bertlab_bench::KernelLog> = Some(crate::kernel_cache::with_kernel_log);
 
-    /// Parse `--device`: `default` or `wgpu` (wgpu's pick, the most powerful adapter; the
-    /// `CUBECL_WGPU_DEFAULT_DEVICE` variable overrides it), `gpu` / `gpu:N` (discrete GPU N),
-    /// `integrated` / `integrated:N`, or `cpu` (a software adapter such as Mesa's lavapipe).
+    /// Parse `--device`: `default`, `wgpu` or the build's name (`vulkan` for the vulkan build,
+    /// what `cargo xtask --backend vulkan` passes): wgpu's pick, the most powerful adapter (the
+    /// `CUBECL_WGPU_DEFAULT_DEVICE` variable overrides it); `gpu` / `gpu:N` (discrete GPU N,
+    /// also `wgpu:N` or `vulkan:N`), `integrated` / `integrated:N`, or `cpu` (a software
+    /// adapter such as Mesa's lavapipe).
     pub fn device(spec: &str) -> anyhow::Result<burn::backend::wgpu::WgpuDevice> {
         use burn::backend::wgpu::WgpuDevice;
         crate::kernel_cache::configure();
@@ -85,17 +87,19 @@ mod chosen {
         let index = |s: &str| {
             s.parse::<usize>().map_err(|_| {
                 crate::UsageError(format!(
-                    "--device {spec:?}: expected default, wgpu, gpu, gpu:N, integrated, integrated:N or cpu"
+                    "--device {spec:?}: expected default, {BACKEND_NAME}, gpu, gpu:N, integrated, integrated:N or cpu"
                 ))
             })
         };
+        let named = |s: &str| s == "wgpu" || s == BACKEND_NAME;
         Ok(match spec {
-            "" | "default" | "wgpu" => WgpuDevice::DefaultDevice,
+            "" | "default" => WgpuDevice::DefaultDevice,
+            s if named(s) => WgpuDevice::DefaultDevice,
             "cpu" => WgpuDevice::Cpu,
             "gpu" => WgpuDevice::DiscreteGpu(0),
             "integrated" => WgpuDevice::IntegratedGpu(0),
             s => match s.split_once(':') {
-                Some(("gpu" | "wgpu", n)) => WgpuDevice::DiscreteGpu(index(n)?),
+                Some((name, n)) if name == "gpu" || named(name) => WgpuDevice::DiscreteGpu(index(n)?),
                 Some(("integrated", n)) => WgpuDevice::IntegratedGpu(index(n)?),
                 _ => WgpuDevice::DiscreteGpu(index(s)?),
             },

@@ -391,10 +391,11 @@ fn env_file(var: &str) -> Option<PathBuf> {
     Some(path)
 }
 
-/// `bench kernels --seed 3` on `build`: every check on the fast path and passing, the copies
+/// `bench kernels --seed 3` on `build`, its device named as `cargo xtask --backend` names it
+/// (`--device wgpu`, `--device vulkan`): every check on the fast path and passing, the copies
 /// bit for bit, and attention's `tensor-cores` choice running `tensor_cores_ran`.
 fn kernels_match_the_reference(build: &Build, dir: &Path, tensor_cores_ran: &str) {
-    let out = run(build, dir, &["bench", "kernels", "--seed", "3"]);
+    let out = run(build, dir, &["bench", "kernels", "--seed", "3", "--device", build.backend]);
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 33, "one line per op and case: {text}");
