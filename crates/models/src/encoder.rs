@@ -47,7 +47,7 @@ pub(crate) fn linear<B: Backend, const D: usize>(
 
 fn activate<B: Backend, const D: usize>(act: Activation, x: Tensor<B, D>) -> Tensor<B, D> {
     match act {
-        Activation::Gelu => activation::gelu(x),
+        Activation::Gelu => ops::gelu(x),
         Activation::GeluTanh => activation::gelu_approximate(x),
         Activation::Relu => activation::relu(x),
         Activation::Silu => activation::silu(x),

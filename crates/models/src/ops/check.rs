@@ -197,6 +197,20 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
         let e = compare(device, &inputs, &run(super::linear), &run(reference::linear), &mut rng);
         record("linear", format!("[{rows}, {d_in}]·[{d_in}, {d_out}] {activation:?}"), e, F32_TOLERANCE);
     }
+    // In f16, as an f16 step's products get them (input, weight and bias in f16): the feed-
+    // forward's two products at a small width, a row count no tile divides.
+    for (rows, d_in, d_out, activation) in
+        [(70, 32, 64, LinearActivation::Gelu), (70, 64, 32, LinearActivation::Identity)]
+    {
+        let (routed, decomposed) =
+            linear_in_dtype::<B>(device, &mut rng, [rows, d_in, d_out], activation, FloatDType::F16);
+        record(
+            "linear",
+            format!("[{rows}, {d_in}]·[{d_in}, {d_out}] {activation:?} in f16 against f32 (the decomposition in f16: {decomposed:.1e})"),
+            routed,
+            2.0 * decomposed,
+        );
+    }
 
     // 70 tokens of 32-wide heads span
     // three of the CubeCL kernel's 32-row tiles, the last one partial.
@@ -462,6 +476,34 @@ pub fn check_ops<B: AutodiffBackend>(device: &B::Device, seed: u64) -> Vec<OpChe
         record("finite_flag", format!("{dtype:?}: 1, 0, NaN, ±∞, 3e38, −65 504, 1e−40"), e, 0.0);
     }
     checks
+}
+
+/// `act(x·W + b)` with `x`, `W` and `b` in `dtype` (what a low-precision step's products get,
+/// the weight through [`super::param_cast`] on the routed side) against the decomposition in
+/// f32 on the same inputs: `(the routed op's error, the decomposition's own error in dtype)`.
+fn linear_in_dtype<B: AutodiffBackend>(
+    device: &B::Device,
+    rng: &mut Lcg,
+    [rows, d_in, d_out]: [usize; 3],
+    activation: LinearActivation,
+    dtype: FloatDType,
+) -> (f64, f64) {
+    let inputs = [rng.values(rows * d_in, 1.0), rng.values(d_in * d_out, 0.3), rng.values(d_out, 0.5)];
+    let routed = move |t: &[Tensor<B, 1>; 3]| {
+        let w = super::param_cast(shaped(&t[1], [d_in, d_out]), dtype);
+        let b = super::param_cast(t[2].clone(), dtype);
+        super::linear(shaped(&t[0], [rows, d_in]).cast(dtype), w, b, activation).cast(FloatDType::F32)
+    };
+    let in_dtype = |dtype: FloatDType| {
+        move |t: &[Tensor<B, 1>; 3]| {
+            let (x, w) = (shaped(&t[0], [rows, d_in]).cast(dtype), shaped(&t[1], [d_in, d_out]).cast(dtype));
+            reference::linear(x, w, t[2].clone().cast(dtype), activation).cast(FloatDType::F32)
+        }
+    };
+    let f32_reference = in_dtype(FloatDType::F32);
+    let routed = compare(device, &inputs, &routed, &f32_reference, rng);
+    let decomposed = compare(device, &inputs, &in_dtype(dtype), &f32_reference, rng);
+    (routed, decomposed)
 }
 
 /// Attention on operands in `dtype` (what a low-precision step's attention gets) against the

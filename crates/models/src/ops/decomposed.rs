@@ -181,17 +181,35 @@ pub fn layer_norm_backward<B: Backend>(
 
 /// `x · mask`.
 pub fn dropout_apply<B: Backend>(x: FloatTensor<B>, mask: DropoutMask) -> FloatTensor<B> {
-    let shape = burn::tensor::TensorMetadata::shape(&x);
-    let flat = float::<B, 1>(B::float_reshape(x, burn::tensor::Shape::new([shape.num_elements()])));
-    B::float_reshape(prim(reference::dropout(flat, mask)), shape)
+    let (x, shape) = flat::<B>(x);
+    B::float_reshape(prim(reference::dropout(x, mask)), shape)
 }
 
-/// Exact (erf) GELU.
+/// `t` (any rank) as a flat tensor, and its shape.
+fn flat<B: Backend>(t: FloatTensor<B>) -> (Tensor<B, 1>, burn::tensor::Shape) {
+    let shape = burn::tensor::TensorMetadata::shape(&t);
+    (float(B::float_reshape(t, burn::tensor::Shape::new([shape.num_elements()]))), shape)
+}
+
+/// Exact (erf) GELU ([`reference::gelu`]: in f32, rounded once to `x`'s dtype), any rank.
 pub fn gelu_forward<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
-    B::gelu(x)
+    let (x, shape) = flat::<B>(x);
+    B::float_reshape(prim(reference::gelu(x)), shape)
 }
 
-/// `grad · gelu'(x)`, `gelu'(x) = Φ(x) + x·φ(x)`.
+/// `grad · gelu'(x)` with the exact derivative `gelu'(x) = Φ(x) + x·φ(x)`, `φ(x) =
+/// exp(−x²/2)/√(2π)`, in f32 and rounded once to `x`'s dtype (any rank). Not Burn's
+/// `gelu_backward`: see [`reference::gelu`].
 pub fn gelu_backward<B: Backend>(grad: FloatTensor<B>, x: FloatTensor<B>) -> FloatTensor<B> {
-    B::gelu_backward(x, grad)
+    let dtype = FloatDType::from(burn::tensor::TensorMetadata::dtype(&x));
+    let (x, shape) = flat::<B>(x);
+    let (grad, _) = flat::<B>(grad);
+    let x = x.cast(FloatDType::F32);
+    let cdf = reference::normal_cdf(x.clone());
+    let pdf = (x.clone() * x.clone())
+        .mul_scalar(-0.5)
+        .exp()
+        .mul_scalar(0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2);
+    let slope = cdf + x * pdf;
+    B::float_reshape(prim((grad.cast(FloatDType::F32) * slope).cast(dtype)), shape)
 }

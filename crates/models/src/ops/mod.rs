@@ -202,7 +202,7 @@ pub trait FusedOps: Backend {
 
     /// Exact (erf) GELU (any rank).
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::gelu(x)
+        decomposed::gelu_forward::<Self>(x)
     }
 
     /// A parameter (f32 master weights, any rank) in a product's `dtype`: a cast forward, and

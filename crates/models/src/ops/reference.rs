@@ -17,7 +17,7 @@ pub fn linear<B: Backend>(
     let y = x.matmul(weight) + bias.unsqueeze::<2>();
     match activation {
         LinearActivation::Identity => y,
-        LinearActivation::Gelu => activation::gelu(y),
+        LinearActivation::Gelu => gelu(y),
     }
 }
 
@@ -110,7 +110,20 @@ pub fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, mask: DropoutMask) -
     x * factors
 }
 
-/// Burn's exact GELU.
+/// Exact (erf) GELU, `x·Φ(x)` with `Φ(x) = (1 + erf(x/√2))/2`, computed in f32 whatever
+/// `x`'s dtype and rounded once to it, as PyTorch's kernels do for f16 and bf16 (they compute
+/// in `float`). Written in tensor ops rather than as Burn's `gelu`, whose backward on backends
+/// without one of their own (the CubeCL ones) is the derivative of the tanh approximation
+/// (up to 8.7e-4 off `Φ(x) + x·φ(x)`) and raises `x` to a power in `x`'s dtype: NaN in f16 on
+/// Mesa 26's lavapipe, whose f16 `pow` is NaN everywhere. Autodiff of this is the exact
+/// derivative, in f32.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    activation::gelu(x)
+    let dtype = FloatDType::from(x.dtype());
+    let x = x.cast(FloatDType::F32);
+    (x.clone() * normal_cdf(x)).cast(dtype)
+}
+
+/// `Φ(x) = (1 + erf(x/√2))/2`, the standard normal distribution function, element-wise.
+pub(crate) fn normal_cdf<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    (x * std::f64::consts::FRAC_1_SQRT_2).erf().add_scalar(1.0).mul_scalar(0.5)
 }
