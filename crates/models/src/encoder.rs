@@ -45,10 +45,23 @@ pub(crate) fn linear<B: Backend, const D: usize>(
     burn::tensor::module::linear(flat, weight, bias).reshape(out_dims)
 }
 
+/// `gelu_new` / `gelu_pytorch_tanh`: `x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))/2`, in f32 and
+/// rounded once to `x`'s dtype, as exact GELU ([`ops::reference::gelu`]). The cube is two
+/// products: Burn's `gelu_approximate` raises `x` to the power 3.0, which WGSL and SPIR-V leave
+/// undefined for `x < 0` (Mesa 26's lavapipe gives NaN in f16 for every `x`).
+pub(crate) fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let dtype = FloatDType::from(x.dtype());
+    let x = x.cast(FloatDType::F32);
+    let cube = x.clone() * x.clone() * x.clone();
+    let inner =
+        (x.clone() + cube * 0.044715) * (std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2);
+    (x * (inner.tanh() + 1.0) * 0.5).cast(dtype)
+}
+
 fn activate<B: Backend, const D: usize>(act: Activation, x: Tensor<B, D>) -> Tensor<B, D> {
     match act {
         Activation::Gelu => ops::gelu(x),
-        Activation::GeluTanh => activation::gelu_approximate(x),
+        Activation::GeluTanh => gelu_tanh(x),
         Activation::Relu => activation::relu(x),
         Activation::Silu => activation::silu(x),
     }
@@ -431,4 +444,36 @@ pub fn mean_pool<B: Backend>(hidden: Tensor<B, 3>, attention_mask: Tensor<B, 2, 
     let summed = (hidden * weights.clone()).sum_dim(1).reshape([batch, h]);
     let counts = weights.sum_dim(1).reshape([batch, 1]).clamp_min(1e-9);
     summed / counts
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use burn::backend::Flex;
+    use burn::tensor::{activation, FloatDType, Tensor, TensorData};
+
+    #[test]
+    fn gelu_tanh_is_burns_approximation_without_a_power() {
+        let xs = vec![-6.0f32, -3.0, -1.5, -0.5, 0.0, 0.25, 1.5, 3.0, 8.0];
+        let x = Tensor::<Flex, 1>::from_data(TensorData::new(xs.clone(), [xs.len()]), &Default::default());
+        let ours = super::gelu_tanh(x.clone()).into_data().to_vec::<f32>().unwrap();
+        let burns = activation::gelu_approximate(x.clone()).into_data().to_vec::<f32>().unwrap();
+        for ((x, a), b) in xs.iter().zip(&ours).zip(&burns) {
+            // transformers' NewGELUActivation, in f64.
+            let x64 = f64::from(*x);
+            let want = 0.5
+                * x64
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x64 + 0.044715 * x64.powi(3))).tanh());
+            assert!(
+                (f64::from(*a) - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "gelu_tanh({x}) = {a}, want {want}"
+            );
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "gelu_tanh({x}) = {a}, Burn's {b}");
+        }
+        // Computed in f32 and rounded once: an f16 input gives the f32 result's nearest f16.
+        let half = super::gelu_tanh(x.cast(FloatDType::F16)).cast(FloatDType::F32);
+        let half = half.into_data().to_vec::<f32>().unwrap();
+        for (h, a) in half.iter().zip(&ours) {
+            assert_eq!(*h, half::f16::from_f32(*a).to_f32(), "{half:?}");
+        }
+    }
 }
