@@ -110,8 +110,8 @@ impl<B: AutodiffBackend> Runtime<B> {
             label.push_str("+autotune");
         }
         // A non-default attention kernel (`BERTLAB_ATTENTION`) names itself, so rows measured
-        // with it are told apart.
-        if let Some(attention) = bertlab_models::ops::attention_products_chosen() {
+        // with it are told apart, and says so when the row kernels ran in its place.
+        if let Some(attention) = bertlab_models::ops::attention_products_label() {
             label.push_str(&format!("+attention-{attention}"));
         }
         label

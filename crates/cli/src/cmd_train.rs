@@ -124,11 +124,8 @@ pub fn run(args: TrainArgs, global: &crate::Global) -> anyhow::Result<()> {
     // device thread, which only this hook sees: don't print their backtraces.
     bertlab_train::device_fault::install_panic_hook();
     let options = TrainOptions {
-        // The record names a non-default attention kernel (`BERTLAB_ATTENTION`).
-        backend_name: match bertlab_models::ops::attention_products_chosen() {
-            None => BACKEND_NAME.into(),
-            Some(chosen) => format!("{BACKEND_NAME} (attention: {chosen})"),
-        },
+        // (`train` adds a non-default attention kernel's name, `BERTLAB_ATTENTION`.)
+        backend_name: BACKEND_NAME.into(),
         progress: if args.quiet { ProgressMode::Quiet } else { ProgressMode::Auto },
         hub: global.hub(),
         skip_export: false,

@@ -24,7 +24,9 @@ use std::time::Instant;
 /// How [`train`] reports and where it looks for files; the spec holds everything else.
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
-    /// Backend name for the record, e.g. `cpu (burn-flex)`.
+    /// Backend name for the record, e.g. `cpu (burn-flex)`; [`train`] adds a non-default
+    /// attention kernel's name (`vulkan (attention: tensor-cores)`, and `, ran rows` when the
+    /// row kernels ran in its place: `bertlab_models::ops::attention_products_label`).
     pub backend_name: String,
     /// Progress display.
     pub progress: ProgressMode,
@@ -44,6 +46,15 @@ pub struct TrainOptions {
     pub warmed_shapes: Vec<[usize; 2]>,
 }
 
+/// `backend` with a non-default attention kernel's name (`BERTLAB_ATTENTION`), so runs of
+/// another attention kernel are told apart and one that fell back to the row kernels says so.
+fn backend_label(backend: &str) -> String {
+    match bertlab_models::ops::attention_products_label() {
+        Some(attention) => format!("{backend} (attention: {attention})"),
+        None => backend.to_string(),
+    }
+}
+
 /// Train, validate, test and export one run described by `spec` on `device`.
 ///
 /// Writes `<spec.out>/record.json` and `<spec.out>/best/` on success; on failure writes
@@ -60,7 +71,7 @@ pub fn train<B: AutodiffBackend>(
     let _lock = lock_out(spec)?;
     let (resume, replaces_run) = open_out(spec, options)?;
     let environment = Environment::capture(
-        &options.backend_name,
+        &backend_label(&options.backend_name),
         &format!("{device:?}"),
         &spec.precision.to_string(),
         spec.seed,
@@ -69,6 +80,8 @@ pub fn train<B: AutodiffBackend>(
     let started = Instant::now();
     let outcome = guarded(|| run_stages::<B>(spec, device, options, &mut record, resume, replaces_run))
         .unwrap_or_else(|failure| Err(TrainError::of_failure(spec, failure)));
+    // Again now that attention has run: the chosen kernels may have fallen back to the rows.
+    record.environment.backend = backend_label(&options.backend_name);
     record.timings.total_seconds = started.elapsed().as_secs_f64();
     record.peak_rss_bytes = peak_rss_bytes();
     write_record(spec, record, outcome)

@@ -98,6 +98,23 @@ pub fn attention_products_chosen() -> Option<AttentionProducts> {
     Some(attention_products()).filter(|p| *p != AttentionProducts::default())
 }
 
+/// How a record or a measurement names a non-default choice: `None` for the default;
+/// the choice (`tensor-cores`) when it ran, or before any attention ran; `tensor-cores, ran
+/// rows` when the last attention launch ran other kernels (the tile kernels take f16 and bf16
+/// with heads a multiple of 16, and tensor cores need a device with `cmma` for the dtype; the
+/// row kernels run otherwise). Read it after the work it labels.
+pub fn attention_products_label() -> Option<String> {
+    label(attention_products_chosen(), attention_products_ran())
+}
+
+fn label(chosen: Option<AttentionProducts>, ran: Option<AttentionProducts>) -> Option<String> {
+    let chosen = chosen?;
+    Some(match ran {
+        Some(ran) if ran != chosen => format!("{chosen}, ran {ran}"),
+        _ => chosen.to_string(),
+    })
+}
+
 /// The kernels the last CubeCL attention launch (forward or backward) ran, if any ran.
 pub fn attention_products_ran() -> Option<AttentionProducts> {
     let code = LAST_RAN.load(Ordering::Relaxed);
@@ -125,5 +142,15 @@ mod tests {
             "unknown attention products \"cmma\": expected one of rows, tiles, tensor-cores"
         );
         assert_eq!(AttentionProducts::default(), AttentionProducts::Rows);
+    }
+
+    #[test]
+    fn a_label_names_a_choice_and_the_kernels_that_ran_in_its_place() {
+        use AttentionProducts::{Rows, TensorCores, Tiles};
+        assert_eq!(label(None, Some(Rows)), None, "the default is not named");
+        assert_eq!(label(Some(TensorCores), None).as_deref(), Some("tensor-cores"));
+        assert_eq!(label(Some(TensorCores), Some(TensorCores)).as_deref(), Some("tensor-cores"));
+        assert_eq!(label(Some(TensorCores), Some(Rows)).as_deref(), Some("tensor-cores, ran rows"));
+        assert_eq!(label(Some(Tiles), Some(Rows)).as_deref(), Some("tiles, ran rows"));
     }
 }

@@ -77,8 +77,8 @@ pub mod norm;
 pub mod reference;
 
 pub use attention_products::{
-    attention_products, attention_products_chosen, attention_products_ran, set_attention_products,
-    AttentionProducts, UnknownAttentionProducts,
+    attention_products, attention_products_chosen, attention_products_label, attention_products_ran,
+    set_attention_products, AttentionProducts, UnknownAttentionProducts,
 };
 #[cfg(any(feature = "flex", feature = "cubecl"))]
 pub(crate) use dropout_mask::HashMask;
