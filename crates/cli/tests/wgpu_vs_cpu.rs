@@ -5,9 +5,10 @@
 //!
 //! The wgpu binary comes from `BERTLAB_WGPU_BIN` (`.ci/run` builds it with `cargo build --release
 //! -p bertlab --no-default-features --features wgpu` and sets it); without it these tests skip
-//! with a printed reason. The CPU build is this package's own binary. The last test runs the
-//! `vulkan` build (`BERTLAB_VULKAN_BIN`) under Mesa 26's lavapipe (`BERTLAB_LAVAPIPE_26`, the
-//! runner scripts/lavapipe-26.sh prints), where the tensor-core attention's `cmma` products run.
+//! with a printed reason. The CPU build is this package's own binary. The last two tests run
+//! the `vulkan` build (`BERTLAB_VULKAN_BIN`) under Mesa 26's lavapipe (`BERTLAB_LAVAPIPE_26`,
+//! the runner scripts/lavapipe-26.sh prints), where the tensor-core attention's `cmma`
+//! products run: its op checks, and a whole f16 run on it against the CPU build's.
 //!
 //! The model is the shared `tiny-distilbert-classifier` fixture: it has a classification head
 //! and every dropout at 0, so both builds follow the same trajectory. (A fresh head or dropout
@@ -140,8 +141,16 @@ fn read_weights(path: &Path) -> HashMap<String, Vec<f32>> {
         .collect()
 }
 
-/// `train`, then `eval` and `predict` on the run's `best/`, all with `build`.
-fn train_eval_predict(build: &Build, shared: &Path, precision: &str, dir: &Path) -> Outcome {
+/// `train` of `model`, then `eval` and `predict` on the run's `best/`, all with `build` and
+/// the environment variables `env`.
+fn train_eval_predict(
+    build: &Build,
+    shared: &Path,
+    model: &Path,
+    precision: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> Outcome {
     let out = dir.join(build.name);
     // Its own working directory: CubeCL reads cubecl.toml from there and keeps its autotune
     // results beside it (by default it would write them under the nearest Cargo.toml's target/).
@@ -151,15 +160,14 @@ fn train_eval_predict(build: &Build, shared: &Path, precision: &str, dir: &Path)
     // as the default level), at half the time on lavapipe, where it dominates a run.
     let toml = format!("[autotune]\nlevel = \"minimal\"\ncache = {{ file = {:?} }}\n", cwd);
     std::fs::write(cwd.join("cubecl.toml"), toml).unwrap();
-    let fixture = shared.join("fixtures/tiny-distilbert-classifier");
     let source = shared.join("data/hf-imdb");
-    let (fixture, source) = (fixture.to_str().unwrap(), source.to_str().unwrap());
+    let (model, source) = (model.to_str().unwrap(), source.to_str().unwrap());
     #[rustfmt::skip]
-    run(build, &cwd, &[
-        "train", "--model", fixture, "--source", source, "--subset", "0.01", "--seed", "42",
+    run_with(build, &cwd, &[
+        "train", "--model", model, "--source", source, "--subset", "0.01", "--seed", "42",
         "--epochs", "1", "--lr", "1e-3", "--batch", "16", "--max-len", "64", "--precision", precision,
         "--out", out.to_str().unwrap(), "--cache-dir", dir.join("token-cache").to_str().unwrap(), "--quiet",
-    ]);
+    ], env);
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("record.json")).unwrap()).unwrap();
     assert_eq!(
@@ -173,13 +181,17 @@ fn train_eval_predict(build: &Build, shared: &Path, precision: &str, dir: &Path)
 
     let best = out.join("best");
     let best = best.to_str().unwrap();
-    let eval =
-        run(build, &cwd, &["eval", "--model", best, "--source", source, "--precision", precision, "--json"]);
+    let eval = run_with(
+        build,
+        &cwd,
+        &["eval", "--model", best, "--source", source, "--precision", precision, "--json"],
+        env,
+    );
     let eval: Value = serde_json::from_slice(&eval.stdout).unwrap();
 
     let mut args = vec!["predict", "--model", best, "--precision", precision, "--max-len", "64", "--json"];
     args.extend(TEXTS);
-    let predict = run(build, &cwd, &args);
+    let predict = run_with(build, &cwd, &args, env);
     let logits = String::from_utf8(predict.stdout)
         .unwrap()
         .lines()
@@ -209,17 +221,32 @@ fn number(v: &Value, what: &str) -> f64 {
 fn compare_builds(precision: &str, tol: &Tolerances) {
     let Some(shared) = shared() else { return };
     let Some(wgpu) = wgpu_bin() else { return };
+    let gpu = Build { name: "wgpu", bin: wgpu, backend: "wgpu", runner: None };
+    let model = shared.join("fixtures/tiny-distilbert-classifier");
+    compare_with_cpu(&gpu, &[], &shared, &model, precision, tol);
+}
+
+/// The CPU build and `gpu` (run with `env`) each train `model`, evaluate and predict, and
+/// must agree within `tol`.
+fn compare_with_cpu(
+    gpu: &Build,
+    env: &[(&str, &str)],
+    shared: &Path,
+    model: &Path,
+    precision: &str,
+    tol: &Tolerances,
+) {
+    let name = gpu.name;
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("wgpu-vs-cpu-{precision}-{}", std::process::id()));
+        .join(format!("{name}-vs-cpu-{precision}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cpu = Build { name: "cpu", bin: PathBuf::from(BIN), backend: "cpu (burn-flex)", runner: None };
-    let gpu = Build { name: "wgpu", bin: wgpu, backend: "wgpu", runner: None };
-    let a = train_eval_predict(&cpu, &shared, precision, &dir);
-    let b = train_eval_predict(&gpu, &shared, precision, &dir);
+    let a = train_eval_predict(&cpu, shared, model, precision, &dir, &[]);
+    let b = train_eval_predict(gpu, shared, model, precision, &dir, env);
     let mut report = Vec::new();
     let mut check = |what: String, gap: f64, bound: f64| {
-        assert!(gap <= bound, "{precision}: wgpu vs cpu {what} differ by {gap:e} > {bound:e}");
+        assert!(gap <= bound, "{precision}: {name} vs cpu {what} differ by {gap:e} > {bound:e}");
         report.push(format!("{what}: {gap:.3e} (bound {bound:.0e})"));
     };
 
@@ -247,13 +274,13 @@ fn compare_builds(precision: &str, tol: &Tolerances) {
         // Decision margins here are ≥ 1e-2, far above the logit gaps: no prediction may flip.
         assert_eq!(ta[key], tb[key], "{precision}: test {key}");
     }
-    for (name, outcome) in [("cpu", &a), ("wgpu", &b)] {
-        assert_eq!(outcome.eval["n"], 100, "{name}");
-        assert_eq!(outcome.eval["confusion"], outcome.record["test"]["confusion"], "{name}");
+    for (build, outcome) in [("cpu", &a), (name, &b)] {
+        assert_eq!(outcome.eval["n"], 100, "{build}");
+        assert_eq!(outcome.eval["confusion"], outcome.record["test"]["confusion"], "{build}");
         let gap = (number(&outcome.eval["loss"], "eval loss")
             - number(&outcome.record["test"]["loss"], "loss"))
         .abs();
-        check(format!("{name} eval loss vs its record's test loss"), gap, tol.loss);
+        check(format!("{build} eval loss vs its record's test loss"), gap, tol.loss);
     }
     check(
         "eval loss".into(),
@@ -262,17 +289,17 @@ fn compare_builds(precision: &str, tol: &Tolerances) {
     );
 
     // Export: every weight, and the logits `predict` prints.
-    let initial = read_weights(&shared.join("fixtures/tiny-distilbert-classifier/model.safetensors"));
+    let initial = read_weights(&model.join("model.safetensors"));
     let mut names: Vec<&String> = a.weights.keys().collect();
     names.sort();
     assert_eq!(names.len(), b.weights.len());
     let (mut weight_gap, mut moved) = (0.0f64, 0.0f64);
-    for name in names {
-        let (wa, wb) = (&a.weights[name], &b.weights[name]);
-        assert_eq!(wa.len(), wb.len(), "{name}");
+    for weight in names {
+        let (wa, wb) = (&a.weights[weight], &b.weights[weight]);
+        assert_eq!(wa.len(), wb.len(), "{weight}");
         let gap = max_gap(wa.iter().map(|&v| v as f64), wb.iter().map(|&v| v as f64));
         weight_gap = if gap.is_nan() { gap } else { weight_gap.max(gap) };
-        let start = initial.get(name).unwrap_or_else(|| panic!("{name} is not in the fixture"));
+        let start = initial.get(weight).unwrap_or_else(|| panic!("{weight} is not in the fixture"));
         moved = moved.max(max_gap(wa.iter().map(|&v| v as f64), start.iter().map(|&v| v as f64)));
     }
     check("weights".into(), weight_gap, tol.weight);
@@ -283,7 +310,7 @@ fn compare_builds(precision: &str, tol: &Tolerances) {
     // The agreement means something only if training moved the weights well past the bound.
     assert!(moved >= 5.0 * tol.weight, "{precision}: training moved no weight by more than {moved:e}");
     report.push(format!("largest weight change in training: {moved:.3e}"));
-    eprintln!("{precision}, wgpu vs cpu:\n  {}", report.join("\n  "));
+    eprintln!("{precision}, {name} vs cpu:\n  {}", report.join("\n  "));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -383,6 +410,41 @@ fn vulkan_build_runs_the_tensor_core_attention_on_cooperative_matrices() {
     let build = Build { name: "vulkan", bin, backend: "vulkan", runner: Some(runner) };
     kernels_match_the_reference(&build, &dir, "tensor-cores");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A whole f16 run on the tensor-core attention: the `vulkan` build under Mesa 26's lavapipe
+/// with `BERTLAB_ATTENTION=tensor-cores` trains, evaluates and predicts as the CPU build does.
+/// The fixture's heads are 8 wide, which the tile kernels do not take (they would fall back to
+/// the rows); the same weights as 2 heads of 16, the narrowest they take, are another valid
+/// model, and the record must say the tensor-core kernels ran (`, ran rows` otherwise).
+#[test]
+fn vulkan_build_trains_on_the_tensor_core_attention_like_the_cpu_build_in_f16() {
+    let Some(shared) = shared() else { return };
+    let (Some(bin), Some(runner)) = (env_file("BERTLAB_VULKAN_BIN"), env_file("BERTLAB_LAVAPIPE_26")) else {
+        eprintln!("skipping: BERTLAB_VULKAN_BIN and BERTLAB_LAVAPIPE_26 are not both set; .ci/run sets them");
+        return;
+    };
+    let fixture = shared.join("fixtures/tiny-distilbert-classifier");
+    let model = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("heads-of-16-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&model);
+    std::fs::create_dir_all(&model).unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, model.join(path.file_name().unwrap())).unwrap();
+    }
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (config["dim"].as_u64(), config["n_heads"].as_u64()),
+        (Some(32), Some(4)),
+        "the fixture changed"
+    );
+    config["n_heads"] = 2.into();
+    std::fs::write(model.join("config.json"), config.to_string()).unwrap();
+    let gpu =
+        Build { name: "vulkan", bin, backend: "vulkan (attention: tensor-cores)", runner: Some(runner) };
+    compare_with_cpu(&gpu, &[("BERTLAB_ATTENTION", "tensor-cores")], &shared, &model, "f16", &F16);
+    let _ = std::fs::remove_dir_all(&model);
 }
 
 /// `var`'s path, which must be a file, or `None` when unset.
